@@ -1,0 +1,30 @@
+# LesionLite. `make demo` and `make test` do all the set-up on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint venv real-cpu bench-pipeline clean-results
+
+$(STAMP): requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m scripts.pipeline -c configs/demo.yaml
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(PY) -m ruff check core scripts tests
+
+real-cpu: $(STAMP)
+	$(PY) -m scripts.pipeline -c configs/ham10000-cpu.yaml
+
+bench-pipeline: $(STAMP)
+	$(PY) -m scripts.bench_pipeline

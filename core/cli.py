@@ -1,0 +1,32 @@
+"""Shared plumbing for the thin command-line scripts: logging set-up and one-line errors."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+
+from core.errors import LesionLiteError
+
+log = logging.getLogger("lesionlite")
+
+
+def setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+
+
+def run_cli(main: Callable[[argparse.Namespace], int | None], parser: argparse.ArgumentParser,
+            argv: list[str] | None = None) -> int:
+    """Parse, run ``main``, and turn user errors into ``error: <message>`` with exit status 2."""
+    args = parser.parse_args(argv)
+    setup_logging(getattr(args, "verbose", False))
+    try:
+        return int(main(args) or 0)
+    except LesionLiteError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

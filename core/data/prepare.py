@@ -1,0 +1,48 @@
+"""From a dataset folder to decoded, validated images ready for a model's preprocessing."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from torch.utils.data import DataLoader
+
+from core.data.cache import ImageCache, build_cache
+from core.data.dataset import CachedImageDataset
+from core.data.layout import dataset_fingerprint, load_table
+from core.data.transforms import Preprocessing, eval_transform
+from core.errors import DatasetError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PreparedData:
+    """A dataset's label table (unreadable images removed, if skipped), its image cache and fingerprint."""
+
+    root: Path
+    table: pd.DataFrame
+    cache: ImageCache
+    fingerprint: str
+
+
+def prepare_data(root: str | Path, *, prep: Preprocessing, cache_dir: str | Path, skip_bad: bool = False,
+                 workers: int = 2) -> PreparedData:
+    """Read and validate a dataset folder and decode its images at the model's cache resolution."""
+    table = load_table(root)
+    cache = build_cache(table, size=prep.cache_size, cache_dir=cache_dir, interpolation=prep.interpolation,
+                        skip_bad=skip_bad, workers=workers)
+    if cache.bad:
+        table = table[~table["image_id"].isin(list(cache.bad))].reset_index(drop=True)
+        if table.empty:
+            raise DatasetError(f"no readable images left in {root}")
+    return PreparedData(Path(root), table, cache, dataset_fingerprint(table))
+
+
+def eval_loader(data: PreparedData, table: pd.DataFrame, prep: Preprocessing, *, batch_size: int,
+                workers: int = 0) -> DataLoader:
+    """A deterministic loader (no augmentation, fixed order) over ``table``'s rows."""
+    dataset = CachedImageDataset(data.cache, table, eval_transform(prep))
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)

@@ -1,0 +1,128 @@
+"""Preprocessing derived from the model's timm data config, and training augmentation.
+
+Images are decoded once into a square uint8 array of side ``cache_size = floor(input_size / crop_pct)``
+(shorter side resized, centre cropped), exactly timm's eval resize. Evaluation then centre-crops
+``input_size``; training augments that stored square (after the split, never before).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import IO, Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision.transforms import v2
+
+_PIL_INTERPOLATION = {
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "nearest": Image.Resampling.NEAREST,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Everything needed to turn an image into model input; stored with every trained model."""
+
+    input_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    crop_pct: float = 0.875
+    interpolation: str = "bicubic"
+
+    @property
+    def cache_size(self) -> int:
+        return int(math.floor(self.input_size / self.crop_pct))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Preprocessing:
+        return cls(
+            input_size=int(d["input_size"]),
+            mean=tuple(d["mean"]),
+            std=tuple(d["std"]),
+            crop_pct=float(d.get("crop_pct", 0.875)),
+            interpolation=str(d.get("interpolation", "bicubic")),
+        )
+
+
+def preprocessing_for(model: torch.nn.Module, input_size: int) -> Preprocessing:
+    """Resolve preprocessing from the model's timm data config, at ``input_size`` pixels."""
+    from timm.data import resolve_data_config
+
+    cfg = resolve_data_config({"input_size": (3, input_size, input_size)}, model=model)
+    interpolation = cfg.get("interpolation", "bicubic")
+    return Preprocessing(
+        input_size=input_size,
+        mean=tuple(float(x) for x in cfg["mean"]),
+        std=tuple(float(x) for x in cfg["std"]),
+        crop_pct=float(cfg.get("crop_pct", 0.875)),
+        interpolation=interpolation if interpolation in _PIL_INTERPOLATION else "bicubic",
+    )
+
+
+def decode_square(source: str | IO[bytes], *, size: int, interpolation: str = "bicubic") -> np.ndarray:
+    """Decode an image to an RGB uint8 array of shape (size, size, 3): shorter side resized, centre cropped.
+
+    Raises the decoder's own error (``OSError``, ``PIL.UnidentifiedImageError``, ...) for unreadable files.
+    """
+    with Image.open(source) as img:
+        img.draft("RGB", (size, size))  # JPEG: decode at reduced scale when the file is much larger
+        img = img.convert("RGB")
+        w, h = img.size
+        scale = size / min(w, h)
+        new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
+        img = img.resize((new_w, new_h), _PIL_INTERPOLATION[interpolation])
+        left, top = (new_w - size) // 2, (new_h - size) // 2
+        img = img.crop((left, top, left + size, top + size))
+        return np.asarray(img, dtype=np.uint8).copy()
+
+
+def _normalize(prep: Preprocessing) -> list[v2.Transform]:
+    return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean=list(prep.mean), std=list(prep.std))]
+
+
+def eval_transform(prep: Preprocessing) -> v2.Compose:
+    """uint8 CHW tensor of side ``cache_size`` -> normalized float tensor of side ``input_size``."""
+    return v2.Compose([v2.CenterCrop(prep.input_size), *_normalize(prep)])
+
+
+class RandomRot90(torch.nn.Module):
+    """Rotate by a random multiple of 90 degrees (dermoscopy has no canonical orientation)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k = int(torch.randint(0, 4, ()).item())
+        return torch.rot90(x, k, dims=(-2, -1)) if k else x
+
+
+def train_transform(prep: Preprocessing, *, scale_min: float = 0.5, color_jitter: float = 0.1) -> v2.Compose:
+    """Training augmentation: random resized crop, flips, 90-degree rotations, mild colour jitter."""
+    steps: list[torch.nn.Module] = [
+        v2.RandomResizedCrop(prep.input_size, scale=(scale_min, 1.0), antialias=True),
+        v2.RandomHorizontalFlip(),
+        v2.RandomVerticalFlip(),
+        RandomRot90(),
+    ]
+    if color_jitter > 0:
+        # No hue jitter: lesion colour is diagnostic, and hue conversion is the slowest step on CPU.
+        steps.append(v2.ColorJitter(brightness=color_jitter, contrast=color_jitter, saturation=color_jitter))
+    return v2.Compose([*steps, *_normalize(prep)])
+
+
+def to_chw_tensor(square: np.ndarray) -> torch.Tensor:
+    """HWC uint8 array -> CHW uint8 tensor (copies read-only memory-mapped rows: torch needs writable memory)."""
+    if not square.flags.writeable or not square.flags.c_contiguous:
+        square = np.array(square, copy=True, order="C")
+    return torch.from_numpy(square).permute(2, 0, 1)
+
+
+def preprocess_image(source: str | IO[bytes], prep: Preprocessing) -> torch.Tensor:
+    """One image file -> a model-ready batch of one, the same path as evaluation."""
+    square = decode_square(source, size=prep.cache_size, interpolation=prep.interpolation)
+    return eval_transform(prep)(to_chw_tensor(square)).unsqueeze(0)

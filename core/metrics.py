@@ -1,0 +1,105 @@
+"""Classification metrics for the seven-class problem, and the ISIC 2018 Task 3 submission format.
+
+Balanced accuracy (mean per-class recall, ISIC 2018's ranking metric) is always reported next to accuracy:
+nv is two thirds of HAM10000, so a model that says "nv" to everything has 67% accuracy.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import (
+    accuracy_score,
+    cohen_kappa_score,
+    confusion_matrix,
+    matthews_corrcoef,
+    precision_recall_fscore_support,
+    roc_auc_score,
+)
+
+from core.classes import CLASSES, ISIC_COLUMNS
+
+METRIC_NAMES = ("accuracy", "balanced_accuracy", "auc_macro_ovr", "kappa", "mcc", "ece")
+
+
+@dataclass
+class Evaluation:
+    """All figures of one evaluation: scalar metrics, per-class table and confusion matrix."""
+
+    metrics: dict[str, float]
+    per_class: pd.DataFrame  # index: class; columns precision, recall, f1, support
+    confusion: np.ndarray  # rows: true class, columns: predicted class, in CLASSES order
+
+
+def balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Mean recall over the classes present in ``y_true``."""
+    recalls = [np.mean(y_pred[y_true == c] == c) for c in np.unique(y_true)]
+    return float(np.mean(recalls))
+
+
+def macro_auc_ovr(y_true: np.ndarray, probs: np.ndarray) -> float:
+    """Mean one-vs-rest ROC-AUC over classes that have both positives and negatives (NaN if none)."""
+    aucs = [roc_auc_score(y_true == c, probs[:, c]) for c in range(probs.shape[1])
+            if 0 < np.sum(y_true == c) < len(y_true)]
+    return float(np.mean(aucs)) if aucs else math.nan
+
+
+def expected_calibration_error(y_true: np.ndarray, probs: np.ndarray, *, n_bins: int = 15) -> float:
+    """Top-label ECE: the confidence-weighted gap between confidence and accuracy over equal-width bins."""
+    confidence = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == y_true
+    bins = np.minimum((confidence * n_bins).astype(int), n_bins - 1)
+    ece = 0.0
+    for b in range(n_bins):
+        in_bin = bins == b
+        if in_bin.any():
+            ece += in_bin.mean() * abs(correct[in_bin].mean() - confidence[in_bin].mean())
+    return float(ece)
+
+
+def evaluate_predictions(y_true: np.ndarray, probs: np.ndarray, *, classes: tuple[str, ...] = CLASSES) -> Evaluation:
+    """Compute every metric from true labels (class indices) and predicted probabilities (n, k)."""
+    y_true = np.asarray(y_true, dtype=np.int64)
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.ndim != 2 or probs.shape != (len(y_true), len(classes)):
+        raise ValueError(f"probs must have shape ({len(y_true)}, {len(classes)}), got {probs.shape}")
+    if len(y_true) == 0:
+        raise ValueError("cannot evaluate an empty set of predictions")
+    y_pred = probs.argmax(axis=1)
+    labels = list(range(len(classes)))
+    precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+    metrics = {
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "balanced_accuracy": balanced_accuracy(y_true, y_pred),
+        "auc_macro_ovr": macro_auc_ovr(y_true, probs),
+        "kappa": float(cohen_kappa_score(y_true, y_pred, labels=labels)),
+        "mcc": float(matthews_corrcoef(y_true, y_pred)),
+        "ece": expected_calibration_error(y_true, probs),
+    }
+    per_class = pd.DataFrame({"precision": precision, "recall": recall, "f1": f1, "support": support},
+                             index=pd.Index(classes, name="class"))
+    return Evaluation(metrics, per_class, confusion_matrix(y_true, y_pred, labels=labels))
+
+
+def format_evaluation(ev: Evaluation, *, title: str = "") -> str:
+    """A plain-text table of all figures, for the terminal."""
+    lines = [title] if title else []
+    lines.append("  ".join(f"{k}={v:.4f}" for k, v in ev.metrics.items()))
+    lines.append(ev.per_class.to_string(float_format=lambda x: f"{x:.3f}"))
+    cm = pd.DataFrame(ev.confusion, index=[f"true {c}" for c in ev.per_class.index], columns=list(ev.per_class.index))
+    lines.append(cm.to_string())
+    return "\n".join(lines)
+
+
+def write_isic_submission(path: str | Path, image_ids: list[str], probs: np.ndarray) -> Path:
+    """Write predictions as an ISIC 2018 Task 3 submission CSV (``image,MEL,NV,BCC,AKIEC,BKL,DF,VASC``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    df = pd.DataFrame(np.asarray(probs, dtype=np.float64), columns=list(ISIC_COLUMNS))
+    df.insert(0, "image", image_ids)
+    df.to_csv(path, index=False, float_format="%.6f")
+    return path

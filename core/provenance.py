@@ -1,0 +1,52 @@
+"""Provenance of every result: run ids, the code's git SHA, the device, file hashes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import platform
+import secrets
+import subprocess
+from functools import cache
+from pathlib import Path
+
+import torch
+
+_REPO = Path(__file__).resolve().parent.parent
+
+
+def new_run_id(model: str, *, kind: str = "train") -> str:
+    """A sortable, unique id: ``20261126-071502-resnet50-train-a3f9``."""
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
+    return f"{stamp}-{model}-{kind}-{secrets.token_hex(2)}"
+
+
+@cache
+def git_sha() -> str:
+    """The code's commit, with ``-dirty`` if tracked files differ from it; ``unknown`` outside a checkout."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=_REPO, capture_output=True, text=True,
+                             check=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=_REPO,
+                               capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{sha}-dirty" if dirty else sha
+
+
+def device_description(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda:{torch.cuda.get_device_name(device)}"
+    return f"cpu:{platform.machine()}x{torch.get_num_threads()}threads"
+
+
+def sha256_file(path: str | Path, *, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)

@@ -1,0 +1,309 @@
+"""Training: AdamW, cosine schedule with warm-up, label smoothing, early stopping on validation balanced
+accuracy, resumable checkpoints, and one atomic results-store write at the end.
+
+The loop follows torchvision's ``references/classification``: ``train_one_epoch`` and ``evaluate`` (under
+``inference_mode``), a checkpoint dict saved every epoch. Ctrl-C leaves the last complete checkpoint and
+writes nothing to the results store.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from core.classes import CLASSES
+from core.config import build_config, save_config
+from core.data.dataset import IMBALANCE_MODES, CachedImageDataset, balanced_sampler, class_weights
+from core.data.prepare import PreparedData, eval_loader, prepare_data
+from core.data.split import apply_split, load_split, make_split, save_split, split_hash
+from core.data.synthetic import ensure_synthetic_dataset
+from core.data.transforms import Preprocessing, preprocessing_for, train_transform
+from core.errors import ConfigError
+from core.inference import evaluate
+from core.metrics import Evaluation
+from core.model_io import DATA_LICENCE, DEFAULT_MODELS_DIR, ModelCard, atomic_torch_save, save_trained_model
+from core.models import ARCHITECTURES, create_model
+from core.provenance import device_description, git_sha, new_run_id
+from core.results import DEFAULT_DB, ResultsStore, RunRecord
+
+log = logging.getLogger(__name__)
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def _f(default: Any, help: str, **meta: Any) -> Any:  # noqa: A002 - mirrors argparse's keyword
+    return field(default=default, metadata={"help": help, **meta})
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a training run; YAML keys and CLI flags are these field names."""
+
+    # Data
+    data_dir: str = _f("data/synthetic", "dataset folder (HAM10000 or ISIC 2018 Task 3 layout)")
+    synthetic: bool = _f(False, "generate the synthetic HAM10000-layout dataset in data_dir if not there")
+    synthetic_images: int = _f(1500, "number of synthetic images to generate")
+    skip_bad: bool = _f(False, "skip unreadable images (counted and logged) instead of stopping")
+    cache_dir: str = _f("results/cache", "folder of the decoded-image cache")
+    split_file: str | None = _f(None, "use this stored split CSV instead of making one")
+    val_fraction: float = _f(0.1, "share of lesions for validation")
+    test_fraction: float = _f(0.1, "share of lesions for test")
+    # Model
+    model: str = _f("efficientnet_b0", "architecture", choices=tuple(ARCHITECTURES))
+    pretrained: bool = _f(True, "start from ImageNet weights (downloaded by timm)")
+    img_size: int = _f(224, "input size in pixels")
+    drop_rate: float = _f(0.2, "dropout before the classifier")
+    # Optimisation
+    epochs: int = _f(30, "maximum epochs")
+    batch_size: int = _f(32, "batch size")
+    lr: float = _f(1e-3, "peak learning rate (AdamW)")
+    weight_decay: float = _f(0.05, "AdamW weight decay")
+    warmup_epochs: float = _f(1.0, "linear warm-up length, then cosine decay")
+    label_smoothing: float = _f(0.1, "label smoothing")
+    imbalance: str = _f("weighted_loss", "class-imbalance handling", choices=IMBALANCE_MODES)
+    aug_scale_min: float = _f(0.5, "random resized crop: smallest area fraction")
+    aug_color_jitter: float = _f(0.1, "colour jitter strength (0 disables)")
+    patience: int = _f(8, "early stopping: epochs without val balanced-accuracy gain (0 disables)")
+    max_train_batches: int = _f(0, "cap batches per epoch (0 = all); for smoke tests")
+    # Runtime
+    device: str = _f("auto", "device", choices=DEVICES)
+    amp: bool = _f(True, "bfloat16 autocast on CUDA (ignored on CPU)")
+    channels_last: bool = _f(True, "channels_last memory format on CUDA (ignored on CPU)")
+    threads: int = _f(0, "torch CPU threads (0 = torch's default)")
+    workers: int = _f(2, "data loader worker processes")
+    seed: int = _f(0, "seed for the split, initialisation and augmentation")
+    deterministic: bool = _f(False, "use deterministic algorithms (slower on CUDA)")
+    # Output
+    output_dir: str = _f(str(DEFAULT_MODELS_DIR), "folder of trained-model folders (one per run id)")
+    db: str = _f(str(DEFAULT_DB), "DuckDB results store")
+    variant: str = _f("dense-fp32", "variant name stored with the run")
+    resume: str | None = _f(None, "resume from this run folder's last checkpoint")
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "img_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+
+
+@dataclass
+class TrainResult:
+    run_id: str
+    run_dir: Path
+    evaluations: dict[str, Evaluation]
+    history: list[dict[str, float]]
+    config: TrainConfig
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' requested but no CUDA device is available; allowed here: auto, cpu")
+    return torch.device(name)
+
+
+def cosine_with_warmup(optimizer: torch.optim.Optimizer, *, warmup_steps: int, total_steps: int
+                       ) -> torch.optim.lr_scheduler.LambdaLR:
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def train_one_epoch(model: nn.Module, loader: DataLoader, *, criterion: nn.Module, optimizer: torch.optim.Optimizer,
+                    scheduler: torch.optim.lr_scheduler.LRScheduler, device: torch.device, epoch: int,
+                    cfg: TrainConfig) -> dict[str, float]:
+    model.train()
+    use_cuda_extras = device.type == "cuda"
+    total_loss, correct, seen = 0.0, 0, 0
+    n_batches = len(loader) if not cfg.max_train_batches else min(len(loader), cfg.max_train_batches)
+    start = time.perf_counter()
+    bar = tqdm(loader, total=n_batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False,
+               disable=None)
+    for i, (images, targets) in enumerate(bar):
+        if i >= n_batches:
+            break
+        images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+        if use_cuda_extras and cfg.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_cuda_extras and cfg.amp):
+            logits = model(images)
+            loss = criterion(logits.float(), targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        total_loss += loss.item() * len(targets)
+        correct += (logits.argmax(1) == targets).sum().item()
+        seen += len(targets)
+        bar.set_postfix(loss=f"{total_loss / seen:.3f}", img_s=f"{seen / (time.perf_counter() - start):.0f}")
+    seconds = time.perf_counter() - start
+    return {"train_loss": total_loss / max(1, seen), "train_accuracy": correct / max(1, seen),
+            "lr": optimizer.param_groups[0]["lr"], "train_images_per_s": seen / seconds, "epoch_seconds": seconds}
+
+
+def _loaders(data: PreparedData, table: pd.DataFrame, prep: Preprocessing, cfg: TrainConfig, epoch_seed: int
+             ) -> DataLoader:
+    train = table[table["split"] == "train"]
+    dataset = CachedImageDataset(data.cache, train, train_transform(prep, scale_min=cfg.aug_scale_min,
+                                                                    color_jitter=cfg.aug_color_jitter))
+    generator = torch.Generator().manual_seed(epoch_seed)
+    if cfg.imbalance == "balanced_sampler":
+        sampler = balanced_sampler(dataset.labels, seed=epoch_seed)
+        return DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.workers,
+                          drop_last=len(dataset) > cfg.batch_size, generator=generator,
+                          persistent_workers=False)
+    return DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, num_workers=cfg.workers,
+                      drop_last=len(dataset) > cfg.batch_size, generator=generator)
+
+
+def _resume_state(cfg: TrainConfig) -> tuple[TrainConfig, Path, dict[str, Any]]:
+    run_dir = Path(cfg.resume)  # type: ignore[arg-type]
+    if not (run_dir / "checkpoint.pth").is_file():
+        candidate = Path(cfg.output_dir) / str(cfg.resume)
+        if not (candidate / "checkpoint.pth").is_file():
+            raise ConfigError(f"nothing to resume at {cfg.resume!r}: no checkpoint.pth there or under {cfg.output_dir}")
+        run_dir = candidate
+    stored = build_config(TrainConfig, yaml_path=run_dir / "config.yaml")
+    stored.resume = str(run_dir)
+    checkpoint = torch.load(run_dir / "checkpoint.pth", map_location="cpu", weights_only=False)
+    log.info("resuming %s after epoch %d", run_dir.name, checkpoint["epoch"] + 1)
+    return stored, run_dir, checkpoint
+
+
+def run_training(cfg: TrainConfig) -> TrainResult:
+    """Data -> split -> train -> evaluate (val, test) -> store. Returns the run's figures."""
+    checkpoint: dict[str, Any] | None = None
+    if cfg.resume:
+        cfg, run_dir, checkpoint = _resume_state(cfg)
+        run_id = run_dir.name
+    else:
+        run_id = new_run_id(cfg.model)
+        run_dir = Path(cfg.output_dir) / run_id
+    seed_everything(cfg.seed)
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+
+    model = create_model(cfg.model, pretrained=cfg.pretrained and checkpoint is None, drop_rate=cfg.drop_rate)
+    prep = preprocessing_for(model, cfg.img_size)
+    if cfg.synthetic:
+        ensure_synthetic_dataset(cfg.data_dir, num_images=cfg.synthetic_images, seed=cfg.seed)
+    data = prepare_data(cfg.data_dir, prep=prep, cache_dir=cfg.cache_dir, skip_bad=cfg.skip_bad, workers=cfg.workers)
+    if checkpoint is not None:
+        table = apply_split(data.table, load_split(run_dir / "split.csv"))
+    elif cfg.split_file:
+        table = apply_split(data.table, load_split(cfg.split_file))
+    else:
+        table = make_split(data.table, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction, seed=cfg.seed)
+    s_hash = split_hash(table)
+    if checkpoint is None:
+        run_dir.mkdir(parents=True, exist_ok=False)
+        save_config(cfg, run_dir / "config.yaml")
+        save_split(table, run_dir / "split.csv")
+    log.info("run %s: %s on %s (%d train / %d val / %d test images), split %s, device %s", run_id, cfg.model,
+             cfg.data_dir, *(int((table["split"] == s).sum()) for s in ("train", "val", "test")), s_hash, device)
+
+    model.to(device)
+    if device.type == "cuda" and cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    train_labels = table.loc[table["split"] == "train", "label"].to_numpy()
+    weight = class_weights(train_labels).to(device) if cfg.imbalance == "weighted_loss" else None
+    criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = len(_loaders(data, table, prep, cfg, cfg.seed))
+    if cfg.max_train_batches:
+        steps_per_epoch = min(steps_per_epoch, cfg.max_train_batches)
+    scheduler = cosine_with_warmup(optimizer, warmup_steps=max(1, round(cfg.warmup_epochs * steps_per_epoch)),
+                                   total_steps=cfg.epochs * steps_per_epoch)
+    val_loader = eval_loader(data, table[table["split"] == "val"], prep, batch_size=cfg.batch_size * 2)
+    cuda_cl = device.type == "cuda" and cfg.channels_last
+
+    history: list[dict[str, float]] = []
+    best, best_epoch, start_epoch = -1.0, -1, 0
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["lr_scheduler"])
+        history, best, best_epoch = checkpoint["history"], checkpoint["best"], checkpoint["best_epoch"]
+        start_epoch = checkpoint["epoch"] + 1
+
+    card = ModelCard(run_id=run_id, architecture=cfg.model, classes=CLASSES, preprocessing=prep,
+                     extra={"drop_rate": cfg.drop_rate, "pretrained": cfg.pretrained, "split_hash": s_hash,
+                            "dataset_fingerprint": data.fingerprint, "git_sha": git_sha(), "seed": cfg.seed,
+                            "data_licence": DATA_LICENCE})
+    try:
+        for epoch in range(start_epoch, cfg.epochs):
+            if cfg.patience and epoch - best_epoch > cfg.patience and best_epoch >= 0:
+                log.info("early stopping: no val balanced-accuracy gain for %d epochs", cfg.patience)
+                break
+            loader = _loaders(data, table, prep, cfg, cfg.seed + epoch)
+            row = {"epoch": epoch, **train_one_epoch(model, loader, criterion=criterion, optimizer=optimizer,
+                                                     scheduler=scheduler, device=device, epoch=epoch, cfg=cfg)}
+            val, _ = evaluate(model, val_loader, device, channels_last=cuda_cl)
+            row.update({f"val_{k}": v for k, v in val.metrics.items()})
+            history.append(row)
+            improved = row["val_balanced_accuracy"] > best
+            if improved:
+                best, best_epoch = row["val_balanced_accuracy"], epoch
+                save_trained_model(run_dir, model, card)
+            atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                               "lr_scheduler": scheduler.state_dict(), "epoch": epoch, "history": history,
+                               "best": best, "best_epoch": best_epoch, "config": asdict(cfg)},
+                              run_dir / "checkpoint.pth")
+            log.info("epoch %d/%d  loss %.4f  train acc %.3f  val acc %.3f  val bal-acc %.3f%s  (%.0f img/s, %.0fs)",
+                     epoch + 1, cfg.epochs, row["train_loss"], row["train_accuracy"], row["val_accuracy"],
+                     row["val_balanced_accuracy"], "  *best*" if improved else "", row["train_images_per_s"],
+                     row["epoch_seconds"])
+    except KeyboardInterrupt:
+        log.warning("interrupted: the last complete epoch's checkpoint is in %s; nothing was written to the "
+                    "results store. Resume with --resume %s", run_dir, run_dir)
+        raise
+    pd.DataFrame(history).to_csv(run_dir / "history.csv", index=False)
+
+    model, evaluations = _evaluate_best(run_dir, model, data, table, prep, cfg, device)
+    record = RunRecord(run_id=run_id, kind="train", model=cfg.model, variant=cfg.variant, config=asdict(cfg),
+                       dataset=str(cfg.data_dir), dataset_fingerprint=data.fingerprint, split_hash=s_hash,
+                       seed=cfg.seed, device=device_description(device), git_sha=git_sha(),
+                       evaluations=evaluations, history=history,
+                       artifacts={"weights": run_dir / "model.pt", "config": run_dir / "config.yaml",
+                                  "split": run_dir / "split.csv"})
+    with ResultsStore(cfg.db) as store:
+        store.record_run(record)
+    return TrainResult(run_id, run_dir, evaluations, history, cfg)
+
+
+def _evaluate_best(run_dir: Path, model: nn.Module, data: PreparedData, table: pd.DataFrame, prep: Preprocessing,
+                   cfg: TrainConfig, device: torch.device) -> tuple[nn.Module, dict[str, Evaluation]]:
+    model.load_state_dict(torch.load(run_dir / "model.pt", map_location=device, weights_only=True))
+    cuda_cl = device.type == "cuda" and cfg.channels_last
+    evaluations = {}
+    for split in ("val", "test"):
+        loader = eval_loader(data, table[table["split"] == split], prep, batch_size=cfg.batch_size * 2)
+        evaluations[split], _ = evaluate(model, loader, device, channels_last=cuda_cl)
+    return model, evaluations
