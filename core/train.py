@@ -21,7 +21,6 @@ import pandas as pd
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from core.classes import CLASSES
 from core.config import build_config, save_config
@@ -35,6 +34,7 @@ from core.inference import evaluate
 from core.metrics import Evaluation
 from core.model_io import DATA_LICENCE, DEFAULT_MODELS_DIR, ModelCard, atomic_torch_save, save_trained_model
 from core.models import ARCHITECTURES, create_model
+from core.progress import progress
 from core.provenance import device_description, git_sha, new_run_id
 from core.results import DEFAULT_DB, ResultsStore, RunRecord
 
@@ -141,8 +141,7 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, *, criterion: nn.Modul
     total_loss, correct, seen = 0.0, 0, 0
     n_batches = len(loader) if not cfg.max_train_batches else min(len(loader), cfg.max_train_batches)
     start = time.perf_counter()
-    bar = tqdm(loader, total=n_batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False,
-               disable=None)
+    bar = progress(loader, total=n_batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False)
     for i, (images, targets) in enumerate(bar):
         if i >= n_batches:
             break

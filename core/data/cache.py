@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
-from tqdm import tqdm
 
 from core.data.transforms import decode_square
 from core.errors import DatasetError
+from core.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +104,7 @@ def _write_cache(table: pd.DataFrame, *, npy: Path, meta_path: Path, size: int, 
     try:
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:  # PIL releases the GIL while decoding
             results = pool.map(lambda p: _decode(p, size, interpolation), paths, chunksize=16)
-            for i, res in enumerate(tqdm(results, total=len(ids), desc=f"decode {size}px", unit="img",
-                                         disable=None)):
+            for i, res in enumerate(progress(results, total=len(ids), desc=f"decode {size}px", unit="img")):
                 if isinstance(res, str):
                     bad[ids[i]] = res
                 else:

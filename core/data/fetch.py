@@ -19,10 +19,10 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm import tqdm
 
 from core.data.layout import HAM_METADATA
 from core.errors import DatasetError
+from core.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +113,8 @@ def download(remote: RemoteFile, dest_dir: Path) -> Path:
                 log.info("%s: server does not resume; downloading from the start", remote.name)
                 have = 0
             mode = "ab" if have else "wb"
-            with part.open(mode) as f, tqdm(total=remote.size, initial=have, unit="B", unit_scale=True,
-                                            desc=remote.name, disable=None) as bar:
+            with part.open(mode) as f, progress(total=remote.size, initial=have, unit="B", unit_scale=True,
+                                                desc=remote.name) as bar:
                 while block := response.read(_CHUNK):
                     f.write(block)
                     bar.update(len(block))

@@ -160,9 +160,13 @@ def load_table(root: str | Path) -> pd.DataFrame:
 
 
 def dataset_fingerprint(df: pd.DataFrame) -> str:
-    """Content fingerprint of a dataset: labels, lesion ids and image file sizes (stable across copies)."""
+    """Content fingerprint of a dataset: image ids, labels and image file sizes (stable across copies and layouts).
+
+    Lesion ids are left out so the same images scored from the HAM10000 and the ISIC layout match; the split
+    hash records the grouping.
+    """
     h = hashlib.sha256()
     for row in df.sort_values("image_id").itertuples(index=False):
         size = Path(row.path).stat().st_size if "path" in df.columns else 0
-        h.update(f"{row.image_id},{row.lesion_id},{row.dx},{size}\n".encode())
+        h.update(f"{row.image_id},{row.dx},{size}\n".encode())
     return h.hexdigest()[:16]

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
-from tqdm import tqdm
 
 from core.classes import CLASSES
 from core.data.layout import HAM_METADATA
 from core.errors import DatasetError
+from core.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +180,7 @@ def generate_synthetic_dataset(
     for p in parts:
         p.mkdir(parents=True, exist_ok=True)
     image_no = 0
-    with tqdm(total=n_images, desc="synthetic images", unit="img", disable=None) as bar:
+    with progress(total=n_images, desc="synthetic images", unit="img") as bar:
         for lesion_id, lesion, n in lesions:
             age = float(np.clip(rng.normal(52, 16), 5, 85) // 5 * 5)
             sex = str(rng.choice(["male", "female"]))

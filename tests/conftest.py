@@ -1,0 +1,51 @@
+"""Shared fixtures: small synthetic datasets, paths to the real data in ../shared (skipped where absent)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from core.data.synthetic import generate_synthetic_dataset
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def _shared(sub: str) -> Path:
+    path = SHARED_DATA / sub
+    if not path.exists():
+        pytest.skip(f"real HAM10000 data not available: {path} is absent (it lives in ../shared beside the checkout)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def full_metadata_csv() -> Path:
+    return _shared("ham10000-full-metadata") / "HAM10000_metadata.csv"
+
+
+@pytest.fixture(scope="session")
+def real_subset_dir() -> Path:
+    return _shared("ham10000")
+
+
+@pytest.fixture(scope="session")
+def samples_dir() -> Path:
+    return _shared("ham10000-samples")
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic HAM10000-layout dataset, generated once per session (read-only for tests)."""
+    root = tmp_path_factory.mktemp("synthetic")
+    generate_synthetic_dataset(root, num_images=240, width=96, height=72, seed=1, min_lesions_per_class=8)
+    return root
+
+
+@pytest.fixture
+def synthetic_copy(synthetic_root: Path, tmp_path: Path) -> Path:
+    """A private copy of the synthetic dataset that a test may damage."""
+    dst = tmp_path / "data"
+    shutil.copytree(synthetic_root, dst)
+    return dst
