@@ -18,6 +18,7 @@ demo: $(STAMP)
 	$(PY) -m scripts.pipeline -c configs/demo.yaml
 
 test: $(STAMP)
+	$(PY) -m ruff check core scripts tests
 	$(PY) -m pytest
 
 lint: $(STAMP)

@@ -39,6 +39,10 @@ def add_config_args(parser: argparse.ArgumentParser, cls: type) -> None:
         if kind is bool:
             group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
                                help=help_)
+        elif typing.get_origin(kind) is list:
+            (item,) = typing.get_args(kind)
+            group.add_argument(flag, dest=f.name, type=item, nargs="+", default=argparse.SUPPRESS, help=help_,
+                               choices=choices, metavar=None if choices else f.name.upper())
         else:
             group.add_argument(flag, dest=f.name, type=kind, default=argparse.SUPPRESS, help=help_,
                                choices=choices, metavar=f.name.upper() if not choices else None)
@@ -81,12 +85,20 @@ def build_config(cls: type[C], *, yaml_path: str | Path | None = None, overrides
         raise ConfigError(str(exc)) from None
     for f in dataclasses.fields(cls):
         choices = f.metadata.get("choices")
-        if choices and getattr(cfg, f.name) not in choices:
-            raise ConfigError(f"{f.name}: {getattr(cfg, f.name)!r} is not allowed; allowed: {', '.join(map(str, choices))}")
+        value = getattr(cfg, f.name)
+        for v in value if isinstance(value, list) else [value]:
+            if choices and v not in choices:
+                allowed = ", ".join(map(str, choices))
+                raise ConfigError(f"{f.name}: {v!r} is not allowed; allowed: {allowed}")
     return cfg
 
 
 def _coerce(key: str, value: Any, kind: type) -> Any:
+    if typing.get_origin(kind) is list:
+        (item,) = typing.get_args(kind)
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list of {item.__name__}, got {value!r}")
+        return [_coerce(key, v, item) for v in value]
     if value is None or isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
         return value
     if kind is float and isinstance(value, int) and not isinstance(value, bool):

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
 from core.metrics import Evaluation, evaluate_predictions
+
+if TYPE_CHECKING:
+    from core.variants import Predictor
 
 
 @torch.inference_mode()
@@ -31,3 +36,14 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, *
     """All metrics of ``model`` on ``loader``; also returns the probabilities."""
     probs, labels = predict_probs(model, loader, device, channels_last=channels_last)
     return evaluate_predictions(labels, probs), probs
+
+
+def predictor_probs(predictor: Predictor, loader: DataLoader) -> tuple[np.ndarray, np.ndarray]:
+    """Softmax probabilities and labels from any :class:`core.variants.Predictor` (PyTorch or ONNX)."""
+    from core.variants import softmax
+
+    probs, labels = [], []
+    for images, targets in loader:
+        probs.append(softmax(predictor.logits(images.numpy())))
+        labels.append(np.asarray(targets))
+    return np.concatenate(probs), np.concatenate(labels)

@@ -94,6 +94,7 @@ class RunRecord:
     parent_run_id: str | None = None
     created_at: dt.datetime = field(default_factory=utc_now)
     evaluations: dict[str, Evaluation] = field(default_factory=dict)  # split -> figures
+    scalars: dict[str, dict[str, float]] = field(default_factory=dict)  # split -> name -> value (e.g. "deploy")
     history: list[dict[str, float]] = field(default_factory=list)  # one dict per epoch, with key "epoch"
     artifacts: dict[str, Path] = field(default_factory=dict)  # kind -> file
 
@@ -165,6 +166,9 @@ class ResultsStore:
                 con.executemany("INSERT INTO confusion VALUES (?, ?, ?, ?, ?)",
                                 [[rec.run_id, split, CLASSES[i], CLASSES[j], int(ev.confusion[i, j])]
                                  for i in range(len(CLASSES)) for j in range(len(CLASSES))])
+            for split, values in rec.scalars.items():
+                con.executemany("INSERT INTO metrics VALUES (?, ?, ?, ?)",
+                                [[rec.run_id, split, k, float(v)] for k, v in values.items()])
             history_rows = [[rec.run_id, int(row["epoch"]), k, float(v)]
                             for row in rec.history for k, v in row.items() if k != "epoch"]
             if history_rows:
@@ -189,3 +193,39 @@ class ResultsStore:
 
     def has_run(self, run_id: str) -> bool:
         return bool(self.con.execute("SELECT count(*) FROM runs WHERE run_id = ?", [run_id]).fetchone()[0])
+
+
+_TABLES = ("runs", "metrics", "per_class", "confusion", "history", "artifacts")
+
+
+def ingest(target: ResultsStore, source: str | Path) -> int:
+    """Copy the runs of another store (e.g. a sweep shard) that ``target`` lacks, all or nothing.
+
+    Returns the number of runs added; runs already present are left as they are (append-only).
+    """
+    source = Path(source)
+    if not source.is_file():
+        raise StoreError(f"shard store not found: {source}")
+    con = target.con
+    con.execute(f"ATTACH '{source.as_posix()}' AS src (READ_ONLY)")
+    try:
+        version = con.execute("SELECT max(version) FROM src.schema_version").fetchone()[0]
+        if version != SCHEMA_VERSION:
+            raise StoreError(f"{source}: schema version {version}, expected {SCHEMA_VERSION}")
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute("CREATE TEMP TABLE new_runs AS SELECT run_id FROM src.runs "
+                        "WHERE run_id NOT IN (SELECT run_id FROM main.runs)")
+            added = con.execute("SELECT count(*) FROM new_runs").fetchone()[0]
+            for table in _TABLES:
+                con.execute(f"INSERT INTO main.{table} SELECT * FROM src.{table} "
+                            "WHERE run_id IN (SELECT run_id FROM new_runs)")
+            con.execute("DROP TABLE new_runs")
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+    finally:
+        con.execute("DETACH src")
+    log.info("ingested %d new run(s) from %s", added, source)
+    return int(added)

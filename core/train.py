@@ -12,6 +12,7 @@ import logging
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -193,6 +194,73 @@ def _resume_state(cfg: TrainConfig) -> tuple[TrainConfig, Path, dict[str, Any]]:
     return stored, run_dir, checkpoint
 
 
+@dataclass
+class FitResult:
+    """What :func:`fit` leaves: the per-epoch history and the best epoch's weights (by val balanced accuracy)."""
+
+    history: list[dict[str, float]]
+    best: float
+    best_epoch: int
+    best_state: dict[str, torch.Tensor] | None
+
+
+def fit(model: nn.Module, *, data: PreparedData, table: pd.DataFrame, prep: Preprocessing, cfg: TrainConfig,
+        device: torch.device, checkpoint: dict[str, Any] | None = None,
+        on_epoch: Callable[[int, bool, dict[str, Any]], None] | None = None) -> FitResult:
+    """Train ``model`` on ``table``'s train rows, selecting on val balanced accuracy, with early stopping.
+
+    Used for dense training and for fine-tuning pruned models. ``checkpoint`` resumes a previous fit;
+    ``on_epoch(epoch, improved, state)`` is called after each epoch with a resumable checkpoint dict.
+    """
+    model.to(device)
+    cuda_cl = device.type == "cuda" and cfg.channels_last
+    if cuda_cl:
+        model.to(memory_format=torch.channels_last)
+    train_labels = table.loc[table["split"] == "train", "label"].to_numpy()
+    weight = class_weights(train_labels).to(device) if cfg.imbalance == "weighted_loss" else None
+    criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = len(_loaders(data, table, prep, cfg, cfg.seed))
+    if cfg.max_train_batches:
+        steps_per_epoch = min(steps_per_epoch, cfg.max_train_batches)
+    scheduler = cosine_with_warmup(optimizer, warmup_steps=max(1, round(cfg.warmup_epochs * steps_per_epoch)),
+                                   total_steps=cfg.epochs * steps_per_epoch)
+    val_loader = eval_loader(data, table[table["split"] == "val"], prep, batch_size=cfg.batch_size * 2)
+
+    history: list[dict[str, float]] = []
+    best, best_epoch, start_epoch = -1.0, -1, 0
+    best_state: dict[str, torch.Tensor] | None = None
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["lr_scheduler"])
+        history, best, best_epoch = checkpoint["history"], checkpoint["best"], checkpoint["best_epoch"]
+        start_epoch = checkpoint["epoch"] + 1
+    for epoch in range(start_epoch, cfg.epochs):
+        if cfg.patience and best_epoch >= 0 and epoch - best_epoch > cfg.patience:
+            log.info("early stopping: no val balanced-accuracy gain for %d epochs", cfg.patience)
+            break
+        loader = _loaders(data, table, prep, cfg, cfg.seed + epoch)
+        row = {"epoch": epoch, **train_one_epoch(model, loader, criterion=criterion, optimizer=optimizer,
+                                                 scheduler=scheduler, device=device, epoch=epoch, cfg=cfg)}
+        val, _ = evaluate(model, val_loader, device, channels_last=cuda_cl)
+        row.update({f"val_{k}": v for k, v in val.metrics.items()})
+        history.append(row)
+        improved = row["val_balanced_accuracy"] > best
+        if improved:
+            best, best_epoch = row["val_balanced_accuracy"], epoch
+            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        if on_epoch is not None:
+            on_epoch(epoch, improved, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                       "lr_scheduler": scheduler.state_dict(), "epoch": epoch, "history": history,
+                                       "best": best, "best_epoch": best_epoch})
+        log.info("epoch %d/%d  loss %.4f  train acc %.3f  val acc %.3f  val bal-acc %.3f%s  (%.0f img/s, %.0fs)",
+                 epoch + 1, cfg.epochs, row["train_loss"], row["train_accuracy"], row["val_accuracy"],
+                 row["val_balanced_accuracy"], "  *best*" if improved else "", row["train_images_per_s"],
+                 row["epoch_seconds"])
+    return FitResult(history, best, best_epoch, best_state)
+
+
 def run_training(cfg: TrainConfig) -> TrainResult:
     """Data -> split -> train -> evaluate (val, test) -> store. Returns the run's figures."""
     checkpoint: dict[str, Any] | None = None
@@ -228,61 +296,24 @@ def run_training(cfg: TrainConfig) -> TrainResult:
     log.info("run %s: %s on %s (%d train / %d val / %d test images), split %s, device %s", run_id, cfg.model,
              cfg.data_dir, *(int((table["split"] == s).sum()) for s in ("train", "val", "test")), s_hash, device)
 
-    model.to(device)
-    if device.type == "cuda" and cfg.channels_last:
-        model.to(memory_format=torch.channels_last)
-    train_labels = table.loc[table["split"] == "train", "label"].to_numpy()
-    weight = class_weights(train_labels).to(device) if cfg.imbalance == "weighted_loss" else None
-    criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps_per_epoch = len(_loaders(data, table, prep, cfg, cfg.seed))
-    if cfg.max_train_batches:
-        steps_per_epoch = min(steps_per_epoch, cfg.max_train_batches)
-    scheduler = cosine_with_warmup(optimizer, warmup_steps=max(1, round(cfg.warmup_epochs * steps_per_epoch)),
-                                   total_steps=cfg.epochs * steps_per_epoch)
-    val_loader = eval_loader(data, table[table["split"] == "val"], prep, batch_size=cfg.batch_size * 2)
-    cuda_cl = device.type == "cuda" and cfg.channels_last
-
-    history: list[dict[str, float]] = []
-    best, best_epoch, start_epoch = -1.0, -1, 0
-    if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["lr_scheduler"])
-        history, best, best_epoch = checkpoint["history"], checkpoint["best"], checkpoint["best_epoch"]
-        start_epoch = checkpoint["epoch"] + 1
-
     card = ModelCard(run_id=run_id, architecture=cfg.model, classes=CLASSES, preprocessing=prep,
                      extra={"drop_rate": cfg.drop_rate, "pretrained": cfg.pretrained, "split_hash": s_hash,
                             "dataset_fingerprint": data.fingerprint, "git_sha": git_sha(), "seed": cfg.seed,
                             "data_licence": DATA_LICENCE})
+
+    def on_epoch(epoch: int, improved: bool, state: dict[str, Any]) -> None:
+        if improved:
+            save_trained_model(run_dir, model, card)
+        atomic_torch_save({**state, "config": asdict(cfg)}, run_dir / "checkpoint.pth")
+
     try:
-        for epoch in range(start_epoch, cfg.epochs):
-            if cfg.patience and epoch - best_epoch > cfg.patience and best_epoch >= 0:
-                log.info("early stopping: no val balanced-accuracy gain for %d epochs", cfg.patience)
-                break
-            loader = _loaders(data, table, prep, cfg, cfg.seed + epoch)
-            row = {"epoch": epoch, **train_one_epoch(model, loader, criterion=criterion, optimizer=optimizer,
-                                                     scheduler=scheduler, device=device, epoch=epoch, cfg=cfg)}
-            val, _ = evaluate(model, val_loader, device, channels_last=cuda_cl)
-            row.update({f"val_{k}": v for k, v in val.metrics.items()})
-            history.append(row)
-            improved = row["val_balanced_accuracy"] > best
-            if improved:
-                best, best_epoch = row["val_balanced_accuracy"], epoch
-                save_trained_model(run_dir, model, card)
-            atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                               "lr_scheduler": scheduler.state_dict(), "epoch": epoch, "history": history,
-                               "best": best, "best_epoch": best_epoch, "config": asdict(cfg)},
-                              run_dir / "checkpoint.pth")
-            log.info("epoch %d/%d  loss %.4f  train acc %.3f  val acc %.3f  val bal-acc %.3f%s  (%.0f img/s, %.0fs)",
-                     epoch + 1, cfg.epochs, row["train_loss"], row["train_accuracy"], row["val_accuracy"],
-                     row["val_balanced_accuracy"], "  *best*" if improved else "", row["train_images_per_s"],
-                     row["epoch_seconds"])
+        fitted = fit(model, data=data, table=table, prep=prep, cfg=cfg, device=device, checkpoint=checkpoint,
+                     on_epoch=on_epoch)
     except KeyboardInterrupt:
         log.warning("interrupted: the last complete epoch's checkpoint is in %s; nothing was written to the "
                     "results store. Resume with --resume %s", run_dir, run_dir)
         raise
+    history = fitted.history
     pd.DataFrame(history).to_csv(run_dir / "history.csv", index=False)
 
     model, evaluations = _evaluate_best(run_dir, model, data, table, prep, cfg, device)

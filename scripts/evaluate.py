@@ -17,7 +17,8 @@ from core.results import DEFAULT_DB
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Evaluate a trained model on a dataset folder", add_help=add_help)
-    parser.add_argument("--model", required=True, help="run id (under --models-dir) or model folder")
+    parser.add_argument("--model", required=True,
+                        help="run id (under --models-dir), trained-model folder or variant folder")
     parser.add_argument("--data", required=True, help="dataset folder (HAM10000 or ISIC 2018 Task 3 layout)")
     parser.add_argument("--models-dir", default=str(DEFAULT_MODELS_DIR), help="where run ids are looked up")
     parser.add_argument("--db", default=str(DEFAULT_DB), help="DuckDB results store")

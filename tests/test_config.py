@@ -16,7 +16,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 def test_shipped_configs_are_valid() -> None:
     for path in sorted((REPO / "configs").glob("*.yaml")):
-        build_config(TrainConfig, yaml_path=path)
+        if not path.name.startswith("sweep"):
+            build_config(TrainConfig, yaml_path=path)
 
 
 def test_flags_override_yaml(tmp_path: Path) -> None:

@@ -89,7 +89,8 @@ def build_cache(
         listed = "; ".join(f"{i} ({cache.bad[i]})" for i in list(cache.bad)[:5])
         more = f" and {len(cache.bad) - 5} more" if len(cache.bad) > 5 else ""
         if not skip_bad:
-            raise DatasetError(f"{len(cache.bad)} unreadable image(s): {listed}{more}; fix or remove them, or pass --skip-bad")
+            raise DatasetError(f"{len(cache.bad)} unreadable image(s): {listed}{more}; "
+                               "fix or remove them, or pass --skip-bad")
         log.warning("skipping %d unreadable image(s) (--skip-bad): %s%s", len(cache.bad), listed, more)
     return cache
 

@@ -19,7 +19,6 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-
 from core.data.layout import HAM_METADATA
 from core.errors import DatasetError
 from core.progress import progress
@@ -72,7 +71,8 @@ def list_files(*, base_url: str = DATAVERSE_URL, doi: str = HAM10000_DOI) -> lis
             files.append(RemoteFile(name, url + "?format=original", df.get("originalFileSize"),
                                     checksum.get("type"), checksum.get("value")))
         else:
-            files.append(RemoteFile(df["filename"], url, df.get("filesize"), checksum.get("type"), checksum.get("value")))
+            files.append(RemoteFile(df["filename"], url, df.get("filesize"), checksum.get("type"),
+                                    checksum.get("value")))
     return files
 
 
@@ -148,7 +148,8 @@ def fetch_ham10000(dest: str | Path, *, base_url: str = DATAVERSE_URL, doi: str 
     available = {f.name: f for f in list_files(base_url=base_url, doi=doi)}
     missing = [n for n in names if n not in available]
     if missing:
-        raise DatasetError(f"not in the dataset listing: {', '.join(missing)}; available: {', '.join(sorted(available))}")
+        raise DatasetError(f"not in the dataset listing: {', '.join(missing)}; "
+                           f"available: {', '.join(sorted(available))}")
     downloads = dest / "downloads"
     for name in names:
         path = download(available[name], downloads)

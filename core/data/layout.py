@@ -95,13 +95,15 @@ def _validate_labels(df: pd.DataFrame, *, source: str) -> pd.DataFrame:
     df["dx"] = df["dx"].str.strip().str.lower()
     unknown = sorted(set(df["dx"]) - set(CLASSES))
     if unknown:
-        raise DatasetError(f"{source}: unknown dx label(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(CLASSES)}")
+        raise DatasetError(f"{source}: unknown dx label(s) {', '.join(map(repr, unknown))}; "
+                           f"allowed: {', '.join(CLASSES)}")
     dup = df.loc[df["image_id"].duplicated(), "image_id"].unique().tolist()
     if dup:
         raise DatasetError(f"{source}: duplicate image_id(s) {_listing(dup)}")
     empty_ids = df.index[(df["image_id"] == "") | (df["lesion_id"] == "")].tolist()
     if empty_ids:
-        raise DatasetError(f"{source}: empty image_id or lesion_id on data row(s) {_listing([str(i + 1) for i in empty_ids])}")
+        rows = _listing([str(i + 1) for i in empty_ids])
+        raise DatasetError(f"{source}: empty image_id or lesion_id on data row(s) {rows}")
     per_lesion = df.groupby("lesion_id")["dx"].nunique()
     mixed = per_lesion[per_lesion > 1].index.tolist()
     if mixed:
@@ -151,7 +153,8 @@ def load_table(root: str | Path) -> pd.DataFrame:
     images = index_images(root)
     missing = [i for i in df["image_id"] if i not in images]
     if missing:
-        raise DatasetError(f"{len(missing)} image(s) listed in {table_path.name} but not found below {root}: {_listing(missing)}")
+        raise DatasetError(f"{len(missing)} image(s) listed in {table_path.name} but not found below {root}: "
+                           f"{_listing(missing)}")
     df["path"] = [str(images[i]) for i in df["image_id"]]
     df.attrs["layout"] = layout
     df.attrs["table"] = str(table_path)

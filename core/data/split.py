@@ -38,7 +38,8 @@ def _holdout(df: pd.DataFrame, fraction: float, seed: int) -> np.ndarray:
     return mask
 
 
-def make_split(df: pd.DataFrame, *, val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0) -> pd.DataFrame:
+def make_split(df: pd.DataFrame, *, val_fraction: float = 0.1, test_fraction: float = 0.1,
+               seed: int = 0) -> pd.DataFrame:
     """Assign each row to train/val/test, grouped by lesion_id and stratified by dx.
 
     Returns:

@@ -1,0 +1,1 @@
+"""Compression: structured and unstructured pruning, quantization modes."""

@@ -1,0 +1,360 @@
+"""The compression sweep: models x pruning ratios x quantization modes, every cell measured and stored.
+
+Each cell is a deployable variant folder (``<variants_dir>/<parent_run_id>/<variant>/``) and a run in the
+results store whose parent is the dense training run. Cells are evaluated on the parent's test split with
+the full metric set, sized (bytes of the artifact) and timed (batch 1, fixed threads, median and IQR).
+
+Work is grouped by (model, pruning): one prune + fine-tune serves all quantization modes of that ratio.
+Completed cells are skipped on a rerun (resumable); a cell is stored only once all of it exists.
+``shard="i/n"`` runs the groups whose index is i modulo n, so a grid can be spread over machines.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import logging
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from core.bench import onnx_latency, torch_latency
+from core.compress.prune import (
+    IMPORTANCES,
+    count_macs_params,
+    structured_prune,
+    unstructured_prune,
+    weight_sparsity,
+)
+from core.compress.quantize import (
+    CALIBRATION_METHODS,
+    EXCLUDE_PRESETS,
+    QUANT_MODES,
+    quantize_onnx,
+    torch_dynamic_quantize,
+)
+from core.config import build_config
+from core.data.prepare import PreparedData, eval_loader, prepare_data
+from core.data.split import apply_split, load_split, split_hash
+from core.data.transforms import Preprocessing
+from core.errors import ConfigError
+from core.export import check_export, export_onnx
+from core.inference import predictor_probs
+from core.metrics import Evaluation, evaluate_predictions
+from core.model_io import DATA_LICENCE, load_trained_model, resolve_model_dir
+from core.models import ARCHITECTURES
+from core.provenance import device_description, git_sha
+from core.results import DEFAULT_DB, ResultsStore, RunRecord
+from core.train import TrainConfig, fit, resolve_device, run_training, seed_everything
+from core.variants import OnnxPredictor, Predictor, TorchPredictor, write_variant
+
+log = logging.getLogger(__name__)
+
+
+def _f(default: Any, help: str, **meta: Any) -> Any:  # noqa: A002
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"help": help, **meta})
+    return field(default=default, metadata={"help": help, **meta})
+
+
+@dataclass
+class SweepConfig:
+    """Every setting of a sweep; YAML keys and CLI flags are these field names."""
+
+    train_config: str = _f("configs/demo.yaml", "TrainConfig YAML: data, split, dense training, fine-tuning")
+    models: list[str] = _f(["test_efficientnet"], "architectures", choices=tuple(ARCHITECTURES))
+    parents: list[str] = _f([], "existing dense runs as MODEL=RUN_ID_OR_FOLDER (otherwise one is trained)")
+    ratios: list[float] = _f([0.0, 0.25, 0.5, 0.7], "structured pruning ratios (0 = dense)")
+    modes: list[str] = _f(["torch_fp32", "fp32", "static"], "quantization modes", choices=QUANT_MODES)
+    unstructured: list[float] = _f([], "unstructured magnitude-pruning amounts (fp32 ONNX, no fine-tuning)")
+    importance: str = _f("magnitude", "channel importance", choices=IMPORTANCES)
+    global_pruning: bool = _f(False, "rank channels across layers")
+    iterative_steps: int = _f(1, "pruning steps")
+    finetune_epochs: int = _f(3, "fine-tuning epochs after pruning (0 = none)")
+    finetune_lr: float = _f(1e-3, "fine-tuning peak learning rate")
+    calibration_images: int = _f(64, "training images for static int8 calibration")
+    calibration_method: str = _f("minmax", "static calibration", choices=tuple(CALIBRATION_METHODS))
+    static_exclude: str = _f("none", "nodes kept fp32 in static int8", choices=EXCLUDE_PRESETS)
+    per_channel: bool = _f(True, "per-channel int8 weights")
+    latency_runs: int = _f(20, "timed runs per latency figure")
+    threads: int = _f(2, "threads for latency (torch and ONNX Runtime)")
+    variants_dir: str = _f("results/variants", "folder of deployable variant folders")
+    db: str = _f(str(DEFAULT_DB), "DuckDB results store (a shard writes its own: see shard)")
+    shard: str = _f("0/1", "run only groups i mod n (i/n, 0-based)")
+
+    def __post_init__(self) -> None:
+        for r in (*self.ratios, *self.unstructured):
+            if not 0 <= r < 1:
+                raise ConfigError(f"pruning ratios must be in [0, 1), got {r}")
+        parse_shard(self.shard)
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise ConfigError(f"shard must look like i/n (e.g. 0/4), got {text!r}") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise ConfigError(f"shard {text!r}: need n >= 1 and 0 <= i < n")
+    return i, n
+
+
+@dataclass(frozen=True)
+class Group:
+    """One prune (+ fine-tune) of one model, serving several quantization modes."""
+
+    model: str
+    kind: str  # "structured" or "unstructured"
+    amount: float
+    modes: tuple[str, ...]
+
+    def variant(self, mode: str) -> str:
+        if self.kind == "unstructured":
+            return f"unstructured-{self.amount:g}-{mode}"
+        return f"dense-{mode}" if self.amount == 0 else f"pruned-{self.amount:g}-{mode}"
+
+    def cell_id(self, parent: str, mode: str) -> str:
+        return f"{parent}.{'u' if self.kind == 'unstructured' else 'p'}{self.amount:g}.{mode}"
+
+
+def plan_groups(cfg: SweepConfig) -> list[Group]:
+    """The whole grid in a fixed order (the same on every machine, so shards partition it)."""
+    groups = []
+    for model in cfg.models:
+        groups += [Group(model, "structured", r, tuple(cfg.modes)) for r in sorted(set(cfg.ratios))]
+        groups += [Group(model, "unstructured", a, ("fp32",)) for a in sorted(set(cfg.unstructured)) if a > 0]
+    return groups
+
+
+def shard_groups(groups: list[Group], shard: str) -> list[Group]:
+    i, n = parse_shard(shard)
+    return [g for k, g in enumerate(groups) if k % n == i]
+
+
+def sweep_id(cfg: SweepConfig) -> str:
+    """Identity of a sweep's grid (independent of sharding and output store)."""
+    d = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("shard", "db")}
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+
+@dataclass
+class _Parent:
+    run_id: str
+    model_dir: Path
+    train_cfg: TrainConfig
+    data: PreparedData
+    table: pd.DataFrame
+    split_hash: str
+    prep: Preprocessing
+
+
+def _resolve_parents(cfg: SweepConfig, train_cfg: TrainConfig) -> dict[str, str]:
+    """Model -> dense run folder: given, remembered from an earlier run of this sweep, or trained now."""
+    given = {}
+    for item in cfg.parents:
+        model, sep, ref = item.partition("=")
+        if not sep or model not in cfg.models:
+            raise ConfigError(f"parents entries look like MODEL=RUN_ID with MODEL in {cfg.models}, got {item!r}")
+        given[model] = str(resolve_model_dir(ref, models_dir=train_cfg.output_dir))
+    memo = Path(cfg.variants_dir) / f"sweep-{sweep_id(cfg)}-parents.json"
+    remembered = json.loads(memo.read_text()) if memo.is_file() else {}
+    missing = [m for m in cfg.models if m not in given and m not in remembered]
+    if missing and parse_shard(cfg.shard)[1] > 1:
+        raise ConfigError(f"sharded sweeps need existing dense runs for every model (parents: MODEL=RUN_ID); "
+                          f"missing: {', '.join(missing)}")
+    for model in missing:
+        log.info("training the dense parent for %s", model)
+        result = run_training(dataclasses.replace(train_cfg, model=model, db=cfg.db))
+        remembered[model] = str(result.run_dir)
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        memo.write_text(json.dumps(remembered, indent=2))
+    return {m: given.get(m) or remembered[m] for m in cfg.models}
+
+
+def _load_parent(model_dir: str, cfg: SweepConfig) -> _Parent:
+    model_dir_p = Path(model_dir)
+    train_cfg = build_config(TrainConfig, yaml_path=model_dir_p / "config.yaml")
+    _, card, _ = load_trained_model(model_dir_p)
+    data = prepare_data(train_cfg.data_dir, prep=card.preprocessing, cache_dir=train_cfg.cache_dir,
+                        skip_bad=train_cfg.skip_bad, workers=train_cfg.workers)
+    table = apply_split(data.table, load_split(model_dir_p / "split.csv"))
+    return _Parent(card.run_id, model_dir_p, train_cfg, data, table, split_hash(table), card.preprocessing)
+
+
+def _images(parent: _Parent, split: str, n: int | None = None, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rows = parent.table[parent.table["split"] == split]
+    if n is not None and n < len(rows):
+        rows = rows.sample(n=n, random_state=seed)
+    loader = eval_loader(parent.data, rows, parent.prep, batch_size=64)
+    xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in loader], strict=True)
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def _prune_and_finetune(parent: _Parent, group: Group, cfg: SweepConfig) -> tuple[nn.Module, dict[str, Any]]:
+    model, card, _ = load_trained_model(parent.model_dir)
+    size = card.preprocessing.input_size
+    info: dict[str, Any] = {"pruning": group.kind, "pruning_ratio": group.amount, "history": []}
+    if group.amount == 0:
+        return model, info
+    if group.kind == "unstructured":
+        info["sparsity"] = unstructured_prune(model, amount=group.amount)
+        return model, info
+    train_cfg = dataclasses.replace(parent.train_cfg, epochs=max(1, cfg.finetune_epochs), lr=cfg.finetune_lr,
+                                    warmup_epochs=0.0, patience=0, pretrained=False)
+    example = torch.randn(1, 3, min(64, size), min(64, size))
+
+    def grad_batches() -> list[tuple[torch.Tensor, torch.Tensor]]:
+        x, y = _images(parent, "train", 64, seed=train_cfg.seed)
+        return [(torch.from_numpy(x[i:i + 16]), torch.from_numpy(y[i:i + 16])) for i in range(0, len(x), 16)]
+
+    report = structured_prune(model, ratio=group.amount, example_input=example, importance=cfg.importance,
+                              global_pruning=cfg.global_pruning, iterative_steps=cfg.iterative_steps,
+                              grad_batches=grad_batches if cfg.importance == "taylor" else None)
+    info.update(params_before=report.params_before, params_after=report.params_after,
+                macs_before=report.macs_before, macs_after=report.macs_after)
+    if cfg.finetune_epochs > 0:
+        seed_everything(train_cfg.seed)
+        device = resolve_device(train_cfg.device)
+        fitted = fit(model, data=parent.data, table=parent.table, prep=card.preprocessing, cfg=train_cfg,
+                     device=device)
+        if fitted.best_state is not None:
+            model.load_state_dict(fitted.best_state)
+        model.to("cpu")
+        info["history"] = fitted.history
+    return model.eval(), info
+
+
+def _evaluate_test(predictor: Predictor, parent: _Parent) -> Evaluation:
+    loader = eval_loader(parent.data, parent.table[parent.table["split"] == "test"], predictor.preprocessing,
+                         batch_size=64)
+    probs, labels = predictor_probs(predictor, loader)
+    return evaluate_predictions(labels, probs)
+
+
+def run_group(parent: _Parent, group: Group, cfg: SweepConfig, store: ResultsStore) -> list[str]:
+    """Prune, fine-tune, export, quantize, evaluate, size, time and store every missing cell of ``group``."""
+    todo = [m for m in group.modes if not store.has_run(group.cell_id(parent.run_id, m))]
+    if not todo:
+        log.info("%s %s: all cells already stored, skipping", group.model, group.variant("*"))
+        return []
+    model, info = _prune_and_finetune(parent, group, cfg)
+    prep = parent.prep
+    size = prep.input_size
+    macs, params = count_macs_params(model, torch.randn(1, 3, size, size))
+    sparsity = weight_sparsity(model)
+    base_dir = Path(cfg.variants_dir) / parent.run_id
+    work = base_dir / f"_work-{group.variant('x')}"
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    needs_onnx = any(m not in ("torch_fp32", "torch_dynamic") for m in todo)
+    check = None
+    if needs_onnx:
+        exporter = export_onnx(model, work / "fp32.onnx", input_size=size)
+        sample = torch.from_numpy(_images(parent, "test", 32)[0])
+        check = check_export(model, work / "fp32.onnx", sample, exporter=exporter)
+        log.info("ONNX export (%s): max |logit diff| %.2e, top-1 agreement %.3f", exporter,
+                 check.max_abs_logit_diff, check.top1_agreement)
+    calib = _images(parent, "train", cfg.calibration_images, seed=1)[0] if "static" in todo else None
+    stored = []
+    for mode in todo:
+        cell_id = group.cell_id(parent.run_id, mode)
+        folder = base_dir / group.variant(mode)
+        if folder.exists():
+            shutil.rmtree(folder)  # a leftover of an interrupted run: never stored, rebuilt from scratch
+        folder.mkdir(parents=True)
+        card = {"variant": group.variant(mode), "run_id": cell_id, "parent_run_id": parent.run_id,
+                "architecture": group.model, "preprocessing": prep.to_dict(), "pruning": group.kind,
+                "pruning_ratio": group.amount, "quantization": mode, "split_hash": parent.split_hash,
+                "dataset_fingerprint": parent.data.fingerprint, "git_sha": git_sha(), "seed": parent.train_cfg.seed,
+                "data_licence": DATA_LICENCE, "params": params, "macs": macs, "sparsity": sparsity}
+        if mode in ("torch_fp32", "torch_dynamic"):
+            module = torch_dynamic_quantize(copy.deepcopy(model)) if mode == "torch_dynamic" else model
+            module.zero_grad(set_to_none=True)
+            torch.save(module, folder / "model.pt")
+            predictor: Predictor = TorchPredictor(module, card)
+            latency = torch_latency(module, input_size=size, threads=cfg.threads, runs=cfg.latency_runs)
+            model_file = "model.pt"
+        else:
+            quantize_onnx(work / "fp32.onnx", folder / "model.onnx", mode=mode, calibration=calib,
+                          method=cfg.calibration_method, per_channel=cfg.per_channel, exclude=cfg.static_exclude)
+            predictor = OnnxPredictor(folder / "model.onnx", card, threads=cfg.threads)
+            latency = onnx_latency(str(folder / "model.onnx"), input_size=size, threads=cfg.threads,
+                                   runs=cfg.latency_runs)
+            model_file = "model.onnx"
+        ev = _evaluate_test(predictor, parent)
+        card.update(metrics={"test": ev.metrics}, latency_ms={"b1_median": latency.median_ms,
+                    "b1_iqr": latency.iqr_ms, "threads": cfg.threads},
+                    export_check=dataclasses.asdict(check) if check and mode != "torch_fp32" else None)
+        card_path = write_variant(folder, model_file=model_file, card=card)
+        size_bytes = json.loads(card_path.read_text())["size_bytes"]
+        deploy = {"size_bytes": float(size_bytes), "size_mb": size_bytes / 1e6, "latency_b1_ms": latency.median_ms,
+                  "latency_b1_iqr_ms": latency.iqr_ms, "params": float(params), "macs": macs, "sparsity": sparsity,
+                  "pruning_ratio": group.amount}
+        if check and mode != "torch_fp32":
+            deploy.update(export_max_abs_logit_diff=check.max_abs_logit_diff,
+                          export_top1_agreement=check.top1_agreement)
+        record = RunRecord(
+            run_id=cell_id, kind="variant", scalars={"deploy": deploy}, model=group.model, variant=group.variant(mode),
+            config={"sweep": dataclasses.asdict(cfg), "sweep_id": sweep_id(cfg), "group": dataclasses.asdict(group),
+                    "mode": mode, "pruning": {k: v for k, v in info.items() if k != "history"}},
+            dataset=parent.train_cfg.data_dir, dataset_fingerprint=parent.data.fingerprint,
+            split_hash=parent.split_hash, seed=parent.train_cfg.seed,
+            device=device_description(torch.device("cpu")), git_sha=git_sha(), parent_run_id=parent.run_id,
+            evaluations={"test": ev}, history=info["history"],
+            artifacts={"model": folder / model_file, "card": card_path},
+        )
+        store.record_run(record)
+        stored.append(cell_id)
+        log.info("%s %s: test bal-acc %.3f, %.2f MB, %.2f ms", group.model, group.variant(mode),
+                 ev.metrics["balanced_accuracy"], size_bytes / 1e6, latency.median_ms)
+    shutil.rmtree(work)
+    return stored
+
+
+def run_sweep(cfg: SweepConfig) -> pd.DataFrame:
+    """Run (this shard of) the sweep; returns the summary of every cell of this sweep in the store."""
+    train_cfg = build_config(TrainConfig, yaml_path=cfg.train_config)
+    parents = _resolve_parents(cfg, train_cfg)
+    groups = shard_groups(plan_groups(cfg), cfg.shard)
+    log.info("sweep %s shard %s: %d group(s), %d cell(s)", sweep_id(cfg), cfg.shard, len(groups),
+             sum(len(g.modes) for g in groups))
+    loaded: dict[str, _Parent] = {}
+    with ResultsStore(cfg.db) as store:
+        for group in groups:
+            if group.model not in loaded:
+                loaded[group.model] = _load_parent(parents[group.model], cfg)
+            run_group(loaded[group.model], group, cfg, store)
+        return sweep_summary(store, [p.run_id for p in loaded.values()])
+
+
+def sweep_summary(store: ResultsStore, parent_run_ids: list[str]) -> pd.DataFrame:
+    """One row per stored cell of these parents: accuracy figures, size, latency, ratios vs dense torch fp32."""
+    if not parent_run_ids:
+        return pd.DataFrame()
+    marks = ",".join("?" * len(parent_run_ids))
+    df = store.query(
+        f"""SELECT r.model, r.variant, r.parent_run_id,
+                   max(CASE WHEN m.split='test' AND m.name='accuracy' THEN m.value END) AS accuracy,
+                   max(CASE WHEN m.split='test' AND m.name='balanced_accuracy' THEN m.value END) AS balanced_accuracy,
+                   max(CASE WHEN m.split='test' AND m.name='auc_macro_ovr' THEN m.value END) AS auc,
+                   max(CASE WHEN m.split='deploy' AND m.name='size_mb' THEN m.value END) AS size_mb,
+                   max(CASE WHEN m.split='deploy' AND m.name='latency_b1_ms' THEN m.value END) AS latency_ms,
+                   max(CASE WHEN m.split='deploy' AND m.name='pruning_ratio' THEN m.value END) AS ratio
+            FROM runs r JOIN metrics m USING (run_id)
+            WHERE r.kind = 'variant' AND r.parent_run_id IN ({marks})
+            GROUP BY ALL ORDER BY r.model, ratio, r.variant""", parent_run_ids)
+    base = df[df["variant"] == "dense-torch_fp32"].set_index("parent_run_id")
+    if not base.empty:
+        df["size_x"] = df["parent_run_id"].map(base["size_mb"]) / df["size_mb"]
+        df["speed_x"] = df["parent_run_id"].map(base["latency_ms"]) / df["latency_ms"]
+        df["bal_acc_delta"] = df["balanced_accuracy"] - df["parent_run_id"].map(base["balanced_accuracy"])
+    return df.drop(columns=["parent_run_id"])

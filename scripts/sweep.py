@@ -1,0 +1,41 @@
+"""Compression sweep: models x pruning ratios x quantization modes, each cell stored as a child run.
+
+    python -m scripts.sweep -c configs/sweep-demo.yaml [--shard 0/4] [--flag value ...]
+
+Resumable: completed cells are skipped. With --shard i/n (n > 1) only every n-th group runs and results go to
+a shard store (default results/shards/<sweep>-<i>of<n>.duckdb) for `python -m scripts.ingest`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+from core.cli import run_cli
+from core.config import add_config_args, config_from_args
+from core.sweep import SweepConfig, parse_shard, run_sweep, sweep_id
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Run a compression sweep", add_help=add_help)
+    parser.add_argument("-c", "--config", help="YAML config (defaults for every flag below)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    add_config_args(parser, SweepConfig)
+    return parser
+
+
+def main(args: argparse.Namespace) -> int:
+    cfg = config_from_args(SweepConfig, args)
+    i, n = parse_shard(cfg.shard)
+    if n > 1 and "db" not in vars(args):
+        cfg = dataclasses.replace(cfg, db=str(Path("results/shards") / f"sweep-{sweep_id(cfg)}-{i}of{n}.duckdb"))
+    summary = run_sweep(cfg)
+    print(summary.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+    print(f"\nresults store: {cfg.db}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main, get_args_parser()))

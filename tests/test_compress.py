@@ -1,0 +1,150 @@
+"""Structured / unstructured pruning, ONNX export, quantization modes and the latency harness."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from core.bench import summarize, time_calls
+from core.compress.benchmark import benchmark_architecture, state_dict_bytes
+from core.compress.prune import structured_prune, unstructured_prune, weight_sparsity
+from core.compress.quantize import QUANT_MODES, depthwise_conv_nodes, quantize_onnx, torch_dynamic_quantize
+from core.errors import ConfigError
+from core.export import artifact_bytes, check_export, export_onnx, ort_logits, ort_session
+from core.models import create_model
+from core.train import TrainResult
+from tests.test_models import STUDY
+
+
+@pytest.mark.parametrize("name", STUDY)
+def test_structured_pruning_works_for_every_architecture(name: str) -> None:
+    model = create_model(name, pretrained=False).eval()
+    report = structured_prune(model, ratio=0.5, example_input=torch.randn(1, 3, 32, 32))
+    assert report.params_after < 0.6 * report.params_before
+    assert report.macs_after < 0.6 * report.macs_before
+    with torch.inference_mode():
+        assert model(torch.randn(2, 3, 64, 64)).shape == (2, 7)  # the classifier head is kept
+
+
+def test_pruned_model_reloads_identically(tmp_path: Path) -> None:
+    model = create_model("test_resnet", pretrained=False).eval()
+    structured_prune(model, ratio=0.5, example_input=torch.randn(1, 3, 32, 32))
+    torch.save(model, tmp_path / "pruned.pt")
+    again = torch.load(tmp_path / "pruned.pt", weights_only=False).eval()
+    x = torch.randn(3, 3, 48, 48)
+    with torch.inference_mode():
+        torch.testing.assert_close(model(x), again(x), rtol=0, atol=0)
+
+
+def test_taylor_importance_and_global_pruning() -> None:
+    model = create_model("test_resnet", pretrained=False)
+    batch = [(torch.randn(4, 3, 32, 32), torch.randint(0, 7, (4,)))]
+    report = structured_prune(model, ratio=0.3, example_input=torch.randn(1, 3, 32, 32), importance="taylor",
+                              global_pruning=True, grad_batches=lambda: batch)
+    assert report.params_after < report.params_before
+
+
+def test_unstructured_pruning_is_sparse_but_not_smaller() -> None:
+    model = create_model("test_resnet", pretrained=False)
+    before = state_dict_bytes(model)
+    sparsity = unstructured_prune(model, amount=0.5)
+    assert sparsity == pytest.approx(0.5, abs=0.01) and weight_sparsity(model) == sparsity
+    assert state_dict_bytes(model) == pytest.approx(before, rel=0.01)  # dense storage: same size
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"ratio": 1.0}, "pruning ratio must be in [0, 1)"),
+    ({"ratio": -0.1}, "pruning ratio must be in [0, 1)"),
+    ({"ratio": 0.5, "importance": "random-ish"}, "allowed: magnitude, taylor"),
+    ({"ratio": 0.5, "importance": "taylor"}, "taylor importance needs calibration batches"),
+])
+def test_bad_pruning_arguments(kwargs: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        structured_prune(create_model("test_resnet", pretrained=False), example_input=torch.randn(1, 3, 32, 32),
+                         **kwargs)
+    assert message in str(err.value)
+
+
+def test_onnx_export_matches_torch(tmp_path: Path) -> None:
+    model = create_model("test_efficientnet", pretrained=False).eval()
+    exporter = export_onnx(model, tmp_path / "m.onnx", input_size=32)
+    check = check_export(model, tmp_path / "m.onnx", torch.randn(8, 3, 32, 32), exporter=exporter)
+    assert check.max_abs_logit_diff < 1e-4 and check.top1_agreement == 1.0
+    assert exporter in ("dynamo", "torchscript")
+    assert artifact_bytes(tmp_path / "m.onnx") == (tmp_path / "m.onnx").stat().st_size  # self-contained
+
+
+def _test_images(trained: TrainResult, n: int = 64) -> np.ndarray:
+    from core.data.prepare import eval_loader, prepare_data
+    from core.model_io import load_trained_model
+
+    _, card, _ = load_trained_model(trained.run_dir)
+    data = prepare_data(trained.config.data_dir, prep=card.preprocessing, cache_dir=trained.config.cache_dir)
+    loader = eval_loader(data, data.table.head(n), card.preprocessing, batch_size=n)
+    return next(iter(loader))[0].numpy()
+
+
+@pytest.mark.parametrize("mode", ["fp32", "dynamic", "static", "fp16"])
+def test_onnx_quantization_modes_agree_with_fp32(trained_tiny: TrainResult, tmp_path: Path, mode: str) -> None:
+    from core.model_io import load_trained_model
+
+    model, card, _ = load_trained_model(trained_tiny.run_dir)
+    fp32 = tmp_path / "fp32.onnx"
+    export_onnx(model, fp32, input_size=card.preprocessing.input_size)
+    images = _test_images(trained_tiny)
+    out = quantize_onnx(fp32, tmp_path / f"{mode}.onnx", mode=mode, calibration=images[:32])
+    reference = ort_logits(ort_session(fp32), images).argmax(1)
+    got = ort_logits(ort_session(out), images).argmax(1)
+    assert np.mean(reference == got) >= 0.8, f"{mode}: top-1 agreement {np.mean(reference == got):.2f}"
+    if mode in ("static", "dynamic"):
+        assert artifact_bytes(out) < 0.6 * artifact_bytes(fp32)
+
+
+def test_static_options_and_errors(trained_tiny: TrainResult, tmp_path: Path) -> None:
+    from core.model_io import load_trained_model
+
+    model, card, _ = load_trained_model(trained_tiny.run_dir)
+    fp32 = tmp_path / "fp32.onnx"
+    export_onnx(model, fp32, input_size=card.preprocessing.input_size)
+    images = _test_images(trained_tiny, 16)
+    assert depthwise_conv_nodes(fp32), "an EfficientNet has depthwise convolutions"
+    quantize_onnx(fp32, tmp_path / "s.onnx", mode="static", calibration=images, method="percentile",
+                  exclude="depthwise")
+    with pytest.raises(ConfigError, match="unknown quantization mode 'int4'; allowed: torch_fp32, fp32"):
+        quantize_onnx(fp32, tmp_path / "x.onnx", mode="int4")
+    with pytest.raises(ConfigError, match="allowed: minmax, percentile, entropy"):
+        quantize_onnx(fp32, tmp_path / "x.onnx", mode="static", calibration=images, method="kl")
+    with pytest.raises(ConfigError, match="needs calibration images"):
+        quantize_onnx(fp32, tmp_path / "x.onnx", mode="static")
+    assert "torch_dynamic" in QUANT_MODES
+
+
+def test_torch_dynamic_quantization_leaves_convolutions_fp32() -> None:
+    model = create_model("test_resnet", pretrained=False).eval()
+    dq = torch_dynamic_quantize(model)
+    kinds = {type(m).__module__ + "." + type(m).__name__ for m in dq.modules()}
+    assert any("quantized" in k and k.endswith("Linear") for k in kinds)  # the head is quantized...
+    assert any(isinstance(m, nn.Conv2d) for m in dq.modules())  # ...every convolution stays fp32
+    buf_a, buf_b = io.BytesIO(), io.BytesIO()
+    torch.save(model.state_dict(), buf_a)
+    torch.save(dq.state_dict(), buf_b)
+    assert buf_b.tell() > 0.9 * buf_a.tell()  # so the size barely changes
+
+
+def test_latency_harness_and_benchmark_table(tmp_path: Path) -> None:
+    times = time_calls(lambda: sum(range(1000)), warmup=2, runs=10)
+    lat = summarize(times, batch=1, threads=1)
+    assert len(times) == 10 and lat.median_ms > 0 and lat.iqr_ms >= 0 and lat.p10_ms <= lat.p90_ms
+    table = benchmark_architecture("test_resnet", workdir=tmp_path, ratios=(0.5,), input_size=32, threads=1,
+                                   runs=3, batch_sizes=(1,), calibration_images=4)
+    assert table["variant"].tolist()[0] == "dense-fp32-torch"
+    assert table.loc[0, "size_ratio"] == 1.0 and table.loc[0, "b1_speedup"] == 1.0
+    pruned = table[table["variant"] == "pruned-0.5-int8-static"].iloc[0]
+    assert pruned["size_ratio"] > 3  # channels removed and int8 weights: measured, not assumed
+    unstructured = table[table["variant"].str.startswith("unstructured")].iloc[0]
+    assert unstructured["size_ratio"] < 1.05  # zeros stored densely: no size gain

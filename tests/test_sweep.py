@@ -1,0 +1,95 @@
+"""The compression sweep: every cell stored as a child run, resumable, shardable, shards ingested once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from core.cli import run_cli
+from core.config import build_config
+from core.errors import ConfigError
+from core.results import ResultsStore, ingest
+from core.sweep import SweepConfig, plan_groups, run_sweep, shard_groups
+from core.train import TrainResult
+from scripts import evaluate as evaluate_cli
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _cfg(trained: TrainResult, tmp_path: Path, **kw: object) -> SweepConfig:
+    base = dict(train_config=str(trained.run_dir / "config.yaml"), models=["test_efficientnet"],
+                parents=[f"test_efficientnet={trained.run_dir}"], ratios=[0.0, 0.5],
+                modes=["torch_fp32", "fp32", "static"], unstructured=[0.5], finetune_epochs=1,
+                calibration_images=16, latency_runs=3, threads=1, variants_dir=str(tmp_path / "variants"),
+                db=str(tmp_path / "sweep.duckdb"))
+    base.update(kw)
+    return SweepConfig(**base)  # type: ignore[arg-type]
+
+
+def test_sweep_cells_are_stored_as_children_and_resume(trained_tiny: TrainResult, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = _cfg(trained_tiny, tmp_path)
+    summary = run_sweep(cfg)
+    assert len(summary) == 7  # 2 ratios x 3 modes + 1 unstructured
+    with ResultsStore(cfg.db, read_only=True) as store:
+        runs = store.runs()
+        assert (runs["parent_run_id"] == trained_tiny.run_id).all() and (runs["kind"] == "variant").all()
+        assert runs["split_hash"].nunique() == 1  # all cells on the parent's split
+        deploy = store.query("SELECT run_id, name, value FROM metrics WHERE split='deploy'")
+        assert {"size_mb", "latency_b1_ms", "params", "macs", "sparsity"} <= set(deploy["name"])
+        history = store.query("SELECT DISTINCT run_id FROM history")["run_id"]
+        assert history.str.contains(r"\.p0\.5\.").all() and len(history) == 3  # only fine-tuned cells
+        per_class = store.query("SELECT count(*) n FROM per_class WHERE split='test'")["n"][0]
+        assert per_class == 7 * 7
+    row = summary.set_index("variant")
+    assert row.loc["dense-torch_fp32", "size_x"] == 1.0
+    assert row.loc["pruned-0.5-static", "size_x"] > 2  # structured + int8: really smaller
+    assert row.loc["unstructured-0.5-fp32", "size_x"] < 1.2  # sparse but stored dense: not smaller
+    # A rerun skips every cell.
+    again = run_sweep(cfg)
+    assert len(again) == 7
+    with ResultsStore(cfg.db, read_only=True) as store:
+        assert len(store.runs()) == 7
+    # Any variant folder is evaluable by the evaluate CLI (ONNX here).
+    variant = Path(cfg.variants_dir) / trained_tiny.run_id / "pruned-0.5-static"
+    assert (variant / "model_card.json").is_file() and (variant / "model.onnx").is_file()
+    code = run_cli(evaluate_cli.main, evaluate_cli.get_args_parser(),
+                   ["--model", str(variant), "--data", trained_tiny.config.data_dir, "--no-store",
+                    "--cache-dir", str(tmp_path / "cache")])
+    assert code == 0 and "balanced_accuracy=" in capsys.readouterr().out
+
+
+def test_shards_partition_the_grid_and_ingest_once(trained_tiny: TrainResult, tmp_path: Path) -> None:
+    groups = plan_groups(_cfg(trained_tiny, tmp_path, ratios=[0.0, 0.25, 0.5], unstructured=[]))
+    parts = [shard_groups(groups, f"{i}/2") for i in range(2)]
+    assert sorted(parts[0] + parts[1], key=groups.index) == groups and not set(parts[0]) & set(parts[1])
+
+    stores = []
+    for i in range(2):
+        cfg = _cfg(trained_tiny, tmp_path, ratios=[0.0, 0.25], modes=["fp32"], unstructured=[], shard=f"{i}/2",
+                   db=str(tmp_path / f"shard{i}.duckdb"))
+        run_sweep(cfg)
+        stores.append(cfg.db)
+    with ResultsStore(tmp_path / "main.duckdb") as main:
+        assert [ingest(main, s) for s in stores] == [1, 1]
+        assert [ingest(main, s) for s in stores] == [0, 0]  # no duplicates
+        assert len(main.runs()) == 2
+        assert main.query("SELECT count(*) n FROM metrics WHERE split='deploy'")["n"][0] > 0
+
+
+def test_sweep_config_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="pruning ratios must be in"):
+        SweepConfig(ratios=[1.5])
+    with pytest.raises(ConfigError, match="shard must look like i/n"):
+        SweepConfig(shard="first")
+    (tmp_path / "s.yaml").write_text("modes: [fp32, int3]\n")
+    with pytest.raises(ConfigError, match="modes: 'int3' is not allowed; allowed: torch_fp32, fp32, dynamic"):
+        build_config(SweepConfig, yaml_path=tmp_path / "s.yaml")
+
+
+def test_shipped_sweep_configs_are_valid() -> None:
+    for path in sorted((REPO / "configs").glob("sweep*.yaml")):
+        cfg = build_config(SweepConfig, yaml_path=path)
+        assert pd.notna(cfg.train_config)
