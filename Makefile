@@ -6,16 +6,17 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint venv real-cpu bench-pipeline clean-results
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m scripts.pipeline -c configs/demo.yaml
+	$(PY) -m scripts.pipeline -c configs/demo.yaml --sweep configs/sweep-demo.yaml
 
 test: $(STAMP)
 	$(PY) -m ruff check core scripts tests

@@ -21,7 +21,7 @@ from core.inference import predictor_probs
 from core.metrics import Evaluation, evaluate_predictions, write_isic_submission
 from core.model_io import DEFAULT_MODELS_DIR
 from core.provenance import device_description, git_sha, new_run_id
-from core.results import DEFAULT_DB, ResultsStore, RunRecord
+from core.results import DEFAULT_DB, Predictions, ResultsStore, RunRecord
 from core.variants import load_predictor
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,7 @@ def evaluate_on_folder(
             dataset=str(data_dir), dataset_fingerprint=data.fingerprint, split_hash=split_hash(table),
             seed=int(card.get("seed", 0)), device=device_description(torch.device("cpu")), git_sha=git_sha(),
             parent_run_id=parent, evaluations={"test": ev},
+            predictions={"test": Predictions(table["image_id"].tolist(), labels, probs)},
         )
         with ResultsStore(db) as store:
             store.record_run(record)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 import pandas as pd
 
 from core.classes import CLASSES
@@ -26,7 +27,7 @@ from core.provenance import sha256_file, utc_now
 log = logging.getLogger(__name__)
 
 DEFAULT_DB = Path("results/results.duckdb")
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: predictions table
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL, applied_at TIMESTAMP NOT NULL);
@@ -65,6 +66,10 @@ CREATE TABLE IF NOT EXISTS artifacts (
     run_id VARCHAR NOT NULL REFERENCES runs(run_id), kind VARCHAR NOT NULL, path VARCHAR NOT NULL,
     sha256 VARCHAR NOT NULL, bytes BIGINT NOT NULL, PRIMARY KEY (run_id, path)
 );
+CREATE TABLE IF NOT EXISTS predictions (
+    run_id VARCHAR NOT NULL REFERENCES runs(run_id), split VARCHAR NOT NULL, image_id VARCHAR NOT NULL,
+    label INTEGER NOT NULL, probs FLOAT[] NOT NULL, PRIMARY KEY (run_id, split, image_id)
+);
 CREATE OR REPLACE VIEW metric_rows AS
     SELECT m.run_id, r.parent_run_id, r.created_at, r.git_sha, r.seed, r.split_hash, r.dataset_fingerprint,
            r.model, r.variant, r.kind, r.config, m.split, m.name, m.value
@@ -74,6 +79,15 @@ CREATE OR REPLACE VIEW metric_rows AS
 
 class StoreError(LesionLiteError):
     """The results store cannot be opened or written."""
+
+
+@dataclass
+class Predictions:
+    """Per-image class probabilities of one split (for ROC curves and reliability diagrams)."""
+
+    image_ids: list[str]
+    labels: np.ndarray
+    probs: np.ndarray
 
 
 @dataclass
@@ -97,6 +111,7 @@ class RunRecord:
     scalars: dict[str, dict[str, float]] = field(default_factory=dict)  # split -> name -> value (e.g. "deploy")
     history: list[dict[str, float]] = field(default_factory=list)  # one dict per epoch, with key "epoch"
     artifacts: dict[str, Path] = field(default_factory=dict)  # kind -> file
+    predictions: dict[str, Predictions] = field(default_factory=dict)  # split -> per-image probabilities
 
 
 class ResultsStore:
@@ -134,7 +149,8 @@ class ResultsStore:
     def _migrate(self) -> None:
         self.con.execute("BEGIN TRANSACTION")
         self.con.execute(_SCHEMA)
-        if self.con.execute("SELECT count(*) FROM schema_version").fetchone()[0] == 0:
+        current = self.con.execute("SELECT max(version) FROM schema_version").fetchone()[0]
+        if current is None or current < SCHEMA_VERSION:  # tables were created above with IF NOT EXISTS
             self.con.execute("INSERT INTO schema_version VALUES (?, ?)", [SCHEMA_VERSION, utc_now()])
         self.con.execute("COMMIT")
 
@@ -173,6 +189,13 @@ class ResultsStore:
                             for row in rec.history for k, v in row.items() if k != "epoch"]
             if history_rows:
                 con.executemany("INSERT INTO history VALUES (?, ?, ?, ?)", history_rows)
+            for split, pred in rec.predictions.items():
+                frame = pd.DataFrame({"run_id": rec.run_id, "split": split, "image_id": pred.image_ids,
+                                      "label": np.asarray(pred.labels, dtype=np.int32),
+                                      "probs": list(np.asarray(pred.probs, dtype=np.float32))})
+                con.register("_new_predictions", frame)
+                con.execute("INSERT INTO predictions SELECT * FROM _new_predictions")
+                con.unregister("_new_predictions")
             for kind, path in rec.artifacts.items():
                 con.execute("INSERT INTO artifacts VALUES (?, ?, ?, ?, ?)",
                             [rec.run_id, kind, str(path), sha256_file(path), Path(path).stat().st_size])
@@ -183,7 +206,8 @@ class ResultsStore:
         log.info("stored run %s in %s", rec.run_id, self.path)
 
     def query(self, sql: str, params: list[Any] | None = None) -> pd.DataFrame:
-        return self.con.execute(sql, params or []).df()
+        # A cursor per query: one cached read-only store can then serve several threads (the dashboard's).
+        return self.con.cursor().execute(sql, params or []).df()
 
     def runs(self) -> pd.DataFrame:
         return self.query("SELECT * FROM runs ORDER BY created_at")
@@ -195,7 +219,7 @@ class ResultsStore:
         return bool(self.con.execute("SELECT count(*) FROM runs WHERE run_id = ?", [run_id]).fetchone()[0])
 
 
-_TABLES = ("runs", "metrics", "per_class", "confusion", "history", "artifacts")
+_TABLES = ("runs", "metrics", "per_class", "confusion", "history", "artifacts", "predictions")
 
 
 def ingest(target: ResultsStore, source: str | Path) -> int:

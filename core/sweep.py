@@ -52,7 +52,7 @@ from core.metrics import Evaluation, evaluate_predictions
 from core.model_io import DATA_LICENCE, load_trained_model, resolve_model_dir
 from core.models import ARCHITECTURES
 from core.provenance import device_description, git_sha
-from core.results import DEFAULT_DB, ResultsStore, RunRecord
+from core.results import DEFAULT_DB, Predictions, ResultsStore, RunRecord
 from core.train import TrainConfig, fit, resolve_device, run_training, seed_everything
 from core.variants import OnnxPredictor, Predictor, TorchPredictor, write_variant
 
@@ -232,11 +232,11 @@ def _prune_and_finetune(parent: _Parent, group: Group, cfg: SweepConfig) -> tupl
     return model.eval(), info
 
 
-def _evaluate_test(predictor: Predictor, parent: _Parent) -> Evaluation:
-    loader = eval_loader(parent.data, parent.table[parent.table["split"] == "test"], predictor.preprocessing,
-                         batch_size=64)
+def _evaluate_test(predictor: Predictor, parent: _Parent) -> tuple[Evaluation, Predictions]:
+    rows = parent.table[parent.table["split"] == "test"]
+    loader = eval_loader(parent.data, rows, predictor.preprocessing, batch_size=64)
     probs, labels = predictor_probs(predictor, loader)
-    return evaluate_predictions(labels, probs)
+    return evaluate_predictions(labels, probs), Predictions(rows["image_id"].tolist(), labels, probs)
 
 
 def run_group(parent: _Parent, group: Group, cfg: SweepConfig, store: ResultsStore) -> list[str]:
@@ -290,7 +290,7 @@ def run_group(parent: _Parent, group: Group, cfg: SweepConfig, store: ResultsSto
             latency = onnx_latency(str(folder / "model.onnx"), input_size=size, threads=cfg.threads,
                                    runs=cfg.latency_runs)
             model_file = "model.onnx"
-        ev = _evaluate_test(predictor, parent)
+        ev, predictions = _evaluate_test(predictor, parent)
         card.update(metrics={"test": ev.metrics}, latency_ms={"b1_median": latency.median_ms,
                     "b1_iqr": latency.iqr_ms, "threads": cfg.threads},
                     export_check=dataclasses.asdict(check) if check and mode != "torch_fp32" else None)
@@ -309,7 +309,7 @@ def run_group(parent: _Parent, group: Group, cfg: SweepConfig, store: ResultsSto
             dataset=parent.train_cfg.data_dir, dataset_fingerprint=parent.data.fingerprint,
             split_hash=parent.split_hash, seed=parent.train_cfg.seed,
             device=device_description(torch.device("cpu")), git_sha=git_sha(), parent_run_id=parent.run_id,
-            evaluations={"test": ev}, history=info["history"],
+            evaluations={"test": ev}, history=info["history"], predictions={"test": predictions},
             artifacts={"model": folder / model_file, "card": card_path},
         )
         store.record_run(record)

@@ -37,7 +37,7 @@ from core.model_io import DATA_LICENCE, DEFAULT_MODELS_DIR, ModelCard, atomic_to
 from core.models import ARCHITECTURES, create_model
 from core.progress import progress
 from core.provenance import device_description, git_sha, new_run_id
-from core.results import DEFAULT_DB, ResultsStore, RunRecord
+from core.results import DEFAULT_DB, Predictions, ResultsStore, RunRecord
 
 log = logging.getLogger(__name__)
 
@@ -316,11 +316,11 @@ def run_training(cfg: TrainConfig) -> TrainResult:
     history = fitted.history
     pd.DataFrame(history).to_csv(run_dir / "history.csv", index=False)
 
-    model, evaluations = _evaluate_best(run_dir, model, data, table, prep, cfg, device)
+    evaluations, predictions = _evaluate_best(run_dir, model, data, table, prep, cfg, device)
     record = RunRecord(run_id=run_id, kind="train", model=cfg.model, variant=cfg.variant, config=asdict(cfg),
                        dataset=str(cfg.data_dir), dataset_fingerprint=data.fingerprint, split_hash=s_hash,
                        seed=cfg.seed, device=device_description(device), git_sha=git_sha(),
-                       evaluations=evaluations, history=history,
+                       evaluations=evaluations, history=history, predictions=predictions,
                        artifacts={"weights": run_dir / "model.pt", "config": run_dir / "config.yaml",
                                   "split": run_dir / "split.csv"})
     with ResultsStore(cfg.db) as store:
@@ -329,11 +329,14 @@ def run_training(cfg: TrainConfig) -> TrainResult:
 
 
 def _evaluate_best(run_dir: Path, model: nn.Module, data: PreparedData, table: pd.DataFrame, prep: Preprocessing,
-                   cfg: TrainConfig, device: torch.device) -> tuple[nn.Module, dict[str, Evaluation]]:
+                   cfg: TrainConfig, device: torch.device
+                   ) -> tuple[dict[str, Evaluation], dict[str, Predictions]]:
     model.load_state_dict(torch.load(run_dir / "model.pt", map_location=device, weights_only=True))
     cuda_cl = device.type == "cuda" and cfg.channels_last
-    evaluations = {}
+    evaluations, predictions = {}, {}
     for split in ("val", "test"):
-        loader = eval_loader(data, table[table["split"] == split], prep, batch_size=cfg.batch_size * 2)
-        evaluations[split], _ = evaluate(model, loader, device, channels_last=cuda_cl)
-    return model, evaluations
+        rows = table[table["split"] == split]
+        loader = eval_loader(data, rows, prep, batch_size=cfg.batch_size * 2)
+        evaluations[split], probs = evaluate(model, loader, device, channels_last=cuda_cl)
+        predictions[split] = Predictions(rows["image_id"].tolist(), rows["label"].to_numpy(), probs)
+    return evaluations, predictions

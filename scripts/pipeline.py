@@ -2,7 +2,8 @@
 
     python -m scripts.pipeline -c configs/demo.yaml
 
-With ``synthetic: true`` the embedded synthetic dataset is generated first (the ``make demo`` path).
+With ``synthetic: true`` the embedded synthetic dataset is generated first (the ``make demo`` path);
+``--sweep configs/sweep-demo.yaml`` then prunes, quantizes, sizes and times the trained model.
 The summary is read back from the results store, so what it prints is what was stored.
 """
 
@@ -13,9 +14,10 @@ import sys
 import time
 
 from core.cli import run_cli
-from core.config import add_config_args, config_from_args
+from core.config import add_config_args, build_config, config_from_args
 from core.results import ResultsStore
 from core.summary import run_summary
+from core.sweep import SweepConfig, run_sweep, sweep_summary
 from core.train import TrainConfig, run_training
 
 
@@ -23,6 +25,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Run the LesionLite pipeline", add_help=add_help)
     parser.add_argument("-c", "--config", help="YAML config (defaults for every flag below)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--sweep", help="then run this sweep config (SweepConfig YAML) on the trained model")
     add_config_args(parser, TrainConfig)
     return parser
 
@@ -31,8 +34,16 @@ def main(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     cfg = config_from_args(TrainConfig, args)
     result = run_training(cfg)
+    if args.sweep:
+        sweep_cfg = build_config(SweepConfig, yaml_path=args.sweep,
+                                 overrides={"models": [cfg.model], "parents": [f"{cfg.model}={result.run_dir}"],
+                                            "db": cfg.db})
+        run_sweep(sweep_cfg)
     with ResultsStore(cfg.db, read_only=True) as store:
         print(run_summary(store, result.run_id))
+        if args.sweep:
+            print("\ncompression sweep (test split; ratios against the dense PyTorch fp32 model, same run):")
+            print(sweep_summary(store, [result.run_id]).to_string(index=False, float_format=lambda x: f"{x:.3f}"))
     print(f"\nmodel folder: {result.run_dir}\nresults store: {cfg.db}\n"
           f"pipeline finished in {time.perf_counter() - start:.0f} s")
     return 0

@@ -64,3 +64,18 @@ def trained_tiny(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory)
                       cache_dir=str(out / "cache"), output_dir=str(out / "models"), db=str(out / "results.duckdb"))
     (out / "train.yaml").write_text(yaml.safe_dump(dataclasses.asdict(cfg)))
     return run_training(cfg)
+
+
+@pytest.fixture(scope="session")
+def sweep_store(trained_tiny, tmp_path_factory: pytest.TempPathFactory) -> Path:  # noqa: ANN001
+    """A results store with the tiny model's training run and a small sweep of deployable variants."""
+    from core.sweep import SweepConfig, run_sweep
+
+    out = tmp_path_factory.mktemp("sweepstore")
+    db = out / "results.duckdb"
+    shutil.copy(trained_tiny.config.db, db)
+    run_sweep(SweepConfig(train_config=str(trained_tiny.run_dir / "config.yaml"), models=["test_efficientnet"],
+                          parents=[f"test_efficientnet={trained_tiny.run_dir}"], ratios=[0.0, 0.5],
+                          modes=["torch_fp32", "fp32", "static"], finetune_epochs=1, calibration_images=16,
+                          latency_runs=3, threads=1, variants_dir=str(out / "variants"), db=str(db)))
+    return db

@@ -89,9 +89,14 @@ def test_unknown_model_flag_is_argparse_error(capsys: pytest.CaptureFixture[str]
 
 def test_pipeline_then_evaluate_on_ham_and_isic_layouts(synthetic_root: Path, tmp_path: Path,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = _run(pipeline_cli, [*TINY, "--data-dir", str(synthetic_root), *_outputs(tmp_path)], capsys)
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(f"ratios: [0.0, 0.5]\nmodes: [fp32]\nfinetune_epochs: 1\nlatency_runs: 2\nthreads: 1\n"
+                     f"variants_dir: {tmp_path / 'variants'}\n")
+    code, out, err = _run(pipeline_cli, [*TINY, "--data-dir", str(synthetic_root), *_outputs(tmp_path),
+                                         "--sweep", str(sweep)], capsys)
     assert code == 0, err
     assert "balanced_accuracy" in out and "test" in out and "val" in out
+    assert "dense-fp32" in out and "pruned-0.5-fp32" in out  # the sweep's table
     run_id = next((tmp_path / "models").iterdir()).name
 
     # HAM10000 layout, with an ISIC submission file.
@@ -116,6 +121,7 @@ def test_pipeline_then_evaluate_on_ham_and_isic_layouts(synthetic_root: Path, tm
 
     with ResultsStore(tmp_path / "r.duckdb", read_only=True) as store:
         runs = store.runs()
+        assert (runs["kind"] == "variant").sum() == 2
         evals = runs[runs["kind"] == "eval"]
         assert len(evals) == 2 and (evals["parent_run_id"] == run_id).all()
         assert evals["dataset_fingerprint"].nunique() == 1  # same images, same labels: same fingerprint

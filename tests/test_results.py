@@ -84,3 +84,21 @@ def test_second_writer_process_gets_clear_error(tmp_path: Path) -> None:
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                              cwd=Path(__file__).parent.parent, timeout=60)
     assert "STORE" in out.stdout and "one writer" in out.stdout, out.stdout + out.stderr
+
+
+def test_predictions_stored_and_v1_store_migrated(tmp_path: Path) -> None:
+    from core.results import Predictions
+
+    db = tmp_path / "r.duckdb"
+    with ResultsStore(db) as store:  # make it look like a schema-1 store written by an older version
+        store.con.execute("DROP TABLE predictions")
+        store.con.execute("DELETE FROM schema_version WHERE version = 2")
+        store.con.execute("INSERT INTO schema_version VALUES (1, now())")
+    probs = np.full((3, 7), 1 / 7, dtype=np.float32)
+    rec = _record("r1", tmp_path, predictions={"test": Predictions(["a", "b", "c"], np.array([0, 1, 2]), probs)})
+    with ResultsStore(db) as store:
+        store.record_run(rec)
+        assert store.query("SELECT max(version) v FROM schema_version")["v"][0] == 2
+        got = store.query("SELECT image_id, label, probs FROM predictions ORDER BY image_id")
+    assert got["image_id"].tolist() == ["a", "b", "c"] and got["label"].tolist() == [0, 1, 2]
+    np.testing.assert_allclose(np.stack(got["probs"].to_numpy()), probs)

@@ -221,3 +221,11 @@ def ensure_synthetic_dataset(root: str | Path, *, num_images: int = 1500, width:
     csv_path = generate_synthetic_dataset(root, num_images=num_images, width=width, height=height, seed=seed)
     marker.write_text(json.dumps(params))
     return csv_path
+
+
+def synthetic_example(dx: str, *, seed: int = 0, width: int = 600, height: int = 450) -> Image.Image:
+    """One synthetic lesion image of class ``dx`` (for demos of the live panel without real data)."""
+    if dx not in _STYLE:
+        raise ValueError(f"unknown dx {dx!r}; allowed: {', '.join(CLASSES)}")
+    rng = np.random.default_rng(seed)
+    return _render(_draw_lesion(rng, dx), rng, width=width, height=height)

@@ -1,0 +1,158 @@
+"""Queries and derived figures over the results store, for the dashboard and reports.
+
+Everything here is plain pandas/numpy over :class:`core.results.ResultsStore`, so it is testable without
+Streamlit and shared by every front end.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import roc_curve
+
+from core.classes import CLASSES
+from core.metrics import METRIC_NAMES
+from core.results import ResultsStore
+
+BASELINE_VARIANT = "dense-torch_fp32"
+METRIC_LABELS = {"accuracy": "Accuracy", "balanced_accuracy": "Balanced accuracy", "auc_macro_ovr": "ROC-AUC (macro)",
+                 "kappa": "Cohen's kappa", "mcc": "MCC", "ece": "ECE"}
+
+
+def variants_frame(store: ResultsStore, *, split: str = "test") -> pd.DataFrame:
+    """One row per run with its ``split`` metrics, deploy figures (size, latency) and ratios vs the dense parent.
+
+    Columns: run_id, parent_run_id, kind, model, variant, quantization, pruning_ratio, dataset,
+    dataset_fingerprint, split_hash, seed, git_sha, created_at, the metrics, size_mb, latency_ms, params, macs,
+    size_x, speed_x, bal_acc_delta (the last three against the parent's dense PyTorch fp32 cell).
+    """
+    runs = store.query("SELECT run_id, parent_run_id, kind, model, variant, dataset, dataset_fingerprint, split_hash, "
+                       "seed, git_sha, created_at, json_extract_string(config, '$.mode') AS mode FROM runs")
+    if runs.empty:
+        return runs
+    metrics = store.query("SELECT run_id, split, name, value FROM metrics WHERE split IN (?, 'deploy')", [split])
+    wide = metrics.pivot_table(index="run_id", columns="name", values="value", aggfunc="first")
+    df = runs.merge(wide, left_on="run_id", right_index=True, how="inner")
+    for col in (*METRIC_NAMES, "size_mb", "latency_b1_ms", "params", "macs", "pruning_ratio"):
+        if col not in df.columns:
+            df[col] = np.nan
+    df = df.rename(columns={"latency_b1_ms": "latency_ms"})
+    df["quantization"] = df["mode"].fillna("torch_fp32")
+    df["pruning_ratio"] = df["pruning_ratio"].fillna(0.0)
+    df = df.drop(columns=["mode"])
+    base = df[df["variant"] == BASELINE_VARIANT].set_index("parent_run_id")
+    base = base[~base.index.duplicated()]
+    parent = df["parent_run_id"]
+    df["size_x"] = parent.map(base["size_mb"]) / df["size_mb"]
+    df["speed_x"] = parent.map(base["latency_ms"]) / df["latency_ms"]
+    df["bal_acc_delta"] = df["balanced_accuracy"] - parent.map(base["balanced_accuracy"])
+    return df.sort_values(["model", "pruning_ratio", "variant"]).reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class Filters:
+    """The dashboard's shared sidebar filters; empty tuples mean "all"."""
+
+    datasets: tuple[str, ...] = ()
+    models: tuple[str, ...] = ()
+    ratios: tuple[float, ...] = ()
+    quantizations: tuple[str, ...] = ()
+
+
+def apply_filters(df: pd.DataFrame, f: Filters) -> pd.DataFrame:
+    mask = pd.Series(True, index=df.index)
+    for col, wanted in (("dataset", f.datasets), ("model", f.models), ("pruning_ratio", f.ratios),
+                        ("quantization", f.quantizations)):
+        if wanted:
+            mask &= df[col].isin(wanted)
+    return df[mask]
+
+
+def pareto_front(df: pd.DataFrame, *, x: str, y: str, lower_y_better: bool = False) -> pd.DataFrame:
+    """Rows not dominated by another: smaller ``x`` and better ``y`` (higher, or lower if ``lower_y_better``)."""
+    d = df.dropna(subset=[x, y]).sort_values([x, y], ascending=[True, lower_y_better])
+    front, best = [], np.inf if lower_y_better else -np.inf
+    for idx, value in d[y].items():
+        if (value < best) if lower_y_better else (value > best):
+            front.append(idx)
+            best = value
+    return d.loc[front]
+
+
+@dataclass
+class RunDetail:
+    run: pd.Series
+    metrics: pd.DataFrame
+    per_class: pd.DataFrame
+    confusion: pd.DataFrame
+    history: pd.DataFrame
+    predictions: pd.DataFrame
+
+
+def run_detail(store: ResultsStore, run_id: str) -> RunDetail:
+    runs = store.query("SELECT * FROM runs WHERE run_id = ?", [run_id])
+    if runs.empty:
+        raise KeyError(f"run {run_id} not found")
+    q = lambda sql: store.query(sql, [run_id])  # noqa: E731
+    has_predictions = not store.query("SELECT * FROM information_schema.tables WHERE table_name='predictions'").empty
+    preds = (q("SELECT split, image_id, label, probs FROM predictions WHERE run_id = ?") if has_predictions
+             else pd.DataFrame(columns=["split", "image_id", "label", "probs"]))
+    return RunDetail(run=runs.iloc[0], metrics=q("SELECT split, name, value FROM metrics WHERE run_id = ?"),
+                     per_class=q("SELECT * FROM per_class WHERE run_id = ?"),
+                     confusion=q("SELECT * FROM confusion WHERE run_id = ?"),
+                     history=q("SELECT epoch, name, value FROM history WHERE run_id = ? ORDER BY epoch"),
+                     predictions=preds)
+
+
+def confusion_matrix_frame(confusion: pd.DataFrame, split: str, *, normalize: bool = False) -> pd.DataFrame:
+    """The confusion table of one split as a class x class matrix (rows: true), optionally row-normalized."""
+    m = (confusion[confusion["split"] == split].pivot(index="true_class", columns="pred_class", values="count")
+         .reindex(index=list(CLASSES), columns=list(CLASSES)).fillna(0))
+    if normalize:
+        m = m.div(m.sum(axis=1).replace(0, np.nan), axis=0).fillna(0)
+    return m
+
+
+def roc_curves(labels: np.ndarray, probs: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """One-vs-rest ROC curve (fpr, tpr) per class present with both outcomes."""
+    curves = {}
+    for i, c in enumerate(CLASSES):
+        positives = labels == i
+        if 0 < positives.sum() < len(labels):
+            fpr, tpr, _ = roc_curve(positives, probs[:, i])
+            curves[c] = (fpr, tpr)
+    return curves
+
+
+def reliability(labels: np.ndarray, probs: np.ndarray, *, n_bins: int = 10) -> pd.DataFrame:
+    """Reliability diagram data: per confidence bin, mean confidence, accuracy and count (top-label)."""
+    conf = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == labels
+    bins = np.minimum((conf * n_bins).astype(int), n_bins - 1)
+    rows = [{"bin": b, "confidence": conf[bins == b].mean(), "accuracy": correct[bins == b].mean(),
+             "count": int((bins == b).sum())} for b in range(n_bins) if (bins == b).any()]
+    return pd.DataFrame(rows)
+
+
+def recall_deltas(store: ResultsStore, run_ids: list[str], *, split: str = "test") -> pd.DataFrame:
+    """Per-class recall of each run minus that of its dense parent's baseline (class x run)."""
+    if not run_ids:
+        return pd.DataFrame()
+    marks = ",".join("?" * len(run_ids))
+    pc = store.query(f"""
+        SELECT r.run_id, r.variant, p.class, p.recall,
+               (SELECT b.recall FROM per_class b JOIN runs br ON b.run_id = br.run_id
+                WHERE br.parent_run_id = r.parent_run_id AND br.variant = '{BASELINE_VARIANT}'
+                  AND b.split = p.split AND b.class = p.class LIMIT 1) AS base_recall
+        FROM runs r JOIN per_class p USING (run_id) WHERE r.run_id IN ({marks}) AND p.split = ?""",
+                     [*run_ids, split])
+    pc["delta"] = pc["recall"] - pc["base_recall"]
+    return pc.pivot(index="class", columns="run_id", values="delta").reindex(list(CLASSES))
+
+
+def variant_card_paths(store: ResultsStore) -> pd.DataFrame:
+    """run_id, variant, model and the model_card.json path of every stored deployable variant."""
+    return store.query("SELECT a.run_id, r.variant, r.model, a.path FROM artifacts a JOIN runs r USING (run_id) "
+                       "WHERE a.kind = 'card' ORDER BY r.model, r.variant")

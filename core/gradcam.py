@@ -1,0 +1,39 @@
+"""Grad-CAM for timm CNNs (Selvaraju et al. 2017) on the last feature map, and a heat-map overlay."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+
+def grad_cam(model: nn.Module, image: torch.Tensor, *, target: int | None = None) -> np.ndarray:
+    """Class-activation map in [0, 1] at the input's resolution for a batch of one.
+
+    Uses timm's ``forward_features`` / ``forward_head`` split, so it works for every registered architecture,
+    pruned or not.
+    """
+    if not (hasattr(model, "forward_features") and hasattr(model, "forward_head")):
+        raise TypeError("Grad-CAM needs a timm model with forward_features/forward_head")
+    model.eval()
+    with torch.enable_grad():
+        features = model.forward_features(image)
+        features.retain_grad()
+        logits = model.forward_head(features)
+        cls = int(logits.argmax(1)) if target is None else target
+        model.zero_grad(set_to_none=True)
+        logits[0, cls].backward()
+    weights = features.grad.mean(dim=(2, 3), keepdim=True)
+    cam = torch.relu((weights * features).sum(dim=1, keepdim=True)).detach()
+    cam = nn.functional.interpolate(cam, size=image.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
+    cam -= cam.min()
+    return (cam / cam.max()).numpy() if cam.max() > 0 else cam.numpy()
+
+
+def overlay(image: Image.Image, cam: np.ndarray, *, alpha: float = 0.45) -> Image.Image:
+    """Blend a red-to-yellow heat map of ``cam`` over ``image`` (resized to the map)."""
+    base = np.asarray(image.convert("RGB").resize(cam.shape[::-1]), dtype=np.float32)
+    heat = np.stack([np.ones_like(cam), cam, np.zeros_like(cam)], axis=-1) * 255  # red -> yellow
+    mixed = base * (1 - alpha * cam[..., None]) + heat * alpha * cam[..., None]
+    return Image.fromarray(np.clip(mixed, 0, 255).astype(np.uint8))

@@ -1,0 +1,82 @@
+"""Live test: upload a dermatoscopic image (or pick a sample) and run it through the selected variants."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import plotly.express as px
+import streamlit as st
+
+from core.analysis import variant_card_paths
+from core.classes import CLASSES, clinical_name
+from core.data.synthetic import synthetic_example
+from core.imaging import ImageRejected, check_image, reencode_jpeg
+from core.live import DISCLAIMER, agreement, grad_cam_overlay, predict_checked
+from dashboard.state import db_path, predictor, samples_dir, store
+
+st.title("Test an image")
+st.warning(DISCLAIMER, icon=":material/medical_information:")
+
+cards = variant_card_paths(store(str(db_path())))
+cards = cards[[Path(p).is_file() for p in cards["path"]]]
+if cards.empty:
+    st.info("No deployable variants with their files on this machine. Run a sweep to create some.")
+    st.stop()
+labels = {f"{r.model} / {r.variant}": str(Path(r.path).parent) for r in cards.itertuples()}
+default = [k for k in labels if k.endswith("dense-torch_fp32") or k.endswith("-static")][:3] or list(labels)[:1]
+chosen = st.multiselect("Variants", list(labels), default=default, key="live_variants")
+
+source = st.radio("Image", ["Upload", "Sample image", "Synthetic example"], horizontal=True, key="live_source")
+data: bytes | None = None
+if source == "Upload":
+    upload = st.file_uploader("Dermatoscopic image (JPEG or PNG, up to 10 MB)", type=["jpg", "jpeg", "png"],
+                              key="live_upload")
+    data = upload.getvalue() if upload is not None else None
+elif source == "Sample image":
+    sample_csv = samples_dir() / "samples.csv"
+    if sample_csv.is_file():
+        samples = pd.read_csv(sample_csv)
+        pick = st.selectbox("Sample (HAM10000, CC BY-NC 4.0)", samples["image_id"] + " (" + samples["dx"] + ")",
+                            key="live_sample")
+        image_id = pick.split(" ")[0]
+        data = next(samples_dir().rglob(f"{image_id}.jpg")).read_bytes()
+    else:
+        st.info(f"No sample images at {samples_dir()} (set LESIONLITE_SAMPLES to a folder with samples.csv).")
+else:
+    dx = st.selectbox("Class to draw", list(CLASSES), format_func=clinical_name, key="live_synth_dx")
+    data = reencode_jpeg(synthetic_example(dx, seed=int(st.number_input("Seed", 0, 10_000, 0, key="live_seed"))))
+
+if data is None or not chosen:
+    st.stop()
+try:
+    checked = check_image(data)
+except ImageRejected as exc:
+    st.error(f"This file cannot be used: {exc}.")
+    st.stop()
+
+left, right = st.columns([1, 2])
+left.image(checked.image, caption=f"{checked.width}x{checked.height} {checked.format}", width="stretch")
+results, overlays = [], {}
+for label in chosen:
+    pred = predictor(labels[label])
+    results.append(predict_checked(pred, checked, name=label))
+    cam = grad_cam_overlay(pred, checked)
+    if cam is not None:
+        overlays[label] = cam
+summary = pd.DataFrame([{"variant": r.variant, "prediction": r.top_name, "confidence": r.confidence,
+                         "latency ms": r.latency_ms} for r in results])
+right.dataframe(summary, hide_index=True, width="stretch", key="live_summary",
+                column_config={"confidence": st.column_config.ProgressColumn(min_value=0, max_value=1, format="%.2f"),
+                               "latency ms": st.column_config.NumberColumn(format="%.1f")})
+right.write(f"Agreement between variants: **{agreement(results):.0%}** on the top class.")
+probs = pd.DataFrame([{"variant": r.variant, "class": clinical_name(c), "probability": float(r.probs[i])}
+                      for r in results for i, c in enumerate(CLASSES)])
+st.plotly_chart(px.bar(probs, x="probability", y="class", color="variant", barmode="group", orientation="h",
+                       range_x=[0, 1], title="Per-class probabilities"), width="stretch", key="live_probs")
+if overlays:
+    st.subheader("Grad-CAM (PyTorch variants)")
+    for col, (label, img) in zip(st.columns(len(overlays)), overlays.items(), strict=True):
+        col.image(img, caption=label, width="stretch")
+st.session_state["live_last"] = json.dumps([{"variant": r.variant, "top": r.top} for r in results])

@@ -1,0 +1,78 @@
+"""Run detail: confusion matrix, per-class figures, training curves, ROC, calibration and provenance."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import plotly.express as px
+import plotly.graph_objects as go
+import streamlit as st
+
+from core.analysis import confusion_matrix_frame, reliability, roc_curves, run_detail
+from core.classes import CLASSES
+from dashboard.state import db_path, filtered_variants, store
+
+st.title("Run detail")
+df = filtered_variants()
+if df.empty:
+    st.info("No runs match the filters.")
+    st.stop()
+ids = df["run_id"].tolist()
+default = st.session_state.get("detail_id")
+run_id = st.selectbox("Run", ids, index=ids.index(default) if default in ids else 0, key="detail_run")
+detail = run_detail(store(str(db_path())), run_id)
+splits = sorted(detail.per_class["split"].unique())
+split = st.radio("Split", splits, horizontal=True, key="detail_split") if splits else None
+scalars = detail.metrics[detail.metrics["split"] == split].set_index("name")["value"] if split else None
+if scalars is not None and not scalars.empty:
+    cols = st.columns(6)
+    for col, name in zip(cols, ["accuracy", "balanced_accuracy", "auc_macro_ovr", "kappa", "mcc", "ece"], strict=True):
+        col.metric(name.replace("_", " "), f"{scalars.get(name, np.nan):.3f}")
+
+left, right = st.columns(2)
+if split:
+    normalize = left.toggle("Row-normalized", value=True, key="detail_norm")
+    cm = confusion_matrix_frame(detail.confusion, split, normalize=normalize)
+    left.plotly_chart(px.imshow(cm, text_auto=".2f" if normalize else "d", color_continuous_scale="Blues",
+                                labels={"x": "predicted", "y": "true"}, title="Confusion matrix"),
+                      width="stretch", key="detail_cm")
+    pc = detail.per_class[detail.per_class["split"] == split].melt(id_vars=["class"], value_vars=["precision",
+                                                                                                  "recall", "f1"])
+    right.plotly_chart(px.bar(pc, x="class", y="value", color="variable", barmode="group", title="Per class",
+                              category_orders={"class": list(CLASSES)}), width="stretch", key="detail_pc")
+
+if not detail.history.empty:
+    hist = detail.history[detail.history["name"].isin(["train_loss", "train_accuracy", "val_accuracy",
+                                                       "val_balanced_accuracy"])]
+    st.plotly_chart(px.line(hist, x="epoch", y="value", color="name", markers=True,
+                            title="Training / fine-tuning curves"), width="stretch", key="detail_hist")
+else:
+    st.caption("No training history for this run (evaluation-only or unpruned variant).")
+
+preds = detail.predictions[detail.predictions["split"] == split] if split else detail.predictions
+if not preds.empty:
+    labels = preds["label"].to_numpy()
+    probs = np.stack(preds["probs"].to_numpy())
+    a, b = st.columns(2)
+    roc = go.Figure()
+    for cls, (fpr, tpr) in roc_curves(labels, probs).items():
+        roc.add_trace(go.Scatter(x=fpr, y=tpr, mode="lines", name=cls))
+    roc.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dot"}, name="chance"))
+    roc.update_layout(title="ROC (one vs rest)", xaxis_title="false positive rate", yaxis_title="true positive rate")
+    a.plotly_chart(roc, width="stretch", key="detail_roc")
+    rel = reliability(labels, probs)
+    cal = go.Figure([go.Bar(x=rel["confidence"], y=rel["accuracy"], name="accuracy", width=0.08),
+                     go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dot"}, name="perfect")])
+    cal.update_layout(title=f"Reliability (ECE {scalars.get('ece', np.nan):.3f})", xaxis_title="confidence",
+                      yaxis_title="accuracy")
+    b.plotly_chart(cal, width="stretch", key="detail_cal")
+else:
+    st.caption("No per-image predictions stored for this run (stores written before schema 2), so no ROC curves "
+               "or reliability diagram.")
+
+with st.expander("Provenance", expanded=False):
+    run = detail.run
+    st.write({k: str(run[k]) for k in ("run_id", "parent_run_id", "kind", "model", "variant", "git_sha", "seed",
+                                       "split_hash", "dataset", "dataset_fingerprint", "device", "created_at")})
+    st.json(json.loads(run["config"]))

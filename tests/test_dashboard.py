@@ -1,0 +1,126 @@
+"""The Streamlit dashboard: every page through AppTest against a real fixture store, and core.analysis."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core.analysis import (
+    Filters,
+    apply_filters,
+    pareto_front,
+    recall_deltas,
+    reliability,
+    roc_curves,
+    run_detail,
+    variants_frame,
+)
+from core.results import ResultsStore
+
+APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
+PAGES = ["views/tradeoffs.py", "views/runs.py", "views/run_detail.py", "views/compare.py", "views/live_test.py"]
+
+
+def test_pareto_front() -> None:
+    df = pd.DataFrame({"size": [1, 2, 3, 4], "acc": [0.5, 0.4, 0.7, 0.6]})
+    assert pareto_front(df, x="size", y="acc")["size"].tolist() == [1, 3]
+
+
+def test_variants_frame_and_filters(sweep_store: Path) -> None:
+    with ResultsStore(sweep_store, read_only=True) as store:
+        df = variants_frame(store)
+        assert {"train", "variant"} == set(df["kind"])
+        base = df[df["variant"] == "dense-torch_fp32"].iloc[0]
+        assert base["size_x"] == 1.0 and base["speed_x"] == 1.0 and base["bal_acc_delta"] == 0.0
+        static = apply_filters(df, Filters(quantizations=("static",)))
+        assert set(static["variant"]) == {"dense-static", "pruned-0.5-static"}
+        deltas = recall_deltas(store, [base["run_id"]])
+        assert (deltas.fillna(0).to_numpy() == 0).all()
+        detail = run_detail(store, static["run_id"].iloc[0])
+        assert not detail.predictions.empty and not detail.confusion.empty
+
+
+def test_roc_and_reliability() -> None:
+    labels = np.array([0, 1, 1, 0, 2])
+    probs = np.eye(7)[[0, 1, 0, 0, 2]] * 0.7 + 0.3 / 7
+    curves = roc_curves(labels, probs)
+    assert set(curves) == {"mel", "nv", "bcc"}
+    rel = reliability(labels, probs)
+    assert rel["count"].sum() == 5 and rel["accuracy"].between(0, 1).all()
+
+
+@pytest.fixture
+def app_env(sweep_store: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("LESIONLITE_DB", str(sweep_store))
+    return sweep_store
+
+
+def _run(page: str | None = None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    if page:
+        at.switch_page(page)
+        at.run()
+    return at
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_runs_without_exceptions(app_env: Path, page: str) -> None:
+    at = _run(page)
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def test_filters_change_the_rows(app_env: Path) -> None:
+    at = _run("views/runs.py")
+    all_rows = len(at.dataframe[0].value)
+    at.multiselect(key="f_quant").set_value(["static"]).run()
+    assert not at.exception
+    assert len(at.dataframe[0].value) == 2 < all_rows
+
+
+def test_tradeoffs_chart_has_points_frontier_and_baseline(app_env: Path) -> None:
+    import json
+
+    at = _run()
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    names = [t.get("name") for t in spec["data"]]
+    assert "Pareto frontier" in names and "dense FP32 baseline" in names and "test_efficientnet" in names
+    points = next(t for t in spec["data"] if t.get("name") == "test_efficientnet")
+    assert _length(points["x"]) == 6  # 2 ratios x 3 modes
+
+
+def _length(array: list | dict) -> int:
+    """Number of values in a plotly JSON array (a list, or plotly 6's base64 typed-array encoding)."""
+    if isinstance(array, dict):
+        return len(base64.b64decode(array["bdata"])) // np.dtype(array["dtype"]).itemsize
+    return len(array)
+
+
+def test_live_panel_predicts_a_synthetic_image(app_env: Path) -> None:
+    at = _run("views/live_test.py")
+    at.radio(key="live_source").set_value("Synthetic example").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("Agreement between variants" in m.value for m in at.markdown)
+    assert len(at.dataframe[0].value) >= 1
+
+
+def test_live_panel_predicts_a_real_sample(app_env: Path, samples_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LESIONLITE_SAMPLES", str(samples_dir))
+    at = _run("views/live_test.py")
+    at.radio(key="live_source").set_value("Sample image").run()
+    assert not at.exception, [e.value for e in at.exception]
+    summary = at.dataframe[0].value
+    assert summary["prediction"].notna().all() and (summary["latency ms"] > 0).all()
+
+
+def test_no_store_gives_a_friendly_page(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LESIONLITE_DB", str(tmp_path / "absent.duckdb"))
+    at = _run()
+    assert not at.exception
+    assert any("make demo" in i.value for i in at.info)

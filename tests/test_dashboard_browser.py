@@ -1,0 +1,93 @@
+"""The dashboard in a real headless Chromium: every page renders, charts draw, bad uploads are refused."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests.browser import chromium_page, free_port, wait_http
+
+REPO = Path(__file__).resolve().parent.parent
+PAGES = {"": "Accuracy / size / latency trade-offs", "runs": "Runs", "run_detail": "Run detail",
+         "compare": "Compare variants", "live_test": "Test an image"}
+
+
+@pytest.fixture
+def dashboard_url(sweep_store: Path, tmp_path: Path) -> Iterator[str]:
+    port = free_port()
+    env = {**os.environ, "LESIONLITE_DB": str(sweep_store)}
+    log = (tmp_path / "streamlit.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(REPO / "dashboard" / "app.py"), "--server.port", str(port),
+         "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/_stcore/health", proc=proc)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+
+
+def _settle(page) -> None:  # noqa: ANN001
+    page.wait_for_selector('[data-testid="stApp"]', timeout=60_000)
+    page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=90_000)
+    page.wait_for_timeout(500)
+
+
+def test_every_page_renders_in_chromium(dashboard_url: str, tmp_path: Path) -> None:
+    with chromium_page() as page:
+        for path, heading in PAGES.items():
+            page.goto(f"{dashboard_url}/{path}")
+            _settle(page)
+            page.get_by_role("heading", name=heading).first.wait_for(timeout=60_000)
+            assert page.locator('[data-testid="stException"]').count() == 0, f"error element on /{path}"
+            if path in ("", "run_detail", "compare"):
+                page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
+            page.screenshot(path=str(tmp_path / f"dashboard-{path or 'tradeoffs'}.png"), full_page=True)
+        assert (tmp_path / "dashboard-tradeoffs.png").stat().st_size > 10_000
+
+
+def _bad_files(tmp_path: Path) -> dict[str, Path]:
+    good = io.BytesIO()
+    Image.new("RGB", (300, 200), (150, 90, 60)).save(good, format="JPEG")
+    files = {
+        "text.jpg": b"just some text, renamed",
+        "truncated.jpg": good.getvalue()[:300],
+        "tiny.png": _png((1, 1)),
+        "huge.png": _png((7000, 7000)),
+    }
+    out = {}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+        out[name] = tmp_path / name
+    return out
+
+
+def _png(size: tuple[int, int]) -> bytes:
+    buf = io.BytesIO()
+    Image.new("L", size, 0).save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+def test_live_panel_refuses_bad_uploads_and_keeps_serving(dashboard_url: str, tmp_path: Path,
+                                                          samples_dir: Path) -> None:
+    with chromium_page() as page:
+        page.goto(f"{dashboard_url}/live_test")
+        _settle(page)
+        for name, path in _bad_files(tmp_path).items():
+            page.locator('input[type="file"]').set_input_files(str(path))
+            page.get_by_text("This file cannot be used").first.wait_for(timeout=60_000)
+            assert page.locator('[data-testid="stException"]').count() == 0, name
+        sample = sorted(samples_dir.glob("*.jpg"))[0]
+        page.locator('input[type="file"]').set_input_files(str(sample))
+        page.get_by_text("Agreement between variants").first.wait_for(timeout=90_000)
+        page.screenshot(path=str(tmp_path / "live.png"), full_page=True)

@@ -1,0 +1,59 @@
+"""Upload validation: content-checked, size-limited, bomb-safe, with a clear reason for each refusal."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from core.imaging import ImageRejected, check_image, reencode_jpeg
+
+
+def _jpeg(size: tuple[int, int] = (200, 150), **save: object) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, (180, 120, 90)).save(buf, format="JPEG", **save)
+    return buf.getvalue()
+
+
+def _png(size: tuple[int, int]) -> bytes:
+    buf = io.BytesIO()
+    Image.new("L", size, 0).save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+def test_accepts_jpeg_and_png_and_strips_exif() -> None:
+    exif = Image.Exif()
+    exif[0x010E] = "patient name"  # ImageDescription
+    checked = check_image(_jpeg(exif=exif.tobytes()))
+    assert checked.format == "JPEG" and (checked.width, checked.height) == (200, 150)
+    assert check_image(_png((64, 64))).format == "PNG"
+    assert b"patient name" not in reencode_jpeg(checked.image)
+
+
+@pytest.mark.parametrize(("data", "reason"), [
+    (b"", "empty"),
+    (b"hello, this is a text file renamed .jpg", "not a JPEG or PNG"),
+    (b"<svg xmlns='http://www.w3.org/2000/svg'><script>alert(1)</script></svg>", "not a JPEG or PNG"),
+    (b"GIF89a" + b"\x00" * 100, "not a JPEG or PNG"),
+    (_jpeg()[:400], "damaged or truncated"),
+    (_jpeg((1, 1)), "at least 32 pixels"),
+    (_png((12000, 12000)), "too large"),  # a decompression bomb: tiny file, huge image (PIL's own guard)
+    (_png((7000, 7000)), "too large (at most"),  # under PIL's guard, over ours
+])
+def test_rejections_name_the_reason(data: bytes, reason: str) -> None:
+    with pytest.raises(ImageRejected) as err:
+        check_image(data)
+    assert reason in str(err.value)
+
+
+def test_size_limit() -> None:
+    with pytest.raises(ImageRejected, match="the limit is 1 MB"):
+        check_image(_jpeg() + b"\x00" * 1_100_000, max_bytes=1_000_000)
+
+
+def test_real_samples_are_accepted(samples_dir: Path) -> None:
+    for path in sorted(samples_dir.glob("*.jpg"))[:5]:
+        checked = check_image(path.read_bytes())
+        assert (checked.width, checked.height) == (600, 450)
