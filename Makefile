@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+PORT ?= 8501
 
-.PHONY: demo test lint venv real-cpu bench-pipeline clean-results
+.PHONY: demo test lint venv real-cpu bench-pipeline dashboard
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,13 +18,19 @@ venv: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m scripts.pipeline -c configs/demo.yaml --sweep configs/sweep-demo.yaml
+	@echo "Starting the dashboard at http://localhost:$(PORT) (Ctrl-C to stop)"
+	$(PY) -m streamlit run dashboard/app.py --server.port $(PORT)
+
+dashboard: $(STAMP)
+	@echo "Dashboard at http://localhost:$(PORT) (Ctrl-C to stop)"
+	$(PY) -m streamlit run dashboard/app.py --server.port $(PORT)
 
 test: $(STAMP)
-	$(PY) -m ruff check core scripts tests
+	$(PY) -m ruff check core scripts tests dashboard
 	$(PY) -m pytest
 
 lint: $(STAMP)
-	$(PY) -m ruff check core scripts tests
+	$(PY) -m ruff check core scripts tests dashboard
 
 real-cpu: $(STAMP)
 	$(PY) -m scripts.pipeline -c configs/ham10000-cpu.yaml

@@ -1,0 +1,130 @@
+"""Dashboard benchmark: page script-run times over a store of >= 1,000 variants, and live-test latency.
+
+    python -m scripts.bench_dashboard [--variants 1200] [--runs 5]
+
+The store is synthetic (random figures in the real schema, clearly not results): it only exercises the
+queries and plots at scale. Live-test latency is measured end to end (decode, preprocess, model) for an
+int8 static ONNX variant of efficientnet_b0 at 224 px, with its fp32 ONNX and PyTorch eager sources
+measured side by side in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from core.bench import summarize, time_calls
+from core.classes import CLASSES
+from core.compress.quantize import quantize_onnx
+from core.data.synthetic import synthetic_example
+from core.data.transforms import preprocessing_for
+from core.export import export_onnx
+from core.imaging import check_image, reencode_jpeg
+from core.live import predict_checked
+from core.metrics import evaluate_predictions
+from core.models import create_model
+from core.results import ResultsStore, RunRecord
+from core.variants import OnnxPredictor, TorchPredictor
+
+PAGES = ["views/tradeoffs.py", "views/runs.py", "views/run_detail.py", "views/compare.py", "views/live_test.py"]
+APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
+
+
+def build_store(path: Path, n_variants: int, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    modes = ["torch_fp32", "fp32", "dynamic", "static", "fp16", "torch_dynamic"]
+    ratios = [0.0, 0.25, 0.5, 0.7]
+    models = ["efficientnet_b0", "efficientnet_b4", "resnet50", "densenet169", "mobilenetv3_large_100"]
+    y = rng.integers(0, len(CLASSES), 300)
+    with ResultsStore(path) as store:
+        for k in range(n_variants):
+            model, ratio, mode = models[k % 5], ratios[(k // 5) % 4], modes[(k // 20) % 6]
+            parent = f"bench-parent-{model}-{k // 120}"
+            probs = rng.dirichlet(np.ones(len(CLASSES)), size=len(y))
+            variant = f"dense-{mode}" if ratio == 0 else f"pruned-{ratio:g}-{mode}"
+            store.record_run(RunRecord(
+                run_id=f"{parent}.p{ratio:g}.{mode}.{k}", kind="variant", model=model, variant=variant,
+                config={"mode": mode}, dataset="synthetic-bench", dataset_fingerprint="bench", split_hash="bench",
+                seed=0, device="cpu", git_sha="bench", parent_run_id=parent,
+                evaluations={"test": evaluate_predictions(y, probs)},
+                scalars={"deploy": {"size_mb": float(rng.uniform(1, 100)), "latency_b1_ms": float(rng.uniform(2, 80)),
+                                    "pruning_ratio": ratio, "params": 1e6, "macs": 1e9, "sparsity": 0.0}}))
+
+
+def page_times(db: Path, runs: int) -> dict[str, list[float]]:
+    from streamlit.testing.v1 import AppTest
+
+    os.environ["LESIONLITE_DB"] = str(db)
+    times: dict[str, list[float]] = {p: [] for p in PAGES}
+    warm = AppTest.from_file(APP, default_timeout=300)
+    warm.run()  # imports and first queries: not a page figure
+    for _ in range(runs):
+        for page in PAGES:
+            at = AppTest.from_file(APP, default_timeout=300)
+            at.run()
+            start = time.perf_counter()
+            at.switch_page(page)
+            at.run()
+            times[page].append(time.perf_counter() - start)
+            if at.exception:
+                raise RuntimeError(f"{page}: {at.exception[0].value}")
+    return times
+
+
+def live_latency(workdir: Path, runs: int) -> dict[str, tuple[float, float]]:
+    torch.set_num_threads(2)
+    model = create_model("efficientnet_b0", pretrained=False).eval()
+    prep = preprocessing_for(model, 224)
+    fp32 = workdir / "fp32.onnx"
+    export_onnx(model, fp32, input_size=224)
+    calib = np.random.default_rng(0).standard_normal((16, 3, 224, 224), dtype=np.float32)
+    int8 = quantize_onnx(fp32, workdir / "int8.onnx", mode="static", calibration=calib)
+    card = {"preprocessing": prep.to_dict()}
+    image = check_image(reencode_jpeg(synthetic_example("mel", width=600, height=450)))
+    out = {}
+    for name, predictor in (("torch eager fp32", TorchPredictor(model, card)),
+                            ("onnx fp32", OnnxPredictor(fp32, card, threads=2)),
+                            ("onnx int8 static", OnnxPredictor(int8, card, threads=2))):
+        total = summarize(time_calls(lambda p=predictor: predict_checked(p, image, name=""), runs=runs * 6),
+                          batch=1, threads=2)
+        model_only = statistics.median(predict_checked(predictor, image, name="").latency_ms for _ in range(runs * 6))
+        out[name] = (total.median_ms, model_only)
+    return out
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Benchmark the dashboard", add_help=add_help)
+    parser.add_argument("--variants", type=int, default=1200)
+    parser.add_argument("--runs", type=int, default=5)
+    return parser
+
+
+def main(args: argparse.Namespace) -> int:
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Path(tmp) / "bench.duckdb"
+        t0 = time.perf_counter()
+        build_store(db, args.variants)
+        print(f"synthetic store: {args.variants} variants written in {time.perf_counter() - t0:.1f} s")
+        times = page_times(db, args.runs)
+        print(f"\npage script-run time (AppTest, {args.runs} runs, budget 2.0 s)")
+        print(f"{'page':<22} {'median s':>9} {'max s':>7} {'within':>7}")
+        for page, ts in times.items():
+            print(f"{page:<22} {statistics.median(ts):9.3f} {max(ts):7.3f} {'yes' if max(ts) < 2 else 'NO':>7}")
+        lat = live_latency(Path(tmp), args.runs)
+    print("\nlive-test prediction, efficientnet_b0 at 224 px, 2 threads, 600x450 JPEG (budget 100 ms, int8)")
+    print(f"{'variant':<18} {'end-to-end ms':>14} {'model only ms':>14}")
+    for name, (total, model_only) in lat.items():
+        print(f"{name:<18} {total:14.1f} {model_only:14.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(get_args_parser().parse_args()))

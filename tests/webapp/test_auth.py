@@ -1,0 +1,183 @@
+"""Accounts and their security properties."""
+
+from __future__ import annotations
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from core.errors import ConfigError
+from tests.webapp.conftest import PASSWORD, RELAXED_LIMITS, AuthActions, link_in
+from webapp import create_app, users
+from webapp.config import check, from_environment
+from webapp.extensions import mail
+
+GENERIC_LOGIN = b"Invalid email or password."
+CHECK_MAIL = b"If that address can be used"
+
+
+def test_production_refuses_to_start_without_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SECRET_KEY", raising=False)
+    with pytest.raises(ConfigError, match="SECRET_KEY is not set"):
+        check(from_environment("production"))
+    monkeypatch.setenv("SECRET_KEY", "short")
+    with pytest.raises(ConfigError, match="too short"):
+        check(from_environment("production"))
+    cfg = from_environment("production")
+    assert cfg["SESSION_COOKIE_SECURE"] and cfg["SESSION_COOKIE_HTTPONLY"] and cfg["SESSION_COOKIE_SAMESITE"] == "Lax"
+    with pytest.raises(ConfigError, match="allowed: production, development, testing"):
+        from_environment("staging")
+
+
+def test_register_verify_login(app: Flask, client: FlaskClient, auth: AuthActions) -> None:
+    response, outbox = auth.register(verify=False)
+    assert response.status_code == 302 and len(outbox) == 1
+    assert "/auth/verify/" in outbox[0].body and outbox[0].html
+    auth.login()
+    page = client.get("/detect/", follow_redirects=True)
+    assert b"confirm your email" in page.data  # unverified accounts cannot use detection
+    client.get(link_in(outbox[0].body))
+    with app.app_context():
+        assert users.by_email("pat@example.org").verified
+    assert client.get("/detect/").status_code == 200
+
+
+@pytest.mark.parametrize(("password", "message"), [
+    ("short", b"at least 12 characters"),
+    ("x" * 129, b"Field cannot be longer than 128 characters"),
+    ("password1234", b"too common"),
+    ("aaaaaaaaaaaaaaaa", b"too common"),
+])
+def test_weak_passwords_are_refused(app: Flask, client: FlaskClient, password: str, message: bytes) -> None:
+    response = client.post("/auth/register", data={"email": "a@example.org", "password": password})
+    assert response.status_code == 200 and message in response.data
+    with app.app_context():
+        assert users.by_email("a@example.org") is None
+
+
+def test_no_user_enumeration(app: Flask, client: FlaskClient, auth: AuthActions) -> None:
+    auth.register()
+    # Register again with the same address: same answer as for a new one; the owner gets a note.
+    with mail.record_messages() as outbox:
+        again = client.post("/auth/register", data={"email": "pat@example.org", "password": PASSWORD},
+                            follow_redirects=True)
+        fresh = client.post("/auth/register", data={"email": "new@example.org", "password": PASSWORD},
+                            follow_redirects=True)
+    assert again.status_code == fresh.status_code == 200 and CHECK_MAIL in again.data and CHECK_MAIL in fresh.data
+    assert [m.recipients for m in outbox] == [["pat@example.org"], ["new@example.org"]]
+    # Login: unknown email and wrong password look the same.
+    unknown = client.post("/auth/login", data={"email": "nobody@example.org", "password": PASSWORD})
+    wrong = client.post("/auth/login", data={"email": "pat@example.org", "password": "wrong password 123"})
+    assert unknown.status_code == wrong.status_code == 200
+    assert GENERIC_LOGIN in unknown.data and GENERIC_LOGIN in wrong.data
+    # Reset: same answer either way.
+    a = client.post("/auth/reset", data={"email": "nobody@example.org"}, follow_redirects=True)
+    b = client.post("/auth/reset", data={"email": "pat@example.org"}, follow_redirects=True)
+    assert a.status_code == b.status_code == 200 and CHECK_MAIL in a.data and CHECK_MAIL in b.data
+
+
+def test_csrf_missing_gives_400(tmp_path, variant_folder) -> None:  # noqa: ANN001
+    app = create_app({"TESTING": True, "SECRET_KEY": "k" * 40, "INSTANCE_PATH": str(tmp_path / "i"),
+                      "LESIONLITE_VARIANT": str(variant_folder), **RELAXED_LIMITS})
+    client = app.test_client()
+    response = client.post("/auth/login", data={"email": "a@example.org", "password": PASSWORD})
+    assert response.status_code == 400 and b"reload the page" in response.data
+    assert client.post("/auth/register", data={"email": "a@example.org", "password": PASSWORD}).status_code == 400
+
+
+def test_login_is_rate_limited(app: Flask, client: FlaskClient) -> None:
+    app.config["RATELIMIT_LOGIN"] = "10 per minute"
+    codes = [client.post("/auth/login", data={"email": "x@example.org", "password": "wrong password 1"}).status_code
+             for _ in range(12)]
+    assert codes[:10] == [200] * 10 and codes[-1] == 429
+    assert b"Too many attempts" in client.post("/auth/login", data={"email": "x@example.org",
+                                                                     "password": "p" * 12}).data
+
+
+def test_session_is_fresh_at_login(client: FlaskClient, auth: AuthActions) -> None:
+    auth.register()
+    with client.session_transaction() as s:
+        s["planted"] = "by an attacker"
+    auth.login()
+    with client.session_transaction() as s:
+        assert "planted" not in s
+
+
+def test_logout_is_post_only_and_ends_other_sessions(app: Flask, auth: AuthActions) -> None:
+    auth.register()
+    other = app.test_client()
+    AuthActions(app, other).login(remember=True)
+    auth.login()
+    assert other.get("/detect/").status_code == 200
+    assert auth.client.get("/auth/logout").status_code == 405
+    auth.logout()
+    assert other.get("/detect/").status_code == 302  # the other session, remember-me included, is over
+
+
+def test_password_change_ends_other_sessions(app: Flask, client: FlaskClient, auth: AuthActions) -> None:
+    auth.register()
+    other = app.test_client()
+    AuthActions(app, other).login()
+    auth.login()
+    r = client.post("/auth/profile/password", data={"current_password": "wrong one here",
+                                                     "password": "another long passphrase"}, follow_redirects=True)
+    assert b"not correct" in r.data and other.get("/detect/").status_code == 200
+    client.post("/auth/profile/password", data={"current_password": PASSWORD, "password": "another long passphrase"})
+    assert client.get("/detect/").status_code == 200  # this session stays
+    assert other.get("/detect/").status_code == 302
+
+
+def test_verification_token_expiry_and_tampering(app: Flask, client: FlaskClient, auth: AuthActions) -> None:
+    _, outbox = auth.register(verify=False)
+    link = link_in(outbox[0].body)
+    app.config["VERIFY_TOKEN_MAX_AGE"] = -1  # every token is now too old
+    assert b"invalid or has expired" in client.get(link, follow_redirects=True).data
+    app.config["VERIFY_TOKEN_MAX_AGE"] = 3600
+    assert b"invalid or has expired" in client.get(link[:-3] + "abc", follow_redirects=True).data
+    with app.app_context():
+        assert not users.by_email("pat@example.org").verified
+    client.get(link)
+    with app.app_context():
+        assert users.by_email("pat@example.org").verified
+
+
+def test_reset_token_is_single_use(app: Flask, client: FlaskClient, auth: AuthActions) -> None:
+    auth.register()
+    with mail.record_messages() as outbox:
+        client.post("/auth/reset", data={"email": "pat@example.org"})
+    link = link_in(outbox[0].body)
+    r = client.post(link, data={"password": "a brand new passphrase"}, follow_redirects=True)
+    assert b"Your password is changed" in r.data
+    reuse = client.post(link, data={"password": "yet another passphrase"}, follow_redirects=True)
+    assert b"already used" in reuse.data
+    assert GENERIC_LOGIN not in auth.login(password="a brand new passphrase").data
+
+
+def test_profile_name_email_change_requires_reverify(app: Flask, client: FlaskClient, auth: AuthActions) -> None:
+    auth.register()
+    auth.login()
+    client.post("/auth/profile/name", data={"name": "Pat"})
+    with mail.record_messages() as outbox:
+        client.post("/auth/profile/email", data={"email": "pat2@example.org", "current_password": PASSWORD})
+    with app.app_context():
+        user = users.by_email("pat2@example.org")
+        assert user.name == "Pat" and not user.verified
+    assert outbox[0].recipients == ["pat2@example.org"]
+    assert client.get("/detect/").status_code == 302
+
+
+def test_security_headers_and_cookie_flags(client: FlaskClient, auth: AuthActions) -> None:
+    auth.register()
+    response = auth.login()
+    csp = response.headers["Content-Security-Policy"]
+    assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    cookie = response.headers.get("Set-Cookie", "")
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+
+
+def test_open_redirect_is_refused(client: FlaskClient, auth: AuthActions) -> None:
+    auth.register()
+    r = client.post("/auth/login?next=https://evil.example/phish", data={"email": "pat@example.org",
+                                                                         "password": PASSWORD})
+    assert r.headers["Location"].endswith("/detect/")

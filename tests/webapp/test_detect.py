@@ -1,0 +1,165 @@
+"""Detection, history, ownership, the bad-upload corpus and the JSON API."""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from PIL import Image
+
+from tests.webapp.conftest import PASSWORD, AuthActions, jpeg_bytes
+from webapp.db import get_db
+
+
+def _upload(client: FlaskClient, data: bytes, name: str = "lesion.jpg", field: str = "image"):  # noqa: ANN202
+    return client.post("/detect/", data={field: (io.BytesIO(data), name)}, content_type="multipart/form-data")
+
+
+def _detection_id(response) -> str:  # noqa: ANN001
+    return re.search(r"/detect/result/([\w-]+)", response.headers["Location"]).group(1)
+
+
+def test_upload_real_sample_result_history_delete(app: Flask, client: FlaskClient, auth: AuthActions,
+                                                  samples_dir: Path) -> None:
+    auth.register()
+    auth.login()
+    sample = sorted(samples_dir.glob("*.jpg"))[0]
+    response = _upload(client, sample.read_bytes())
+    assert response.status_code == 302
+    detection = _detection_id(response)
+    page = client.get(f"/detect/result/{detection}").data.decode()
+    assert "not a diagnosis" in page and "Model: test_efficientnet pruned-0.5-static" in page
+    assert any(name in page for name in ("Melanoma", "Melanocytic nevus", "Basal cell carcinoma", "Dermatofibroma",
+                                         "Vascular lesion", "Benign keratosis-like lesion", "Actinic keratosis"))
+    with client.get(f"/detect/image/{detection}") as image:
+        assert image.status_code == 200 and image.mimetype == "image/jpeg"
+        assert Image.open(io.BytesIO(image.data)).getexif() == {}  # re-encoded, metadata stripped
+    assert detection in client.get("/detect/history").data.decode()
+    with app.app_context():
+        key = get_db().execute("SELECT image_key FROM detections").fetchone()["image_key"]
+    stored = Path(app.instance_path) / "uploads" / f"{key}.jpg"
+    assert stored.is_file() and "static" not in str(stored)
+    assert client.post(f"/detect/delete/{detection}").status_code == 302
+    assert not stored.exists() and client.get(f"/detect/result/{detection}").status_code == 404
+
+
+def test_uncertain_state(app: Flask, client: FlaskClient, auth: AuthActions) -> None:
+    app.config["UNCERTAIN_THRESHOLD"] = 1.01
+    auth.register()
+    auth.login()
+    response = _upload(client, jpeg_bytes())
+    assert b"Uncertain" in client.get(response.headers["Location"]).data
+
+
+def test_other_users_get_404(app: Flask, client: FlaskClient, auth: AuthActions) -> None:
+    auth.register()
+    auth.login()
+    detection = _detection_id(_upload(client, jpeg_bytes()))
+    mallory = app.test_client()
+    mal = AuthActions(app, mallory)
+    mal.register("mallory@example.org")
+    mal.login("mallory@example.org")
+    for url in (f"/detect/result/{detection}", f"/detect/image/{detection}"):
+        with mallory.get(url) as response:
+            assert response.status_code == 404
+    assert mallory.post(f"/detect/delete/{detection}").status_code == 404
+    assert client.get(f"/detect/result/{detection}").status_code == 200
+
+
+def test_history_is_paginated(app: Flask, client: FlaskClient, auth: AuthActions) -> None:
+    app.config["HISTORY_PAGE_SIZE"] = 2
+    auth.register()
+    auth.login()
+    for _ in range(3):
+        _upload(client, jpeg_bytes())
+    assert b"Page 1 of 2" in client.get("/detect/history").data
+    assert b"Page 2 of 2" in client.get("/detect/history?page=2").data
+
+
+def _png(size: tuple[int, int]) -> bytes:
+    buf = io.BytesIO()
+    Image.new("L", size, 0).save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+def _gif() -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64)).save(buf, format="GIF")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(("name", "data", "message"), [
+    ("empty.jpg", b"", b"the file is empty"),
+    ("text.jpg", b"plain text pretending to be a photo", b"not a JPEG or PNG"),
+    ("truncated.jpg", jpeg_bytes()[:500], b"damaged or truncated"),
+    ("bomb.png", _png((12000, 12000)), b"too large"),
+    ("script.svg", b"<svg xmlns='http://www.w3.org/2000/svg'><script>alert(1)</script></svg>", b"not a JPEG or PNG"),
+    ("anim.gif", _gif(), b"not a JPEG or PNG"),
+])
+def test_bad_upload_corpus(client: FlaskClient, auth: AuthActions, name: str, data: bytes, message: bytes) -> None:
+    auth.register()
+    auth.login()
+    response = _upload(client, data, name=name)
+    assert 400 <= response.status_code < 500 and message in response.data, response.data[:300]
+    assert _upload(client, jpeg_bytes()).status_code == 302  # and the app keeps serving
+
+
+def test_wrong_field_and_oversized_upload(app: Flask, client: FlaskClient, auth: AuthActions) -> None:
+    auth.register()
+    auth.login()
+    wrong = _upload(client, jpeg_bytes(), field="file")
+    assert wrong.status_code == 400 and b"form field" in wrong.data
+    # A raw 20 MB multipart body (the test client would spool an encoded one to a file it never closes).
+    body = b"--b\r\nContent-Disposition: form-data; name=image; filename=big.jpg\r\n\r\n\xff\xd8\xff"
+    huge = client.post("/detect/", data=body + b"\x00" * (20 * 1024 * 1024) + b"\r\n--b--\r\n",
+                       content_type="multipart/form-data; boundary=b")
+    assert huge.status_code == 413 and b"too large" in huge.data
+    assert _upload(client, jpeg_bytes()).status_code == 302
+
+
+def test_api_token_lifecycle(app: Flask, client: FlaskClient, auth: AuthActions, samples_dir: Path) -> None:
+    auth.register()
+    auth.login()
+    client.post("/auth/profile/tokens")
+    token = re.search(r'id="new-token">([^<]+)<', client.get("/auth/profile").data.decode()).group(1)
+    api = app.test_client()  # a mobile client: no cookies
+    sample = sorted(samples_dir.glob("*.jpg"))[3].read_bytes()
+
+    def call(tok: str | None, data: bytes = sample, field: str = "image"):  # noqa: ANN202
+        headers = {"Authorization": f"Bearer {tok}"} if tok else {}
+        return api.post("/api/v1/predict", data={field: (io.BytesIO(data), "x.jpg")}, headers=headers,
+                        content_type="multipart/form-data")
+
+    ok = call(token)
+    assert ok.status_code == 200, ok.json
+    body = ok.json
+    assert body["prediction"] in ("mel", "nv", "bcc", "akiec", "bkl", "df", "vasc")
+    assert abs(sum(body["probabilities"].values()) - 1) < 1e-4 and "not a diagnosis" in body["disclaimer"]
+    assert call(None).status_code == 401 and call("ll_forged").status_code == 401
+    assert call(token, b"not an image").status_code == 400 and "not a JPEG" in call(token, b"nope").json["error"]
+    assert call(token, field="file").status_code == 400
+    with app.app_context():
+        token_id = get_db().execute("SELECT id FROM api_tokens").fetchone()["id"]
+    client.post(f"/auth/profile/tokens/{token_id}/revoke")
+    assert call(token).status_code == 401
+
+
+def test_delete_account_removes_everything(app: Flask, client: FlaskClient, auth: AuthActions) -> None:
+    auth.register()
+    auth.login()
+    _upload(client, jpeg_bytes())
+    uploads = Path(app.instance_path) / "uploads"
+    assert len(list(uploads.iterdir())) == 1
+    r = client.post("/auth/profile/delete", data={"current_password": "not my password"}, follow_redirects=True)
+    assert b"not correct" in r.data
+    client.post("/auth/profile/delete", data={"current_password": PASSWORD})
+    assert list(uploads.iterdir()) == []
+    with app.app_context():
+        db = get_db()
+        assert db.execute("SELECT count(*) FROM users").fetchone()[0] == 0
+        assert db.execute("SELECT count(*) FROM detections").fetchone()[0] == 0
+    assert client.get("/detect/").status_code == 302

@@ -1,0 +1,67 @@
+"""LesionLite web app for patients and clinicians (Flask app factory).
+
+Run for development: ``make webapp``; production: ``gunicorn 'webapp:create_app()'`` with the
+environment described in the README.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, abort, redirect, request, url_for
+from flask_login import current_user
+
+from webapp import config as config_mod
+from webapp import db, errors
+from webapp.extensions import csrf, limiter, login_manager, mail
+from webapp.security import add_security_headers
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    """The app; ``test_config`` overrides the environment (and may set INSTANCE_PATH)."""
+    instance = (test_config or {}).get("INSTANCE_PATH") or os.environ.get("LESIONLITE_INSTANCE")
+    app = Flask(__name__, instance_relative_config=True,
+                instance_path=str(Path(instance).resolve()) if instance else None)
+    settings = config_mod.from_environment("testing" if test_config else None)
+    settings.update(test_config or {})
+    app.config.from_mapping(settings)
+    config_mod.check(app.config)
+    logging.getLogger("lesionlite").setLevel(logging.INFO)
+
+    db.init_app(app)
+    csrf.init_app(app)
+    mail.init_app(app)
+    limiter.init_app(app)
+    login_manager.init_app(app)
+    login_manager.login_view = "auth.login"
+    login_manager.login_message = "Please log in to continue."
+    login_manager.session_protection = "strong"
+
+    from webapp.users import load_session_user
+
+    login_manager.user_loader(load_session_user)
+
+    from webapp.api import bp as api_bp
+    from webapp.auth import bp as auth_bp
+    from webapp.detect import bp as detect_bp
+
+    app.register_blueprint(auth_bp)
+    app.register_blueprint(detect_bp)
+    app.register_blueprint(api_bp)
+    errors.register(app)
+    add_security_headers(app)
+
+    @app.before_request
+    def refuse_oversized_bodies():  # noqa: ANN202 - before parsing: nothing of an oversized upload is spooled
+        limit = app.config.get("MAX_CONTENT_LENGTH")
+        if limit and request.content_length and request.content_length > limit:
+            abort(413)
+
+    @app.route("/")
+    def index():  # noqa: ANN202
+        return redirect(url_for("detect.upload" if current_user.is_authenticated else "auth.login"))
+
+    return app

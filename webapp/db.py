@@ -1,0 +1,99 @@
+"""SQLite storage (plain sqlite3) with a versioned schema: one connection per request on ``g``.
+
+The database file lives in the instance folder. Migrations are applied in order on start-up; the
+``user_version`` pragma records the schema version.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import click
+from flask import Flask, current_app, g
+
+MIGRATIONS: list[str] = [
+    # 1: accounts, detections, API tokens
+    """
+    CREATE TABLE users (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        email TEXT NOT NULL UNIQUE COLLATE NOCASE,
+        name TEXT NOT NULL DEFAULT '',
+        password_hash TEXT NOT NULL,
+        verified INTEGER NOT NULL DEFAULT 0,
+        session_token TEXT NOT NULL,
+        created_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP
+    );
+    CREATE TABLE detections (
+        id TEXT PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        image_key TEXT NOT NULL,
+        created_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP,
+        model_version TEXT NOT NULL,
+        top_class TEXT NOT NULL,
+        confidence REAL NOT NULL,
+        probs TEXT NOT NULL,
+        uncertain INTEGER NOT NULL
+    );
+    CREATE INDEX detections_user ON detections(user_id, created_at);
+    CREATE TABLE api_tokens (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        token_hash TEXT NOT NULL UNIQUE,
+        hint TEXT NOT NULL,
+        created_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP
+    );
+    """,
+]
+
+
+def database_path(app: Flask) -> Path:
+    return Path(app.instance_path) / "lesionlite.sqlite"
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    con = sqlite3.connect(path, detect_types=sqlite3.PARSE_DECLTYPES, timeout=30)
+    con.row_factory = sqlite3.Row
+    con.execute("PRAGMA foreign_keys = ON")
+    con.execute("PRAGMA journal_mode = WAL")
+    return con
+
+
+def get_db() -> sqlite3.Connection:
+    if "db" not in g:
+        g.db = connect(database_path(current_app))
+    return g.db
+
+
+def close_db(_exc: BaseException | None = None) -> None:
+    db = g.pop("db", None)
+    if db is not None:
+        db.close()
+
+
+def migrate(path: Path) -> int:
+    """Apply pending migrations; returns the schema version."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    con = connect(path)
+    try:
+        version = con.execute("PRAGMA user_version").fetchone()[0]
+        for number, sql in enumerate(MIGRATIONS[version:], start=version + 1):
+            with con:
+                con.executescript(sql)
+                con.execute(f"PRAGMA user_version = {number}")
+        return con.execute("PRAGMA user_version").fetchone()[0]
+    finally:
+        con.close()
+
+
+@click.command("init-db")
+def init_db_command() -> None:
+    """Create or migrate the database in the instance folder."""
+    version = migrate(database_path(current_app))
+    click.echo(f"database ready: {database_path(current_app)} (schema {version})")
+
+
+def init_app(app: Flask) -> None:
+    migrate(database_path(app))
+    app.teardown_appcontext(close_db)
+    app.cli.add_command(init_db_command)

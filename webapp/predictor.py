@@ -1,0 +1,86 @@
+"""The deployed model: one compressed variant, loaded once per process.
+
+Which one: ``LESIONLITE_VARIANT`` (a variant folder), else the static-int8 variant with the best test balanced
+accuracy in the results store (``LESIONLITE_DB``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from flask import current_app
+
+from core.classes import CLASSES, clinical_name
+from core.errors import LesionLiteError, ModelError
+from core.imaging import CheckedImage
+from core.live import predict_checked
+from core.results import ResultsStore
+from core.variants import Predictor, load_predictor
+
+log = logging.getLogger(__name__)
+_lock = threading.Lock()
+_loaded: dict[str, Predictor] = {}
+
+
+def best_int8_variant(db: str | Path) -> Path:
+    """The static int8 variant folder with the highest stored test balanced accuracy."""
+    with ResultsStore(db, read_only=True) as store:
+        rows = store.query("""
+            SELECT a.path FROM runs r JOIN artifacts a USING (run_id) JOIN metrics m USING (run_id)
+            WHERE r.kind = 'variant' AND r.variant LIKE '%-static' AND a.kind = 'card'
+              AND m.split = 'test' AND m.name = 'balanced_accuracy'
+            ORDER BY m.value DESC""")
+    for path in rows["path"]:
+        if Path(path).is_file():
+            return Path(path).parent
+    raise ModelError(f"no static int8 variant with its files in {db}; run a sweep or set LESIONLITE_VARIANT")
+
+
+def variant_folder() -> Path:
+    configured = current_app.config.get("LESIONLITE_VARIANT")
+    return Path(configured) if configured else best_int8_variant(current_app.config["LESIONLITE_DB"])
+
+
+def get_predictor() -> Predictor:
+    folder = str(variant_folder())
+    with _lock:
+        if folder not in _loaded:
+            _loaded[folder] = load_predictor(folder, threads=1)
+            log.info("loaded model %s", folder)
+        return _loaded[folder]
+
+
+@dataclass
+class Detection:
+    top_class: str
+    clinical_name: str
+    confidence: float
+    probs: dict[str, float]
+    uncertain: bool
+    model_version: str
+
+
+def model_version(predictor: Predictor) -> str:
+    card = predictor.card
+    return f"{card.get('architecture', '?')} {card.get('variant', '?')} ({card.get('run_id', '?')})"
+
+
+def detect(checked: CheckedImage) -> Detection:
+    try:
+        predictor = get_predictor()
+    except LesionLiteError:
+        raise
+    result = predict_checked(predictor, checked, name="deployed")
+    probs = {c: float(p) for c, p in zip(CLASSES, np.asarray(result.probs), strict=True)}
+    uncertain = result.confidence < float(current_app.config["UNCERTAIN_THRESHOLD"])
+    return Detection(result.top, clinical_name(result.top), result.confidence, probs, uncertain,
+                     model_version(predictor))
+
+
+def detection_json(d: Detection) -> str:
+    return json.dumps(d.probs)

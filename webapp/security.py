@@ -1,0 +1,97 @@
+"""Passwords, signed single-purpose tokens, API tokens and security headers."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from typing import Any
+
+from flask import Flask, Response, current_app
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+from werkzeug.security import check_password_hash, generate_password_hash
+
+MIN_PASSWORD, MAX_PASSWORD = 12, 128
+# The most common passwords of at least 12 characters (from public breach lists); rejected outright.
+COMMON_PASSWORDS = frozenset({
+    "123456789012", "1234567890123", "12345678901234", "123456789101", "111111111111", "000000000000",
+    "qwertyuiopas", "qwertyuiop123", "1q2w3e4r5t6y", "1qaz2wsx3edc", "password1234", "password12345",
+    "passwordpassword", "iloveyou1234", "abcdefghijkl", "abc123456789", "aaaaaaaaaaaa", "qwerty123456",
+    "123qweasdzxc", "zxcvbnm12345", "letmein12345", "welcome12345", "administrator", "princess1234",
+    "football1234", "baseball1234", "sunshine1234", "trustno1trustno1", "changeme1234", "p@ssw0rd1234",
+    "qwertyqwerty", "asdfghjklasdf", "1234qwerasdf", "monkey123456", "dragon123456", "masterkey123",
+})
+
+
+def password_problem(password: str, *, email: str = "") -> str | None:
+    """Why a new password is refused (length, common, equal to the email), or None if it is fine."""
+    if len(password) < MIN_PASSWORD:
+        return f"Use at least {MIN_PASSWORD} characters."
+    if len(password) > MAX_PASSWORD:
+        return f"Use at most {MAX_PASSWORD} characters."
+    lowered = password.lower()
+    if lowered in COMMON_PASSWORDS or len(set(lowered)) <= 2 or (email and lowered == email.lower()):
+        return "This password is too common or too easy to guess; choose another."
+    return None
+
+
+def hash_password(password: str) -> str:
+    return generate_password_hash(password, method="scrypt")
+
+
+def verify_password(password_hash: str, password: str) -> bool:
+    return check_password_hash(password_hash, password)
+
+
+def new_session_token() -> str:
+    """Rotated at logout and password change: every other session and remember-me cookie stops working."""
+    return secrets.token_urlsafe(24)
+
+
+def _serializer(purpose: str) -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt=f"lesionlite-{purpose}")
+
+
+def make_token(purpose: str, payload: dict[str, Any]) -> str:
+    return _serializer(purpose).dumps(payload)
+
+
+def read_token(purpose: str, token: str, *, max_age: int) -> dict[str, Any] | None:
+    """The payload of a valid, unexpired token of this purpose; None otherwise."""
+    try:
+        data = _serializer(purpose).loads(token, max_age=max_age)
+    except (SignatureExpired, BadSignature):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def password_fingerprint(password_hash: str) -> str:
+    """Binds a reset token to the current password: once the password changes, the token is spent."""
+    return hmac.new(current_app.config["SECRET_KEY"].encode(), password_hash.encode(), hashlib.sha256).hexdigest()[:16]
+
+
+def new_api_token() -> tuple[str, str]:
+    """(token shown once to the user, sha256 stored)."""
+    token = "ll_" + secrets.token_urlsafe(32)
+    return token, hash_api_token(token)
+
+
+def hash_api_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; object-src 'none'; "
+       "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+
+
+def add_security_headers(app: Flask) -> None:
+    @app.after_request
+    def _headers(response: Response) -> Response:
+        response.headers.setdefault("Content-Security-Policy", CSP)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        response.headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
+        if app.config.get("SESSION_COOKIE_SECURE"):
+            response.headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
+        return response
