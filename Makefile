@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PORT ?= 8501
 
-.PHONY: demo test lint venv real-cpu bench-pipeline dashboard
+.PHONY: demo test lint venv real-cpu bench-pipeline dashboard webapp
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,9 @@ demo: $(STAMP)
 dashboard: $(STAMP)
 	@echo "Dashboard at http://localhost:$(PORT) (Ctrl-C to stop)"
 	$(PY) -m streamlit run dashboard/app.py --server.port $(PORT)
+
+webapp: $(STAMP)
+	LESIONLITE_ENV=development $(PY) -m flask --app 'webapp:create_app()' run --port 5000
 
 test: $(STAMP)
 	$(PY) -m ruff check core scripts tests dashboard

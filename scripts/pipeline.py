@@ -13,8 +13,8 @@ import argparse
 import sys
 import time
 
-from core.cli import run_cli
-from core.config import add_config_args, build_config, config_from_args
+from core.cli import config_parser, run_cli
+from core.config import build_config, config_from_args
 from core.results import ResultsStore
 from core.summary import run_summary
 from core.sweep import SweepConfig, run_sweep, sweep_summary
@@ -22,11 +22,8 @@ from core.train import TrainConfig, run_training
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Run the LesionLite pipeline", add_help=add_help)
-    parser.add_argument("-c", "--config", help="YAML config (defaults for every flag below)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser = config_parser("Run the LesionLite pipeline", TrainConfig, add_help=add_help)
     parser.add_argument("--sweep", help="then run this sweep config (SweepConfig YAML) on the trained model")
-    add_config_args(parser, TrainConfig)
     return parser
 
 

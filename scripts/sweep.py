@@ -13,16 +13,13 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from core.cli import run_cli
-from core.config import add_config_args, config_from_args
+from core.cli import config_parser, run_cli
+from core.config import config_from_args
 from core.sweep import SweepConfig, parse_shard, run_sweep, sweep_id
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Run a compression sweep", add_help=add_help)
-    parser.add_argument("-c", "--config", help="YAML config (defaults for every flag below)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    add_config_args(parser, SweepConfig)
+    parser = config_parser("Run a compression sweep", SweepConfig, add_help=add_help)
     return parser
 
 

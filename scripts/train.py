@@ -8,17 +8,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from core.cli import run_cli
-from core.config import add_config_args, config_from_args
+from core.cli import config_parser, run_cli
+from core.config import config_from_args
 from core.metrics import format_evaluation
 from core.train import TrainConfig, run_training
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Train a skin-lesion classifier", add_help=add_help)
-    parser.add_argument("-c", "--config", help="YAML config (defaults for every flag below)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    add_config_args(parser, TrainConfig)
+    parser = config_parser("Train a skin-lesion classifier", TrainConfig, add_help=add_help)
     return parser
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 import subprocess
 import sys
@@ -10,9 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from tests.browser import chromium_page, free_port, wait_http
+from tests.images import jpeg_bytes, png_bytes
 
 REPO = Path(__file__).resolve().parent.parent
 PAGES = {"": "Accuracy / size / latency trade-offs", "runs": "Runs", "run_detail": "Run detail",
@@ -57,13 +56,11 @@ def test_every_page_renders_in_chromium(dashboard_url: str, tmp_path: Path) -> N
 
 
 def _bad_files(tmp_path: Path) -> dict[str, Path]:
-    good = io.BytesIO()
-    Image.new("RGB", (300, 200), (150, 90, 60)).save(good, format="JPEG")
     files = {
         "text.jpg": b"just some text, renamed",
-        "truncated.jpg": good.getvalue()[:300],
-        "tiny.png": _png((1, 1)),
-        "huge.png": _png((7000, 7000)),
+        "truncated.jpg": jpeg_bytes()[:300],
+        "tiny.png": png_bytes((1, 1)),
+        "huge.png": png_bytes((7000, 7000)),
     }
     out = {}
     for name, data in files.items():
@@ -71,11 +68,6 @@ def _bad_files(tmp_path: Path) -> dict[str, Path]:
         out[name] = tmp_path / name
     return out
 
-
-def _png(size: tuple[int, int]) -> bytes:
-    buf = io.BytesIO()
-    Image.new("L", size, 0).save(buf, format="PNG", optimize=True)
-    return buf.getvalue()
 
 
 def test_live_panel_refuses_bad_uploads_and_keeps_serving(dashboard_url: str, tmp_path: Path,

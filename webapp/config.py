@@ -66,6 +66,8 @@ def from_environment(env: str | None = None) -> dict[str, Any]:
         RATELIMIT_STORAGE_URI=os.environ.get("RATELIMIT_STORAGE_URI", "memory://"),
         PREFERRED_URL_SCHEME="https" if production else "http",
     )
+    for key in ("RATELIMIT_LOGIN", "RATELIMIT_REGISTER", "RATELIMIT_RESET", "RATELIMIT_RESEND", "RATELIMIT_API"):
+        cfg[key] = os.environ.get(f"LESIONLITE_{key}", cfg[key])
     if env == "development" and not cfg["SECRET_KEY"]:
         cfg["SECRET_KEY"] = os.urandom(32).hex()  # sessions end when the dev server restarts; never in production
     return cfg

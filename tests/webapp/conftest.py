@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,7 +9,6 @@ from pathlib import Path
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from PIL import Image
 
 from webapp import create_app
 from webapp.extensions import limiter, mail
@@ -40,12 +38,6 @@ def app(tmp_path: Path, variant_folder: Path) -> Iterator[Flask]:
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
     return app.test_client()
-
-
-def jpeg_bytes(size: tuple[int, int] = (300, 225)) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", size, (170, 110, 80)).save(buf, format="JPEG")
-    return buf.getvalue()
 
 
 class AuthActions:

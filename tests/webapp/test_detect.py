@@ -11,7 +11,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 from PIL import Image
 
-from tests.webapp.conftest import PASSWORD, AuthActions, jpeg_bytes
+from tests.images import jpeg_bytes, png_bytes
+from tests.webapp.conftest import PASSWORD, AuthActions
 from webapp.db import get_db
 
 
@@ -80,12 +81,6 @@ def test_history_is_paginated(app: Flask, client: FlaskClient, auth: AuthActions
     assert b"Page 2 of 2" in client.get("/detect/history?page=2").data
 
 
-def _png(size: tuple[int, int]) -> bytes:
-    buf = io.BytesIO()
-    Image.new("L", size, 0).save(buf, format="PNG", optimize=True)
-    return buf.getvalue()
-
-
 def _gif() -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", (64, 64)).save(buf, format="GIF")
@@ -96,7 +91,7 @@ def _gif() -> bytes:
     ("empty.jpg", b"", b"the file is empty"),
     ("text.jpg", b"plain text pretending to be a photo", b"not a JPEG or PNG"),
     ("truncated.jpg", jpeg_bytes()[:500], b"damaged or truncated"),
-    ("bomb.png", _png((12000, 12000)), b"too large"),
+    ("bomb.png", png_bytes((12000, 12000)), b"too large"),
     ("script.svg", b"<svg xmlns='http://www.w3.org/2000/svg'><script>alert(1)</script></svg>", b"not a JPEG or PNG"),
     ("anim.gif", _gif(), b"not a JPEG or PNG"),
 ])

@@ -1,0 +1,20 @@
+"""Small in-memory test images."""
+
+from __future__ import annotations
+
+import io
+
+from PIL import Image
+
+
+def jpeg_bytes(size: tuple[int, int] = (300, 225), **save: object) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, (170, 110, 80)).save(buf, format="JPEG", **save)
+    return buf.getvalue()
+
+
+def png_bytes(size: tuple[int, int]) -> bytes:
+    """A flat greyscale PNG: tiny on disk even when huge in pixels (a decompression bomb when large)."""
+    buf = io.BytesIO()
+    Image.new("L", size, 0).save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
