@@ -125,11 +125,30 @@ class Group:
         return f"{parent}.{'u' if self.kind == 'unstructured' else 'p'}{self.amount:g}.{mode}"
 
 
+def mode_label(mode: str, cfg: SweepConfig) -> str:
+    """The mode as named in variants: static int8 with non-default options says which (its own cell)."""
+    if mode != "static":
+        return mode
+    parts = ["static"]
+    if cfg.calibration_method != "minmax":
+        parts.append(cfg.calibration_method)
+    if cfg.static_exclude == "depthwise":
+        parts.append("keepdw")
+    if not cfg.per_channel:
+        parts.append("pertensor")
+    return "-".join(parts)
+
+
+def base_mode(label: str) -> str:
+    return label.split("-", 1)[0]
+
+
 def plan_groups(cfg: SweepConfig) -> list[Group]:
     """The whole grid in a fixed order (the same on every machine, so shards partition it)."""
     groups = []
+    labels = tuple(mode_label(m, cfg) for m in cfg.modes)
     for model in cfg.models:
-        groups += [Group(model, "structured", r, tuple(cfg.modes)) for r in sorted(set(cfg.ratios))]
+        groups += [Group(model, "structured", r, labels) for r in sorted(set(cfg.ratios))]
         groups += [Group(model, "unstructured", a, ("fp32",)) for a in sorted(set(cfg.unstructured)) if a > 0]
     return groups
 
@@ -255,7 +274,7 @@ def run_group(parent: _Parent, group: Group, cfg: SweepConfig, store: ResultsSto
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    needs_onnx = any(m not in ("torch_fp32", "torch_dynamic") for m in todo)
+    needs_onnx = any(base_mode(m) not in ("torch_fp32", "torch_dynamic") for m in todo)
     check = None
     if needs_onnx:
         exporter = export_onnx(model, work / "fp32.onnx", input_size=size)
@@ -263,15 +282,17 @@ def run_group(parent: _Parent, group: Group, cfg: SweepConfig, store: ResultsSto
         check = check_export(model, work / "fp32.onnx", sample, exporter=exporter)
         log.info("ONNX export (%s): max |logit diff| %.2e, top-1 agreement %.3f", exporter,
                  check.max_abs_logit_diff, check.top1_agreement)
-    calib = _images(parent, "train", cfg.calibration_images, seed=1)[0] if "static" in todo else None
+    calib = (_images(parent, "train", cfg.calibration_images, seed=1)[0]
+             if any(base_mode(m) == "static" for m in todo) else None)
     stored = []
-    for mode in todo:
-        cell_id = group.cell_id(parent.run_id, mode)
-        folder = base_dir / group.variant(mode)
+    for label in todo:
+        mode = base_mode(label)
+        cell_id = group.cell_id(parent.run_id, label)
+        folder = base_dir / group.variant(label)
         if folder.exists():
             shutil.rmtree(folder)  # a leftover of an interrupted run: never stored, rebuilt from scratch
         folder.mkdir(parents=True)
-        card = {"variant": group.variant(mode), "run_id": cell_id, "parent_run_id": parent.run_id,
+        card = {"variant": group.variant(label), "run_id": cell_id, "parent_run_id": parent.run_id,
                 "architecture": group.model, "preprocessing": prep.to_dict(), "pruning": group.kind,
                 "pruning_ratio": group.amount, "quantization": mode, "split_hash": parent.split_hash,
                 "dataset_fingerprint": parent.data.fingerprint, "git_sha": git_sha(), "seed": parent.train_cfg.seed,
@@ -303,7 +324,7 @@ def run_group(parent: _Parent, group: Group, cfg: SweepConfig, store: ResultsSto
             deploy.update(export_max_abs_logit_diff=check.max_abs_logit_diff,
                           export_top1_agreement=check.top1_agreement)
         record = RunRecord(
-            run_id=cell_id, kind="variant", scalars={"deploy": deploy}, model=group.model, variant=group.variant(mode),
+            run_id=cell_id, kind="variant", scalars={"deploy": deploy}, model=group.model, variant=group.variant(label),
             config={"sweep": dataclasses.asdict(cfg), "sweep_id": sweep_id(cfg), "group": dataclasses.asdict(group),
                     "mode": mode, "pruning": {k: v for k, v in info.items() if k != "history"}},
             dataset=parent.train_cfg.data_dir, dataset_fingerprint=parent.data.fingerprint,
@@ -314,7 +335,7 @@ def run_group(parent: _Parent, group: Group, cfg: SweepConfig, store: ResultsSto
         )
         store.record_run(record)
         stored.append(cell_id)
-        log.info("%s %s: test bal-acc %.3f, %.2f MB, %.2f ms", group.model, group.variant(mode),
+        log.info("%s %s: test bal-acc %.3f, %.2f MB, %.2f ms", group.model, group.variant(label),
                  ev.metrics["balanced_accuracy"], size_bytes / 1e6, latency.median_ms)
     shutil.rmtree(work)
     return stored

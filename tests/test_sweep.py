@@ -93,3 +93,11 @@ def test_shipped_sweep_configs_are_valid() -> None:
     for path in sorted((REPO / "configs").glob("sweep*.yaml")):
         cfg = build_config(SweepConfig, yaml_path=path)
         assert pd.notna(cfg.train_config)
+
+
+def test_static_options_make_their_own_cells() -> None:
+    default = plan_groups(SweepConfig(modes=["fp32", "static"]))[0]
+    tuned = plan_groups(SweepConfig(modes=["static"], calibration_method="percentile", static_exclude="depthwise"))[0]
+    assert default.modes == ("fp32", "static") and tuned.modes == ("static-percentile-keepdw",)
+    assert default.cell_id("r", "static") != tuned.cell_id("r", tuned.modes[0])
+    assert tuned.variant(tuned.modes[0]) == "dense-static-percentile-keepdw"
