@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import time
 from dataclasses import dataclass
 
@@ -11,9 +10,9 @@ import torch
 from PIL import Image
 
 from core.classes import CLASSES, clinical_name
-from core.data.transforms import decode_square, preprocess_image
+from core.data.transforms import preprocess_image, square_crop
 from core.gradcam import grad_cam, overlay
-from core.imaging import CheckedImage, reencode_jpeg
+from core.imaging import CheckedImage
 from core.variants import Predictor, TorchPredictor, softmax
 
 DISCLAIMER = ("Research tool, not a diagnosis. The output of this model must not be used to make medical "
@@ -41,8 +40,7 @@ class LivePrediction:
 
 def predict_checked(predictor: Predictor, checked: CheckedImage, *, name: str) -> LivePrediction:
     """Preprocess with the variant's own preprocessing, run it, and time the model call alone."""
-    batch = preprocess_image(io.BytesIO(reencode_jpeg(checked.image, quality=95)), predictor.preprocessing)
-    x = batch.numpy()
+    x = preprocess_image(checked.image, predictor.preprocessing).numpy()
     start = time.perf_counter()
     logits = predictor.logits(x)
     return LivePrediction(name, softmax(logits)[0], (time.perf_counter() - start) * 1e3)
@@ -60,14 +58,13 @@ def grad_cam_overlay(predictor: Predictor, checked: CheckedImage):  # noqa: ANN2
     """Grad-CAM overlay for PyTorch variants; None for ONNX ones (no gradients there)."""
     if not isinstance(predictor, TorchPredictor) or not hasattr(predictor.model, "forward_features"):
         return None
-    batch = preprocess_image(io.BytesIO(reencode_jpeg(checked.image, quality=95)), predictor.preprocessing)
+    batch = preprocess_image(checked.image, predictor.preprocessing)
     model = predictor.model
     if any("quantized" in type(m).__module__ for m in model.modules()):
         return None
     cam = grad_cam(model, batch.to(torch.float32))
     prep = predictor.preprocessing
-    square = decode_square(io.BytesIO(reencode_jpeg(checked.image, quality=95)), size=prep.cache_size,
-                           interpolation=prep.interpolation)
+    square = square_crop(checked.image, size=prep.cache_size, interpolation=prep.interpolation)
     off = (prep.cache_size - prep.input_size) // 2
     crop = Image.fromarray(square[off:off + prep.input_size, off:off + prep.input_size])  # what the model saw
     return overlay(crop, cam)

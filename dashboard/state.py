@@ -34,9 +34,9 @@ def samples_dir() -> Path:
     return Path(os.environ.get(SAMPLES_ENV) or DEFAULT_SAMPLES)
 
 
-@st.cache_resource(show_spinner=False)
-def store(path: str) -> ResultsStore:
-    return ResultsStore(path, read_only=True)
+def reader() -> ResultsStore:
+    """A short-lived read-only connection (use with ``with``): holding one open would lock out writers."""
+    return ResultsStore(db_path(), read_only=True)
 
 
 def _stamp(path: Path) -> float:
@@ -45,7 +45,8 @@ def _stamp(path: Path) -> float:
 
 @st.cache_data(show_spinner=False)
 def _variants(path: str, stamp: float, split: str) -> pd.DataFrame:  # stamp: re-query when the file changes
-    return variants_frame(store(path), split=split)
+    with ResultsStore(path, read_only=True) as store:
+        return variants_frame(store, split=split)
 
 
 def all_variants(split: str = "test") -> pd.DataFrame:

@@ -51,7 +51,7 @@ def main(args: argparse.Namespace) -> int:
                            "b1_speedup", "b8_ms", "b8_speedup"]]
             print(f"\n== {arch} (ratios against dense-fp32-torch, measured in this run)")
             print(shown.to_string(index=False, float_format=lambda x: f"{x:.2f}"))
-            best = table[table["variant"].str.startswith("pruned") & table["variant"].str.endswith("int8-static")]
+            best = table[table["variant"].str.startswith("pruned") & table["variant"].str.contains("int8-static")]
             top = best.loc[best["b1_speedup"].idxmax()]
             ok = top["size_ratio"] >= SIZE_TARGET and top["b1_speedup"] >= SPEED_TARGET
             print(f"best pruned+int8: {top['variant']}: {top['size_ratio']:.1f}x smaller (target {SIZE_TARGET:g}x), "

@@ -16,7 +16,7 @@ import numpy as np
 from flask import current_app
 
 from core.classes import CLASSES, clinical_name
-from core.errors import LesionLiteError, ModelError
+from core.errors import ModelError
 from core.imaging import CheckedImage
 from core.live import predict_checked
 from core.results import ResultsStore
@@ -71,10 +71,7 @@ def model_version(predictor: Predictor) -> str:
 
 
 def detect(checked: CheckedImage) -> Detection:
-    try:
-        predictor = get_predictor()
-    except LesionLiteError:
-        raise
+    predictor = get_predictor()
     result = predict_checked(predictor, checked, name="deployed")
     probs = {c: float(p) for c, p in zip(CLASSES, np.asarray(result.probs), strict=True)}
     uncertain = result.confidence < float(current_app.config["UNCERTAIN_THRESHOLD"])

@@ -18,7 +18,7 @@ import torch
 
 from core.bench import Latency, onnx_latency, torch_latency
 from core.compress.prune import count_macs_params, structured_prune, unstructured_prune
-from core.compress.quantize import quantize_onnx, torch_dynamic_quantize
+from core.compress.quantize import depthwise_conv_nodes, quantize_onnx, torch_dynamic_quantize
 from core.export import artifact_bytes, export_onnx
 from core.models import create_model
 
@@ -81,6 +81,10 @@ def benchmark_architecture(
         add(f"{name}-fp32-onnx", "onnxruntime", artifact_bytes(fp32), model, onnx_lat(fp32))
         int8 = quantize_onnx(fp32, workdir / f"{arch}-{name}-int8.onnx", mode="static", calibration=calib)
         add(f"{name}-int8-static", "onnxruntime", artifact_bytes(int8), model, onnx_lat(int8))
+        if depthwise_conv_nodes(fp32):  # int8 depthwise convs are slow on x86: also measure them kept in fp32
+            keep = quantize_onnx(fp32, workdir / f"{arch}-{name}-int8-keepdw.onnx", mode="static",
+                                 calibration=calib, exclude="depthwise")
+            add(f"{name}-int8-static-keepdw", "onnxruntime", artifact_bytes(keep), model, onnx_lat(keep))
 
     add("dense-fp32-torch", "torch", state_dict_bytes(dense), dense, torch_lat(dense))
     onnx_pair(dense, "dense")

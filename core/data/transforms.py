@@ -67,21 +67,25 @@ def preprocessing_for(model: torch.nn.Module, input_size: int) -> Preprocessing:
     )
 
 
+def square_crop(img: Image.Image, *, size: int, interpolation: str = "bicubic") -> np.ndarray:
+    """RGB image -> uint8 array (size, size, 3): shorter side resized to ``size``, centre cropped."""
+    img = img.convert("RGB")
+    w, h = img.size
+    scale = size / min(w, h)
+    new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
+    img = img.resize((new_w, new_h), _PIL_INTERPOLATION[interpolation])
+    left, top = (new_w - size) // 2, (new_h - size) // 2
+    return np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.uint8).copy()
+
+
 def decode_square(source: str | IO[bytes], *, size: int, interpolation: str = "bicubic") -> np.ndarray:
-    """Decode an image to an RGB uint8 array of shape (size, size, 3): shorter side resized, centre cropped.
+    """Decode an image file to an RGB uint8 array of shape (size, size, 3) (see :func:`square_crop`).
 
     Raises the decoder's own error (``OSError``, ``PIL.UnidentifiedImageError``, ...) for unreadable files.
     """
     with Image.open(source) as img:
         img.draft("RGB", (size, size))  # JPEG: decode at reduced scale when the file is much larger
-        img = img.convert("RGB")
-        w, h = img.size
-        scale = size / min(w, h)
-        new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
-        img = img.resize((new_w, new_h), _PIL_INTERPOLATION[interpolation])
-        left, top = (new_w - size) // 2, (new_h - size) // 2
-        img = img.crop((left, top, left + size, top + size))
-        return np.asarray(img, dtype=np.uint8).copy()
+        return square_crop(img, size=size, interpolation=interpolation)
 
 
 def _normalize(prep: Preprocessing) -> list[v2.Transform]:
@@ -122,7 +126,10 @@ def to_chw_tensor(square: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(square).permute(2, 0, 1)
 
 
-def preprocess_image(source: str | IO[bytes], prep: Preprocessing) -> torch.Tensor:
-    """One image file -> a model-ready batch of one, the same path as evaluation."""
-    square = decode_square(source, size=prep.cache_size, interpolation=prep.interpolation)
+def preprocess_image(source: str | IO[bytes] | Image.Image, prep: Preprocessing) -> torch.Tensor:
+    """One image file (or decoded image) -> a model-ready batch of one, the same path as evaluation."""
+    if isinstance(source, Image.Image):
+        square = square_crop(source, size=prep.cache_size, interpolation=prep.interpolation)
+    else:
+        square = decode_square(source, size=prep.cache_size, interpolation=prep.interpolation)
     return eval_transform(prep)(to_chw_tensor(square)).unsqueeze(0)

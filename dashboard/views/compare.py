@@ -6,7 +6,7 @@ import plotly.express as px
 import streamlit as st
 
 from core.analysis import recall_deltas
-from dashboard.state import db_path, filtered_variants, store
+from dashboard.state import filtered_variants, reader
 
 st.title("Compare variants")
 df = filtered_variants()
@@ -21,7 +21,8 @@ cols = ["variant", "model", "quantization", "pruning_ratio", "accuracy", "balanc
 side = df.set_index("run_id").loc[chosen, cols].T
 side = side.map(lambda v: f"{v:.3f}" if isinstance(v, float) else str(v))  # mixed column types: show as text
 st.dataframe(side, width="stretch", key="compare_table")
-deltas = recall_deltas(store(str(db_path())), chosen, split=st.session_state.get("f_split", "test"))
+with reader() as store:
+    deltas = recall_deltas(store, chosen, split=st.session_state.get("f_split", "test"))
 if deltas.notna().any().any():
     long = deltas.reset_index().melt(id_vars="class", var_name="run_id", value_name="recall delta")
     fig = px.bar(long, x="class", y="recall delta", color="run_id", barmode="group",

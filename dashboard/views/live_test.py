@@ -14,12 +14,13 @@ from core.classes import CLASSES, clinical_name
 from core.data.synthetic import synthetic_example
 from core.imaging import ImageRejected, check_image, reencode_jpeg
 from core.live import DISCLAIMER, agreement, grad_cam_overlay, predict_checked
-from dashboard.state import db_path, predictor, samples_dir, store
+from dashboard.state import predictor, reader, samples_dir
 
 st.title("Test an image")
 st.warning(DISCLAIMER, icon=":material/medical_information:")
 
-cards = variant_card_paths(store(str(db_path())))
+with reader() as store:
+    cards = variant_card_paths(store)
 cards = cards[[Path(p).is_file() for p in cards["path"]]]
 if cards.empty:
     st.info("No deployable variants with their files on this machine. Run a sweep to create some.")

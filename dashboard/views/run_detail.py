@@ -11,7 +11,7 @@ import streamlit as st
 
 from core.analysis import confusion_matrix_frame, reliability, roc_curves, run_detail
 from core.classes import CLASSES
-from dashboard.state import db_path, filtered_variants, store
+from dashboard.state import filtered_variants, reader
 
 st.title("Run detail")
 df = filtered_variants()
@@ -21,7 +21,8 @@ if df.empty:
 ids = df["run_id"].tolist()
 default = st.session_state.get("detail_id")
 run_id = st.selectbox("Run", ids, index=ids.index(default) if default in ids else 0, key="detail_run")
-detail = run_detail(store(str(db_path())), run_id)
+with reader() as store:
+    detail = run_detail(store, run_id)
 splits = sorted(detail.per_class["split"].unique())
 split = st.radio("Split", splits, horizontal=True, key="detail_split") if splits else None
 scalars = detail.metrics[detail.metrics["split"] == split].set_index("name")["value"] if split else None
