@@ -55,19 +55,18 @@ def test_every_page_renders_in_chromium(dashboard_url: str, tmp_path: Path) -> N
         assert (tmp_path / "dashboard-tradeoffs.png").stat().st_size > 10_000
 
 
-def _bad_files(tmp_path: Path) -> dict[str, Path]:
-    files = {
-        "text.jpg": b"just some text, renamed",
-        "truncated.jpg": jpeg_bytes()[:300],
-        "tiny.png": png_bytes((1, 1)),
-        "huge.png": png_bytes((7000, 7000)),
-    }
-    out = {}
-    for name, data in files.items():
-        (tmp_path / name).write_bytes(data)
-        out[name] = tmp_path / name
-    return out
+BAD_UPLOADS = {  # file name -> (content, the reason the page must give)
+    "text.jpg": (b"just some text, renamed", "not a JPEG or PNG"),
+    "truncated.jpg": (jpeg_bytes()[:300], "damaged or truncated"),
+    "tiny.png": (png_bytes((1, 1)), "at least 32 pixels"),
+    "huge.png": (png_bytes((7000, 7000)), "too large"),
+}
 
+
+def _upload(page, path: Path) -> None:  # noqa: ANN001
+    page.locator('input[type="file"]').set_input_files(str(path))
+    page.get_by_text(path.name, exact=True).first.wait_for(timeout=60_000)  # the uploader shows the new file
+    _settle(page)
 
 
 def test_live_panel_refuses_bad_uploads_and_keeps_serving(dashboard_url: str, tmp_path: Path,
@@ -75,11 +74,11 @@ def test_live_panel_refuses_bad_uploads_and_keeps_serving(dashboard_url: str, tm
     with chromium_page() as page:
         page.goto(f"{dashboard_url}/live_test")
         _settle(page)
-        for name, path in _bad_files(tmp_path).items():
-            page.locator('input[type="file"]').set_input_files(str(path))
-            page.get_by_text("This file cannot be used").first.wait_for(timeout=60_000)
+        for name, (data, reason) in BAD_UPLOADS.items():
+            (tmp_path / name).write_bytes(data)
+            _upload(page, tmp_path / name)
+            page.get_by_text("This file cannot be used: ").filter(has_text=reason).first.wait_for(timeout=60_000)
             assert page.locator('[data-testid="stException"]').count() == 0, name
-        sample = sorted(samples_dir.glob("*.jpg"))[0]
-        page.locator('input[type="file"]').set_input_files(str(sample))
+        _upload(page, sorted(samples_dir.glob("*.jpg"))[0])
         page.get_by_text("Agreement between variants").first.wait_for(timeout=90_000)
         page.screenshot(path=str(tmp_path / "live.png"), full_page=True)
