@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from core.classes import CLASSES, clinical_name
-from core.data.transforms import preprocess_image, square_crop
+from core.data.transforms import center_offset, preprocess_image, square_crop
 from core.gradcam import grad_cam, overlay
 from core.imaging import CheckedImage
 from core.variants import Predictor, TorchPredictor, softmax
@@ -65,6 +65,6 @@ def grad_cam_overlay(predictor: Predictor, checked: CheckedImage):  # noqa: ANN2
     cam = grad_cam(model, batch.to(torch.float32))
     prep = predictor.preprocessing
     square = square_crop(checked.image, size=prep.cache_size, interpolation=prep.interpolation)
-    off = (prep.cache_size - prep.input_size) // 2
+    off = center_offset(prep.cache_size, prep.input_size)
     crop = Image.fromarray(square[off:off + prep.input_size, off:off + prep.input_size])  # what the model saw
     return overlay(crop, cam)

@@ -96,3 +96,13 @@ def test_preprocess_image_matches_cache_path(synthetic_root: Path, tmp_path: Pat
     via_cache = eval_transform(prep)(to_chw_tensor(cache.array[0]))
     direct = preprocess_image(table["path"][0], prep)[0]
     torch.testing.assert_close(via_cache, direct)
+
+
+def test_numpy_serving_preprocessing_matches_eval_transform() -> None:
+    from core.data.transforms import eval_array, to_chw_tensor
+
+    prep = preprocessing_for(create_model("test_resnet", pretrained=False), 48)
+    for size in (prep.cache_size, prep.cache_size + 1):  # odd margins too
+        square = np.random.default_rng(size).integers(0, 256, (size, size, 3), dtype=np.uint8)
+        reference = eval_transform(prep)(to_chw_tensor(square)).numpy()
+        np.testing.assert_allclose(eval_array(square, prep), reference, atol=1e-5)

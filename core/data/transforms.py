@@ -132,4 +132,21 @@ def preprocess_image(source: str | IO[bytes] | Image.Image, prep: Preprocessing)
         square = square_crop(source, size=prep.cache_size, interpolation=prep.interpolation)
     else:
         square = decode_square(source, size=prep.cache_size, interpolation=prep.interpolation)
-    return eval_transform(prep)(to_chw_tensor(square)).unsqueeze(0)
+    return torch.from_numpy(eval_array(square, prep)[None])
+
+
+def center_offset(size: int, crop: int) -> int:
+    """Top/left offset of a centred crop, rounded as torchvision's CenterCrop does."""
+    return int(round((size - crop) / 2.0))
+
+
+def eval_array(square: np.ndarray, prep: Preprocessing) -> np.ndarray:
+    """NumPy twin of :func:`eval_transform` for single-image serving: HWC uint8 -> CHW float32, normalized.
+
+    Serving avoids torch ops here: torch's OpenMP threads keep spinning after a tiny op and slow down the ONNX
+    Runtime call that follows (measured 2-3x in scripts/bench_dashboard.py). A test pins it to eval_transform.
+    """
+    off = center_offset(square.shape[0], prep.input_size)
+    crop = square[off:off + prep.input_size, off:off + prep.input_size].astype(np.float32) / 255.0
+    mean, std = np.asarray(prep.mean, np.float32), np.asarray(prep.std, np.float32)
+    return np.ascontiguousarray(((crop - mean) / std).transpose(2, 0, 1))
