@@ -29,11 +29,11 @@ webapp: $(STAMP)
 	LESIONLITE_ENV=development $(PY) -m flask --app 'webapp:create_app()' run --port 5000
 
 test: $(STAMP)
-	$(PY) -m ruff check core scripts tests dashboard
+	$(PY) -m ruff check core scripts tests dashboard webapp
 	$(PY) -m pytest
 
 lint: $(STAMP)
-	$(PY) -m ruff check core scripts tests dashboard
+	$(PY) -m ruff check core scripts tests dashboard webapp
 
 real-cpu: $(STAMP)
 	$(PY) -m scripts.pipeline -c configs/ham10000-cpu.yaml
