@@ -158,3 +158,21 @@ def test_delete_account_removes_everything(app: Flask, client: FlaskClient, auth
         assert db.execute("SELECT count(*) FROM users").fetchone()[0] == 0
         assert db.execute("SELECT count(*) FROM detections").fetchone()[0] == 0
     assert client.get("/detect/").status_code == 302
+
+
+def test_default_model_is_the_best_static_int8_variant_in_the_store(tmp_path: Path, sweep_store: Path) -> None:
+    from tests.webapp.conftest import RELAXED_LIMITS
+    from webapp import create_app
+    from webapp.predictor import variant_folder
+
+    app = create_app({"TESTING": True, "SECRET_KEY": "d" * 40, "INSTANCE_PATH": str(tmp_path / "i"),
+                      "LESIONLITE_DB": str(sweep_store), "WTF_CSRF_ENABLED": False, "MAIL_SUPPRESS_SEND": True,
+                      "SERVER_NAME": "localhost", **RELAXED_LIMITS})
+    with app.app_context():
+        folder = variant_folder()
+    assert folder.name in ("dense-static", "pruned-0.5-static")  # the two static cells of the fixture sweep
+    client = app.test_client()
+    auth = AuthActions(app, client)
+    auth.register()
+    auth.login()
+    assert _upload(client, jpeg_bytes()).status_code == 302
