@@ -6,6 +6,7 @@ accuracy in the results store (``LESIONLITE_DB``).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
@@ -27,8 +28,9 @@ _lock = threading.Lock()
 _loaded: dict[str, Predictor] = {}
 
 
-def best_int8_variant(db: str | Path) -> Path:
-    """The static int8 variant folder with the highest stored test balanced accuracy."""
+@functools.lru_cache(maxsize=8)
+def best_int8_variant(db: str) -> Path:
+    """The static int8 variant folder with the highest stored test balanced accuracy (looked up once per process)."""
     with ResultsStore(db, read_only=True) as store:
         rows = store.query("""
             SELECT a.path FROM runs r JOIN artifacts a USING (run_id) JOIN metrics m USING (run_id)
@@ -43,7 +45,7 @@ def best_int8_variant(db: str | Path) -> Path:
 
 def variant_folder() -> Path:
     configured = current_app.config.get("LESIONLITE_VARIANT")
-    return Path(configured) if configured else best_int8_variant(current_app.config["LESIONLITE_DB"])
+    return Path(configured) if configured else best_int8_variant(str(current_app.config["LESIONLITE_DB"]))
 
 
 def get_predictor() -> Predictor:
