@@ -68,6 +68,3 @@ def create_model(name: str, *, pretrained: bool = True, num_classes: int = len(C
     log.info("loaded ImageNet-pretrained weights for %s", arch.timm_name)
     return model
 
-
-def count_params(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())

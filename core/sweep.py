@@ -359,23 +359,12 @@ def run_sweep(cfg: SweepConfig) -> pd.DataFrame:
 
 def sweep_summary(store: ResultsStore, parent_run_ids: list[str]) -> pd.DataFrame:
     """One row per stored cell of these parents: accuracy figures, size, latency, ratios vs dense torch fp32."""
-    if not parent_run_ids:
+    from core.analysis import variants_frame
+
+    df = variants_frame(store)
+    if df.empty or not parent_run_ids:
         return pd.DataFrame()
-    marks = ",".join("?" * len(parent_run_ids))
-    df = store.query(
-        f"""SELECT r.model, r.variant, r.parent_run_id,
-                   max(CASE WHEN m.split='test' AND m.name='accuracy' THEN m.value END) AS accuracy,
-                   max(CASE WHEN m.split='test' AND m.name='balanced_accuracy' THEN m.value END) AS balanced_accuracy,
-                   max(CASE WHEN m.split='test' AND m.name='auc_macro_ovr' THEN m.value END) AS auc,
-                   max(CASE WHEN m.split='deploy' AND m.name='size_mb' THEN m.value END) AS size_mb,
-                   max(CASE WHEN m.split='deploy' AND m.name='latency_b1_ms' THEN m.value END) AS latency_ms,
-                   max(CASE WHEN m.split='deploy' AND m.name='pruning_ratio' THEN m.value END) AS ratio
-            FROM runs r JOIN metrics m USING (run_id)
-            WHERE r.kind = 'variant' AND r.parent_run_id IN ({marks})
-            GROUP BY ALL ORDER BY r.model, ratio, r.variant""", parent_run_ids)
-    base = df[df["variant"] == "dense-torch_fp32"].set_index("parent_run_id")
-    if not base.empty:
-        df["size_x"] = df["parent_run_id"].map(base["size_mb"]) / df["size_mb"]
-        df["speed_x"] = df["parent_run_id"].map(base["latency_ms"]) / df["latency_ms"]
-        df["bal_acc_delta"] = df["balanced_accuracy"] - df["parent_run_id"].map(base["balanced_accuracy"])
-    return df.drop(columns=["parent_run_id"])
+    df = df[(df["kind"] == "variant") & df["parent_run_id"].isin(parent_run_ids)]
+    df = df.rename(columns={"auc_macro_ovr": "auc", "pruning_ratio": "ratio"})
+    return df[["model", "variant", "accuracy", "balanced_accuracy", "auc", "size_mb", "latency_ms", "ratio",
+               "size_x", "speed_x", "bal_acc_delta"]].reset_index(drop=True)

@@ -31,11 +31,6 @@ def state_dict_bytes(model: torch.nn.Module) -> int:
     return buf.tell()
 
 
-def whole_module_bytes(model: torch.nn.Module) -> int:
-    buf = io.BytesIO()
-    torch.save(model, buf)
-    return buf.tell()
-
 
 def benchmark_architecture(
     arch: str,

@@ -33,7 +33,6 @@ from core.errors import ConfigError
 log = logging.getLogger(__name__)
 
 QUANT_MODES = ("torch_fp32", "fp32", "dynamic", "static", "fp16", "torch_dynamic")
-TORCH_MODES = ("torch_fp32", "torch_dynamic")
 ONNX_MODES = ("fp32", "dynamic", "static", "fp16")
 CALIBRATION_METHODS = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                        "entropy": CalibrationMethod.Entropy}
@@ -144,9 +143,3 @@ def torch_dynamic_quantize(model: nn.Module) -> nn.Module:
 
         return quantize_dynamic(model.eval(), {nn.Linear}, dtype=torch.qint8)
 
-
-def quantized_module_share(model: nn.Module) -> float:
-    """Fraction of parameter-carrying conv/linear modules that are quantized (for the DQ contrast)."""
-    dense = sum(isinstance(m, (nn.Conv2d, nn.Linear)) for m in model.modules())
-    quantized = sum("quantized" in type(m).__module__ for m in model.modules() if type(m).__name__ == "Linear")
-    return quantized / max(1, dense + quantized)

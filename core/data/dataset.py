@@ -12,7 +12,6 @@ from torch.utils.data import Dataset, WeightedRandomSampler
 from core.classes import CLASSES
 from core.data.cache import ImageCache
 from core.data.transforms import to_chw_tensor
-from core.errors import ConfigError
 
 IMBALANCE_MODES = ("weighted_loss", "balanced_sampler", "none")
 
@@ -54,8 +53,3 @@ def balanced_sampler(labels: np.ndarray, *, seed: int, num_classes: int = len(CL
     return WeightedRandomSampler(torch.as_tensor(per_sample, dtype=torch.double), num_samples=len(labels),
                                  replacement=True, generator=torch.Generator().manual_seed(seed))
 
-
-def check_imbalance_mode(mode: str) -> str:
-    if mode not in IMBALANCE_MODES:
-        raise ConfigError(f"unknown imbalance mode {mode!r}; allowed: {', '.join(IMBALANCE_MODES)}")
-    return mode

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
 from flask import Blueprint, current_app, jsonify, request
 
-from core.classes import clinical_name
 from core.errors import LesionLiteError
 from core.imaging import ImageRejected
 from core.live import DISCLAIMER
 from webapp.auth.routes import api_user
-from webapp.db import get_db
 from webapp.detect.routes import store_detection
 from webapp.extensions import csrf, limiter
 
@@ -37,15 +33,12 @@ def predict():  # noqa: ANN201
     if upload is None:
         return _error(400, "send the image as multipart form field 'image'")
     try:
-        detection_id = store_detection(user.id, upload.read())
+        detection_id, result = store_detection(user.id, upload.read())
     except ImageRejected as exc:
         return _error(400, f"this file cannot be used: {exc}")
     except LesionLiteError as exc:
         current_app.logger.error("prediction failed: %s", exc)
         return _error(503, "the model is not available")
-    row = get_db().execute("SELECT * FROM detections WHERE id = ?", (detection_id,)).fetchone()
-    return jsonify({"id": detection_id, "prediction": row["top_class"],
-                    "clinical_name": clinical_name(row["top_class"]), "confidence": row["confidence"],
-                    "probabilities": json.loads(row["probs"]), "uncertain": bool(row["uncertain"]),
-                    "model_version": row["model_version"],
-                    "disclaimer": DISCLAIMER})
+    return jsonify({"id": detection_id, "prediction": result.top_class, "clinical_name": result.clinical_name,
+                    "confidence": result.confidence, "probabilities": result.probs, "uncertain": result.uncertain,
+                    "model_version": result.model_version, "disclaimer": DISCLAIMER})

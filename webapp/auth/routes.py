@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from urllib.parse import urlsplit
 
 from flask import abort, current_app, flash, redirect, render_template, request, session, url_for
@@ -108,12 +109,14 @@ def login():  # noqa: ANN201
             login_user(user, remember=form.remember.data)
             return redirect(_safe_next(request.args.get("next")))
         if user is None:
-            verify_password(_DUMMY_HASH, form.password.data)  # same work for unknown emails: no timing oracle
+            verify_password(_dummy_hash(), form.password.data)  # same work for unknown emails: no timing oracle
         flash("Invalid email or password.")
     return render_template("auth/login.html", form=form)
 
 
-_DUMMY_HASH = hash_password("not-a-real-password-0000")
+@functools.cache
+def _dummy_hash() -> str:
+    return hash_password("not-a-real-password-0000")
 
 
 @bp.route("/logout", methods=["POST"])

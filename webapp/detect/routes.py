@@ -16,7 +16,7 @@ from webapp.auth.forms import ConfirmForm
 from webapp.db import get_db
 from webapp.detect import bp
 from webapp.detect.forms import UploadForm
-from webapp.predictor import detect, detection_json
+from webapp.predictor import Detection, detect, detection_json
 from webapp.storage import delete_image, image_path, save_image
 
 
@@ -31,8 +31,8 @@ def verified_required(view):  # noqa: ANN001, ANN201
     return wrapped
 
 
-def store_detection(user_id: int, data: bytes) -> str:
-    """Validate, re-encode, predict and store; returns the detection id. Raises ImageRejected."""
+def store_detection(user_id: int, data: bytes) -> tuple[str, Detection]:
+    """Validate, re-encode, predict and store; returns the detection id and result. Raises ImageRejected."""
     checked = check_image(data)
     result = detect(checked)
     key = save_image(reencode_jpeg(checked.image))
@@ -43,7 +43,7 @@ def store_detection(user_id: int, data: bytes) -> str:
                    "uncertain) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                    (detection_id, user_id, key, result.model_version, result.top_class, result.confidence,
                     detection_json(result), int(result.uncertain)))
-    return detection_id
+    return detection_id, result
 
 
 def get_detection(detection_id: str):  # noqa: ANN201
@@ -65,7 +65,7 @@ def upload():  # noqa: ANN201
         return render_template("detect/upload.html", form=form, disclaimer=DISCLAIMER), 400
     if form.validate_on_submit():
         try:
-            detection_id = store_detection(current_user.id, form.image.data.read())
+            detection_id, _ = store_detection(current_user.id, form.image.data.read())
         except ImageRejected as exc:
             form.image.errors = [f"This file cannot be used: {exc}."]
             return render_template("detect/upload.html", form=form, disclaimer=DISCLAIMER), 400
