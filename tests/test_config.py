@@ -33,7 +33,7 @@ def test_flags_override_yaml(tmp_path: Path) -> None:
         ("epochz: 3\n", "unknown config key(s) epochz; allowed: data_dir"),
         ("epochs: many\n", "epochs: expected int"),
         ("model: vgg16\n", "model: 'vgg16' is not allowed; allowed: efficientnet_b0"),
-        ("imbalance: smote\n", "allowed: weighted_loss, balanced_sampler, none"),
+        ("imbalance: smote\n", "allowed: weighted_loss, balanced_sampler, logit_adjusted, none"),
         ("epochs: 0\n", "epochs must be at least 1"),
         ("- a\n- b\n", "expected a mapping"),
         ("a: [\n", "not valid YAML"),

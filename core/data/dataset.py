@@ -13,7 +13,7 @@ from core.classes import CLASSES
 from core.data.cache import ImageCache
 from core.data.transforms import to_chw_tensor
 
-IMBALANCE_MODES = ("weighted_loss", "balanced_sampler", "none")
+IMBALANCE_MODES = ("weighted_loss", "balanced_sampler", "logit_adjusted", "none")
 
 
 class CachedImageDataset(Dataset):
