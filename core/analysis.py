@@ -6,15 +6,20 @@ Streamlit and shared by every front end.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_curve
 
 from core.classes import CLASSES
+from core.errors import ModelError
 from core.metrics import METRIC_NAMES
 from core.results import ResultsStore
+
+log = logging.getLogger(__name__)
 
 BASELINE_VARIANT = "dense-torch_fp32"
 METRIC_LABELS = {"accuracy": "Accuracy", "balanced_accuracy": "Balanced accuracy", "auc_macro_ovr": "ROC-AUC (macro)",
@@ -156,3 +161,30 @@ def variant_card_paths(store: ResultsStore) -> pd.DataFrame:
     """run_id, variant, model and the model_card.json path of every stored deployable variant."""
     return store.query("SELECT a.run_id, r.variant, r.model, a.path FROM artifacts a JOIN runs r USING (run_id) "
                        "WHERE a.kind = 'card' ORDER BY r.model, r.variant")
+
+
+def deployed_variant(store: ResultsStore) -> Path:
+    """The variant to deploy by default: the static int8 cell with the best validation balanced accuracy.
+
+    Chosen on validation, so the test figures stay an unbiased report of the choice. Stores written before
+    sweeps recorded validation figures fall back to test (with a warning). Ties go to the smaller file.
+
+    Raises:
+        ModelError: no static int8 variant whose files exist on this machine.
+    """
+    rows = store.query("""
+        SELECT a.path, m.split, m.value, d.value AS size FROM runs r
+        JOIN artifacts a USING (run_id) JOIN metrics m USING (run_id)
+        LEFT JOIN metrics d ON d.run_id = r.run_id AND d.split = 'deploy' AND d.name = 'size_bytes'
+        WHERE r.kind = 'variant' AND r.variant LIKE '%-static' AND a.kind = 'card'
+          AND m.split IN ('val', 'test') AND m.name = 'balanced_accuracy'""")
+    rows = rows[rows["path"].map(lambda p: Path(p).is_file()).astype(bool)]
+    split = "val" if (rows["split"] == "val").any() else "test"
+    if split == "test" and not rows.empty:
+        log.warning("no validation figures for static int8 variants in this store (written before they were "
+                    "recorded): choosing the deployed variant on test balanced accuracy")
+    rows = rows[rows["split"] == split].sort_values(["value", "size"], ascending=[False, True])
+    if rows.empty:
+        raise ModelError("no static int8 variant with its files in the results store; run a sweep "
+                         "(python -m scripts.sweep) or name a variant folder")
+    return Path(rows["path"].iloc[0]).parent

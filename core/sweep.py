@@ -1,8 +1,9 @@
 """The compression sweep: models x pruning ratios x quantization modes, every cell measured and stored.
 
 Each cell is a deployable variant folder (``<variants_dir>/<parent_run_id>/<variant>/``) and a run in the
-results store whose parent is the dense training run. Cells are evaluated on the parent's test split with
-the full metric set, sized (bytes of the artifact) and timed (batch 1, fixed threads, median and IQR).
+results store whose parent is the dense training run. Cells are evaluated on the parent's validation split
+(which chooses what to deploy) and test split (which reports it) with the full metric set, sized (bytes of
+the artifact) and timed (batch 1, fixed threads, median and IQR).
 
 Work is grouped by (model, pruning): one prune + fine-tune serves all quantization modes of that ratio.
 Completed cells are skipped on a rerun (resumable); a cell is stored only once all of it exists.
@@ -251,8 +252,8 @@ def _prune_and_finetune(parent: _Parent, group: Group, cfg: SweepConfig) -> tupl
     return model.eval(), info
 
 
-def _evaluate_test(predictor: Predictor, parent: _Parent) -> tuple[Evaluation, Predictions]:
-    rows = parent.table[parent.table["split"] == "test"]
+def _evaluate(predictor: Predictor, parent: _Parent, split: str) -> tuple[Evaluation, Predictions]:
+    rows = parent.table[parent.table["split"] == split]
     loader = eval_loader(parent.data, rows, predictor.preprocessing, batch_size=64)
     probs, labels = predictor_probs(predictor, loader)
     return evaluate_predictions(labels, probs), Predictions(rows["image_id"].tolist(), labels, probs)
@@ -311,8 +312,12 @@ def run_group(parent: _Parent, group: Group, cfg: SweepConfig, store: ResultsSto
             latency = onnx_latency(str(folder / "model.onnx"), input_size=size, threads=cfg.threads,
                                    runs=cfg.latency_runs)
             model_file = "model.onnx"
-        ev, predictions = _evaluate_test(predictor, parent)
-        card.update(metrics={"test": ev.metrics}, latency_ms={"b1_median": latency.median_ms,
+        # Validation figures choose the deployed variant (core.analysis.deployed_variant); test figures report it.
+        evaluations, predictions = {}, {}
+        for split in ("val", "test"):
+            evaluations[split], predictions[split] = _evaluate(predictor, parent, split)
+        ev = evaluations["test"]
+        card.update(metrics={s: e.metrics for s, e in evaluations.items()}, latency_ms={"b1_median": latency.median_ms,
                     "b1_iqr": latency.iqr_ms, "threads": cfg.threads},
                     export_check=dataclasses.asdict(check) if check and mode != "torch_fp32" else None)
         card_path = write_variant(folder, model_file=model_file, card=card)
@@ -330,7 +335,7 @@ def run_group(parent: _Parent, group: Group, cfg: SweepConfig, store: ResultsSto
             dataset=parent.train_cfg.data_dir, dataset_fingerprint=parent.data.fingerprint,
             split_hash=parent.split_hash, seed=parent.train_cfg.seed,
             device=device_description(torch.device("cpu")), git_sha=git_sha(), parent_run_id=parent.run_id,
-            evaluations={"test": ev}, history=info["history"], predictions={"test": predictions},
+            evaluations=evaluations, history=info["history"], predictions=predictions,
             artifacts={"model": folder / model_file, "card": card_path},
         )
         store.record_run(record)

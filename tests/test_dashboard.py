@@ -13,6 +13,7 @@ from streamlit.testing.v1 import AppTest
 from core.analysis import (
     Filters,
     apply_filters,
+    deployed_variant,
     pareto_front,
     recall_deltas,
     reliability,
@@ -20,6 +21,7 @@ from core.analysis import (
     run_detail,
     variants_frame,
 )
+from core.errors import ModelError
 from core.results import ResultsStore
 
 APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
@@ -43,6 +45,30 @@ def test_variants_frame_and_filters(sweep_store: Path) -> None:
         assert (deltas.fillna(0).to_numpy() == 0).all()
         detail = run_detail(store, static["run_id"].iloc[0])
         assert not detail.predictions.empty and not detail.confusion.empty
+
+
+def test_deployed_variant_is_chosen_on_validation_not_test(sweep_store: Path, tmp_path: Path) -> None:
+    with ResultsStore(sweep_store, read_only=True) as store:
+        static = store.query("""SELECT r.run_id, r.variant, m.split, m.value FROM runs r JOIN metrics m USING (run_id)
+                                WHERE r.variant LIKE '%-static' AND m.name = 'balanced_accuracy'""")
+        chosen = deployed_variant(store)
+    assert set(static["split"]) == {"val", "test"}  # the sweep stores both
+    val = static[static["split"] == "val"].set_index("variant")["value"]
+    assert chosen.name == val.idxmax() and (chosen / "model_card.json").is_file()
+    # Make the other static cell the best on test but not on validation: the choice must not move.
+    other = next(v for v in val.index if v != chosen.name)
+    db = tmp_path / "copy.duckdb"
+    db.write_bytes(sweep_store.read_bytes())
+    with ResultsStore(db) as store:
+        best_on = ("UPDATE metrics SET value = 1.0 WHERE split = ? AND name = 'balanced_accuracy' AND run_id = "
+                   "(SELECT run_id FROM runs WHERE variant = ? LIMIT 1)")
+        store.con.execute(best_on, ["test", other])
+        assert deployed_variant(store) == chosen
+        store.con.execute(best_on, ["val", other])
+        assert deployed_variant(store).name == other
+        store.con.execute("DELETE FROM artifacts")  # no variant files known: a clear error, not a crash
+        with pytest.raises(ModelError, match="no static int8 variant with its files"):
+            deployed_variant(store)
 
 
 def test_roc_and_reliability() -> None:
@@ -104,6 +130,11 @@ def _length(array: list | dict) -> int:
 
 def test_live_panel_predicts_a_synthetic_image(app_env: Path) -> None:
     at = _run("views/live_test.py")
+    with ResultsStore(app_env, read_only=True) as store:
+        deployed = deployed_variant(store)
+    chosen = at.multiselect(key="live_variants").value
+    assert chosen[0].startswith(f"test_efficientnet / {deployed.name} (run …")  # the web app's default first
+    assert len(chosen) == 2 and " / dense-torch_fp32 (run …" in chosen[1]
     at.radio(key="live_source").set_value("Synthetic example").run()
     assert not at.exception, [e.value for e in at.exception]
     assert any("Agreement between variants" in m.value for m in at.markdown)

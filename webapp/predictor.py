@@ -1,7 +1,7 @@
 """The deployed model: one compressed variant, loaded once per process.
 
-Which one: ``LESIONLITE_VARIANT`` (a variant folder), else the static-int8 variant with the best test balanced
-accuracy in the results store (``LESIONLITE_DB``).
+Which one: ``LESIONLITE_VARIANT`` (a variant folder), else the static-int8 variant with the best validation
+balanced accuracy in the results store (``LESIONLITE_DB``).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from flask import current_app
 
+from core.analysis import deployed_variant
 from core.classes import CLASSES, clinical_name
 from core.errors import ModelError
 from core.imaging import CheckedImage
@@ -30,17 +31,12 @@ _loaded: dict[str, Predictor] = {}
 
 @functools.lru_cache(maxsize=8)
 def best_int8_variant(db: str) -> Path:
-    """The static int8 variant folder with the highest stored test balanced accuracy (looked up once per process)."""
-    with ResultsStore(db, read_only=True) as store:
-        rows = store.query("""
-            SELECT a.path FROM runs r JOIN artifacts a USING (run_id) JOIN metrics m USING (run_id)
-            WHERE r.kind = 'variant' AND r.variant LIKE '%-static' AND a.kind = 'card'
-              AND m.split = 'test' AND m.name = 'balanced_accuracy'
-            ORDER BY m.value DESC""")
-    for path in rows["path"]:
-        if Path(path).is_file():
-            return Path(path).parent
-    raise ModelError(f"no static int8 variant with its files in {db}; run a sweep or set LESIONLITE_VARIANT")
+    """The store's default deployable variant (:func:`core.analysis.deployed_variant`), looked up once per process."""
+    try:
+        with ResultsStore(db, read_only=True) as store:
+            return deployed_variant(store)
+    except ModelError as exc:
+        raise ModelError(f"{db}: {exc}; or set LESIONLITE_VARIANT") from None
 
 
 def variant_folder() -> Path:

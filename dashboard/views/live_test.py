@@ -9,9 +9,10 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from core.analysis import variant_card_paths
+from core.analysis import deployed_variant, variant_card_paths
 from core.classes import CLASSES, clinical_name
 from core.data.synthetic import synthetic_example
+from core.errors import ModelError
 from core.imaging import ImageRejected, check_image, reencode_jpeg
 from core.live import DISCLAIMER, agreement, grad_cam_overlay, predict_checked
 from dashboard.state import predictor, reader, samples_dir
@@ -21,12 +22,21 @@ st.warning(DISCLAIMER, icon=":material/medical_information:")
 
 with reader() as store:
     cards = variant_card_paths(store)
+    try:
+        deployed = str(deployed_variant(store))
+    except ModelError:
+        deployed = None
 cards = cards[[Path(p).is_file() for p in cards["path"]]]
 if cards.empty:
     st.info("No deployable variants with their files on this machine. Run a sweep to create some.")
     st.stop()
-labels = {f"{r.model} / {r.variant}": str(Path(r.path).parent) for r in cards.itertuples()}
-default = [k for k in labels if k.endswith("dense-torch_fp32") or k.endswith("-static")][:3] or list(labels)[:1]
+# The parent run's id tail tells apart variants of two trainings of the same architecture.
+labels = {f"{r.model} / {r.variant} (run …{r.run_id.split('.')[0][-4:]})": str(Path(r.path).parent)
+          for r in cards.itertuples()}
+# Default: the variant the web app deploys, beside its dense PyTorch parent.
+first = next((k for k, folder in labels.items() if folder == deployed), next(iter(labels)))
+baseline = str(Path(labels[first]).parent / "dense-torch_fp32")
+default = [first, *(k for k, folder in labels.items() if folder == baseline and k != first)]
 chosen = st.multiselect("Variants", list(labels), default=default, key="live_variants")
 
 source = st.radio("Image", ["Upload", "Sample image", "Synthetic example"], horizontal=True, key="live_source")
