@@ -158,9 +158,11 @@ def recall_deltas(store: ResultsStore, run_ids: list[str], *, split: str = "test
 
 
 def variant_card_paths(store: ResultsStore) -> pd.DataFrame:
-    """run_id, variant, model and the model_card.json path of every stored deployable variant."""
-    return store.query("SELECT a.run_id, r.variant, r.model, a.path FROM artifacts a JOIN runs r USING (run_id) "
-                       "WHERE a.kind = 'card' ORDER BY r.model, r.variant")
+    """run_id, variant, model and the model_card.json path (resolved) of every stored deployable variant."""
+    df = store.query("SELECT a.run_id, r.variant, r.model, a.path FROM artifacts a JOIN runs r USING (run_id) "
+                     "WHERE a.kind = 'card' ORDER BY r.model, r.variant")
+    df["path"] = df["path"].map(lambda p: str(store.resolve_artifact(p)))
+    return df
 
 
 def deployed_variant(store: ResultsStore) -> Path:
@@ -178,7 +180,8 @@ def deployed_variant(store: ResultsStore) -> Path:
         LEFT JOIN metrics d ON d.run_id = r.run_id AND d.split = 'deploy' AND d.name = 'size_bytes'
         WHERE r.kind = 'variant' AND r.variant LIKE '%-static' AND a.kind = 'card'
           AND m.split IN ('val', 'test') AND m.name = 'balanced_accuracy'""")
-    rows = rows[rows["path"].map(lambda p: Path(p).is_file()).astype(bool)]
+    rows["path"] = rows["path"].map(store.resolve_artifact)
+    rows = rows[rows["path"].map(Path.is_file).astype(bool)]
     split = "val" if (rows["split"] == "val").any() else "test"
     if split == "test" and not rows.empty:
         log.warning("no validation figures for static int8 variants in this store (written before they were "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -29,11 +30,23 @@ def test_accepts_jpeg_and_png_and_strips_exif() -> None:
     (jpeg_bytes((1, 1)), "at least 32 pixels"),
     (png_bytes((12000, 12000)), "too large"),  # a decompression bomb: tiny file, huge image (PIL's own guard)
     (png_bytes((7000, 7000)), "too large (at most"),  # under PIL's guard, over ours
+    (png_bytes((6000, 6600)), "at most 5,000,000 pixels are accepted for PNG"),  # 131 KB, seconds to decode
+    (b"\xff\xd8\xff\xe0" + b"\x00" * 20, "the image is damaged or truncated"),  # header only
 ])
 def test_rejections_name_the_reason(data: bytes, reason: str) -> None:
     with pytest.raises(ImageRejected) as err:
         check_image(data)
     assert reason in str(err.value)
+    assert not re.search(r"0x[0-9a-f]{6,}|<|BytesIO", str(err.value))  # no decoder internals, no memory addresses
+
+
+def test_large_jpeg_is_decoded_at_reduced_scale_and_kept_small() -> None:
+    big = jpeg_bytes((6000, 4000))  # a 24 MP phone photo: accepted, decoded in draft mode, kept at 1024 px
+    checked = check_image(big)
+    assert (checked.width, checked.height) == (6000, 4000)
+    assert max(checked.image.size) == 1024 and checked.image.size[0] > checked.image.size[1]
+    small = check_image(jpeg_bytes((600, 450)))
+    assert small.image.size == (600, 450)
 
 
 def test_size_limit() -> None:
