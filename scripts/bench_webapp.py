@@ -1,27 +1,37 @@
-"""Web app load benchmark: gunicorn on localhost, concurrent API clients posting real sample images.
+"""Web app benchmark: gunicorn on localhost in the production configuration (Redis limit store, https external
+URL), concurrent API clients posting real sample images, then registration timing for known vs new addresses.
 
     python -m scripts.bench_webapp --variant <variant folder> [--clients 8] [--requests 50] [--workers 2]
+    python -m scripts.bench_webapp --variant <variant folder> --api-limit "100000 per minute"   # raised, labelled
 
-Prints throughput, p50 / p95 latency and the error count, with the in-process model call on the same images
-(no HTTP, no auth, no storage) measured side by side in the same run as the baseline.
+Prints throughput, p50 / p95 latency and the status counts (429 = rate-limited), with the in-process model
+call on the same images (no HTTP, no auth, no storage) measured side by side as the baseline; the API limit in
+force is printed with them. All clients come from one address, like a clinic behind one NAT.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
+import http.cookiejar
 import os
+import re
 import secrets
+import shutil
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import redis
 
 from core.imaging import check_image
 from core.live import predict_checked
@@ -51,16 +61,62 @@ def _post(url: str, token: str, data: bytes) -> tuple[float, int]:
     return (time.perf_counter() - start) * 1e3, status
 
 
-def _prepare_instance(instance: Path, variant: str, env: dict[str, str]) -> str:
-    """Create a verified user with an API token in the instance's database; returns the token."""
-    code = ("import os\nfrom webapp import create_app, users\nfrom webapp.db import get_db\n"
-            "from webapp.security import new_api_token\napp = create_app()\nwith app.app_context():\n"
-            "    u = users.create('bench@example.org', 'a long benchmark passphrase')\n"
-            "    users.update(u.id, verified=1)\n    tok, digest = new_api_token()\n    db = get_db()\n"
-            "    with db:\n        db.execute('INSERT INTO api_tokens (user_id, token_hash, hint) VALUES (?, ?, ?)',"
-            " (u.id, digest, tok[-4:]))\n    print(tok)\n")
+BENCH_PASSWORD = "a long benchmark passphrase"
+
+
+def _prepare_instance(env: dict[str, str]) -> str:
+    """Create a verified user with an API token in the instance's database; returns the token.
+
+    Runs in a child process through the web app's own account functions (scripts do not import webapp/).
+    """
+    code = ("from webapp import create_app, users\nfrom webapp.security import hash_password, new_api_token\n"
+            "app = create_app()\nwith app.app_context():\n"
+            f"    u = users.create('bench@example.org', hash_password({BENCH_PASSWORD!r}))\n"
+            "    users.update(u.id, verified=1)\n    tok, digest = new_api_token()\n"
+            "    users.add_api_token(u.id, digest, tok[-4:])\n    print(tok)\n")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     return out.stdout.strip().splitlines()[-1]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start_redis() -> tuple[subprocess.Popen, str]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("error: redis-server not found (apt-get install redis-server) and no --redis URL given; "
+                         "several production workers need a shared rate-limit store")
+    port = _free_port()
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc, f"redis://127.0.0.1:{port}"
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit("error: redis-server did not start")
+
+
+def _registration_times(base: str, tries: int) -> tuple[list[float], list[float]]:
+    """Interleaved registrations with a known and with a new address: the response times (ms) of each."""
+    known, new = [], []
+    for i in range(tries):
+        for email, times in (("bench@example.org", known), (f"new{i}-{secrets.token_hex(3)}@example.org", new)):
+            jar = http.cookiejar.CookieJar()
+            opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+            page = opener.open(f"{base}/auth/register", timeout=30).read().decode()
+            token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page).group(1)
+            body = urllib.parse.urlencode({"email": email, "password": BENCH_PASSWORD, "csrf_token": token}).encode()
+            req = urllib.request.Request(f"{base}/auth/register", data=body, method="POST",
+                                         headers={"Referer": f"{base}/auth/register"})
+            start = time.perf_counter()
+            opener.open(req, timeout=30).read()
+            times.append((time.perf_counter() - start) * 1e3)
+    return known, new
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -71,6 +127,10 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("--requests", type=int, default=50, help="requests per client")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
     parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--api-limit", help="raise (or set) the API rate limit for this run, e.g. "
+                                            "'100000 per minute'; the printed figures say so (default: the site's)")
+    parser.add_argument("--redis", help="Redis URL for the shared limit store (default: start a private redis-server)")
+    parser.add_argument("--auth-tries", type=int, default=30, help="interleaved known/new registrations to time")
     return parser
 
 
@@ -79,15 +139,25 @@ def main(args: argparse.Namespace) -> int:
     if not images:
         print(f"error: no sample JPEGs in {args.samples}", file=sys.stderr)
         return 2
+    redis_proc, redis_url = (None, args.redis) if args.redis else _start_redis()
     with tempfile.TemporaryDirectory() as tmp:
+        # Production settings; plain HTTP on loopback stands in for the TLS proxy (one proxy, it says https).
         env = {**os.environ, "LESIONLITE_ENV": "production", "SECRET_KEY": secrets.token_hex(32),
-               "LESIONLITE_INSTANCE": tmp, "LESIONLITE_VARIANT": args.variant, "SESSION_COOKIE_SECURE": "false",
-               "LESIONLITE_RATELIMIT_API": "100000 per minute"}
-        token = _prepare_instance(Path(tmp), args.variant, env)
+               "LESIONLITE_INSTANCE": tmp, "LESIONLITE_VARIANT": args.variant,
+               "LESIONLITE_EXTERNAL_URL": f"https://127.0.0.1:{args.port}", "RATELIMIT_STORAGE_URI": redis_url,
+               "SESSION_COOKIE_SECURE": "false", "MAIL_SERVER": "127.0.0.1", "MAIL_PORT": "1",
+               # The timing phase registers 2 x auth-tries times from one address: its limit is raised.
+               "LESIONLITE_RATELIMIT_REGISTER": "100000 per minute"}
+        if args.api_limit:
+            env["LESIONLITE_RATELIMIT_API"] = args.api_limit
+        limit_label = (f"raised for this run to {args.api_limit}" if args.api_limit
+                       else f"the site's default ({os.environ.get('LESIONLITE_RATELIMIT_API', '120 per minute')})")
+        token = _prepare_instance(env)
         server = subprocess.Popen([sys.executable, "-m", "gunicorn", "-w", str(args.workers), "--threads", "1",
                                    "-b", f"127.0.0.1:{args.port}", "--timeout", "120", "webapp:create_app()"],
                                   env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        url = f"http://127.0.0.1:{args.port}/api/v1/predict"
+        base = f"http://127.0.0.1:{args.port}"
+        url = f"{base}/api/v1/predict"
         try:
             deadline = time.monotonic() + 60
             while _post(url, token, images[0])[1] != 200:
@@ -97,28 +167,43 @@ def main(args: argparse.Namespace) -> int:
                 time.sleep(0.5)
             for i in range(args.workers * 2):  # warm every worker's model
                 _post(url, token, images[i % len(images)])
+            redis.Redis.from_url(redis_url).flushdb()  # the measured phase starts with fresh rate-limit counters
             jobs = [images[i % len(images)] for i in range(args.clients * args.requests)]
             start = time.perf_counter()
             with ThreadPoolExecutor(max_workers=args.clients) as pool:
                 results = list(pool.map(lambda d: _post(url, token, d), jobs))
             wall = time.perf_counter() - start
+            known, new = _registration_times(base, args.auth_tries) if args.auth_tries else ([], [])
         finally:
             server.terminate()
             server.wait(timeout=30)
-    latencies = np.array([ms for ms, _ in results])
-    errors = sum(status != 200 for _, status in results)
+            if redis_proc is not None:
+                redis_proc.terminate()
+    ok = np.array([ms for ms, status in results if status == 200])
+    statuses = collections.Counter(status for _, status in results)
     predictor = load_predictor(args.variant, threads=1)
     checked = [check_image(d) for d in images]
     direct = [predict_checked(predictor, c, name="").latency_ms for c in checked for _ in range(3)]
-    print(f"web app benchmark: {args.variant}\n{args.clients} clients x {args.requests} requests, gunicorn "
-          f"{args.workers} workers, {os.cpu_count()} CPUs, {len(images)} distinct sample images")
-    print(f"{'measure':<34} {'value':>10}")
-    print(f"{'throughput (requests/s)':<34} {len(results) / wall:10.1f}")
-    print(f"{'HTTP latency p50 (ms)':<34} {np.percentile(latencies, 50):10.1f}")
-    print(f"{'HTTP latency p95 (ms)':<34} {np.percentile(latencies, 95):10.1f}")
-    print(f"{'errors':<34} {errors:10d}")
-    print(f"{'baseline: model call in-process (ms)':<34} {statistics.median(direct):10.1f}")
-    return 0 if errors == 0 else 1
+    print(f"web app benchmark: {args.variant}\n{args.clients} clients x {args.requests} requests from one address, "
+          f"gunicorn {args.workers} workers (production config, Redis limit store), {os.cpu_count()} CPUs, "
+          f"{len(images)} distinct sample images\nAPI rate limit: {limit_label}")
+    print(f"{'measure':<40} {'value':>10}")
+    print(f"{'requests answered 200':<40} {statuses.get(200, 0):10d}")
+    print(f"{'requests refused 429 (rate limit)':<40} {statuses.get(429, 0):10d}")
+    print(f"{'other errors':<40} {sum(n for s, n in statuses.items() if s not in (200, 429)):10d}")
+    print(f"{'throughput, all answers (requests/s)':<40} {len(results) / wall:10.1f}")
+    print(f"{'throughput, predictions (requests/s)':<40} {statuses.get(200, 0) / wall:10.1f}")
+    if len(ok):
+        print(f"{'HTTP latency of 200s, p50 (ms)':<40} {np.percentile(ok, 50):10.1f}")
+        print(f"{'HTTP latency of 200s, p95 (ms)':<40} {np.percentile(ok, 95):10.1f}")
+    print(f"{'baseline: model call in-process (ms)':<40} {statistics.median(direct):10.1f}")
+    if known:
+        print(f"\nregistration response time, {len(known)} interleaved tries each (median, IQR in ms):")
+        for label, times in (("address already registered", known), ("new address", new)):
+            q1, q3 = np.percentile(times, [25, 75])
+            print(f"  {label:<28} {statistics.median(times):8.1f}  ({q1:.1f}-{q3:.1f})")
+        print(f"  {'difference of medians':<28} {statistics.median(known) - statistics.median(new):8.1f}")
+    return 0 if not set(statuses) - {200, 429} else 1
 
 
 if __name__ == "__main__":

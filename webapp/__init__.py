@@ -13,9 +13,10 @@ from typing import Any
 
 from flask import Flask, abort, redirect, request, url_for
 from flask_login import current_user
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from webapp import config as config_mod
-from webapp import db, errors
+from webapp import db, errors, predictor, storage
 from webapp.extensions import csrf, limiter, login_manager, mail
 from webapp.security import add_security_headers
 
@@ -27,8 +28,15 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
                 instance_path=str(Path(instance).resolve()) if instance else None)
     settings = config_mod.from_environment("testing" if test_config else None)
     settings.update(test_config or {})
+    if settings["ENV_NAME"] == "development" and not settings.get("SECRET_KEY"):
+        settings["SECRET_KEY"] = config_mod.development_secret(app.instance_path)
     app.config.from_mapping(settings)
     config_mod.check(app.config)
+    app.config["TRUSTED_HOSTS"] = config_mod.trusted_hosts(app.config)  # other Host headers get 400
+    if app.config["TRUSTED_PROXIES"]:
+        # Client address and scheme from X-Forwarded-* set by exactly this many proxies; nothing else is believed.
+        n = app.config["TRUSTED_PROXIES"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[method-assign]
     logging.getLogger("lesionlite").setLevel(logging.INFO)
 
     db.init_app(app)
@@ -53,6 +61,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(api_bp)
     errors.register(app)
     add_security_headers(app)
+    predictor.init_app(app)
+    storage.init_app(app)
 
     @app.before_request
     def refuse_oversized_bodies():  # noqa: ANN202 - before parsing: nothing of an oversized upload is spooled

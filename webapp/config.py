@@ -1,12 +1,16 @@
 """Configuration from the environment (``LESIONLITE_*`` and the usual ``MAIL_*``), with no default secret.
 
-Outside development and testing, ``SECRET_KEY`` must be set or the app refuses to start.
+In production the app refuses to start without ``SECRET_KEY``, without ``LESIONLITE_EXTERNAL_URL`` (the only
+source of links in mail; requests for other hosts are refused), and with per-process rate-limit counters
+unless it is declared a single worker.
 """
 
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 from core.errors import ConfigError
 
@@ -20,12 +24,17 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "SESSION_COOKIE_SAMESITE": "Lax",
     "REMEMBER_COOKIE_HTTPONLY": True,
     "REMEMBER_COOKIE_SAMESITE": "Lax",
+    "REMEMBER_COOKIE_DURATION": timedelta(days=30),  # ASVS 3.3.2
     "WTF_CSRF_TIME_LIMIT": None,  # tied to the session instead of a clock
     "RATELIMIT_LOGIN": "10 per minute",
     "RATELIMIT_REGISTER": "5 per minute",
     "RATELIMIT_RESET": "5 per minute",
     "RATELIMIT_RESEND": "3 per minute",
     "RATELIMIT_API": "120 per minute",
+    "RATELIMIT_UPLOAD": "30 per minute",
+    "RATELIMIT_ACCOUNT": "5 per minute",  # password-checked profile changes (email, deletion)
+    # Failed logins per (account, client address): a stepped back-off that an attacker elsewhere cannot exhaust.
+    "RATELIMIT_LOGIN_FAILURES": "5 per minute;10 per 10 minutes;20 per hour",
     "RATELIMIT_STORAGE_URI": "memory://",
     "RATELIMIT_HEADERS_ENABLED": True,
     "MAIL_DEFAULT_SENDER": "LesionLite <no-reply@localhost>",
@@ -44,12 +53,21 @@ def from_environment(env: str | None = None) -> dict[str, Any]:
     if env not in allowed:
         raise ConfigError(f"LESIONLITE_ENV={env!r} is not allowed; allowed: {', '.join(allowed)}")
     production = env == "production"
+    secure = _env_bool("SESSION_COOKIE_SECURE", production)
+    default_url = {"production": None, "development": "http://localhost:5000", "testing": "http://localhost"}[env]
     cfg = dict(COMMON_DEFAULTS)
     cfg.update(
         ENV_NAME=env,
         SECRET_KEY=os.environ.get("SECRET_KEY"),
-        SESSION_COOKIE_SECURE=_env_bool("SESSION_COOKIE_SECURE", production),
-        REMEMBER_COOKIE_SECURE=_env_bool("SESSION_COOKIE_SECURE", production),
+        EXTERNAL_URL=os.environ.get("LESIONLITE_EXTERNAL_URL", default_url),
+        EXTRA_TRUSTED_HOSTS=[h.strip() for h in os.environ.get("LESIONLITE_TRUSTED_HOSTS", "").split(",") if h.strip()],
+        TRUSTED_PROXIES=int(os.environ.get("LESIONLITE_TRUSTED_PROXIES", "0")),
+        SINGLE_WORKER=_env_bool("LESIONLITE_SINGLE_WORKER", False),
+        SESSION_COOKIE_SECURE=secure,
+        REMEMBER_COOKIE_SECURE=secure,
+        # __Host- cookies are only accepted over HTTPS, for this exact host, path /: no subdomain can set them.
+        SESSION_COOKIE_NAME="__Host-session" if secure else "session",
+        REMEMBER_COOKIE_NAME="__Host-remember" if secure else "remember_token",
         LESIONLITE_VARIANT=os.environ.get("LESIONLITE_VARIANT"),
         LESIONLITE_DB=os.environ.get("LESIONLITE_DB", "results/results.duckdb"),
         UNCERTAIN_THRESHOLD=float(os.environ.get("LESIONLITE_UNCERTAIN_THRESHOLD",
@@ -66,17 +84,60 @@ def from_environment(env: str | None = None) -> dict[str, Any]:
         RATELIMIT_STORAGE_URI=os.environ.get("RATELIMIT_STORAGE_URI", "memory://"),
         PREFERRED_URL_SCHEME="https" if production else "http",
     )
-    for key in ("RATELIMIT_LOGIN", "RATELIMIT_REGISTER", "RATELIMIT_RESET", "RATELIMIT_RESEND", "RATELIMIT_API"):
+    for key in RATELIMIT_KEYS:
         cfg[key] = os.environ.get(f"LESIONLITE_{key}", cfg[key])
-    if env == "development" and not cfg["SECRET_KEY"]:
-        cfg["SECRET_KEY"] = os.urandom(32).hex()  # sessions end when the dev server restarts; never in production
     return cfg
+
+
+RATELIMIT_KEYS = ("RATELIMIT_LOGIN", "RATELIMIT_REGISTER", "RATELIMIT_RESET", "RATELIMIT_RESEND", "RATELIMIT_API",
+                  "RATELIMIT_UPLOAD", "RATELIMIT_ACCOUNT", "RATELIMIT_LOGIN_FAILURES")
+
+
+def development_secret(instance_path: str) -> str:
+    """A random key kept in the instance folder (0600): every worker and restart of a dev server shares it."""
+    path = os.path.join(instance_path, "dev-secret-key")
+    os.makedirs(instance_path, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        with open(path) as f:
+            return f.read().strip()
+    with os.fdopen(fd, "w") as f:
+        f.write(os.urandom(32).hex())
+    with open(path) as f:  # whoever created it first wins; everyone reads the same key
+        return f.read().strip()
+
+
+def trusted_hosts(cfg: dict[str, Any]) -> list[str]:
+    """The hosts the app answers to: the external URL's, the configured extras, and loopback in development."""
+    hosts = [urlsplit(cfg["EXTERNAL_URL"]).hostname or "", *cfg.get("EXTRA_TRUSTED_HOSTS", [])]
+    if cfg.get("ENV_NAME") == "development":
+        hosts += ["localhost", "127.0.0.1"]
+    return list(dict.fromkeys(h for h in hosts if h))
 
 
 def check(cfg: dict[str, Any]) -> None:
     """Refuse to start with an unsafe configuration."""
+    production = cfg.get("ENV_NAME") == "production"
     if not cfg.get("SECRET_KEY"):
         raise ConfigError("SECRET_KEY is not set: export a long random value (e.g. python -c 'import secrets; "
                           "print(secrets.token_hex(32))') before starting the web app")
-    if cfg.get("ENV_NAME") == "production" and len(str(cfg["SECRET_KEY"])) < 32:
+    if production and len(str(cfg["SECRET_KEY"])) < 32:
         raise ConfigError("SECRET_KEY is too short for production: use at least 32 characters")
+    url = cfg.get("EXTERNAL_URL")
+    if not url:
+        raise ConfigError("LESIONLITE_EXTERNAL_URL is not set: give the site's public address (e.g. "
+                          "https://lesionlite.example.org); links in mail are built from it, never from the request")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/") or parts.query:
+        raise ConfigError(f"LESIONLITE_EXTERNAL_URL={url!r} must be scheme://host[:port] with no path, "
+                          "e.g. https://lesionlite.example.org")
+    if production and parts.scheme != "https":
+        raise ConfigError(f"LESIONLITE_EXTERNAL_URL={url!r}: production links must use https")
+    per_process = str(cfg.get("RATELIMIT_STORAGE_URI", "")).startswith("memory://")
+    if production and per_process and not cfg.get("SINGLE_WORKER"):
+        raise ConfigError("rate limits are counted per process with RATELIMIT_STORAGE_URI=memory://, so several "
+                          "workers multiply them: set RATELIMIT_STORAGE_URI=redis://HOST:6379, or "
+                          "LESIONLITE_SINGLE_WORKER=1 if this is the only worker")
+    if cfg.get("TRUSTED_PROXIES", 0) < 0:
+        raise ConfigError("LESIONLITE_TRUSTED_PROXIES must be 0 or more (the number of proxies in front of the app)")

@@ -6,6 +6,7 @@ The database file lives in the instance folder. Migrations are applied in order 
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 
@@ -73,7 +74,10 @@ def close_db(_exc: BaseException | None = None) -> None:
 
 def migrate(path: Path) -> int:
     """Apply pending migrations; returns the schema version."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not path.exists():
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))  # owner-only from the first byte
+    path.chmod(0o600)
     con = connect(path)
     try:
         version = con.execute("PRAGMA user_version").fetchone()[0]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from flask import Flask, jsonify, render_template, request
+from flask import Flask, Response, jsonify, render_template, request
+from flask.globals import request_ctx
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
@@ -34,4 +35,6 @@ def register(app: Flask) -> None:
 def _render(code: int, message: str):  # noqa: ANN202
     if request.path.startswith("/api/"):
         return jsonify({"error": message}), code
+    if request_ctx.url_adapter is None:  # refused before routing (an untrusted Host): no links can be built
+        return Response(f"{code}: {message}\n", status=code, mimetype="text/plain")
     return render_template("errors/error.html", code=code, message=message), code

@@ -1,10 +1,23 @@
-"""Sending mail: through Flask-Mail's SMTP connection, or to the log in development (links stay usable)."""
+"""Sending mail outside the request: a per-process queue and one background sender thread.
+
+A request only queues a message (microseconds), so the response time says nothing about whether a mail was
+sent, and a slow or dead SMTP server never holds a request. Messages are rendered and sent by the sender
+thread inside the app's context. Links in mail are built from the configured external URL, never from the
+request's Host header (:func:`external_url`).
+
+In development (``MAIL_TO_LOG``) the text is written to the log instead, so links stay usable without a server.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
+import queue
+import threading
+from dataclasses import dataclass, field
+from typing import Any
 
-from flask import current_app, render_template
+from flask import Flask, current_app, render_template, url_for
 from flask_mail import Message
 
 from webapp.extensions import mail
@@ -12,11 +25,70 @@ from webapp.extensions import mail
 log = logging.getLogger("lesionlite.mail")
 
 
-def send(to: str, subject: str, template: str, **context: object) -> None:
-    """Render ``email/<template>.txt`` and ``.html`` and send them; in development, log the text instead."""
-    text = render_template(f"email/{template}.txt", **context)
-    html = render_template(f"email/{template}.html", **context)
+def external_url(endpoint: str, **values: Any) -> str:
+    """An absolute link for a mail: ``EXTERNAL_URL`` + the endpoint's path (the Host header plays no part)."""
+    return current_app.config["EXTERNAL_URL"].rstrip("/") + url_for(endpoint, _external=False, **values)
+
+
+@dataclass
+class _Outgoing:
+    app: Flask  # the app that queued it (its config decides how the mail leaves)
+    to: str
+    subject: str
+    template: str
+    context: dict[str, Any] = field(default_factory=dict)
+
+
+class MailQueue:
+    """One queue and sender thread per process (started on first use, so each forked worker gets its own)."""
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue[_Outgoing] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._pid: int | None = None
+        self._lock = threading.Lock()
+
+    def put(self, item: _Outgoing) -> None:
+        with self._lock:
+            if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
+                if self._pid != os.getpid():
+                    self._queue = queue.Queue()  # a queue inherited through fork has no sender here
+                self._pid = os.getpid()
+                self._thread = threading.Thread(target=self._run, name="lesionlite-mail", daemon=True)
+                self._thread.start()
+        self._queue.put(item)
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            try:
+                with item.app.app_context():
+                    _deliver(item)
+            except Exception:  # a failed mail must not kill the sender; it is logged with its recipient
+                log.exception("mail to %s (%s) could not be sent", item.to, item.subject)
+            finally:
+                self._queue.task_done()
+
+    def join(self, timeout: float = 10.0) -> bool:
+        """Wait until every queued message was handled (tests, shutdown); False on timeout."""
+        done = threading.Event()
+        threading.Thread(target=lambda: (self._queue.join(), done.set()), daemon=True).start()
+        return done.wait(timeout)
+
+
+outbox = MailQueue()
+
+
+def _deliver(item: _Outgoing) -> None:
+    text = render_template(f"email/{item.template}.txt", **item.context)
     if current_app.config.get("MAIL_TO_LOG"):
-        log.warning("mail to %s: %s\n%s", to, subject, text)
+        log.warning("mail to %s: %s\n%s", item.to, item.subject, text)
         return
-    mail.send(Message(subject=f"LesionLite: {subject}", recipients=[to], body=text, html=html))
+    html = render_template(f"email/{item.template}.html", **item.context)
+    mail.send(Message(subject=f"LesionLite: {item.subject}", recipients=[item.to], body=text, html=html))
+
+
+def send(to: str, subject: str, template: str, **context: object) -> None:
+    """Queue ``email/<template>.txt`` and ``.html`` for ``to``; returns at once."""
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    outbox.put(_Outgoing(app, to, subject, template, dict(context)))

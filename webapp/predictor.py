@@ -1,12 +1,13 @@
-"""The deployed model: one compressed variant, loaded once per process.
+"""The deployed model: one compressed variant, chosen at start-up and loaded once per process.
 
 Which one: ``LESIONLITE_VARIANT`` (a variant folder), else the static-int8 variant with the best validation
-balanced accuracy in the results store (``LESIONLITE_DB``).
+balanced accuracy in the results store (``LESIONLITE_DB``). The store is read once, at start-up, never on
+the request path: a sweep writing to it cannot break the site. Without a usable model, production refuses to
+start; development and testing start and answer predictions with 503 and a clear message.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import threading
@@ -14,43 +15,71 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from flask import current_app
+from flask import Flask, current_app
 
 from core.analysis import deployed_variant
 from core.classes import CLASSES, clinical_name
-from core.errors import ModelError
+from core.errors import ConfigError, LesionLiteError, ModelError
 from core.imaging import CheckedImage
 from core.live import predict_checked
 from core.results import ResultsStore
-from core.variants import Predictor, load_predictor
+from core.variants import Predictor, load_predictor, read_card
 
 log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _loaded: dict[str, Predictor] = {}
 
 
-@functools.lru_cache(maxsize=8)
-def best_int8_variant(db: str) -> Path:
-    """The store's default deployable variant (:func:`core.analysis.deployed_variant`), looked up once per process."""
+class ModelUnavailable(LesionLiteError):
+    """No deployable model could be loaded; the site answers 503 for predictions."""
+
+
+def resolve_variant(app: Flask) -> Path:
+    """The variant folder to deploy (configured, else chosen from the store); checks its card is readable."""
+    configured = app.config.get("LESIONLITE_VARIANT")
+    if configured:
+        folder = Path(configured)
+    else:
+        db = Path(app.config["LESIONLITE_DB"])
+        if not db.is_file():
+            raise ModelError(f"no results store at {db} (set LESIONLITE_DB or LESIONLITE_VARIANT)")
+        try:
+            with ResultsStore(db, read_only=True) as store:
+                folder = deployed_variant(store)
+        except ModelError as exc:
+            raise ModelError(f"{db}: {exc}; or set LESIONLITE_VARIANT") from None
+        except Exception as exc:  # duckdb raises its own IOException while a writer holds the lock
+            raise ModelError(f"cannot read the results store {db}: {type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0]}; set LESIONLITE_VARIANT to a variant folder") from None
+    read_card(folder)  # a missing or corrupt card fails here, not on a patient's upload
+    return folder.resolve()
+
+
+def init_app(app: Flask) -> None:
     try:
-        with ResultsStore(db, read_only=True) as store:
-            return deployed_variant(store)
+        app.config["DEPLOYED_VARIANT"] = resolve_variant(app)
+        log.info("deployed model: %s", app.config["DEPLOYED_VARIANT"])
     except ModelError as exc:
-        raise ModelError(f"{db}: {exc}; or set LESIONLITE_VARIANT") from None
-
-
-def variant_folder() -> Path:
-    configured = current_app.config.get("LESIONLITE_VARIANT")
-    return Path(configured) if configured else best_int8_variant(str(current_app.config["LESIONLITE_DB"]))
+        if app.config["ENV_NAME"] == "production":
+            raise ConfigError(f"no deployable model: {exc}") from None
+        app.config["DEPLOYED_VARIANT"] = None
+        app.config["MODEL_PROBLEM"] = str(exc)
+        log.warning("no deployable model (predictions will answer 503): %s", exc)
 
 
 def get_predictor() -> Predictor:
-    folder = str(variant_folder())
+    folder = current_app.config.get("DEPLOYED_VARIANT")
+    if folder is None:
+        raise ModelUnavailable(current_app.config.get("MODEL_PROBLEM", "no model configured"))
+    key = str(folder)
     with _lock:
-        if folder not in _loaded:
-            _loaded[folder] = load_predictor(folder, threads=1)
-            log.info("loaded model %s", folder)
-        return _loaded[folder]
+        if key not in _loaded:
+            try:
+                _loaded[key] = load_predictor(key, threads=1)
+            except (ModelError, OSError, RuntimeError) as exc:  # files removed or damaged after start-up
+                raise ModelUnavailable(f"{key}: {exc}") from exc
+            log.info("loaded model %s", key)
+        return _loaded[key]
 
 
 @dataclass

@@ -7,31 +7,27 @@ import hmac
 import secrets
 from typing import Any
 
-from flask import Flask, Response, current_app
+from flask import Flask, Response, current_app, request
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from werkzeug.security import check_password_hash, generate_password_hash
 
 MIN_PASSWORD, MAX_PASSWORD = 12, 128
-# The most common passwords of at least 12 characters (from public breach lists); rejected outright.
-COMMON_PASSWORDS = frozenset({
-    "123456789012", "1234567890123", "12345678901234", "123456789101", "111111111111", "000000000000",
-    "qwertyuiopas", "qwertyuiop123", "1q2w3e4r5t6y", "1qaz2wsx3edc", "password1234", "password12345",
-    "passwordpassword", "iloveyou1234", "abcdefghijkl", "abc123456789", "aaaaaaaaaaaa", "qwerty123456",
-    "123qweasdzxc", "zxcvbnm12345", "letmein12345", "welcome12345", "administrator", "princess1234",
-    "football1234", "baseball1234", "sunshine1234", "trustno1trustno1", "changeme1234", "p@ssw0rd1234",
-    "qwertyqwerty", "asdfghjklasdf", "1234qwerasdf", "monkey123456", "dragon123456", "masterkey123",
-})
+MIN_STRENGTH = 3  # zxcvbn score 0-4; 3 = "safely unguessable: moderate protection from offline slow-hash attacks"
 
 
-def password_problem(password: str, *, email: str = "") -> str | None:
-    """Why a new password is refused (length, common, equal to the email), or None if it is fine."""
+def password_problem(password: str, *, email: str = "", name: str = "") -> str | None:
+    """Why a new password is refused (length, or guessable by zxcvbn's frequency lists and patterns), or None."""
     if len(password) < MIN_PASSWORD:
         return f"Use at least {MIN_PASSWORD} characters."
     if len(password) > MAX_PASSWORD:
         return f"Use at most {MAX_PASSWORD} characters."
-    lowered = password.lower()
-    if lowered in COMMON_PASSWORDS or len(set(lowered)) <= 2 or (email and lowered == email.lower()):
-        return "This password is too common or too easy to guess; choose another."
+    from zxcvbn import zxcvbn
+
+    user_inputs = [x for x in (email, email.partition("@")[0], name, "lesionlite") if x]
+    result = zxcvbn(password, user_inputs=user_inputs)
+    if result["score"] < MIN_STRENGTH:
+        hint = result["feedback"].get("warning") or "It would be easy to guess."
+        return f"This password is too easy to guess: {hint.rstrip('.')}. Try a few uncommon words together."
     return None
 
 
@@ -87,6 +83,9 @@ CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src '
 def add_security_headers(app: Flask) -> None:
     @app.after_request
     def _headers(response: Response) -> Response:
+        if request.endpoint != "static":
+            # Pages hold personal results, CSRF tokens or a new API token: never stored by browsers or proxies.
+            response.headers["Cache-Control"] = "no-store"
         response.headers.setdefault("Content-Security-Policy", CSP)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("X-Frame-Options", "DENY")

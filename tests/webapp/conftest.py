@@ -3,18 +3,34 @@
 from __future__ import annotations
 
 import re
+import shutil
+import socket
+import subprocess
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from flask_mail import Message
 
 from webapp import create_app
+from webapp.config import RATELIMIT_KEYS
 from webapp.extensions import limiter, mail
+from webapp.mailer import outbox as mail_queue
 
 PASSWORD = "correct horse battery staple"
-RELAXED_LIMITS = {f"RATELIMIT_{k}": "1000 per minute" for k in ("LOGIN", "REGISTER", "RESET", "RESEND", "API")}
+RELAXED_LIMITS = {k: "1000 per minute" for k in RATELIMIT_KEYS}
+
+
+@contextmanager
+def sent_mail() -> Iterator[list[Message]]:
+    """The messages sent while the block runs (mail leaves in the background: wait for the queue to drain)."""
+    with mail.record_messages() as messages:
+        yield messages
+        assert mail_queue.join(timeout=30), "mail queue did not drain"
 
 
 @pytest.fixture(scope="session")
@@ -23,13 +39,38 @@ def variant_folder(sweep_store: Path) -> Path:
         "pruned-0.5-static"
 
 
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A real Redis server on localhost for the shared rate-limit counters (Debian's redis-server)."""
+    from tests.browser import free_port
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("Debian's redis-server is not installed (apt-get install redis-server; .ci/run does it)")
+    port = free_port()
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server did not start on port {port}") from None
+            time.sleep(0.1)
+    yield f"redis://127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
 @pytest.fixture
 def app(tmp_path: Path, variant_folder: Path) -> Iterator[Flask]:
     app = create_app({
         "TESTING": True, "SECRET_KEY": "test-secret-key-that-is-long-enough-0123456789",
         "INSTANCE_PATH": str(tmp_path / "instance"), "WTF_CSRF_ENABLED": False,
         "LESIONLITE_VARIANT": str(variant_folder), "MAIL_SUPPRESS_SEND": True, "MAIL_TO_LOG": False,
-        "SERVER_NAME": "localhost", **RELAXED_LIMITS,
+        **RELAXED_LIMITS,
     })
     limiter.reset()
     yield app
@@ -47,7 +88,7 @@ class AuthActions:
         self.app, self.client = app, client
 
     def register(self, email: str = "pat@example.org", password: str = PASSWORD, *, verify: bool = True):  # noqa: ANN201
-        with mail.record_messages() as outbox:
+        with sent_mail() as outbox:
             response = self.client.post("/auth/register", data={"email": email, "password": password})
         if verify and outbox:
             self.client.get(link_in(outbox[-1].body))

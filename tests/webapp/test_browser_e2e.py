@@ -13,6 +13,7 @@ from tests.browser import chromium_page, free_port
 from tests.webapp.conftest import PASSWORD, RELAXED_LIMITS
 from tests.webapp.smtp import smtp_server
 from webapp import create_app
+from webapp.mailer import outbox as mail_queue
 
 
 def test_register_verify_login_upload_history(tmp_path: Path, variant_folder: Path, samples_dir: Path) -> None:
@@ -23,7 +24,7 @@ def test_register_verify_login_upload_history(tmp_path: Path, variant_folder: Pa
                           "LESIONLITE_VARIANT": str(variant_folder), "MAIL_SERVER": "127.0.0.1",
                           "MAIL_PORT": smtp_port, "MAIL_TO_LOG": False, "MAIL_SUPPRESS_SEND": False,
                           "SESSION_COOKIE_SECURE": False, "REMEMBER_COOKIE_SECURE": False,
-                          "SERVER_NAME": f"127.0.0.1:{port}", **RELAXED_LIMITS})
+                          "EXTERNAL_URL": f"http://127.0.0.1:{port}", **RELAXED_LIMITS})
         server = make_server("127.0.0.1", port, app, threaded=True)
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
@@ -35,6 +36,7 @@ def test_register_verify_login_upload_history(tmp_path: Path, variant_folder: Pa
                 page.fill("input[name=password]", PASSWORD)
                 page.click("button[type=submit]")
                 page.get_by_text("If that address can be used").wait_for()
+                assert mail_queue.join(timeout=30)  # mail leaves in the background
                 link = re.search(r"https?://\S+", inbox.text()).group(0)
                 page.goto(link)
                 page.get_by_text("Your email is confirmed").wait_for()

@@ -119,8 +119,12 @@ def test_wrong_field_and_oversized_upload(app: Flask, client: FlaskClient, auth:
 def test_api_token_lifecycle(app: Flask, client: FlaskClient, auth: AuthActions, samples_dir: Path) -> None:
     auth.register()
     auth.login()
-    client.post("/auth/profile/tokens")
-    token = re.search(r'id="new-token">([^<]+)<', client.get("/auth/profile").data.decode()).group(1)
+    created = client.post("/auth/profile/tokens")
+    token = re.search(r'id="new-token">([^<]+)<', created.data.decode()).group(1)  # shown once, in the response
+    assert created.headers["Cache-Control"] == "no-store"
+    assert token not in client.get("/auth/profile").data.decode()
+    with client.session_transaction() as cookie_session:
+        assert token not in str(dict(cookie_session))  # never in the (signed, readable) session cookie
     api = app.test_client()  # a mobile client: no cookies
     sample = sorted(samples_dir.glob("*.jpg"))[3].read_bytes()
 
@@ -160,19 +164,39 @@ def test_delete_account_removes_everything(app: Flask, client: FlaskClient, auth
     assert client.get("/detect/").status_code == 302
 
 
-def test_default_model_is_the_best_static_int8_variant_in_the_store(tmp_path: Path, sweep_store: Path) -> None:
+def test_default_model_is_chosen_at_start_up_and_survives_a_store_writer(tmp_path: Path, sweep_store: Path) -> None:
+    from core.analysis import deployed_variant
+    from core.results import ResultsStore
     from tests.webapp.conftest import RELAXED_LIMITS
     from webapp import create_app
-    from webapp.predictor import variant_folder
 
     app = create_app({"TESTING": True, "SECRET_KEY": "d" * 40, "INSTANCE_PATH": str(tmp_path / "i"),
                       "LESIONLITE_DB": str(sweep_store), "WTF_CSRF_ENABLED": False, "MAIL_SUPPRESS_SEND": True,
-                      "SERVER_NAME": "localhost", **RELAXED_LIMITS})
-    with app.app_context():
-        folder = variant_folder()
-    assert folder.name in ("dense-static", "pruned-0.5-static")  # the two static cells of the fixture sweep
+                      **RELAXED_LIMITS})
+    with ResultsStore(sweep_store, read_only=True) as store:
+        assert app.config["DEPLOYED_VARIANT"] == deployed_variant(store).resolve()
     client = app.test_client()
     auth = AuthActions(app, client)
     auth.register()
     auth.login()
-    assert _upload(client, jpeg_bytes()).status_code == 302
+    # A sweep or pipeline holding the store's write lock must not break the site: it never opens the store again.
+    with ResultsStore(sweep_store):
+        assert _upload(client, jpeg_bytes()).status_code == 302
+
+
+def test_no_model_answers_503_with_a_clear_message(tmp_path: Path) -> None:
+    from tests.webapp.conftest import RELAXED_LIMITS
+    from webapp import create_app
+
+    app = create_app({"TESTING": True, "SECRET_KEY": "d" * 40, "INSTANCE_PATH": str(tmp_path / "i"),
+                      "LESIONLITE_DB": str(tmp_path / "absent.duckdb"), "WTF_CSRF_ENABLED": False,
+                      "MAIL_SUPPRESS_SEND": True, **RELAXED_LIMITS})
+    client = app.test_client()
+    auth = AuthActions(app, client)
+    auth.register()
+    auth.login()
+    response = _upload(client, jpeg_bytes())
+    assert response.status_code == 503 and b"The model is not available right now" in response.data
+    with app.app_context():
+        assert get_db().execute("SELECT count(*) FROM detections").fetchone()[0] == 0
+    assert list((Path(app.instance_path) / "uploads").iterdir()) == []

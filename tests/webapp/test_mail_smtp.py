@@ -7,6 +7,7 @@ from pathlib import Path
 from tests.webapp.conftest import PASSWORD, RELAXED_LIMITS, link_in
 from tests.webapp.smtp import smtp_server
 from webapp import create_app, users
+from webapp.mailer import outbox as mail_queue
 
 
 def test_verification_and_reset_mail_over_smtp(tmp_path: Path, variant_folder: Path) -> None:
@@ -15,9 +16,10 @@ def test_verification_and_reset_mail_over_smtp(tmp_path: Path, variant_folder: P
                           "WTF_CSRF_ENABLED": False, "LESIONLITE_VARIANT": str(variant_folder),
                           "MAIL_SERVER": "127.0.0.1", "MAIL_PORT": port, "MAIL_TO_LOG": False,
                           "MAIL_SUPPRESS_SEND": False,
-                          "SERVER_NAME": "localhost", **RELAXED_LIMITS})
+                          **RELAXED_LIMITS})
         client = app.test_client()
         client.post("/auth/register", data={"email": "sam@example.org", "password": PASSWORD})
+        assert mail_queue.join(timeout=30)  # mail leaves in the background
         assert len(inbox.messages) == 1
         mail = inbox.messages[0]
         assert mail["To"] == "sam@example.org" and "confirm your email" in mail["Subject"]
@@ -26,6 +28,7 @@ def test_verification_and_reset_mail_over_smtp(tmp_path: Path, variant_folder: P
             assert users.by_email("sam@example.org").verified
 
         client.post("/auth/reset", data={"email": "sam@example.org"})
+        assert mail_queue.join(timeout=30)
         assert "reset your password" in inbox.messages[1]["Subject"]
         reply = client.post(link_in(inbox.text()), data={"password": "a fresh long passphrase"}, follow_redirects=True)
         assert b"Your password is changed" in reply.data

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify, request
 
-from core.errors import LesionLiteError
 from core.imaging import ImageRejected
 from core.live import DISCLAIMER
-from webapp.auth.routes import api_user
+from webapp import users
 from webapp.detect.routes import store_detection
 from webapp.extensions import csrf, limiter
+from webapp.predictor import ModelUnavailable
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 csrf.exempt(bp)  # token-authenticated, no cookies: CSRF does not apply
@@ -24,7 +24,7 @@ def _error(status: int, message: str):  # noqa: ANN202
 def predict():  # noqa: ANN201
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
-    user = api_user(token.strip()) if scheme.lower() == "bearer" and token.strip() else None
+    user = users.by_api_token(token.strip()) if scheme.lower() == "bearer" and token.strip() else None
     if user is None:
         return _error(401, "missing or invalid API token")
     if not user.verified:
@@ -36,7 +36,7 @@ def predict():  # noqa: ANN201
         detection_id, result = store_detection(user.id, upload.read())
     except ImageRejected as exc:
         return _error(400, f"this file cannot be used: {exc}")
-    except LesionLiteError as exc:
+    except ModelUnavailable as exc:
         current_app.logger.error("prediction failed: %s", exc)
         return _error(503, "the model is not available")
     return jsonify({"id": detection_id, "prediction": result.top_class, "clinical_name": result.clinical_name,

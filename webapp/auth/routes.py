@@ -1,4 +1,5 @@
-"""Account views. Messages never reveal whether an email is registered."""
+"""Account views. Messages never reveal whether an email is registered, and neither does the time they take:
+both registration paths hash a password and queue one mail; mail leaves in the background (webapp.mailer)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import functools
 from urllib.parse import urlsplit
 
 from flask import abort, current_app, flash, redirect, render_template, request, session, url_for
+from flask_limiter.util import get_remote_address
 from flask_login import current_user, login_required, login_user, logout_user
 
 from webapp import users
@@ -21,11 +23,9 @@ from webapp.auth.forms import (
     ProfileForm,
     RegisterForm,
 )
-from webapp.db import get_db
 from webapp.extensions import limiter
-from webapp.mailer import send
+from webapp.mailer import external_url, send
 from webapp.security import (
-    hash_api_token,
     hash_password,
     make_token,
     new_api_token,
@@ -34,7 +34,7 @@ from webapp.security import (
     read_token,
     verify_password,
 )
-from webapp.storage import delete_user_files
+from webapp.storage import delete_image
 
 CHECK_MAIL = "If that address can be used, we have sent it an email with a link. Please check your inbox."
 
@@ -45,7 +45,12 @@ def _limit(name: str) -> str:
 
 def _send_verification(user: users.User) -> None:
     token = make_token("verify", {"uid": user.id, "email": user.email})
-    send(user.email, "confirm your email", "verify", link=url_for("auth.verify", token=token, _external=True))
+    send(user.email, "confirm your email", "verify", link=external_url("auth.verify", token=token))
+
+
+def _tell_owner(email: str) -> None:
+    send(email, "someone tried to register with your address", "already_registered",
+         link=external_url("auth.reset_request"))
 
 
 @bp.route("/register", methods=["GET", "POST"])
@@ -57,12 +62,14 @@ def register():  # noqa: ANN201
         if problem:
             form.password.errors.append(problem)
         else:
+            # Hash first on both paths: a known address must cost what a new one costs (no timing oracle).
+            password_hash = hash_password(form.password.data)
             existing = users.by_email(form.email.data)
-            if existing is None:
-                _send_verification(users.create(form.email.data, form.password.data))
-            else:  # tell the owner, not the visitor
-                send(existing.email, "someone tried to register with your address", "already_registered",
-                     link=url_for("auth.reset_request", _external=True))
+            created = users.create(form.email.data, password_hash) if existing is None else None
+            if created is not None:
+                _send_verification(created)
+            else:  # known address, or a concurrent registration won: tell the owner, not the visitor
+                _tell_owner(existing.email if existing is not None else form.email.data.strip())
             flash(CHECK_MAIL)
             return redirect(url_for("auth.login"))
     return render_template("auth/register.html", form=form)
@@ -96,8 +103,15 @@ def _safe_next(target: str | None) -> str:
     return url_for("detect.upload")
 
 
+def _login_failure_key() -> str:
+    # Per account *and* client address: an attacker exhausting it cannot lock the owner out from elsewhere.
+    return f"login-failures:{request.form.get('email', '').strip().lower()}:{get_remote_address()}"
+
+
 @bp.route("/login", methods=["GET", "POST"])
 @limiter.limit(lambda: _limit("RATELIMIT_LOGIN"), methods=["POST"])
+@limiter.limit(lambda: _limit("RATELIMIT_LOGIN_FAILURES"), key_func=_login_failure_key, methods=["POST"],
+               deduct_when=lambda response: response.status_code == 401)
 def login():  # noqa: ANN201
     if current_user.is_authenticated:
         return redirect(url_for("detect.upload"))
@@ -111,6 +125,7 @@ def login():  # noqa: ANN201
         if user is None:
             verify_password(_dummy_hash(), form.password.data)  # same work for unknown emails: no timing oracle
         flash("Invalid email or password.")
+        return render_template("auth/login.html", form=form), 401
     return render_template("auth/login.html", form=form)
 
 
@@ -138,8 +153,10 @@ def reset_request():  # noqa: ANN201
     if form.validate_on_submit():
         user = users.by_email(form.email.data)
         if user is not None:
-            token = make_token("reset", {"uid": user.id, "pw": password_fingerprint(user.password_hash)})
-            send(user.email, "reset your password", "reset", link=url_for("auth.reset", token=token, _external=True))
+            # Bound to the password (single use) and to the address it is sent to (it proves only that address).
+            token = make_token("reset", {"uid": user.id, "pw": password_fingerprint(user.password_hash),
+                                         "email": user.email.lower()})
+            send(user.email, "reset your password", "reset", link=external_url("auth.reset", token=token))
         flash(CHECK_MAIL)
         return redirect(url_for("auth.login"))
     return render_template("auth/reset_request.html", form=form)
@@ -150,7 +167,8 @@ def reset_request():  # noqa: ANN201
 def reset(token: str):  # noqa: ANN201
     data = read_token("reset", token, max_age=current_app.config["RESET_TOKEN_MAX_AGE"])
     user = users.by_id(int(data["uid"])) if data else None
-    if user is None or data.get("pw") != password_fingerprint(user.password_hash):  # expired, forged or used
+    if (user is None or data.get("pw") != password_fingerprint(user.password_hash)  # expired, forged or used
+            or data.get("email") != user.email.lower()):  # the address changed since the mail was sent
         flash("This link is invalid, expired or already used. Ask for a new one.")
         return redirect(url_for("auth.reset_request"))
     form = NewPasswordForm()
@@ -161,19 +179,23 @@ def reset(token: str):  # noqa: ANN201
         else:
             users.update(user.id, password_hash=hash_password(form.password.data), verified=1)
             users.rotate_session(user.id)
-            flash("Your password is changed. Log in with the new one.")
+            users.revoke_api_tokens(user.id)  # a token taken with the account must not outlive its recovery
+            flash("Your password is changed and every API token revoked. Log in with the new password.")
             return redirect(url_for("auth.login"))
     return render_template("auth/reset.html", form=form)
+
+
+def _profile_page(new_token: str | None = None) -> str:
+    return render_template("auth/profile.html", profile_form=ProfileForm(name=current_user.name),
+                           email_form=ChangeEmailForm(), password_form=ChangePasswordForm(), confirm=ConfirmForm(),
+                           delete_form=DeleteAccountForm(), tokens=users.api_tokens(current_user.id),
+                           new_token=new_token)
 
 
 @bp.route("/profile", methods=["GET"])
 @login_required
 def profile():  # noqa: ANN201
-    tokens = get_db().execute("SELECT id, hint, created_at FROM api_tokens WHERE user_id = ? ORDER BY id",
-                              (current_user.id,)).fetchall()
-    return render_template("auth/profile.html", profile_form=ProfileForm(name=current_user.name),
-                           email_form=ChangeEmailForm(), password_form=ChangePasswordForm(), confirm=ConfirmForm(),
-                           delete_form=DeleteAccountForm(), tokens=tokens, new_token=session.pop("new_token", None))
+    return _profile_page()
 
 
 @bp.route("/profile/name", methods=["POST"])
@@ -188,6 +210,7 @@ def change_name():  # noqa: ANN201
 
 @bp.route("/profile/email", methods=["POST"])
 @login_required
+@limiter.limit(lambda: _limit("RATELIMIT_ACCOUNT"))
 def change_email():  # noqa: ANN201
     form = ChangeEmailForm()
     if form.validate_on_submit():
@@ -207,7 +230,7 @@ def change_email():  # noqa: ANN201
 def change_password():  # noqa: ANN201
     form = ChangePasswordForm()
     if form.validate_on_submit():
-        problem = password_problem(form.password.data, email=current_user.email)
+        problem = password_problem(form.password.data, email=current_user.email, name=current_user.name)
         if not verify_password(current_user.password_hash, form.current_password.data):
             flash("The current password is not correct.")
         elif problem:
@@ -215,9 +238,10 @@ def change_password():  # noqa: ANN201
         else:
             users.update(current_user.id, password_hash=hash_password(form.password.data))
             users.rotate_session(current_user.id)
+            users.revoke_api_tokens(current_user.id)
             session.clear()
             login_user(users.by_id(current_user.id))  # this session stays; every other one ends
-            flash("Your password is changed; other sessions have been logged out.")
+            flash("Your password is changed; other sessions have been logged out and every API token revoked.")
     return redirect(url_for("auth.profile"))
 
 
@@ -227,12 +251,8 @@ def create_token():  # noqa: ANN201
     if not ConfirmForm().validate_on_submit():
         abort(400)
     token, digest = new_api_token()
-    db = get_db()
-    with db:
-        db.execute("INSERT INTO api_tokens (user_id, token_hash, hint) VALUES (?, ?, ?)",
-                   (current_user.id, digest, token[-4:]))
-    session["new_token"] = token  # shown once on the next page
-    return redirect(url_for("auth.profile"))
+    users.add_api_token(current_user.id, digest, token[-4:])
+    return _profile_page(new_token=token)  # shown once, in this response only (never stored in the cookie)
 
 
 @bp.route("/profile/tokens/<int:token_id>/revoke", methods=["POST"])
@@ -240,10 +260,7 @@ def create_token():  # noqa: ANN201
 def revoke_token(token_id: int):  # noqa: ANN201
     if not ConfirmForm().validate_on_submit():
         abort(400)
-    db = get_db()
-    with db:
-        cur = db.execute("DELETE FROM api_tokens WHERE id = ? AND user_id = ?", (token_id, current_user.id))
-    if cur.rowcount == 0:
+    if not users.revoke_api_token(current_user.id, token_id):
         abort(404)
     flash("Token revoked.")
     return redirect(url_for("auth.profile"))
@@ -251,24 +268,15 @@ def revoke_token(token_id: int):  # noqa: ANN201
 
 @bp.route("/profile/delete", methods=["POST"])
 @login_required
+@limiter.limit(lambda: _limit("RATELIMIT_ACCOUNT"))
 def delete_account():  # noqa: ANN201
     form = DeleteAccountForm()
     if not form.validate_on_submit() or not verify_password(current_user.password_hash, form.current_password.data):
         flash("The current password is not correct.")
         return redirect(url_for("auth.profile"))
-    user_id = current_user.id
-    delete_user_files(user_id)
-    db = get_db()
-    with db:
-        db.execute("DELETE FROM users WHERE id = ?", (user_id,))  # detections and tokens cascade
+    for key in users.delete(current_user.id):  # rows first: a crash leaves files the start-up check removes
+        delete_image(key)
     logout_user()
     session.clear()
     flash("Your account, images and results are deleted.")
     return redirect(url_for("auth.login"))
-
-
-def api_user(token: str) -> users.User | None:
-    row = get_db().execute("SELECT user_id FROM api_tokens WHERE token_hash = ?", (hash_api_token(token),)).fetchone()
-    return users.by_id(row["user_id"]) if row else None
-
-

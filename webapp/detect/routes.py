@@ -16,8 +16,11 @@ from webapp.auth.forms import ConfirmForm
 from webapp.db import get_db
 from webapp.detect import bp
 from webapp.detect.forms import UploadForm
-from webapp.predictor import Detection, detect, detection_json
-from webapp.storage import delete_image, image_path, save_image
+from webapp.extensions import limiter
+from webapp.predictor import Detection, ModelUnavailable, detect, detection_json
+from webapp.storage import delete_image, image_path, store_with_row
+
+MODEL_UNAVAILABLE = "The model is not available right now. Please try again later."
 
 
 def verified_required(view):  # noqa: ANN001, ANN201
@@ -32,17 +35,23 @@ def verified_required(view):  # noqa: ANN001, ANN201
 
 
 def store_detection(user_id: int, data: bytes) -> tuple[str, Detection]:
-    """Validate, re-encode, predict and store; returns the detection id and result. Raises ImageRejected."""
+    """Validate, re-encode, predict and store; returns the detection id and result.
+
+    Raises:
+        ImageRejected: the upload is not a usable image.
+        ModelUnavailable: no model can be loaded.
+    """
     checked = check_image(data)
     result = detect(checked)
-    key = save_image(reencode_jpeg(checked.image))
     detection_id = secrets.token_urlsafe(12)
-    db = get_db()
-    with db:
+
+    def insert(db, key: str) -> None:  # noqa: ANN001
         db.execute("INSERT INTO detections (id, user_id, image_key, model_version, top_class, confidence, probs, "
                    "uncertain) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                    (detection_id, user_id, key, result.model_version, result.top_class, result.confidence,
                     detection_json(result), int(result.uncertain)))
+
+    store_with_row(reencode_jpeg(checked.image), insert)
     return detection_id, result
 
 
@@ -58,6 +67,7 @@ def get_detection(detection_id: str):  # noqa: ANN201
 @bp.route("/", methods=["GET", "POST"])
 @login_required
 @verified_required
+@limiter.limit(lambda: current_app.config["RATELIMIT_UPLOAD"], methods=["POST"])
 def upload():  # noqa: ANN201
     form = UploadForm()
     if request.method == "POST" and "image" not in request.files and form.is_submitted():
@@ -69,6 +79,10 @@ def upload():  # noqa: ANN201
         except ImageRejected as exc:
             form.image.errors = [f"This file cannot be used: {exc}."]
             return render_template("detect/upload.html", form=form, disclaimer=DISCLAIMER), 400
+        except ModelUnavailable as exc:
+            current_app.logger.error("prediction failed: %s", exc)
+            form.image.errors = [MODEL_UNAVAILABLE]
+            return render_template("detect/upload.html", form=form, disclaimer=DISCLAIMER), 503
         return redirect(url_for("detect.result", detection_id=detection_id))
     status = 400 if form.errors else 200
     return render_template("detect/upload.html", form=form, disclaimer=DISCLAIMER), status
@@ -96,10 +110,12 @@ def image(detection_id: str):  # noqa: ANN201
 @bp.route("/history")
 @login_required
 def history():  # noqa: ANN201
-    page = max(1, request.args.get("page", 1, type=int))
+    page = request.args.get("page", 1, type=int)
     size = current_app.config["HISTORY_PAGE_SIZE"]
     db = get_db()
     total = db.execute("SELECT count(*) FROM detections WHERE user_id = ?", (current_user.id,)).fetchone()[0]
+    if not 1 <= page <= max(1, -(-total // size)):  # also keeps OFFSET within SQLite's integer range
+        abort(404)
     rows = db.execute("SELECT * FROM detections WHERE user_id = ? ORDER BY created_at DESC, rowid DESC "
                       "LIMIT ? OFFSET ?", (current_user.id, size, (page - 1) * size)).fetchall()
     pages = max(1, -(-total // size))
@@ -113,9 +129,9 @@ def delete(detection_id: str):  # noqa: ANN201
     if not ConfirmForm().validate_on_submit():
         abort(400)
     row = get_detection(detection_id)
-    delete_image(row["image_key"])
     db = get_db()
     with db:
         db.execute("DELETE FROM detections WHERE id = ? AND user_id = ?", (detection_id, current_user.id))
+    delete_image(row["image_key"])  # after the row: a crash in between leaves a file the start-up check removes
     flash("Deleted.")
     return redirect(url_for("detect.history"))
