@@ -32,12 +32,18 @@ def run_cli(main: Callable[[argparse.Namespace], int | None], parser: argparse.A
         return 130
 
 
+def script_parser(description: str, *, add_help: bool = True) -> argparse.ArgumentParser:
+    """The parser every script starts from: its description and ``-v/--verbose``."""
+    parser = argparse.ArgumentParser(description=description, add_help=add_help)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser
+
+
 def config_parser(description: str, config_cls: type, *, add_help: bool = True) -> argparse.ArgumentParser:
-    """A parser with ``-c/--config`` (YAML defaults), ``-v`` and one flag per field of ``config_cls``."""
+    """A script parser with ``-c/--config`` (YAML defaults) and one flag per field of ``config_cls``."""
     from core.config import add_config_args
 
-    parser = argparse.ArgumentParser(description=description, add_help=add_help)
+    parser = script_parser(description, add_help=add_help)
     parser.add_argument("-c", "--config", help="YAML config (defaults for every flag below)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     add_config_args(parser, config_cls)
     return parser

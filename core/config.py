@@ -21,6 +21,13 @@ from core.errors import ConfigError
 C = TypeVar("C")
 
 
+def option(default: Any, help: str, **meta: Any) -> Any:  # `help` mirrors argparse's keyword
+    """A config field: its default, its ``--flag`` help text and optional ``choices`` (lists are copied)."""
+    if isinstance(default, list):
+        return dataclasses.field(default_factory=lambda: list(default), metadata={"help": help, **meta})
+    return dataclasses.field(default=default, metadata={"help": help, **meta})
+
+
 def _field_type(cls: type, f: dataclasses.Field) -> type:
     hint = typing.get_type_hints(cls)[f.name]
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:

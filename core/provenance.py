@@ -7,6 +7,7 @@ import hashlib
 import platform
 import secrets
 import subprocess
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
@@ -50,3 +51,21 @@ def sha256_file(path: str | Path, *, chunk: int = 1 << 20) -> str:
 
 def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where a result comes from; the same fields on every run in the store (training, sweep cell, evaluation)."""
+
+    dataset: str
+    dataset_fingerprint: str
+    split_hash: str
+    seed: int
+    device: str
+    git_sha: str
+
+    @classmethod
+    def here(cls, *, dataset: str | Path, dataset_fingerprint: str, split_hash: str, seed: int,
+             device: torch.device) -> Provenance:
+        """This process's provenance: the code's git SHA and the device it runs on are filled in."""
+        return cls(str(dataset), dataset_fingerprint, split_hash, int(seed), device_description(device), git_sha())

@@ -1,6 +1,6 @@
 """Dashboard state: which store, the cached read-only connection and queries, the shared sidebar filters.
 
-Logic lives in :mod:`core.analysis`; this module only wires it to Streamlit's caches and widgets.
+Logic lives in :mod:`core.store.analysis`; this module only wires it to Streamlit's caches and widgets.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from core.analysis import Filters, apply_filters, variants_frame
-from core.results import DEFAULT_DB, ResultsStore
-from core.variants import Predictor, load_predictor
+from core.serve.predict import Predictor, load_predictor
+from core.store.analysis import Filters, apply_filters, variants_frame
+from core.store.results import DEFAULT_DB, ResultsStore
 
 DB_ENV = "LESIONLITE_DB"
 SAMPLES_ENV = "LESIONLITE_SAMPLES"

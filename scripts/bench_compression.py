@@ -18,7 +18,7 @@ import onnxruntime
 import pandas as pd
 import torch
 
-from core.cli import run_cli
+from core.cli import run_cli, script_parser
 from core.compress.benchmark import benchmark_architecture
 from core.models import ARCHITECTURES
 
@@ -26,14 +26,13 @@ SIZE_TARGET, SPEED_TARGET = 10.0, 6.0
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Compression size/latency benchmark", add_help=add_help)
+    parser = script_parser("Compression size/latency benchmark", add_help=add_help)
     parser.add_argument("--arch", nargs="+", default=["resnet50", "efficientnet_b0"], choices=list(ARCHITECTURES))
     parser.add_argument("--ratios", nargs="+", type=float, default=[0.25, 0.5, 0.7])
     parser.add_argument("--input-size", type=int, default=224)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=int, default=20, help="timed runs at batch 1 (half that at batch 8)")
     parser.add_argument("--csv", help="also write all rows to this CSV")
-    parser.add_argument("-v", "--verbose", action="store_true")
     return parser
 
 

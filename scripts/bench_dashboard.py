@@ -21,18 +21,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.bench import summarize, time_calls
 from core.classes import CLASSES
+from core.cli import run_cli, script_parser
+from core.compress.export import export_onnx
+from core.compress.latency import summarize, time_calls
 from core.compress.quantize import quantize_onnx
 from core.data.synthetic import synthetic_example
 from core.data.transforms import preprocessing_for
-from core.export import export_onnx
-from core.imaging import check_image, reencode_jpeg
-from core.live import predict_checked
 from core.metrics import evaluate_predictions
 from core.models import create_model
-from core.results import ResultsStore, RunRecord
-from core.variants import OnnxPredictor, TorchPredictor
+from core.provenance import Provenance
+from core.serve.artifacts import Card
+from core.serve.imaging import check_image, reencode_jpeg
+from core.serve.predict import OnnxPredictor, TorchPredictor, predict_image
+from core.store.results import ResultsStore, RunRecord
 
 PAGES = ["views/tradeoffs.py", "views/runs.py", "views/run_detail.py", "views/compare.py", "views/live_test.py"]
 APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
@@ -52,8 +54,8 @@ def build_store(path: Path, n_variants: int, seed: int = 0) -> None:
             variant = f"dense-{mode}" if ratio == 0 else f"pruned-{ratio:g}-{mode}"
             store.record_run(RunRecord(
                 run_id=f"{parent}.p{ratio:g}.{mode}.{k}", kind="variant", model=model, variant=variant,
-                config={"mode": mode}, dataset="synthetic-bench", dataset_fingerprint="bench", split_hash="bench",
-                seed=0, device="cpu", git_sha="bench", parent_run_id=parent,
+                config={"mode": mode}, provenance=Provenance("synthetic-bench", "bench", "bench", 0, "cpu", "bench"),
+                parent_run_id=parent,
                 evaluations={"test": evaluate_predictions(y, probs)},
                 scalars={"deploy": {"size_mb": float(rng.uniform(1, 100)), "latency_b1_ms": float(rng.uniform(2, 80)),
                                     "pruning_ratio": ratio, "params": 1e6, "macs": 1e9, "sparsity": 0.0}}))
@@ -91,21 +93,22 @@ def live_latency(workdir: Path, runs: int) -> dict[str, tuple[float, float]]:
     export_onnx(model, fp32, input_size=224)
     calib = np.random.default_rng(0).standard_normal((16, 3, 224, 224), dtype=np.float32)
     int8 = quantize_onnx(fp32, workdir / "int8.onnx", mode="static", calibration=calib)
-    card = {"preprocessing": prep.to_dict()}
+    card = Card(run_id="bench", architecture="efficientnet_b0", preprocessing=prep)
     image = check_image(reencode_jpeg(synthetic_example("mel", width=600, height=450)))
     out = {}
     for name, predictor in (("torch eager fp32", TorchPredictor(model, card)),
                             ("onnx fp32", OnnxPredictor(fp32, card, threads=2)),
                             ("onnx int8 static", OnnxPredictor(int8, card, threads=2))):
-        total = summarize(time_calls(lambda p=predictor: predict_checked(p, image, name=""), runs=runs * 6),
+        total = summarize(time_calls(lambda p=predictor: predict_image(p, image.image, name=""), runs=runs * 6),
                           batch=1, threads=2)
-        model_only = statistics.median(predict_checked(predictor, image, name="").latency_ms for _ in range(runs * 6))
+        model_only = statistics.median(predict_image(predictor, image.image, name="").latency_ms
+                                       for _ in range(runs * 6))
         out[name] = (total.median_ms, model_only)
     return out
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Benchmark the dashboard", add_help=add_help)
+    parser = script_parser("Benchmark the dashboard", add_help=add_help)
     parser.add_argument("--variants", type=int, default=1200)
     parser.add_argument("--runs", type=int, default=5)
     return parser
@@ -133,4 +136,4 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(get_args_parser().parse_args()))
+    sys.exit(run_cli(main, get_args_parser()))

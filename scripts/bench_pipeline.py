@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from core.cli import run_cli, script_parser
+
 BUDGETS_S = {"pipeline": 180.0, "pipeline+sweep": 300.0}
 
 
@@ -43,7 +45,7 @@ def _one(config: str, sweep: str | None, work: Path, *, cold: bool) -> float:
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Benchmark the demo pipeline", add_help=add_help)
+    parser = script_parser("Benchmark the demo pipeline", add_help=add_help)
     parser.add_argument("--config", default="configs/demo.yaml")
     parser.add_argument("--sweep", default="configs/sweep-demo.yaml")
     parser.add_argument("--runs", type=int, default=3)
@@ -70,4 +72,4 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(get_args_parser().parse_args()))
+    sys.exit(run_cli(main, get_args_parser()))

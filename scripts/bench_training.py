@@ -3,7 +3,7 @@
     python -m scripts.bench_training [--model efficientnet_lite0] [--img-size 128] [--batch-size 32]
 
 Each setting times full training steps (forward, backward, AdamW step) on random images with the real
-code path (``core.train.make_optimizer``, ``core.models.freeze_stages``); the baseline is the same model
+code path (``core.jobs.train.make_optimizer``, ``core.models.freeze_stages``); the baseline is the same model
 with contiguous tensors and nothing frozen, measured in the same process. Data loading is not included:
 the training log's img/s shows what an epoch achieves.
 """
@@ -18,10 +18,10 @@ import sys
 import pandas as pd
 import torch
 
-from core.bench import summarize, time_calls
-from core.cli import run_cli
+from core.cli import run_cli, script_parser
+from core.compress.latency import summarize, time_calls
+from core.jobs.train import TrainConfig, make_optimizer
 from core.models import ARCHITECTURES, create_model, freeze_stages, keep_frozen_eval
-from core.train import TrainConfig, make_optimizer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +55,7 @@ def step_times(setting: Setting, args: argparse.Namespace) -> list[float]:
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Training-step throughput benchmark", add_help=add_help)
+    parser = script_parser("Training-step throughput benchmark", add_help=add_help)
     parser.add_argument("--model", default="efficientnet_lite0", choices=list(ARCHITECTURES))
     parser.add_argument("--img-size", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=32)
@@ -63,7 +63,6 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=15)
-    parser.add_argument("-v", "--verbose", action="store_true")
     return parser
 
 

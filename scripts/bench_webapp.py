@@ -33,9 +33,9 @@ from pathlib import Path
 import numpy as np
 import redis
 
-from core.imaging import check_image
-from core.live import predict_checked
-from core.variants import load_predictor
+from core.cli import run_cli, script_parser
+from core.serve.imaging import check_image
+from core.serve.predict import load_predictor, predict_image
 
 DEFAULT_SAMPLES = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "ham10000-samples"
 
@@ -51,7 +51,7 @@ def _post(url: str, token: str, data: bytes) -> tuple[float, int]:
         "Authorization": f"Bearer {token}", "Content-Type": f"multipart/form-data; boundary={boundary}"})
     start = time.perf_counter()
     try:
-        with urllib.request.urlopen(req, timeout=60) as r:  # noqa: S310 - localhost only
+        with urllib.request.urlopen(req, timeout=60) as r:
             r.read()
             status = r.status
     except urllib.error.HTTPError as exc:
@@ -65,16 +65,10 @@ BENCH_PASSWORD = "a long benchmark passphrase"
 
 
 def _prepare_instance(env: dict[str, str]) -> str:
-    """Create a verified user with an API token in the instance's database; returns the token.
-
-    Runs in a child process through the web app's own account functions (scripts do not import webapp/).
-    """
-    code = ("from webapp import create_app, users\nfrom webapp.security import hash_password, new_api_token\n"
-            "app = create_app()\nwith app.app_context():\n"
-            f"    u = users.create('bench@example.org', hash_password({BENCH_PASSWORD!r}))\n"
-            "    users.update(u.id, verified=1)\n    tok, digest = new_api_token()\n"
-            "    users.add_api_token(u.id, digest, tok[-4:])\n    print(tok)\n")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    """A verified account with an API token, made through the web app's own CLI; returns the token."""
+    out = subprocess.run([sys.executable, "-m", "flask", "--app", "webapp:create_app()", "create-user",
+                          "--email", "bench@example.org", "--password", BENCH_PASSWORD, "--verified", "--api-token"],
+                         env=env, capture_output=True, text=True, check=True)
     return out.stdout.strip().splitlines()[-1]
 
 
@@ -120,7 +114,7 @@ def _registration_times(base: str, tries: int) -> tuple[list[float], list[float]
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Benchmark the web app's prediction API", add_help=add_help)
+    parser = script_parser("Benchmark the web app's prediction API", add_help=add_help)
     parser.add_argument("--variant", required=True, help="deployable variant folder to serve")
     parser.add_argument("--samples", default=str(DEFAULT_SAMPLES), help="folder of sample JPEGs")
     parser.add_argument("--clients", type=int, default=8)
@@ -183,7 +177,7 @@ def main(args: argparse.Namespace) -> int:
     statuses = collections.Counter(status for _, status in results)
     predictor = load_predictor(args.variant, threads=1)
     checked = [check_image(d) for d in images]
-    direct = [predict_checked(predictor, c, name="").latency_ms for c in checked for _ in range(3)]
+    direct = [predict_image(predictor, c.image, name="").latency_ms for c in checked for _ in range(3)]
     print(f"web app benchmark: {args.variant}\n{args.clients} clients x {args.requests} requests from one address, "
           f"gunicorn {args.workers} workers (production config, Redis limit store), {os.cpu_count()} CPUs, "
           f"{len(images)} distinct sample images\nAPI rate limit: {limit_label}")
@@ -207,4 +201,4 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(get_args_parser().parse_args()))
+    sys.exit(run_cli(main, get_args_parser()))

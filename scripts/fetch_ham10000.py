@@ -10,18 +10,17 @@ from __future__ import annotations
 import argparse
 import sys
 
-from core.cli import run_cli
+from core.cli import run_cli, script_parser
 from core.data.fetch import DATAVERSE_URL, HAM10000_DOI, TRAINING_FILES, fetch_ham10000
 from core.data.layout import load_table
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Fetch HAM10000 from Harvard Dataverse", add_help=add_help)
+    parser = script_parser("Fetch HAM10000 from Harvard Dataverse", add_help=add_help)
     parser.add_argument("--dest", default="data/ham10000", help="target folder")
     parser.add_argument("--base-url", default=DATAVERSE_URL, help="Dataverse server")
     parser.add_argument("--doi", default=HAM10000_DOI, help="dataset DOI")
     parser.add_argument("--files", nargs="+", default=list(TRAINING_FILES), help="file names to fetch")
-    parser.add_argument("-v", "--verbose", action="store_true")
     return parser
 
 

@@ -8,15 +8,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from core.cli import run_cli
-from core.results import DEFAULT_DB, ResultsStore, ingest
+from core.cli import run_cli, script_parser
+from core.store.results import DEFAULT_DB, ResultsStore, ingest
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Merge shard stores into the results store", add_help=add_help)
+    parser = script_parser("Merge shard stores into the results store", add_help=add_help)
     parser.add_argument("shards", nargs="+", help="shard DuckDB files")
     parser.add_argument("--db", default=str(DEFAULT_DB), help="target results store")
-    parser.add_argument("-v", "--verbose", action="store_true")
     return parser
 
 

@@ -15,10 +15,10 @@ import time
 
 from core.cli import config_parser, run_cli
 from core.config import build_config, config_from_args
-from core.results import ResultsStore
-from core.summary import run_summary
-from core.sweep import SweepConfig, run_sweep, sweep_summary
-from core.train import TrainConfig, run_training
+from core.jobs.sweep import SweepConfig, run_sweep, sweep_summary
+from core.jobs.train import TrainConfig, run_training
+from core.store.results import ResultsStore
+from core.store.summary import run_summary
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from core.cli import config_parser, run_cli
 from core.config import config_from_args
-from core.sweep import SweepConfig, parse_shard, run_sweep, sweep_id
+from core.jobs.sweep import SweepConfig, parse_shard, run_sweep, sweep_id
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:

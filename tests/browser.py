@@ -29,7 +29,7 @@ def wait_http(url: str, *, timeout: float = 90, proc: subprocess.Popen | None = 
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"server exited with status {proc.returncode} before answering {url}")
         try:
-            with urllib.request.urlopen(url, timeout=2) as r:  # noqa: S310 - localhost only
+            with urllib.request.urlopen(url, timeout=2) as r:
                 if r.status == 200:
                     return
         except OSError:
@@ -38,7 +38,7 @@ def wait_http(url: str, *, timeout: float = 90, proc: subprocess.Popen | None = 
 
 
 @contextmanager
-def chromium_page() -> Iterator:  # noqa: ANN201
+def chromium_page() -> Iterator:
     playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
     if not shutil.which(CHROMIUM):
         pytest.skip("Debian's chromium is not installed (apt-get install chromium; .ci/run does it)")

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 from pathlib import Path
 
 import pytest
-import yaml
 
 from core.data.synthetic import generate_synthetic_dataset
 
@@ -54,22 +52,21 @@ def synthetic_copy(synthetic_root: Path, tmp_path: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def trained_tiny(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+def trained_tiny(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory):
     """A tiny model trained for a few epochs on the synthetic data, stored in its own results store."""
-    from core.train import TrainConfig, run_training
+    from core.jobs.train import TrainConfig, run_training
 
     out = tmp_path_factory.mktemp("trained")
     cfg = TrainConfig(data_dir=str(synthetic_root), model="test_efficientnet", pretrained=False, img_size=32,
                       epochs=3, batch_size=16, lr=3e-3, workers=0, threads=1, patience=0,
                       cache_dir=str(out / "cache"), output_dir=str(out / "models"), db=str(out / "results.duckdb"))
-    (out / "train.yaml").write_text(yaml.safe_dump(dataclasses.asdict(cfg)))
     return run_training(cfg)
 
 
 @pytest.fixture(scope="session")
-def sweep_store(trained_tiny, tmp_path_factory: pytest.TempPathFactory) -> Path:  # noqa: ANN001
+def sweep_store(trained_tiny, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A results store with the tiny model's training run and a small sweep of deployable variants."""
-    from core.sweep import SweepConfig, run_sweep
+    from core.jobs.sweep import SweepConfig, run_sweep
 
     out = tmp_path_factory.mktemp("sweepstore")
     db = out / "results.duckdb"

@@ -9,11 +9,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torchvision.transforms import v2
 
 import core.data.cache as cache_mod
 from core.data.cache import build_cache
 from core.data.layout import load_table
-from core.data.transforms import eval_transform, preprocess_image, preprocessing_for, train_transform
+from core.data.transforms import (
+    eval_array,
+    image_array,
+    normalization,
+    preprocessing_for,
+    to_chw_tensor,
+    train_transform,
+)
 from core.errors import DatasetError
 from core.models import create_model
 
@@ -77,32 +85,29 @@ def test_transforms_shapes_and_augmentation() -> None:
     model = create_model("test_resnet", pretrained=False)
     prep = preprocessing_for(model, 32)
     torch.manual_seed(0)
-    x = torch.randint(0, 256, (3, prep.cache_size, prep.cache_size), dtype=torch.uint8)
-    ev = eval_transform(prep)(x)
-    assert ev.shape == (3, 32, 32) and ev.dtype == torch.float32
-    torch.testing.assert_close(ev, eval_transform(prep)(x))  # eval is deterministic
+    square = np.random.default_rng(0).integers(0, 256, (prep.cache_size, prep.cache_size, 3), dtype=np.uint8)
+    ev = eval_array(square, prep)
+    assert ev.shape == (3, 32, 32) and ev.dtype == np.float32
+    np.testing.assert_array_equal(ev, eval_array(square, prep))  # eval is deterministic
     aug = train_transform(prep)
-    a, b = aug(x), aug(x)
-    assert a.shape == (3, 32, 32) and not torch.equal(a, b)  # training is augmented
+    a, b = aug(square), aug(square)
+    assert a.shape == (3, 32, 32) and a.dtype == torch.float32 and not torch.equal(a, b)  # training is augmented
 
 
-def test_preprocess_image_matches_cache_path(synthetic_root: Path, tmp_path: Path) -> None:
+def test_image_path_matches_cache_path(synthetic_root: Path, tmp_path: Path) -> None:
     table = load_table(synthetic_root)
     model = create_model("test_resnet", pretrained=False)
     prep = preprocessing_for(model, 32)
     cache = build_cache(table, size=prep.cache_size, cache_dir=tmp_path / "c", interpolation=prep.interpolation)
-    from core.data.transforms import to_chw_tensor
-
-    via_cache = eval_transform(prep)(to_chw_tensor(cache.array[0]))
-    direct = preprocess_image(table["path"][0], prep)[0]
-    torch.testing.assert_close(via_cache, direct)
+    via_cache = eval_array(cache.array[0], prep)  # what evaluation sees
+    direct = image_array(table["path"][0], prep)  # what serving sees for the same file
+    np.testing.assert_array_equal(via_cache, direct)
 
 
-def test_numpy_serving_preprocessing_matches_eval_transform() -> None:
-    from core.data.transforms import eval_array, to_chw_tensor
-
+def test_evaluation_preprocessing_matches_training_normalisation() -> None:
     prep = preprocessing_for(create_model("test_resnet", pretrained=False), 48)
+    training = v2.Compose([v2.CenterCrop(prep.input_size), *normalization(prep)])  # training's steps, unaugmented
     for size in (prep.cache_size, prep.cache_size + 1):  # odd margins too
         square = np.random.default_rng(size).integers(0, 256, (size, size, 3), dtype=np.uint8)
-        reference = eval_transform(prep)(to_chw_tensor(square)).numpy()
+        reference = training(to_chw_tensor(square)).numpy()
         np.testing.assert_allclose(eval_array(square, prep), reference, atol=1e-5)

@@ -11,7 +11,7 @@ import pytest
 from core.classes import CLASSES, ISIC_COLUMNS
 from core.cli import run_cli
 from core.data.layout import HAM_METADATA
-from core.results import ResultsStore
+from core.store.results import ResultsStore
 from scripts import evaluate as evaluate_cli
 from scripts import pipeline as pipeline_cli
 from scripts import train as train_cli
@@ -20,7 +20,7 @@ TINY = ["--model", "test_resnet", "--no-pretrained", "--img-size", "32", "--epoc
         "--workers", "0", "--threads", "1"]
 
 
-def _run(module, argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:  # noqa: ANN001
+def _run(module, argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
     code = run_cli(module.main, module.get_args_parser(), argv)
     out = capsys.readouterr()
     return code, out.out, out.err

@@ -1,4 +1,4 @@
-"""The Streamlit dashboard: every page through AppTest against a real fixture store, and core.analysis."""
+"""The Streamlit dashboard: every page through AppTest against a real fixture store, and core.store.analysis."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.analysis import (
+from core.errors import ModelError
+from core.store.analysis import (
     Filters,
     apply_filters,
     deployed_variant,
@@ -21,8 +22,7 @@ from core.analysis import (
     run_detail,
     variants_frame,
 )
-from core.errors import ModelError
-from core.results import ResultsStore
+from core.store.results import ResultsStore
 
 APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
 PAGES = ["views/tradeoffs.py", "views/runs.py", "views/run_detail.py", "views/compare.py", "views/live_test.py"]

@@ -36,7 +36,7 @@ def dashboard_url(sweep_store: Path, tmp_path: Path) -> Iterator[str]:
         log.close()
 
 
-def _settle(page) -> None:  # noqa: ANN001
+def _settle(page) -> None:
     page.wait_for_selector('[data-testid="stApp"]', timeout=60_000)
     page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=90_000)
     page.wait_for_timeout(500)
@@ -63,7 +63,7 @@ BAD_UPLOADS = {  # file name -> (content, the reason the page must give)
 }
 
 
-def _upload(page, path: Path) -> None:  # noqa: ANN001
+def _upload(page, path: Path) -> None:
     page.locator('input[type="file"]').set_input_files(str(path))
     page.get_by_text(path.name, exact=True).first.wait_for(timeout=60_000)  # the uploader shows the new file
     _settle(page)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from core.imaging import ImageRejected, check_image, reencode_jpeg
+from core.serve.imaging import ImageRejected, check_image, reencode_jpeg
 from tests.images import jpeg_bytes, png_bytes
 
 

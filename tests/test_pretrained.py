@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import core.models as models_mod
-from core.data.transforms import preprocess_image, preprocessing_for
+from core.data.transforms import image_array, preprocessing_for
 from core.errors import ModelError
 from core.models import ARCHITECTURES, Architecture, create_model, pretrained_provenance
 from core.pretrained import PackagedWeights, converted_weights, map_state_dict
@@ -41,7 +41,8 @@ def test_converted_weights_recognise_imagenet_content(name: str) -> None:
 
     def top5(picture: str) -> list[int]:
         with torch.inference_mode():
-            return model(preprocess_image(str(skimage_picture(picture)), prep)).topk(5).indices[0].tolist()
+            x = torch.from_numpy(image_array(str(skimage_picture(picture)), prep)[None])
+            return model(x).topk(5).indices[0].tolist()
 
     assert top5("coffee.png")[0] == 967  # espresso
     assert top5("chelsea.png")[0] in range(281, 286)  # tabby / tiger / Persian / Siamese / Egyptian cat
@@ -101,7 +102,7 @@ def test_wrong_mapping_is_refused_with_the_reason() -> None:
 
 
 def test_missing_weights_package_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    missing = Architecture("tf_efficientnet_lite0.in1k", "test",
+    missing = Architecture("tf_efficientnet_lite0.in1k",
                            PackagedWeights("efficientnet-lite9-pytorch-model", "efficientnet_lite9_pytorch_model",
                                            "EfficientnetLite9ModelFile"))
     monkeypatch.setitem(models_mod.ARCHITECTURES, "efficientnet_lite9", missing)

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from core.metrics import evaluate_predictions
-from core.results import ResultsStore, RunRecord, StoreError
+from core.provenance import Provenance
+from core.store.results import ResultsStore, RunRecord, StoreError
 
 
 def _record(run_id: str, tmp_path: Path, **kw: object) -> RunRecord:
@@ -20,8 +21,8 @@ def _record(run_id: str, tmp_path: Path, **kw: object) -> RunRecord:
     weights = tmp_path / "model.pt"
     weights.write_bytes(b"weights")
     base = dict(run_id=run_id, kind="train", model="test_resnet", variant="dense-fp32", config={"lr": 0.1},
-                dataset="synthetic", dataset_fingerprint="abc", split_hash="def", seed=0, device="cpu",
-                git_sha="123", evaluations={"test": evaluate_predictions(y, probs)},
+                provenance=Provenance("synthetic", "abc", "def", 0, "cpu", "123"),
+                evaluations={"test": evaluate_predictions(y, probs)},
                 history=[{"epoch": 0, "train_loss": 1.0}, {"epoch": 1, "train_loss": 0.5}],
                 artifacts={"weights": weights})
     base.update(kw)
@@ -79,7 +80,7 @@ def test_newer_schema_refused(tmp_path: Path) -> None:
 def test_second_writer_process_gets_clear_error(tmp_path: Path) -> None:
     db = tmp_path / "r.duckdb"
     with ResultsStore(db):
-        code = ("from core.results import ResultsStore, StoreError\n"
+        code = ("from core.store.results import ResultsStore, StoreError\n"
                 f"try:\n    ResultsStore({str(db)!r})\nexcept StoreError as e:\n    print('STORE', e)\n")
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                              cwd=Path(__file__).parent.parent, timeout=60)
@@ -87,7 +88,7 @@ def test_second_writer_process_gets_clear_error(tmp_path: Path) -> None:
 
 
 def test_predictions_stored_and_v1_store_migrated(tmp_path: Path) -> None:
-    from core.results import Predictions
+    from core.store.results import Predictions
 
     db = tmp_path / "r.duckdb"
     with ResultsStore(db) as store:  # make it look like a schema-1 store written by an older version

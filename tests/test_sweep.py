@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from core.cli import run_cli
 from core.config import build_config
 from core.errors import ConfigError
-from core.results import ResultsStore, ingest
-from core.sweep import SweepConfig, plan_groups, run_sweep, shard_groups
-from core.train import TrainResult
+from core.jobs.sweep import SweepConfig, plan_groups, run_sweep, shard_groups
+from core.jobs.train import TrainConfig, TrainResult
+from core.store.results import ResultsStore, ingest
 from scripts import evaluate as evaluate_cli
 
 REPO = Path(__file__).resolve().parent.parent
@@ -92,7 +91,8 @@ def test_sweep_config_errors(tmp_path: Path) -> None:
 def test_shipped_sweep_configs_are_valid() -> None:
     for path in sorted((REPO / "configs").glob("sweep*.yaml")):
         cfg = build_config(SweepConfig, yaml_path=path)
-        assert pd.notna(cfg.train_config)
+        assert (REPO / cfg.train_config).is_file(), f"{path.name}: train_config {cfg.train_config} does not exist"
+        build_config(TrainConfig, yaml_path=REPO / cfg.train_config)
 
 
 def test_static_options_make_their_own_cells() -> None:

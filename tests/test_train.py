@@ -9,14 +9,14 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-import core.train as train_mod
+import core.jobs.train as train_mod
 from core.data.dataset import balanced_sampler, class_weights
 from core.errors import ConfigError
+from core.jobs.train import TrainConfig, make_optimizer, run_training
 from core.losses import make_criterion
-from core.model_io import load_trained_model
 from core.models import create_model
-from core.results import ResultsStore
-from core.train import TrainConfig, make_optimizer, run_training
+from core.serve.artifacts import load_trained_model
+from core.store.results import ResultsStore
 
 
 def tiny_config(data: Path, tmp_path: Path, **kw: object) -> TrainConfig:

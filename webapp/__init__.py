@@ -16,7 +16,7 @@ from flask_login import current_user
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from webapp import config as config_mod
-from webapp import db, errors, predictor, storage
+from webapp import db, errors, predictor, storage, users
 from webapp.extensions import csrf, limiter, login_manager, mail
 from webapp.security import add_security_headers
 
@@ -63,15 +63,16 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     add_security_headers(app)
     predictor.init_app(app)
     storage.init_app(app)
+    app.cli.add_command(users.create_user_command)
 
     @app.before_request
-    def refuse_oversized_bodies():  # noqa: ANN202 - before parsing: nothing of an oversized upload is spooled
+    def refuse_oversized_bodies():  # before parsing: nothing of an oversized upload is spooled
         limit = app.config.get("MAX_CONTENT_LENGTH")
         if limit and request.content_length and request.content_length > limit:
             abort(413)
 
     @app.route("/")
-    def index():  # noqa: ANN202
+    def index():
         return redirect(url_for("detect.upload" if current_user.is_authenticated else "auth.login"))
 
     return app

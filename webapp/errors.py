@@ -21,18 +21,18 @@ MESSAGES = {
 
 def register(app: Flask) -> None:
     @app.errorhandler(CSRFError)
-    def csrf_error(exc: CSRFError):  # noqa: ANN202
+    def csrf_error(exc: CSRFError):
         return _render(400, "The form expired or was not sent from this site. Please reload the page and try again.")
 
     @app.errorhandler(HTTPException)
-    def http_error(exc: HTTPException):  # noqa: ANN202
+    def http_error(exc: HTTPException):
         code = exc.code or 500
         message = MESSAGES.get(code, exc.description or "Error").format(
             limit=app.config["MAX_CONTENT_LENGTH"] // (1024 * 1024))
         return _render(code, message)
 
 
-def _render(code: int, message: str):  # noqa: ANN202
+def _render(code: int, message: str):
     if request.path.startswith("/api/"):
         return jsonify({"error": message}), code
     if request_ctx.url_adapter is None:  # refused before routing (an untrusted Host): no links can be built

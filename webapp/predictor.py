@@ -17,13 +17,13 @@ from pathlib import Path
 import numpy as np
 from flask import Flask, current_app
 
-from core.analysis import deployed_variant
 from core.classes import CLASSES, clinical_name
 from core.errors import ConfigError, LesionLiteError, ModelError
-from core.imaging import CheckedImage
-from core.live import predict_checked
-from core.results import ResultsStore
-from core.variants import Predictor, load_predictor, read_card
+from core.serve.artifacts import read_variant_card
+from core.serve.imaging import CheckedImage
+from core.serve.predict import Predictor, load_predictor, predict_image
+from core.store.analysis import deployed_variant
+from core.store.results import ResultsStore
 
 log = logging.getLogger(__name__)
 _lock = threading.Lock()
@@ -51,7 +51,7 @@ def resolve_variant(app: Flask) -> Path:
         except Exception as exc:  # duckdb raises its own IOException while a writer holds the lock
             raise ModelError(f"cannot read the results store {db}: {type(exc).__name__}: "
                              f"{str(exc).splitlines()[0]}; set LESIONLITE_VARIANT to a variant folder") from None
-    read_card(folder)  # a missing or corrupt card fails here, not on a patient's upload
+    read_variant_card(folder)  # a missing or corrupt card fails here, not on a patient's upload
     return folder.resolve()
 
 
@@ -92,18 +92,13 @@ class Detection:
     model_version: str
 
 
-def model_version(predictor: Predictor) -> str:
-    card = predictor.card
-    return f"{card.get('architecture', '?')} {card.get('variant', '?')} ({card.get('run_id', '?')})"
-
-
 def detect(checked: CheckedImage) -> Detection:
     predictor = get_predictor()
-    result = predict_checked(predictor, checked, name="deployed")
+    result = predict_image(predictor, checked.image, name="deployed")
     probs = {c: float(p) for c, p in zip(CLASSES, np.asarray(result.probs), strict=True)}
     uncertain = result.confidence < float(current_app.config["UNCERTAIN_THRESHOLD"])
     return Detection(result.top, clinical_name(result.top), result.confidence, probs, uncertain,
-                     model_version(predictor))
+                     predictor.card.label)
 
 
 def detection_json(d: Detection) -> str:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 
+import click
 from flask_login import UserMixin
 
 from webapp.db import get_db
-from webapp.security import hash_api_token, new_session_token
+from webapp.security import new_session_token
 
 
 @dataclass
@@ -66,42 +67,13 @@ def update(user_id: int, **fields: object) -> None:
     sets = ", ".join(f"{k} = ?" for k in fields)
     db = get_db()
     with db:
-        db.execute(f"UPDATE users SET {sets} WHERE id = ?", (*fields.values(), user_id))  # noqa: S608 - keys checked
+        db.execute(f"UPDATE users SET {sets} WHERE id = ?", (*fields.values(), user_id))  # keys checked above
 
 
 def rotate_session(user_id: int) -> str:
     token = new_session_token()
     update(user_id, session_token=token)
     return token
-
-
-def revoke_api_tokens(user_id: int) -> int:
-    """Delete every API token of the user (password change or reset); returns how many."""
-    db = get_db()
-    with db:
-        return db.execute("DELETE FROM api_tokens WHERE user_id = ?", (user_id,)).rowcount
-
-
-def api_tokens(user_id: int) -> list[sqlite3.Row]:
-    return get_db().execute("SELECT id, hint, created_at FROM api_tokens WHERE user_id = ? ORDER BY id",
-                            (user_id,)).fetchall()
-
-
-def add_api_token(user_id: int, digest: str, hint: str) -> None:
-    db = get_db()
-    with db:
-        db.execute("INSERT INTO api_tokens (user_id, token_hash, hint) VALUES (?, ?, ?)", (user_id, digest, hint))
-
-
-def revoke_api_token(user_id: int, token_id: int) -> bool:
-    db = get_db()
-    with db:
-        return db.execute("DELETE FROM api_tokens WHERE id = ? AND user_id = ?", (token_id, user_id)).rowcount > 0
-
-
-def by_api_token(token: str) -> User | None:
-    row = get_db().execute("SELECT user_id FROM api_tokens WHERE token_hash = ?", (hash_api_token(token),)).fetchone()
-    return by_id(row["user_id"]) if row else None
 
 
 def delete(user_id: int) -> list[str]:
@@ -111,3 +83,26 @@ def delete(user_id: int) -> list[str]:
         keys = [r["image_key"] for r in db.execute("SELECT image_key FROM detections WHERE user_id = ?", (user_id,))]
         db.execute("DELETE FROM users WHERE id = ?", (user_id,))
     return keys
+
+
+@click.command("create-user")
+@click.option("--email", required=True, help="the account's address")
+@click.option("--password", prompt=True, hide_input=True, help="at least 12 characters, not easy to guess")
+@click.option("--verified", is_flag=True, help="mark the address as confirmed (no mail is sent)")
+@click.option("--api-token", is_flag=True, help="also create an API token and print it (shown only now)")
+def create_user_command(email: str, password: str, verified: bool, api_token: bool) -> None:
+    """Create an account from the command line (administrators, load tests)."""
+    from webapp import tokens
+    from webapp.security import hash_password, password_problem
+
+    problem = password_problem(password, email=email)
+    if problem:
+        raise click.UsageError(problem)
+    user = create(email, hash_password(password))
+    if user is None:
+        raise click.UsageError(f"{email} is already registered")
+    if verified:
+        update(user.id, verified=1)
+    click.echo(f"created account {user.id} for {user.email}")
+    if api_token:
+        click.echo(tokens.create(user.id))

@@ -34,10 +34,6 @@ class PruneReport:
     macs_before: float
     macs_after: float
 
-    @property
-    def param_ratio(self) -> float:
-        return self.params_after / self.params_before
-
 
 def check_ratio(ratio: float) -> float:
     if not 0.0 <= ratio < 1.0:

@@ -27,6 +27,7 @@ from core.progress import progress
 log = logging.getLogger(__name__)
 
 _CACHE_FORMAT = 1
+DEFAULT_CACHE_DIR = Path("results/cache")
 _DECODE_ERRORS = (OSError, UnidentifiedImageError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 

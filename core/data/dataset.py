@@ -11,15 +11,15 @@ from torch.utils.data import Dataset, WeightedRandomSampler
 
 from core.classes import CLASSES
 from core.data.cache import ImageCache
-from core.data.transforms import to_chw_tensor
 
 IMBALANCE_MODES = ("weighted_loss", "balanced_sampler", "logit_adjusted", "none")
 
 
 class CachedImageDataset(Dataset):
-    """(image tensor, label) pairs read from an :class:`ImageCache`."""
+    """(transformed image, label) pairs read from an :class:`ImageCache`; ``transform`` gets the HWC uint8 row."""
 
-    def __init__(self, cache: ImageCache, table: pd.DataFrame, transform: Callable[[torch.Tensor], torch.Tensor]):
+    def __init__(self, cache: ImageCache, table: pd.DataFrame,
+                 transform: Callable[[np.ndarray], torch.Tensor | np.ndarray]):
         self.array = cache.array
         self.rows = cache.rows(table["image_id"].tolist())
         self.labels = table["label"].to_numpy(dtype=np.int64)
@@ -29,8 +29,8 @@ class CachedImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return self.transform(to_chw_tensor(self.array[self.rows[i]])), int(self.labels[i])
+    def __getitem__(self, i: int) -> tuple[torch.Tensor | np.ndarray, int]:
+        return self.transform(self.array[self.rows[i]]), int(self.labels[i])
 
 
 def class_counts(labels: np.ndarray, num_classes: int = len(CLASSES)) -> np.ndarray:

@@ -42,10 +42,10 @@ class RemoteFile:
     checksum: str | None
 
 
-def _open(url: str, *, headers: dict[str, str] | None = None, timeout: float = 60):  # noqa: ANN202
+def _open(url: str, *, headers: dict[str, str] | None = None, timeout: float = 60):
     request = urllib.request.Request(url, headers={"User-Agent": "lesionlite-fetch", **(headers or {})})
     try:
-        return urllib.request.urlopen(request, timeout=timeout)  # noqa: S310 - URL comes from the user's base URL
+        return urllib.request.urlopen(request, timeout=timeout)  # the URL comes from the user's base URL
     except urllib.error.HTTPError as exc:
         raise DatasetError(f"download failed: HTTP {exc.code} for {url}") from None
     except (urllib.error.URLError, TimeoutError, OSError) as exc:

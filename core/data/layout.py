@@ -24,7 +24,6 @@ log = logging.getLogger(__name__)
 
 HAM_METADATA = "HAM10000_metadata.csv"
 REQUIRED_HAM_COLUMNS = ("lesion_id", "image_id", "dx")
-OPTIONAL_HAM_COLUMNS = ("dx_type", "age", "sex", "localization")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 _MAX_LISTED = 10
 

@@ -1,7 +1,8 @@
-"""From a dataset folder to decoded, validated images ready for a model's preprocessing."""
+"""From a dataset folder to decoded, validated images ready for a model's preprocessing, split for a run."""
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +13,8 @@ from torch.utils.data import DataLoader
 from core.data.cache import ImageCache, build_cache
 from core.data.dataset import CachedImageDataset
 from core.data.layout import dataset_fingerprint, load_table
-from core.data.transforms import Preprocessing, eval_transform
+from core.data.split import split_hash
+from core.data.transforms import Preprocessing, eval_array
 from core.errors import DatasetError
 
 log = logging.getLogger(__name__)
@@ -44,5 +46,30 @@ def prepare_data(root: str | Path, *, prep: Preprocessing, cache_dir: str | Path
 def eval_loader(data: PreparedData, table: pd.DataFrame, prep: Preprocessing, *, batch_size: int,
                 workers: int = 0) -> DataLoader:
     """A deterministic loader (no augmentation, fixed order) over ``table``'s rows."""
-    dataset = CachedImageDataset(data.cache, table, eval_transform(prep))
+    dataset = CachedImageDataset(data.cache, table, functools.partial(eval_array, prep=prep))
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
+
+
+@dataclass
+class PreparedSplit:
+    """What a job works on: the prepared dataset, its rows with their split, and the model's preprocessing."""
+
+    data: PreparedData
+    table: pd.DataFrame  # data.table's rows with a "split" column (train / val / test)
+    prep: Preprocessing
+
+    def __post_init__(self) -> None:
+        self.hash = split_hash(self.table)
+
+    def rows(self, split: str) -> pd.DataFrame:
+        return self.table[self.table["split"] == split]
+
+    def labels(self, split: str):
+        return self.rows(split)["label"].to_numpy()
+
+    def loader(self, split: str, *, batch_size: int, rows: pd.DataFrame | None = None) -> DataLoader:
+        """A deterministic evaluation loader over ``split`` (or the given subset of its rows)."""
+        return eval_loader(self.data, self.rows(split) if rows is None else rows, self.prep, batch_size=batch_size)
+
+    def dataset(self, split: str, transform) -> CachedImageDataset:
+        return CachedImageDataset(self.data.cache, self.rows(split), transform)

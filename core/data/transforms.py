@@ -1,8 +1,10 @@
 """Preprocessing derived from the model's timm data config, and training augmentation.
 
 Images are decoded once into a square uint8 array of side ``cache_size = floor(input_size / crop_pct)``
-(shorter side resized, centre cropped), exactly timm's eval resize. Evaluation then centre-crops
-``input_size``; training augments that stored square (after the split, never before).
+(shorter side resized, centre cropped), exactly timm's eval resize. Evaluation and serving then centre-crop
+``input_size`` and normalise in one NumPy implementation (:func:`eval_array`, NumPy in and out; a test pins
+it to training's normalisation); training augments the stored square with torch (after the split, never
+before).
 """
 
 from __future__ import annotations
@@ -88,13 +90,9 @@ def decode_square(source: str | IO[bytes], *, size: int, interpolation: str = "b
         return square_crop(img, size=size, interpolation=interpolation)
 
 
-def _normalize(prep: Preprocessing) -> list[v2.Transform]:
+def normalization(prep: Preprocessing) -> list[v2.Transform]:
+    """Training's last steps (uint8 -> float in [0, 1] -> normalised); :func:`eval_array` is pinned to them."""
     return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean=list(prep.mean), std=list(prep.std))]
-
-
-def eval_transform(prep: Preprocessing) -> v2.Compose:
-    """uint8 CHW tensor of side ``cache_size`` -> normalized float tensor of side ``input_size``."""
-    return v2.Compose([v2.CenterCrop(prep.input_size), *_normalize(prep)])
 
 
 class RandomRot90(torch.nn.Module):
@@ -105,9 +103,18 @@ class RandomRot90(torch.nn.Module):
         return torch.rot90(x, k, dims=(-2, -1)) if k else x
 
 
+class ToCHWTensor(torch.nn.Module):
+    """HWC uint8 array (a cache row) -> CHW uint8 tensor."""
+
+    def forward(self, square: np.ndarray) -> torch.Tensor:
+        return to_chw_tensor(square)
+
+
 def train_transform(prep: Preprocessing, *, scale_min: float = 0.5, color_jitter: float = 0.1) -> v2.Compose:
-    """Training augmentation: random resized crop, flips, 90-degree rotations, mild colour jitter."""
+    """Training augmentation of an HWC uint8 square: random resized crop, flips, 90-degree rotations, mild
+    colour jitter, then the normalisation that :func:`eval_array` repeats in NumPy."""
     steps: list[torch.nn.Module] = [
+        ToCHWTensor(),
         v2.RandomResizedCrop(prep.input_size, scale=(scale_min, 1.0), antialias=True),
         v2.RandomHorizontalFlip(),
         v2.RandomVerticalFlip(),
@@ -116,7 +123,7 @@ def train_transform(prep: Preprocessing, *, scale_min: float = 0.5, color_jitter
     if color_jitter > 0:
         # No hue jitter: lesion colour is diagnostic, and hue conversion is the slowest step on CPU.
         steps.append(v2.ColorJitter(brightness=color_jitter, contrast=color_jitter, saturation=color_jitter))
-    return v2.Compose([*steps, *_normalize(prep)])
+    return v2.Compose([*steps, *normalization(prep)])
 
 
 def to_chw_tensor(square: np.ndarray) -> torch.Tensor:
@@ -126,13 +133,13 @@ def to_chw_tensor(square: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(square).permute(2, 0, 1)
 
 
-def preprocess_image(source: str | IO[bytes] | Image.Image, prep: Preprocessing) -> torch.Tensor:
-    """One image file (or decoded image) -> a model-ready batch of one, the same path as evaluation."""
+def image_array(source: str | IO[bytes] | Image.Image, prep: Preprocessing) -> np.ndarray:
+    """One image file (or decoded image) -> model input (3, H, W) float32: the same path as evaluation."""
     if isinstance(source, Image.Image):
         square = square_crop(source, size=prep.cache_size, interpolation=prep.interpolation)
     else:
         square = decode_square(source, size=prep.cache_size, interpolation=prep.interpolation)
-    return torch.from_numpy(eval_array(square, prep)[None])
+    return eval_array(square, prep)
 
 
 def center_offset(size: int, crop: int) -> int:
@@ -140,13 +147,18 @@ def center_offset(size: int, crop: int) -> int:
     return int(round((size - crop) / 2.0))
 
 
-def eval_array(square: np.ndarray, prep: Preprocessing) -> np.ndarray:
-    """NumPy twin of :func:`eval_transform` for single-image serving: HWC uint8 -> CHW float32, normalized.
+def center_crop(square: np.ndarray, size: int) -> np.ndarray:
+    """The centred ``size`` x ``size`` crop of an HWC array (what the model sees)."""
+    off = center_offset(square.shape[0], size)
+    return square[off:off + size, off:off + size]
 
-    Serving avoids torch ops here: torch's OpenMP threads keep spinning after a tiny op and slow down the ONNX
-    Runtime call that follows (measured 2-3x in scripts/bench_dashboard.py). A test pins it to eval_transform.
+
+def eval_array(square: np.ndarray, prep: Preprocessing) -> np.ndarray:
+    """Evaluation and serving preprocessing: HWC uint8 square -> CHW float32, centre-cropped and normalised.
+
+    NumPy, not torch: torch's OpenMP threads keep spinning after a tiny op and slow down the ONNX Runtime call
+    that follows (measured 2-3x in scripts/bench_dashboard.py). A test pins it to training's normalisation.
     """
-    off = center_offset(square.shape[0], prep.input_size)
-    crop = square[off:off + prep.input_size, off:off + prep.input_size].astype(np.float32) / 255.0
+    crop = center_crop(square, prep.input_size).astype(np.float32) / 255.0
     mean, std = np.asarray(prep.mean, np.float32), np.asarray(prep.std, np.float32)
     return np.ascontiguousarray(((crop - mean) / std).transpose(2, 0, 1))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import plotly.express as px
 import streamlit as st
 
-from core.analysis import recall_deltas
+from core.store.analysis import recall_deltas
 from dashboard.state import filtered_variants, reader
 
 st.title("Compare variants")

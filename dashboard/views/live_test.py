@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from core.analysis import deployed_variant, variant_card_paths
 from core.classes import CLASSES, clinical_name
 from core.data.synthetic import synthetic_example
 from core.errors import ModelError
-from core.imaging import ImageRejected, check_image, reencode_jpeg
-from core.live import DISCLAIMER, agreement, grad_cam_overlay, predict_checked
+from core.serve.gradcam import grad_cam_overlay
+from core.serve.imaging import ImageRejected, check_image, reencode_jpeg
+from core.serve.predict import DISCLAIMER, agreement, predict_image
+from core.store.analysis import deployed_variant, variant_card_paths
 from dashboard.state import predictor, reader, samples_dir
 
 st.title("Test an image")
@@ -72,17 +72,17 @@ left.image(checked.image, caption=f"{checked.width}x{checked.height} {checked.fo
 results, overlays = [], {}
 for label in chosen:
     pred = predictor(labels[label])
-    results.append(predict_checked(pred, checked, name=label))
-    cam = grad_cam_overlay(pred, checked)
+    results.append(predict_image(pred, checked.image, name=label))
+    cam = grad_cam_overlay(pred, checked.image)
     if cam is not None:
         overlays[label] = cam
-summary = pd.DataFrame([{"variant": r.variant, "prediction": r.top_name, "confidence": r.confidence,
+summary = pd.DataFrame([{"variant": r.model, "prediction": r.top_name, "confidence": r.confidence,
                          "latency ms": r.latency_ms} for r in results])
 right.dataframe(summary, hide_index=True, width="stretch", key="live_summary",
                 column_config={"confidence": st.column_config.ProgressColumn(min_value=0, max_value=1, format="%.2f"),
                                "latency ms": st.column_config.NumberColumn(format="%.1f")})
 right.write(f"Agreement between variants: **{agreement(results):.0%}** on the top class.")
-probs = pd.DataFrame([{"variant": r.variant, "class": clinical_name(c), "probability": float(r.probs[i])}
+probs = pd.DataFrame([{"variant": r.model, "class": clinical_name(c), "probability": float(r.probs[i])}
                       for r in results for i, c in enumerate(CLASSES)])
 st.plotly_chart(px.bar(probs, x="probability", y="class", color="variant", barmode="group", orientation="h",
                        range_x=[0, 1], title="Per-class probabilities"), width="stretch", key="live_probs")
@@ -90,4 +90,3 @@ if overlays:
     st.subheader("Grad-CAM (PyTorch variants)")
     for col, (label, img) in zip(st.columns(len(overlays)), overlays.items(), strict=True):
         col.image(img, caption=label, width="stretch")
-st.session_state["live_last"] = json.dumps([{"variant": r.variant, "top": r.top} for r in results])

@@ -9,8 +9,8 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from core.analysis import confusion_matrix_frame, reliability, roc_curves, run_detail
 from core.classes import CLASSES
+from core.store.analysis import confusion_matrix_frame, reliability, roc_curves, run_detail
 from dashboard.state import filtered_variants, reader
 
 st.title("Run detail")

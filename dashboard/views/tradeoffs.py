@@ -5,7 +5,7 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import streamlit as st
 
-from core.analysis import BASELINE_VARIANT, METRIC_LABELS, pareto_front
+from core.store.analysis import BASELINE_VARIANT, METRIC_LABELS, pareto_front
 from dashboard.state import filtered_variants
 
 st.title("Accuracy / size / latency trade-offs")

@@ -87,20 +87,20 @@ class AuthActions:
     def __init__(self, app: Flask, client: FlaskClient):
         self.app, self.client = app, client
 
-    def register(self, email: str = "pat@example.org", password: str = PASSWORD, *, verify: bool = True):  # noqa: ANN201
+    def register(self, email: str = "pat@example.org", password: str = PASSWORD, *, verify: bool = True):
         with sent_mail() as outbox:
             response = self.client.post("/auth/register", data={"email": email, "password": password})
         if verify and outbox:
             self.client.get(link_in(outbox[-1].body))
         return response, outbox
 
-    def login(self, email: str = "pat@example.org", password: str = PASSWORD, remember: bool = False):  # noqa: ANN201
+    def login(self, email: str = "pat@example.org", password: str = PASSWORD, remember: bool = False):
         data = {"email": email, "password": password}
         if remember:
             data["remember"] = "y"
         return self.client.post("/auth/login", data=data)
 
-    def logout(self):  # noqa: ANN201
+    def logout(self):
         return self.client.post("/auth/logout")
 
 

@@ -79,7 +79,7 @@ def test_no_user_enumeration(app: Flask, client: FlaskClient, auth: AuthActions)
     assert a.status_code == b.status_code == 200 and CHECK_MAIL in a.data and CHECK_MAIL in b.data
 
 
-def test_csrf_missing_gives_400(tmp_path, variant_folder) -> None:  # noqa: ANN001
+def test_csrf_missing_gives_400(tmp_path, variant_folder) -> None:
     app = create_app({"TESTING": True, "SECRET_KEY": "k" * 40, "INSTANCE_PATH": str(tmp_path / "i"),
                       "LESIONLITE_VARIANT": str(variant_folder), **RELAXED_LIMITS})
     client = app.test_client()

@@ -16,11 +16,11 @@ from tests.webapp.conftest import PASSWORD, AuthActions
 from webapp.db import get_db
 
 
-def _upload(client: FlaskClient, data: bytes, name: str = "lesion.jpg", field: str = "image"):  # noqa: ANN202
+def _upload(client: FlaskClient, data: bytes, name: str = "lesion.jpg", field: str = "image"):
     return client.post("/detect/", data={field: (io.BytesIO(data), name)}, content_type="multipart/form-data")
 
 
-def _detection_id(response) -> str:  # noqa: ANN001
+def _detection_id(response) -> str:
     return re.search(r"/detect/result/([\w-]+)", response.headers["Location"]).group(1)
 
 
@@ -128,7 +128,7 @@ def test_api_token_lifecycle(app: Flask, client: FlaskClient, auth: AuthActions,
     api = app.test_client()  # a mobile client: no cookies
     sample = sorted(samples_dir.glob("*.jpg"))[3].read_bytes()
 
-    def call(tok: str | None, data: bytes = sample, field: str = "image"):  # noqa: ANN202
+    def call(tok: str | None, data: bytes = sample, field: str = "image"):
         headers = {"Authorization": f"Bearer {tok}"} if tok else {}
         return api.post("/api/v1/predict", data={field: (io.BytesIO(data), "x.jpg")}, headers=headers,
                         content_type="multipart/form-data")
@@ -165,8 +165,8 @@ def test_delete_account_removes_everything(app: Flask, client: FlaskClient, auth
 
 
 def test_default_model_is_chosen_at_start_up_and_survives_a_store_writer(tmp_path: Path, sweep_store: Path) -> None:
-    from core.analysis import deployed_variant
-    from core.results import ResultsStore
+    from core.store.analysis import deployed_variant
+    from core.store.results import ResultsStore
     from tests.webapp.conftest import RELAXED_LIMITS
     from webapp import create_app
 

@@ -42,7 +42,7 @@ REPO = Path(__file__).resolve().parents[2]
 class SiteClient(FlaskClient):
     """A browser at the site's public https address (Secure cookies travel, the Host header is the real one)."""
 
-    def open(self, *args: object, **kwargs: object):  # noqa: ANN204
+    def open(self, *args: object, **kwargs: object):
         kwargs.setdefault("base_url", SITE)
         headers = dict(kwargs.pop("headers", None) or {})
         headers.setdefault("Referer", f"{SITE}/")  # browsers send it; CSRF over https checks it (same origin)
@@ -87,7 +87,7 @@ def csrf(client: FlaskClient, path: str) -> str:
     return re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page).group(1)
 
 
-def post(client: FlaskClient, path: str, data: dict, *, form: str | None = None, **kw: object):  # noqa: ANN201
+def post(client: FlaskClient, path: str, data: dict, *, form: str | None = None, **kw: object):
     """POST a form the way a browser does: with the CSRF token of the page that shows it."""
     return client.post(path, data={**data, "csrf_token": csrf(client, form or path)}, **kw)
 
@@ -100,7 +100,7 @@ def register_and_verify(site: Site, email: str = "pat@example.org") -> FlaskClie
     return client
 
 
-def login(client: FlaskClient, email: str = "pat@example.org", password: str = PASSWORD, **kw: object):  # noqa: ANN201
+def login(client: FlaskClient, email: str = "pat@example.org", password: str = PASSWORD, **kw: object):
     return post(client, "/auth/login", {"email": email, "password": password}, **kw)
 
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify, request
 
-from core.imaging import ImageRejected
-from core.live import DISCLAIMER
-from webapp import users
-from webapp.detect.routes import store_detection
+from core.serve.imaging import ImageRejected
+from core.serve.predict import DISCLAIMER
+from webapp import detections, tokens
 from webapp.extensions import csrf, limiter
 from webapp.predictor import ModelUnavailable
 
@@ -15,16 +14,16 @@ bp = Blueprint("api", __name__, url_prefix="/api/v1")
 csrf.exempt(bp)  # token-authenticated, no cookies: CSRF does not apply
 
 
-def _error(status: int, message: str):  # noqa: ANN202
+def _error(status: int, message: str):
     return jsonify({"error": message}), status
 
 
 @bp.route("/predict", methods=["POST"])
 @limiter.limit(lambda: current_app.config["RATELIMIT_API"])
-def predict():  # noqa: ANN201
+def predict():
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
-    user = users.by_api_token(token.strip()) if scheme.lower() == "bearer" and token.strip() else None
+    user = tokens.owner(token.strip()) if scheme.lower() == "bearer" and token.strip() else None
     if user is None:
         return _error(401, "missing or invalid API token")
     if not user.verified:
@@ -33,7 +32,7 @@ def predict():  # noqa: ANN201
     if upload is None:
         return _error(400, "send the image as multipart form field 'image'")
     try:
-        detection_id, result = store_detection(user.id, upload.read())
+        detection_id, result = detections.create(user.id, upload.read())
     except ImageRejected as exc:
         return _error(400, f"this file cannot be used: {exc}")
     except ModelUnavailable as exc:

@@ -10,7 +10,7 @@ from flask import abort, current_app, flash, redirect, render_template, request,
 from flask_limiter.util import get_remote_address
 from flask_login import current_user, login_required, login_user, logout_user
 
-from webapp import users
+from webapp import tokens, users
 from webapp.auth import bp
 from webapp.auth.forms import (
     ChangeEmailForm,
@@ -28,7 +28,6 @@ from webapp.mailer import external_url, send
 from webapp.security import (
     hash_password,
     make_token,
-    new_api_token,
     password_fingerprint,
     password_problem,
     read_token,
@@ -55,7 +54,7 @@ def _tell_owner(email: str) -> None:
 
 @bp.route("/register", methods=["GET", "POST"])
 @limiter.limit(lambda: _limit("RATELIMIT_REGISTER"), methods=["POST"])
-def register():  # noqa: ANN201
+def register():
     form = RegisterForm()
     if form.validate_on_submit():
         problem = password_problem(form.password.data, email=form.email.data)
@@ -76,7 +75,7 @@ def register():  # noqa: ANN201
 
 
 @bp.route("/verify/<token>")
-def verify(token: str):  # noqa: ANN201
+def verify(token: str):
     data = read_token("verify", token, max_age=current_app.config["VERIFY_TOKEN_MAX_AGE"])
     user = users.by_id(int(data["uid"])) if data else None
     if user is None or user.email.lower() != str(data.get("email", "")).lower():
@@ -90,7 +89,7 @@ def verify(token: str):  # noqa: ANN201
 @bp.route("/resend", methods=["POST"])
 @login_required
 @limiter.limit(lambda: _limit("RATELIMIT_RESEND"))
-def resend():  # noqa: ANN201
+def resend():
     if ConfirmForm().validate_on_submit() and not current_user.verified:
         _send_verification(current_user)
     flash(CHECK_MAIL)
@@ -112,7 +111,7 @@ def _login_failure_key() -> str:
 @limiter.limit(lambda: _limit("RATELIMIT_LOGIN"), methods=["POST"])
 @limiter.limit(lambda: _limit("RATELIMIT_LOGIN_FAILURES"), key_func=_login_failure_key, methods=["POST"],
                deduct_when=lambda response: response.status_code == 401)
-def login():  # noqa: ANN201
+def login():
     if current_user.is_authenticated:
         return redirect(url_for("detect.upload"))
     form = LoginForm()
@@ -136,7 +135,7 @@ def _dummy_hash() -> str:
 
 @bp.route("/logout", methods=["POST"])
 @login_required
-def logout():  # noqa: ANN201
+def logout():
     if not ConfirmForm().validate_on_submit():
         abort(400)
     users.rotate_session(current_user.id)  # ends this user's sessions everywhere, remember-me included
@@ -148,7 +147,7 @@ def logout():  # noqa: ANN201
 
 @bp.route("/reset", methods=["GET", "POST"])
 @limiter.limit(lambda: _limit("RATELIMIT_RESET"), methods=["POST"])
-def reset_request():  # noqa: ANN201
+def reset_request():
     form = EmailForm()
     if form.validate_on_submit():
         user = users.by_email(form.email.data)
@@ -164,7 +163,7 @@ def reset_request():  # noqa: ANN201
 
 @bp.route("/reset/<token>", methods=["GET", "POST"])
 @limiter.limit(lambda: _limit("RATELIMIT_RESET"), methods=["POST"])
-def reset(token: str):  # noqa: ANN201
+def reset(token: str):
     data = read_token("reset", token, max_age=current_app.config["RESET_TOKEN_MAX_AGE"])
     user = users.by_id(int(data["uid"])) if data else None
     if (user is None or data.get("pw") != password_fingerprint(user.password_hash)  # expired, forged or used
@@ -179,7 +178,7 @@ def reset(token: str):  # noqa: ANN201
         else:
             users.update(user.id, password_hash=hash_password(form.password.data), verified=1)
             users.rotate_session(user.id)
-            users.revoke_api_tokens(user.id)  # a token taken with the account must not outlive its recovery
+            tokens.revoke_all(user.id)  # a token taken with the account must not outlive its recovery
             flash("Your password is changed and every API token revoked. Log in with the new password.")
             return redirect(url_for("auth.login"))
     return render_template("auth/reset.html", form=form)
@@ -188,19 +187,19 @@ def reset(token: str):  # noqa: ANN201
 def _profile_page(new_token: str | None = None) -> str:
     return render_template("auth/profile.html", profile_form=ProfileForm(name=current_user.name),
                            email_form=ChangeEmailForm(), password_form=ChangePasswordForm(), confirm=ConfirmForm(),
-                           delete_form=DeleteAccountForm(), tokens=users.api_tokens(current_user.id),
+                           delete_form=DeleteAccountForm(), tokens=tokens.of_user(current_user.id),
                            new_token=new_token)
 
 
 @bp.route("/profile", methods=["GET"])
 @login_required
-def profile():  # noqa: ANN201
+def profile():
     return _profile_page()
 
 
 @bp.route("/profile/name", methods=["POST"])
 @login_required
-def change_name():  # noqa: ANN201
+def change_name():
     form = ProfileForm()
     if form.validate_on_submit():
         users.update(current_user.id, name=form.name.data or "")
@@ -211,7 +210,7 @@ def change_name():  # noqa: ANN201
 @bp.route("/profile/email", methods=["POST"])
 @login_required
 @limiter.limit(lambda: _limit("RATELIMIT_ACCOUNT"))
-def change_email():  # noqa: ANN201
+def change_email():
     form = ChangeEmailForm()
     if form.validate_on_submit():
         if not verify_password(current_user.password_hash, form.current_password.data):
@@ -227,7 +226,7 @@ def change_email():  # noqa: ANN201
 
 @bp.route("/profile/password", methods=["POST"])
 @login_required
-def change_password():  # noqa: ANN201
+def change_password():
     form = ChangePasswordForm()
     if form.validate_on_submit():
         problem = password_problem(form.password.data, email=current_user.email, name=current_user.name)
@@ -238,7 +237,7 @@ def change_password():  # noqa: ANN201
         else:
             users.update(current_user.id, password_hash=hash_password(form.password.data))
             users.rotate_session(current_user.id)
-            users.revoke_api_tokens(current_user.id)
+            tokens.revoke_all(current_user.id)
             session.clear()
             login_user(users.by_id(current_user.id))  # this session stays; every other one ends
             flash("Your password is changed; other sessions have been logged out and every API token revoked.")
@@ -247,20 +246,19 @@ def change_password():  # noqa: ANN201
 
 @bp.route("/profile/tokens", methods=["POST"])
 @login_required
-def create_token():  # noqa: ANN201
+def create_token():
     if not ConfirmForm().validate_on_submit():
         abort(400)
-    token, digest = new_api_token()
-    users.add_api_token(current_user.id, digest, token[-4:])
-    return _profile_page(new_token=token)  # shown once, in this response only (never stored in the cookie)
+    # Shown once, in this response only: never stored in the (signed, readable) session cookie.
+    return _profile_page(new_token=tokens.create(current_user.id))
 
 
 @bp.route("/profile/tokens/<int:token_id>/revoke", methods=["POST"])
 @login_required
-def revoke_token(token_id: int):  # noqa: ANN201
+def revoke_token(token_id: int):
     if not ConfirmForm().validate_on_submit():
         abort(400)
-    if not users.revoke_api_token(current_user.id, token_id):
+    if not tokens.revoke(current_user.id, token_id):
         abort(404)
     flash("Token revoked.")
     return redirect(url_for("auth.profile"))
@@ -269,7 +267,7 @@ def revoke_token(token_id: int):  # noqa: ANN201
 @bp.route("/profile/delete", methods=["POST"])
 @login_required
 @limiter.limit(lambda: _limit("RATELIMIT_ACCOUNT"))
-def delete_account():  # noqa: ANN201
+def delete_account():
     form = DeleteAccountForm()
     if not form.validate_on_submit() or not verify_password(current_user.password_hash, form.current_password.data):
         flash("The current password is not correct.")

@@ -18,7 +18,7 @@ import hashlib
 import json
 import logging
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from core.bench import onnx_latency, torch_latency
+from core.compress.export import ExportCheck, check_export, export_onnx
+from core.compress.latency import Latency, predictor_latency
 from core.compress.prune import (
     IMPORTANCES,
     count_macs_params,
@@ -42,54 +43,53 @@ from core.compress.quantize import (
     quantize_onnx,
     torch_dynamic_quantize,
 )
-from core.config import build_config
-from core.data.prepare import PreparedData, eval_loader, prepare_data
-from core.data.split import apply_split, load_split, split_hash
-from core.data.transforms import Preprocessing
+from core.config import build_config, option
+from core.data.prepare import PreparedSplit, prepare_data
+from core.data.split import apply_split, load_split
 from core.errors import ConfigError
-from core.export import check_export, export_onnx
-from core.inference import predictor_probs
+from core.jobs.train import TrainConfig, fit, run_training
 from core.metrics import Evaluation, evaluate_predictions
-from core.model_io import DATA_LICENCE, load_trained_model, resolve_model_dir
 from core.models import ARCHITECTURES
-from core.provenance import device_description, git_sha
-from core.results import DEFAULT_DB, Predictions, ResultsStore, RunRecord
-from core.train import TrainConfig, fit, resolve_device, run_training, seed_everything
-from core.variants import OnnxPredictor, Predictor, TorchPredictor, write_variant
+from core.provenance import Provenance, git_sha
+from core.runtime import resolve_device, seed_everything
+from core.serve.artifacts import (
+    DATA_LICENCE,
+    VARIANT_CARD_NAME,
+    Card,
+    load_trained_model,
+    resolve_model_dir,
+    write_variant,
+)
+from core.serve.predict import OnnxPredictor, Predictor, TorchPredictor, predict_batches
+from core.store.results import DEFAULT_DB, Predictions, ResultsStore, RunRecord
 
 log = logging.getLogger(__name__)
-
-
-def _f(default: Any, help: str, **meta: Any) -> Any:  # noqa: A002
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata={"help": help, **meta})
-    return field(default=default, metadata={"help": help, **meta})
 
 
 @dataclass
 class SweepConfig:
     """Every setting of a sweep; YAML keys and CLI flags are these field names."""
 
-    train_config: str = _f("configs/demo.yaml", "TrainConfig YAML: data, split, dense training, fine-tuning")
-    models: list[str] = _f(["test_efficientnet"], "architectures", choices=tuple(ARCHITECTURES))
-    parents: list[str] = _f([], "existing dense runs as MODEL=RUN_ID_OR_FOLDER (otherwise one is trained)")
-    ratios: list[float] = _f([0.0, 0.25, 0.5, 0.7], "structured pruning ratios (0 = dense)")
-    modes: list[str] = _f(["torch_fp32", "fp32", "static"], "quantization modes", choices=QUANT_MODES)
-    unstructured: list[float] = _f([], "unstructured magnitude-pruning amounts (fp32 ONNX, no fine-tuning)")
-    importance: str = _f("magnitude", "channel importance", choices=IMPORTANCES)
-    global_pruning: bool = _f(False, "rank channels across layers")
-    iterative_steps: int = _f(1, "pruning steps")
-    finetune_epochs: int = _f(3, "fine-tuning epochs after pruning (0 = none)")
-    finetune_lr: float = _f(1e-3, "fine-tuning peak learning rate")
-    calibration_images: int = _f(64, "training images for static int8 calibration")
-    calibration_method: str = _f("minmax", "static calibration", choices=tuple(CALIBRATION_METHODS))
-    static_exclude: str = _f("none", "nodes kept fp32 in static int8", choices=EXCLUDE_PRESETS)
-    per_channel: bool = _f(True, "per-channel int8 weights")
-    latency_runs: int = _f(20, "timed runs per latency figure")
-    threads: int = _f(2, "threads for latency (torch and ONNX Runtime)")
-    variants_dir: str = _f("results/variants", "folder of deployable variant folders")
-    db: str = _f(str(DEFAULT_DB), "DuckDB results store (a shard writes its own: see shard)")
-    shard: str = _f("0/1", "run only groups i mod n (i/n, 0-based)")
+    train_config: str = option("configs/demo.yaml", "TrainConfig YAML: data, split, dense training, fine-tuning")
+    models: list[str] = option(["test_efficientnet"], "architectures", choices=tuple(ARCHITECTURES))
+    parents: list[str] = option([], "existing dense runs as MODEL=RUN_ID_OR_FOLDER (otherwise one is trained)")
+    ratios: list[float] = option([0.0, 0.25, 0.5, 0.7], "structured pruning ratios (0 = dense)")
+    modes: list[str] = option(["torch_fp32", "fp32", "static"], "quantization modes", choices=QUANT_MODES)
+    unstructured: list[float] = option([], "unstructured magnitude-pruning amounts (fp32 ONNX, no fine-tuning)")
+    importance: str = option("magnitude", "channel importance", choices=IMPORTANCES)
+    global_pruning: bool = option(False, "rank channels across layers")
+    iterative_steps: int = option(1, "pruning steps")
+    finetune_epochs: int = option(3, "fine-tuning epochs after pruning (0 = none)")
+    finetune_lr: float = option(1e-3, "fine-tuning peak learning rate")
+    calibration_images: int = option(64, "training images for static int8 calibration")
+    calibration_method: str = option("minmax", "static calibration", choices=tuple(CALIBRATION_METHODS))
+    static_exclude: str = option("none", "nodes kept fp32 in static int8", choices=EXCLUDE_PRESETS)
+    per_channel: bool = option(True, "per-channel int8 weights")
+    latency_runs: int = option(20, "timed runs per latency figure")
+    threads: int = option(2, "threads for latency (torch and ONNX Runtime)")
+    variants_dir: str = option("results/variants", "folder of deployable variant folders")
+    db: str = option(str(DEFAULT_DB), "DuckDB results store (a shard writes its own: see shard)")
+    shard: str = option("0/1", "run only groups i mod n (i/n, 0-based)")
 
     def __post_init__(self) -> None:
         for r in (*self.ratios, *self.unstructured):
@@ -140,6 +140,9 @@ def mode_label(mode: str, cfg: SweepConfig) -> str:
     return "-".join(parts)
 
 
+TORCH_MODES = ("torch_fp32", "torch_dynamic")  # saved as PyTorch modules; every other mode is an ONNX file
+
+
 def base_mode(label: str) -> str:
     return label.split("-", 1)[0]
 
@@ -167,13 +170,12 @@ def sweep_id(cfg: SweepConfig) -> str:
 
 @dataclass
 class _Parent:
+    """A dense training run and the prepared data of its split."""
+
     run_id: str
     model_dir: Path
     train_cfg: TrainConfig
-    data: PreparedData
-    table: pd.DataFrame
-    split_hash: str
-    prep: Preprocessing
+    split: PreparedSplit
 
 
 def _resolve_parents(cfg: SweepConfig, train_cfg: TrainConfig) -> dict[str, str]:
@@ -199,22 +201,22 @@ def _resolve_parents(cfg: SweepConfig, train_cfg: TrainConfig) -> dict[str, str]
     return {m: given.get(m) or remembered[m] for m in cfg.models}
 
 
-def _load_parent(model_dir: str, cfg: SweepConfig) -> _Parent:
+def _load_parent(model_dir: str) -> _Parent:
     model_dir_p = Path(model_dir)
     train_cfg = build_config(TrainConfig, yaml_path=model_dir_p / "config.yaml")
     _, card, _ = load_trained_model(model_dir_p)
     data = prepare_data(train_cfg.data_dir, prep=card.preprocessing, cache_dir=train_cfg.cache_dir,
                         skip_bad=train_cfg.skip_bad, workers=train_cfg.workers)
     table = apply_split(data.table, load_split(model_dir_p / "split.csv"))
-    return _Parent(card.run_id, model_dir_p, train_cfg, data, table, split_hash(table), card.preprocessing)
+    return _Parent(card.run_id, model_dir_p, train_cfg, PreparedSplit(data, table, card.preprocessing))
 
 
 def _images(parent: _Parent, split: str, n: int | None = None, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    rows = parent.table[parent.table["split"] == split]
+    rows = parent.split.rows(split)
     if n is not None and n < len(rows):
         rows = rows.sample(n=n, random_state=seed)
-    loader = eval_loader(parent.data, rows, parent.prep, batch_size=64)
-    xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in loader], strict=True)
+    xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in parent.split.loader(split, batch_size=64, rows=rows)],
+                 strict=True)
     return np.concatenate(xs), np.concatenate(ys)
 
 
@@ -242,9 +244,7 @@ def _prune_and_finetune(parent: _Parent, group: Group, cfg: SweepConfig) -> tupl
                 macs_before=report.macs_before, macs_after=report.macs_after)
     if cfg.finetune_epochs > 0:
         seed_everything(train_cfg.seed)
-        device = resolve_device(train_cfg.device)
-        fitted = fit(model, data=parent.data, table=parent.table, prep=card.preprocessing, cfg=train_cfg,
-                     device=device)
+        fitted = fit(model, split=parent.split, cfg=train_cfg, device=resolve_device(train_cfg.device))
         if fitted.best_state is not None:
             model.load_state_dict(fitted.best_state)
         model.to("cpu")
@@ -252,97 +252,132 @@ def _prune_and_finetune(parent: _Parent, group: Group, cfg: SweepConfig) -> tupl
     return model.eval(), info
 
 
-def _evaluate(predictor: Predictor, parent: _Parent, split: str) -> tuple[Evaluation, Predictions]:
-    rows = parent.table[parent.table["split"] == split]
-    loader = eval_loader(parent.data, rows, predictor.preprocessing, batch_size=64)
-    probs, labels = predictor_probs(predictor, loader)
-    return evaluate_predictions(labels, probs), Predictions(rows["image_id"].tolist(), labels, probs)
+@dataclass
+class _Built:
+    """One pruned (and fine-tuned) model of a group, ready to be turned into its quantized cells."""
+
+    model: nn.Module
+    info: dict[str, Any]
+    params: int
+    macs: float
+    sparsity: float
+    work: Path  # scratch folder: the fp32 ONNX export every ONNX mode starts from
+    export: ExportCheck | None
+    calibration: np.ndarray | None
 
 
-def run_group(parent: _Parent, group: Group, cfg: SweepConfig, store: ResultsStore) -> list[str]:
-    """Prune, fine-tune, export, quantize, evaluate, size, time and store every missing cell of ``group``."""
-    todo = [m for m in group.modes if not store.has_run(group.cell_id(parent.run_id, m))]
-    if not todo:
-        log.info("%s %s: all cells already stored, skipping", group.model, group.variant("*"))
-        return []
+def build_group(parent: _Parent, group: Group, todo: list[str], cfg: SweepConfig) -> _Built:
+    """Prune + fine-tune once, export once, draw the calibration images once, for every mode in ``todo``."""
     model, info = _prune_and_finetune(parent, group, cfg)
-    prep = parent.prep
-    size = prep.input_size
+    size = parent.split.prep.input_size
     macs, params = count_macs_params(model, torch.randn(1, 3, size, size))
-    sparsity = weight_sparsity(model)
-    base_dir = Path(cfg.variants_dir) / parent.run_id
-    work = base_dir / f"_work-{group.variant('x')}"
+    work = Path(cfg.variants_dir) / parent.run_id / f"_work-{group.variant('x')}"
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    needs_onnx = any(base_mode(m) not in ("torch_fp32", "torch_dynamic") for m in todo)
     check = None
-    if needs_onnx:
+    if any(base_mode(m) not in TORCH_MODES for m in todo):
         exporter = export_onnx(model, work / "fp32.onnx", input_size=size)
         sample = torch.from_numpy(_images(parent, "test", 32)[0])
         check = check_export(model, work / "fp32.onnx", sample, exporter=exporter)
         log.info("ONNX export (%s): max |logit diff| %.2e, top-1 agreement %.3f", exporter,
                  check.max_abs_logit_diff, check.top1_agreement)
-    calib = (_images(parent, "train", cfg.calibration_images, seed=1)[0]
-             if any(base_mode(m) == "static" for m in todo) else None)
+    calibration = (_images(parent, "train", cfg.calibration_images, seed=1)[0]
+                   if any(base_mode(m) == "static" for m in todo) else None)
+    return _Built(model, info, params, macs, weight_sparsity(model), work, check, calibration)
+
+
+def make_cell(parent: _Parent, group: Group, label: str, built: _Built, cfg: SweepConfig) -> tuple[Predictor, Path]:
+    """The deployable file of one cell in its folder, and the one predictor that measures it."""
+    mode = base_mode(label)
+    folder = Path(cfg.variants_dir) / parent.run_id / group.variant(label)
+    if folder.exists():
+        shutil.rmtree(folder)  # a leftover of an interrupted run: never stored, rebuilt from scratch
+    folder.mkdir(parents=True)
+    card = Card(run_id=group.cell_id(parent.run_id, label), architecture=group.model,
+                preprocessing=parent.split.prep, variant=group.variant(label), parent_run_id=parent.run_id,
+                extra={"pruning": group.kind, "pruning_ratio": group.amount, "quantization": mode,
+                       "split_hash": parent.split.hash, "dataset_fingerprint": parent.split.data.fingerprint,
+                       "git_sha": git_sha(), "seed": parent.train_cfg.seed, "data_licence": DATA_LICENCE,
+                       "params": built.params, "macs": built.macs, "sparsity": built.sparsity})
+    if mode in TORCH_MODES:
+        module = torch_dynamic_quantize(copy.deepcopy(built.model)) if mode == "torch_dynamic" else built.model
+        module.zero_grad(set_to_none=True)
+        torch.save(module, folder / "model.pt")
+        card.file = "model.pt"
+        return TorchPredictor(module, card), folder
+    quantize_onnx(built.work / "fp32.onnx", folder / "model.onnx", mode=mode, calibration=built.calibration,
+                  method=cfg.calibration_method, per_channel=cfg.per_channel, exclude=cfg.static_exclude)
+    card.file = "model.onnx"
+    return OnnxPredictor(folder / "model.onnx", card, threads=cfg.threads), folder
+
+
+@dataclass
+class _Measured:
+    evaluations: dict[str, Evaluation]
+    predictions: dict[str, Predictions]
+    latency: Latency
+
+
+def measure_cell(predictor: Predictor, parent: _Parent, cfg: SweepConfig) -> _Measured:
+    """Accuracy (val chooses what to deploy, test reports it) and latency, through the same predictor."""
+    evaluations, predictions = {}, {}
+    for split in ("val", "test"):
+        rows = parent.split.rows(split)
+        probs, labels = predict_batches(predictor, parent.split.loader(split, batch_size=64))
+        evaluations[split] = evaluate_predictions(labels, probs)
+        predictions[split] = Predictions(rows["image_id"].tolist(), labels, probs)
+    latency = predictor_latency(predictor, input_size=parent.split.prep.input_size, threads=cfg.threads,
+                                runs=cfg.latency_runs)
+    return _Measured(evaluations, predictions, latency)
+
+
+def record_cell(store: ResultsStore, parent: _Parent, group: Group, label: str, built: _Built,
+                predictor: Predictor, folder: Path, measured: _Measured, cfg: SweepConfig) -> str:
+    """Write the cell's card (with its figures) and store it as a child run of the dense parent, atomically."""
+    mode = base_mode(label)
+    card = predictor.card
+    export = dataclasses.asdict(built.export) if built.export and mode != "torch_fp32" else None
+    card.extra.update(metrics={s: e.metrics for s, e in measured.evaluations.items()},
+                      latency_ms={"b1_median": measured.latency.median_ms, "b1_iqr": measured.latency.iqr_ms,
+                                  "threads": cfg.threads}, export_check=export)
+    write_variant(folder, model_file=str(card.file), card=card)
+    size_bytes = card.extra["size_bytes"]
+    deploy = {"size_bytes": float(size_bytes), "size_mb": size_bytes / 1e6,
+              "latency_b1_ms": measured.latency.median_ms, "latency_b1_iqr_ms": measured.latency.iqr_ms,
+              "params": float(built.params), "macs": built.macs, "sparsity": built.sparsity,
+              "pruning_ratio": group.amount}
+    if export:
+        deploy.update(export_max_abs_logit_diff=export["max_abs_logit_diff"],
+                      export_top1_agreement=export["top1_agreement"])
+    provenance = Provenance.here(dataset=parent.train_cfg.data_dir, dataset_fingerprint=parent.split.data.fingerprint,
+                                 split_hash=parent.split.hash, seed=parent.train_cfg.seed, device=torch.device("cpu"))
+    store.record_run(RunRecord(
+        run_id=card.run_id, kind="variant", scalars={"deploy": deploy}, model=group.model,
+        variant=group.variant(label), parent_run_id=parent.run_id, provenance=provenance,
+        config={"sweep": dataclasses.asdict(cfg), "sweep_id": sweep_id(cfg), "group": dataclasses.asdict(group),
+                "mode": mode, "pruning": {k: v for k, v in built.info.items() if k != "history"}},
+        evaluations=measured.evaluations, history=built.info["history"], predictions=measured.predictions,
+        artifacts={"model": folder / str(card.file), "card": folder / VARIANT_CARD_NAME},
+    ))
+    log.info("%s %s: test bal-acc %.3f, %.2f MB, %.2f ms", group.model, group.variant(label),
+             measured.evaluations["test"].metrics["balanced_accuracy"], size_bytes / 1e6, measured.latency.median_ms)
+    return card.run_id
+
+
+def run_group(parent: _Parent, group: Group, cfg: SweepConfig, store: ResultsStore) -> list[str]:
+    """Build (prune, fine-tune, export) once, then make, measure and record every missing cell of ``group``."""
+    todo = [m for m in group.modes if not store.has_run(group.cell_id(parent.run_id, m))]
+    if not todo:
+        log.info("%s %s: all cells already stored, skipping", group.model, group.variant("*"))
+        return []
+    built = build_group(parent, group, todo, cfg)
     stored = []
     for label in todo:
-        mode = base_mode(label)
-        cell_id = group.cell_id(parent.run_id, label)
-        folder = base_dir / group.variant(label)
-        if folder.exists():
-            shutil.rmtree(folder)  # a leftover of an interrupted run: never stored, rebuilt from scratch
-        folder.mkdir(parents=True)
-        card = {"variant": group.variant(label), "run_id": cell_id, "parent_run_id": parent.run_id,
-                "architecture": group.model, "preprocessing": prep.to_dict(), "pruning": group.kind,
-                "pruning_ratio": group.amount, "quantization": mode, "split_hash": parent.split_hash,
-                "dataset_fingerprint": parent.data.fingerprint, "git_sha": git_sha(), "seed": parent.train_cfg.seed,
-                "data_licence": DATA_LICENCE, "params": params, "macs": macs, "sparsity": sparsity}
-        if mode in ("torch_fp32", "torch_dynamic"):
-            module = torch_dynamic_quantize(copy.deepcopy(model)) if mode == "torch_dynamic" else model
-            module.zero_grad(set_to_none=True)
-            torch.save(module, folder / "model.pt")
-            predictor: Predictor = TorchPredictor(module, card)
-            latency = torch_latency(module, input_size=size, threads=cfg.threads, runs=cfg.latency_runs)
-            model_file = "model.pt"
-        else:
-            quantize_onnx(work / "fp32.onnx", folder / "model.onnx", mode=mode, calibration=calib,
-                          method=cfg.calibration_method, per_channel=cfg.per_channel, exclude=cfg.static_exclude)
-            predictor = OnnxPredictor(folder / "model.onnx", card, threads=cfg.threads)
-            latency = onnx_latency(str(folder / "model.onnx"), input_size=size, threads=cfg.threads,
-                                   runs=cfg.latency_runs)
-            model_file = "model.onnx"
-        # Validation figures choose the deployed variant (core.analysis.deployed_variant); test figures report it.
-        evaluations, predictions = {}, {}
-        for split in ("val", "test"):
-            evaluations[split], predictions[split] = _evaluate(predictor, parent, split)
-        ev = evaluations["test"]
-        card.update(metrics={s: e.metrics for s, e in evaluations.items()}, latency_ms={"b1_median": latency.median_ms,
-                    "b1_iqr": latency.iqr_ms, "threads": cfg.threads},
-                    export_check=dataclasses.asdict(check) if check and mode != "torch_fp32" else None)
-        card_path = write_variant(folder, model_file=model_file, card=card)
-        size_bytes = json.loads(card_path.read_text())["size_bytes"]
-        deploy = {"size_bytes": float(size_bytes), "size_mb": size_bytes / 1e6, "latency_b1_ms": latency.median_ms,
-                  "latency_b1_iqr_ms": latency.iqr_ms, "params": float(params), "macs": macs, "sparsity": sparsity,
-                  "pruning_ratio": group.amount}
-        if check and mode != "torch_fp32":
-            deploy.update(export_max_abs_logit_diff=check.max_abs_logit_diff,
-                          export_top1_agreement=check.top1_agreement)
-        record = RunRecord(
-            run_id=cell_id, kind="variant", scalars={"deploy": deploy}, model=group.model, variant=group.variant(label),
-            config={"sweep": dataclasses.asdict(cfg), "sweep_id": sweep_id(cfg), "group": dataclasses.asdict(group),
-                    "mode": mode, "pruning": {k: v for k, v in info.items() if k != "history"}},
-            dataset=parent.train_cfg.data_dir, dataset_fingerprint=parent.data.fingerprint,
-            split_hash=parent.split_hash, seed=parent.train_cfg.seed,
-            device=device_description(torch.device("cpu")), git_sha=git_sha(), parent_run_id=parent.run_id,
-            evaluations=evaluations, history=info["history"], predictions=predictions,
-            artifacts={"model": folder / model_file, "card": card_path},
-        )
-        store.record_run(record)
-        stored.append(cell_id)
-        log.info("%s %s: test bal-acc %.3f, %.2f MB, %.2f ms", group.model, group.variant(label),
-                 ev.metrics["balanced_accuracy"], size_bytes / 1e6, latency.median_ms)
-    shutil.rmtree(work)
+        predictor, folder = make_cell(parent, group, label, built, cfg)
+        measured = measure_cell(predictor, parent, cfg)
+        stored.append(record_cell(store, parent, group, label, built, predictor, folder, measured, cfg))
+    shutil.rmtree(built.work)
     return stored
 
 
@@ -357,14 +392,14 @@ def run_sweep(cfg: SweepConfig) -> pd.DataFrame:
     with ResultsStore(cfg.db) as store:
         for group in groups:
             if group.model not in loaded:
-                loaded[group.model] = _load_parent(parents[group.model], cfg)
+                loaded[group.model] = _load_parent(parents[group.model])
             run_group(loaded[group.model], group, cfg, store)
         return sweep_summary(store, [p.run_id for p in loaded.values()])
 
 
 def sweep_summary(store: ResultsStore, parent_run_ids: list[str]) -> pd.DataFrame:
     """One row per stored cell of these parents: accuracy figures, size, latency, ratios vs dense torch fp32."""
-    from core.analysis import variants_frame
+    from core.store.analysis import variants_frame
 
     df = variants_frame(store)
     if df.empty or not parent_run_ids:

@@ -29,13 +29,6 @@ class ExportCheck:
     exporter: str
 
 
-def artifact_bytes(path: str | Path) -> int:
-    """Bytes of a serialized model, counting an ONNX external-data file beside it."""
-    path = Path(path)
-    extra = path.with_name(path.name + ".data")
-    return path.stat().st_size + (extra.stat().st_size if extra.is_file() else 0)
-
-
 def export_onnx(model: nn.Module, path: str | Path, *, input_size: int, opset: int = 18) -> str:
     """Export with a dynamic batch axis into one self-contained file; returns the exporter used."""
     path = Path(path)

@@ -10,29 +10,27 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 
-from core.export import ort_logits, ort_session
+from core.compress.export import ort_logits, ort_session
+
+if TYPE_CHECKING:
+    from core.serve.predict import Predictor
 
 
 @dataclass(frozen=True)
 class Latency:
-    """Per-call latency in milliseconds."""
+    """Per-call latency in milliseconds: the median and the interquartile range."""
 
     median_ms: float
     iqr_ms: float
-    p10_ms: float
-    p90_ms: float
     runs: int
     batch: int
     threads: int
-
-    @property
-    def per_sample_ms(self) -> float:
-        return self.median_ms / self.batch
 
 
 def time_calls(fn: Callable[[], object], *, warmup: int = 5, runs: int = 30, min_seconds: float = 0.0) -> list[float]:
@@ -49,9 +47,8 @@ def time_calls(fn: Callable[[], object], *, warmup: int = 5, runs: int = 30, min
 
 
 def summarize(times: list[float], *, batch: int, threads: int) -> Latency:
-    q = statistics.quantiles(times, n=20, method="inclusive")  # 5% steps
     q1, q3 = np.percentile(times, [25, 75])
-    return Latency(statistics.median(times), float(q3 - q1), q[1], q[17], len(times), batch, threads)
+    return Latency(statistics.median(times), float(q3 - q1), len(times), batch, threads)
 
 
 def torch_latency(model: nn.Module, *, input_size: int, batch: int = 1, threads: int = 2, warmup: int = 5,
@@ -75,4 +72,21 @@ def onnx_latency(path: str, *, input_size: int, batch: int = 1, threads: int = 2
     session = ort_session(path, threads=threads)
     x = np.random.default_rng(0).standard_normal((batch, 3, input_size, input_size), dtype=np.float32)
     times = time_calls(lambda: ort_logits(session, x), warmup=warmup, runs=runs)
+    return summarize(times, batch=batch, threads=threads)
+
+
+def predictor_latency(predictor: Predictor, *, input_size: int, batch: int = 1, threads: int = 2, warmup: int = 5,
+                      runs: int = 30) -> Latency:
+    """Latency of a deployable model through the same :class:`Predictor` that measures its accuracy.
+
+    ONNX predictors carry their own intra-op thread count (set when their session was made); PyTorch ones run
+    with ``threads`` torch threads under ``inference_mode``.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    x = np.random.default_rng(0).standard_normal((batch, 3, input_size, input_size), dtype=np.float32)
+    try:
+        times = time_calls(lambda: predictor.logits(x), warmup=warmup, runs=runs)
+    finally:
+        torch.set_num_threads(previous)
     return summarize(times, batch=batch, threads=threads)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from core.metrics import METRIC_NAMES
-from core.results import ResultsStore
+from core.store.results import ResultsStore
 
 
 def run_summary(store: ResultsStore, run_id: str) -> str:

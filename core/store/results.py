@@ -22,7 +22,7 @@ import pandas as pd
 from core.classes import CLASSES
 from core.errors import LesionLiteError
 from core.metrics import Evaluation
-from core.provenance import sha256_file, utc_now
+from core.provenance import Provenance, sha256_file, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -95,16 +95,11 @@ class RunRecord:
     """Everything stored for one run; written atomically by :meth:`ResultsStore.record_run`."""
 
     run_id: str
-    kind: str  # "train" or "eval"
+    kind: str  # "train", "variant" or "eval"
     model: str
     variant: str
     config: dict[str, Any]
-    dataset: str
-    dataset_fingerprint: str
-    split_hash: str
-    seed: int
-    device: str
-    git_sha: str
+    provenance: Provenance  # dataset, its fingerprint, split hash, seed, device, git SHA
     parent_run_id: str | None = None
     created_at: dt.datetime = field(default_factory=utc_now)
     evaluations: dict[str, Evaluation] = field(default_factory=dict)  # split -> figures
@@ -164,14 +159,14 @@ class ResultsStore:
 
     def record_run(self, rec: RunRecord) -> None:
         """Insert a run and all its rows in one transaction; on any error nothing is written."""
-        con = self.con
+        con, p = self.con, rec.provenance
         con.execute("BEGIN TRANSACTION")
         try:
             con.execute(
                 "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [rec.run_id, rec.parent_run_id, rec.created_at, rec.git_sha, rec.kind, rec.model, rec.variant,
-                 json.dumps(rec.config, sort_keys=True, default=str), rec.dataset, rec.dataset_fingerprint,
-                 rec.split_hash, rec.seed, rec.device],
+                [rec.run_id, rec.parent_run_id, rec.created_at, p.git_sha, rec.kind, rec.model, rec.variant,
+                 json.dumps(rec.config, sort_keys=True, default=str), p.dataset, p.dataset_fingerprint,
+                 p.split_hash, p.seed, p.device],
             )
             for split, ev in rec.evaluations.items():
                 con.executemany("INSERT INTO metrics VALUES (?, ?, ?, ?)",

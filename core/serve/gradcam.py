@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 from PIL import Image
 from torch import nn
+
+from core.data.transforms import center_crop, image_array, square_crop
+
+if TYPE_CHECKING:
+    from core.serve.predict import Predictor
 
 
 def grad_cam(model: nn.Module, image: torch.Tensor, *, target: int | None = None) -> np.ndarray:
@@ -37,3 +44,16 @@ def overlay(image: Image.Image, cam: np.ndarray, *, alpha: float = 0.45) -> Imag
     heat = np.stack([np.ones_like(cam), cam, np.zeros_like(cam)], axis=-1) * 255  # red -> yellow
     mixed = base * (1 - alpha * cam[..., None]) + heat * alpha * cam[..., None]
     return Image.fromarray(np.clip(mixed, 0, 255).astype(np.uint8))
+
+
+def grad_cam_overlay(predictor: Predictor, image: Image.Image) -> Image.Image | None:
+    """Grad-CAM over the crop the model saw, for PyTorch predictors; None for ONNX or quantized ones."""
+    model = getattr(predictor, "model", None)
+    if model is None or not hasattr(model, "forward_features"):
+        return None
+    if any("quantized" in type(m).__module__ for m in model.modules()):
+        return None
+    prep = predictor.preprocessing
+    cam = grad_cam(model, torch.from_numpy(image_array(image, prep)[None]))
+    square = square_crop(image, size=prep.cache_size, interpolation=prep.interpolation)
+    return overlay(Image.fromarray(center_crop(square, prep.input_size)), cam)

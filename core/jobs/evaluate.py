@@ -15,14 +15,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.data.prepare import eval_loader, prepare_data
-from core.data.split import split_hash
-from core.inference import predictor_probs
+from core.data.cache import DEFAULT_CACHE_DIR
+from core.data.prepare import PreparedSplit, prepare_data
 from core.metrics import Evaluation, evaluate_predictions, write_isic_submission
-from core.model_io import DEFAULT_MODELS_DIR
-from core.provenance import device_description, git_sha, new_run_id
-from core.results import DEFAULT_DB, Predictions, ResultsStore, RunRecord
-from core.variants import load_predictor
+from core.provenance import Provenance, new_run_id
+from core.serve.artifacts import DEFAULT_MODELS_DIR
+from core.serve.predict import load_predictor, predict_batches
+from core.store.results import DEFAULT_DB, Predictions, ResultsStore, RunRecord
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +41,7 @@ def evaluate_on_folder(
     *,
     models_dir: str | Path = DEFAULT_MODELS_DIR,
     db: str | Path | None = DEFAULT_DB,
-    cache_dir: str | Path = "results/cache",
+    cache_dir: str | Path = DEFAULT_CACHE_DIR,
     batch_size: int = 64,
     skip_bad: bool = False,
     submission: str | Path | None = None,
@@ -53,27 +52,26 @@ def evaluate_on_folder(
     The result is stored as an ``eval`` run whose parent is the model's training run, unless ``db`` is None.
     """
     predictor = load_predictor(model_ref, models_dir=models_dir)
-    card, prep = predictor.card, predictor.preprocessing
-    data = prepare_data(data_dir, prep=prep, cache_dir=cache_dir, skip_bad=skip_bad, workers=workers)
-    table = data.table.assign(split="test")
-    loader = eval_loader(data, table, prep, batch_size=batch_size)
-    probs, labels = predictor_probs(predictor, loader)
+    card = predictor.card
+    data = prepare_data(data_dir, prep=card.preprocessing, cache_dir=cache_dir, skip_bad=skip_bad, workers=workers)
+    split = PreparedSplit(data, data.table.assign(split="test"), card.preprocessing)
+    probs, labels = predict_batches(predictor, split.loader("test", batch_size=batch_size))
     ev = evaluate_predictions(labels, probs)
-    run_id = new_run_id(card["architecture"], kind="eval")
-    parent = card.get("parent_run_id") or card["run_id"]
+    run_id = new_run_id(card.architecture, kind="eval")
+    image_ids = split.table["image_id"].tolist()
     if submission:
-        write_isic_submission(submission, table["image_id"].tolist(), probs)
+        write_isic_submission(submission, image_ids, probs)
         log.info("wrote ISIC 2018 Task 3 submission: %s", submission)
     if db is not None:
+        provenance = Provenance.here(dataset=data_dir, dataset_fingerprint=data.fingerprint, split_hash=split.hash,
+                                     seed=int(card.extra.get("seed", 0)), device=torch.device("cpu"))
         record = RunRecord(
-            run_id=run_id, kind="eval", model=card["architecture"], variant=str(card.get("variant", "dense-fp32")),
+            run_id=run_id, kind="eval", model=card.architecture, variant=card.variant, provenance=provenance,
             config={"model": str(model_ref), "data_dir": str(data_dir), "batch_size": batch_size,
                     "skip_bad": skip_bad, "layout": data.table.attrs.get("layout")},
-            dataset=str(data_dir), dataset_fingerprint=data.fingerprint, split_hash=split_hash(table),
-            seed=int(card.get("seed", 0)), device=device_description(torch.device("cpu")), git_sha=git_sha(),
-            parent_run_id=parent, evaluations={"test": ev},
-            predictions={"test": Predictions(table["image_id"].tolist(), labels, probs)},
+            parent_run_id=card.lineage_run_id, evaluations={"test": ev},
+            predictions={"test": Predictions(image_ids, labels, probs)},
         )
         with ResultsStore(db) as store:
             store.record_run(record)
-    return ExternalEvaluation(run_id, parent, ev, table["image_id"].tolist(), probs)
+    return ExternalEvaluation(run_id, card.lineage_run_id, ev, image_ids, probs)

@@ -1,6 +1,6 @@
 """Queries and derived figures over the results store, for the dashboard and reports.
 
-Everything here is plain pandas/numpy over :class:`core.results.ResultsStore`, so it is testable without
+Everything here is plain pandas/numpy over :class:`core.store.results.ResultsStore`, so it is testable without
 Streamlit and shared by every front end.
 """
 
@@ -17,7 +17,7 @@ from sklearn.metrics import roc_curve
 from core.classes import CLASSES
 from core.errors import ModelError
 from core.metrics import METRIC_NAMES
-from core.results import ResultsStore
+from core.store.results import ResultsStore
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""Whole jobs: training, the compression sweep, scoring a model on a dataset folder."""

@@ -1,0 +1,1 @@
+"""Serving: deployable artifacts and their one card, prediction, upload checks, Grad-CAM."""

@@ -1,0 +1,165 @@
+"""Model artifacts on disk and the one card that describes them.
+
+Two kinds of folder, one :class:`Card`:
+
+- a trained model, ``results/models/<run_id>/``: ``model.pt`` (best weights, state dict), ``model.json`` (the
+  card), ``config.yaml``, ``split.csv``, ``history.csv`` and the last training ``checkpoint.pth``;
+- a deployable variant, ``<variants_dir>/<parent_run_id>/<variant>/``: ``model.onnx`` (or ``model.pt``, a whole
+  pruned module written by the sweep) and ``model_card.json`` (the card, with metrics, size and latency).
+
+Both reload by path, a trained model also by run id; :func:`load_predictor` serves either.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from core.classes import CLASSES
+from core.data.transforms import Preprocessing
+from core.errors import ModelError
+from core.models import create_model
+
+MODEL_FORMAT = "lesionlite-model/1"
+VARIANT_FORMAT = "lesionlite-variant/1"
+MODEL_CARD_NAME = "model.json"
+VARIANT_CARD_NAME = "model_card.json"
+DEFAULT_MODELS_DIR = Path("results/models")
+DATA_LICENCE = "HAM10000: CC BY-NC 4.0, Tschandl et al. 2018, doi:10.7910/DVN/DBW86T (if trained on it)"
+_FIELDS = ("format", "run_id", "architecture", "classes", "preprocessing", "variant", "parent_run_id", "file")
+
+
+@dataclass
+class Card:
+    """What a model says about itself: architecture, classes in order, preprocessing, lineage, and the rest
+    (provenance, metrics, size, latency, pruning and quantization) in ``extra``."""
+
+    run_id: str
+    architecture: str
+    preprocessing: Preprocessing
+    classes: tuple[str, ...] = CLASSES
+    variant: str = "dense-fp32"
+    parent_run_id: str | None = None  # the dense training run a variant was made from; None for that run itself
+    file: str | None = None  # the variant's model file in its folder
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def lineage_run_id(self) -> str:
+        """The training run this model comes from (itself for a trained model)."""
+        return self.parent_run_id or self.run_id
+
+    @property
+    def label(self) -> str:
+        """One line naming the model, e.g. ``efficientnet_lite0 pruned-0.5-static (<run id>)``."""
+        return f"{self.architecture} {self.variant} ({self.run_id})"
+
+    def to_dict(self) -> dict[str, Any]:
+        head = {"format": VARIANT_FORMAT if self.file else MODEL_FORMAT, "run_id": self.run_id,
+                "architecture": self.architecture, "classes": list(self.classes),
+                "preprocessing": self.preprocessing.to_dict(), "variant": self.variant}
+        if self.parent_run_id:
+            head["parent_run_id"] = self.parent_run_id
+        if self.file:
+            head["file"] = self.file
+        return {**head, **self.extra}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], *, source: str = "card") -> Card:
+        missing = [k for k in ("run_id", "architecture", "preprocessing") if k not in d]
+        if missing:
+            raise ModelError(f"{source}: not a model card (missing {', '.join(missing)})")
+        card = cls(run_id=str(d["run_id"]), architecture=str(d["architecture"]),
+                   preprocessing=Preprocessing.from_dict(d["preprocessing"]),
+                   classes=tuple(d.get("classes", ())), variant=str(d.get("variant", "dense-fp32")),
+                   parent_run_id=d.get("parent_run_id"), file=d.get("file"),
+                   extra={k: v for k, v in d.items() if k not in _FIELDS})
+        if card.classes != CLASSES:
+            raise ModelError(f"{source}: class order {card.classes} differs from this code's {CLASSES}")
+        return card
+
+
+def _read_card(path: Path) -> Card:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ModelError(f"no model card: {path} is missing") from None
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"{path}: not valid JSON ({exc})") from None
+    return Card.from_dict(data, source=str(path))
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """Save so that an interruption leaves the previous file, never a half-written one."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def artifact_bytes(path: str | Path) -> int:
+    """Bytes of a serialized model, counting an ONNX external-data file beside it."""
+    path = Path(path)
+    extra = path.with_name(path.name + ".data")
+    return path.stat().st_size + (extra.stat().st_size if extra.is_file() else 0)
+
+
+# Trained models ------------------------------------------------------------------------------------------------
+
+def save_trained_model(run_dir: Path, weights: torch.nn.Module | dict[str, torch.Tensor], card: Card) -> Path:
+    """Write ``model.pt`` (a state dict; from a module or given as one) and ``model.json``."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    state = weights.state_dict() if isinstance(weights, torch.nn.Module) else weights
+    atomic_torch_save(state, run_dir / "model.pt")
+    (run_dir / MODEL_CARD_NAME).write_text(json.dumps(card.to_dict(), indent=2, default=str))
+    return run_dir / "model.pt"
+
+
+def resolve_model_dir(ref: str | Path, *, models_dir: str | Path = DEFAULT_MODELS_DIR) -> Path:
+    """A trained-model folder from a path or a run id (looked up under ``models_dir``)."""
+    for candidate in (Path(ref), Path(models_dir) / str(ref)):
+        if (candidate / MODEL_CARD_NAME).is_file():
+            return candidate
+    raise ModelError(f"no trained model at {ref!r}: expected a folder with {MODEL_CARD_NAME}, "
+                     f"or a run id under {models_dir}")
+
+
+def load_trained_model(ref: str | Path, *, models_dir: str | Path = DEFAULT_MODELS_DIR,
+                       device: str | torch.device = "cpu") -> tuple[torch.nn.Module, Card, Path]:
+    """Reload a trained model (eval mode) with its card, by run id or folder path."""
+    model_dir = resolve_model_dir(ref, models_dir=models_dir)
+    card = _read_card(model_dir / MODEL_CARD_NAME)
+    model = create_model(card.architecture, pretrained=False, num_classes=len(card.classes),
+                         drop_rate=float(card.extra.get("drop_rate", 0.0)))
+    state = torch.load(model_dir / "model.pt", map_location=device, weights_only=True)
+    model.load_state_dict(state)
+    return model.to(device).eval(), card, model_dir
+
+
+# Deployable variants -------------------------------------------------------------------------------------------
+
+def write_variant(folder: str | Path, *, model_file: str, card: Card) -> Card:
+    """Write ``model_card.json`` beside ``model_file`` in ``folder``; the size is measured from the file."""
+    folder = Path(folder)
+    path = folder / model_file
+    if not path.is_file():
+        raise ModelError(f"variant file missing: {path}")
+    card.file = model_file
+    card.extra["size_bytes"] = artifact_bytes(path)
+    (folder / VARIANT_CARD_NAME).write_text(json.dumps(card.to_dict(), indent=2, default=str))
+    return card
+
+
+def read_variant_card(folder: str | Path) -> Card:
+    """The card of a variant folder; a :class:`ModelError` naming the problem if it is not one."""
+    card = _read_card(Path(folder) / VARIANT_CARD_NAME)
+    if not card.file:
+        raise ModelError(f"{Path(folder) / VARIANT_CARD_NAME}: no model file named in the card")
+    return card
+
+
+def is_variant_folder(folder: str | Path) -> bool:
+    return (Path(folder) / VARIANT_CARD_NAME).is_file()

@@ -1,0 +1,147 @@
+"""Prediction: one :class:`Predictor` per deployable model (PyTorch or ONNX Runtime), for one image or many.
+
+Every front end (web app, dashboard, sweep, evaluation on a folder) goes through :func:`load_predictor` and a
+predictor's :meth:`~Predictor.logits`; single images are preprocessed by the one NumPy implementation in
+:mod:`core.data.transforms` (the same crop and normalisation as evaluation, pinned by a test).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+
+from core.classes import CLASSES, clinical_name
+from core.compress.export import ort_logits, ort_session
+from core.data.transforms import Preprocessing, image_array
+from core.errors import ModelError
+from core.serve.artifacts import (
+    DEFAULT_MODELS_DIR,
+    Card,
+    is_variant_folder,
+    load_trained_model,
+    read_variant_card,
+    resolve_model_dir,
+)
+
+DISCLAIMER = ("Research tool, not a diagnosis. The output of this model must not be used to make medical "
+              "decisions; see a clinician about any skin lesion that worries you.")
+
+
+class Predictor(Protocol):
+    """Anything that turns preprocessed images (N, 3, H, W float32) into logits; carries its card."""
+
+    card: Card
+
+    @property
+    def preprocessing(self) -> Preprocessing: ...
+
+    def logits(self, images: np.ndarray) -> np.ndarray: ...
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+class OnnxPredictor:
+    """An ONNX file in one ONNX Runtime session (accuracy and latency are measured through this same session)."""
+
+    def __init__(self, path: Path, card: Card, *, threads: int = 0):
+        self.path, self.card = path, card
+        self.session: ort.InferenceSession = ort_session(path, threads=threads)
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        return self.card.preprocessing
+
+    def logits(self, images: np.ndarray) -> np.ndarray:
+        return ort_logits(self.session, images)
+
+
+class TorchPredictor:
+    """A PyTorch module in eval mode, run under ``inference_mode``."""
+
+    def __init__(self, model: torch.nn.Module, card: Card):
+        self.model, self.card = model.eval(), card
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        return self.card.preprocessing
+
+    @torch.inference_mode()
+    def logits(self, images: np.ndarray) -> np.ndarray:
+        return self.model(torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))).float().numpy()
+
+
+def load_predictor(ref: str | Path, *, models_dir: str | Path = DEFAULT_MODELS_DIR, threads: int = 0) -> Predictor:
+    """A predictor for a variant folder, a trained-model folder, or a trained run id."""
+    if is_variant_folder(ref):
+        card = read_variant_card(ref)
+        path = Path(ref) / str(card.file)
+        if path.suffix == ".onnx":
+            return OnnxPredictor(path, card, threads=threads)
+        if not path.is_file():
+            raise ModelError(f"variant file missing: {path}")
+        model = torch.load(path, map_location="cpu", weights_only=False)  # whole pruned module, written by us
+        return TorchPredictor(model, card)
+    model, card, _ = load_trained_model(resolve_model_dir(ref, models_dir=models_dir))
+    return TorchPredictor(model, card)
+
+
+# Many images ---------------------------------------------------------------------------------------------------
+
+def predict_batches(predictor: Predictor, loader: DataLoader) -> tuple[np.ndarray, np.ndarray]:
+    """Softmax probabilities and labels for every (images, labels) batch of ``loader``, in order."""
+    probs, labels = [], []
+    for images, targets in loader:
+        probs.append(softmax(predictor.logits(np.asarray(images, dtype=np.float32))))
+        labels.append(np.asarray(targets))
+    return np.concatenate(probs), np.concatenate(labels)
+
+
+# One image -----------------------------------------------------------------------------------------------------
+
+@dataclass
+class Prediction:
+    """One image through one model: probabilities in class order and the time of the model call alone."""
+
+    model: str
+    probs: np.ndarray
+    latency_ms: float
+
+    @property
+    def top(self) -> str:
+        return CLASSES[int(self.probs.argmax())]
+
+    @property
+    def top_name(self) -> str:
+        return clinical_name(self.top)
+
+    @property
+    def confidence(self) -> float:
+        return float(self.probs.max())
+
+
+def predict_image(predictor: Predictor, image: Image.Image, *, name: str) -> Prediction:
+    """Preprocess with the model's own preprocessing, run it, and time the model call alone."""
+    x = image_array(image, predictor.preprocessing)[None]
+    start = time.perf_counter()
+    logits = predictor.logits(x)
+    return Prediction(name, softmax(logits)[0], (time.perf_counter() - start) * 1e3)
+
+
+def agreement(predictions: list[Prediction]) -> float:
+    """Share of models that agree with the most common top class."""
+    if not predictions:
+        return float("nan")
+    tops = [p.top for p in predictions]
+    return max(tops.count(t) for t in set(tops)) / len(tops)

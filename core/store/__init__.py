@@ -1,0 +1,1 @@
+"""The results store and the queries and summaries over it."""

@@ -1,0 +1,60 @@
+"""Detections: the SQL of the detections table, and storing a new one with its image (owner-only access)."""
+
+from __future__ import annotations
+
+import secrets
+import sqlite3
+
+from core.serve.imaging import check_image, reencode_jpeg
+from webapp.db import get_db
+from webapp.predictor import Detection, detect, detection_json
+from webapp.storage import delete_image, store_with_row
+
+
+def create(user_id: int, data: bytes) -> tuple[str, Detection]:
+    """Validate, re-encode, predict and store; returns the detection id and result.
+
+    Raises:
+        ImageRejected: the upload is not a usable image.
+        ModelUnavailable: no model can be loaded.
+    """
+    checked = check_image(data)
+    result = detect(checked)
+    detection_id = secrets.token_urlsafe(12)
+
+    def insert(db: sqlite3.Connection, key: str) -> None:
+        db.execute("INSERT INTO detections (id, user_id, image_key, model_version, top_class, confidence, probs, "
+                   "uncertain) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                   (detection_id, user_id, key, result.model_version, result.top_class, result.confidence,
+                    detection_json(result), int(result.uncertain)))
+
+    store_with_row(reencode_jpeg(checked.image), insert)
+    return detection_id, result
+
+
+def owned(user_id: int, detection_id: str) -> sqlite3.Row | None:
+    """The user's detection, or None (also when it belongs to someone else)."""
+    return get_db().execute("SELECT * FROM detections WHERE id = ? AND user_id = ?",
+                            (detection_id, user_id)).fetchone()
+
+
+def count(user_id: int) -> int:
+    return get_db().execute("SELECT count(*) FROM detections WHERE user_id = ?", (user_id,)).fetchone()[0]
+
+
+def page(user_id: int, *, number: int, size: int) -> list[sqlite3.Row]:
+    """One page of the user's detections, newest first (``number`` from 1; the caller checks the range)."""
+    return get_db().execute("SELECT * FROM detections WHERE user_id = ? ORDER BY created_at DESC, rowid DESC "
+                            "LIMIT ? OFFSET ?", (user_id, size, (number - 1) * size)).fetchall()
+
+
+def delete(user_id: int, detection_id: str) -> bool:
+    """Delete the row, then its image (a crash in between leaves a file the start-up check removes)."""
+    row = owned(user_id, detection_id)
+    if row is None:
+        return False
+    db = get_db()
+    with db:
+        db.execute("DELETE FROM detections WHERE id = ? AND user_id = ?", (detection_id, user_id))
+    delete_image(row["image_key"])
+    return True
