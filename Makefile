@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PORT ?= 8501
 
-.PHONY: demo test lint venv real-cpu bench-pipeline dashboard webapp
+.PHONY: demo test lint venv real-cpu real-cpu-sweep bench-pipeline dashboard webapp
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,11 @@ lint: $(STAMP)
 
 real-cpu: $(STAMP)
 	$(PY) -m scripts.pipeline -c configs/ham10000-cpu.yaml
+
+# The compression sweep over the newest real-data model of real-cpu (give PARENT=<run_id> to choose another).
+real-cpu-sweep: $(STAMP)
+	$(PY) -m scripts.sweep -c configs/sweep-ham10000-cpu.yaml \
+		--parents efficientnet_lite0=$${PARENT:-$$(ls -t results/models | grep efficientnet_lite0-train | head -1)}
 
 bench-pipeline: $(STAMP)
 	$(PY) -m scripts.bench_pipeline
