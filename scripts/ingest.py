@@ -16,13 +16,15 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser = script_parser("Merge shard stores into the results store", add_help=add_help)
     parser.add_argument("shards", nargs="+", help="shard DuckDB files")
     parser.add_argument("--db", default=str(DEFAULT_DB), help="target results store")
+    parser.add_argument("--run-id", dest="run_ids", action="append",
+                        help="copy only this run (repeat the flag for several); default: every run the target lacks")
     return parser
 
 
 def main(args: argparse.Namespace) -> int:
     with ResultsStore(args.db) as store:
         for shard in args.shards:
-            added = ingest(store, shard)
+            added = ingest(store, shard, run_ids=args.run_ids)
             print(f"{shard}: {added} new run(s)")
     return 0
 

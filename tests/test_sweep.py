@@ -76,6 +76,11 @@ def test_shards_partition_the_grid_and_ingest_once(trained_tiny: TrainResult, tm
         assert [ingest(main, s) for s in stores] == [0, 0]  # no duplicates
         assert len(main.runs()) == 2
         assert main.query("SELECT count(*) n FROM metrics WHERE split='deploy'")["n"][0] > 0
+    with ResultsStore(stores[0], read_only=True) as shard:
+        wanted = shard.runs()["run_id"].tolist()[:1]
+    with ResultsStore(tmp_path / "selected.duckdb") as selected:  # only the runs asked for
+        assert ingest(selected, stores[0], run_ids=wanted) == 1 and ingest(selected, stores[1], run_ids=wanted) == 0
+        assert selected.runs()["run_id"].tolist() == wanted
 
 
 def test_sweep_config_errors(tmp_path: Path) -> None:
@@ -101,3 +106,25 @@ def test_static_options_make_their_own_cells() -> None:
     assert default.modes == ("fp32", "static") and tuned.modes == ("static-percentile-keepdw",)
     assert default.cell_id("r", "static") != tuned.cell_id("r", tuned.modes[0])
     assert tuned.variant(tuned.modes[0]) == "dense-static-percentile-keepdw"
+
+
+def test_fine_tuning_uses_the_sweep_ema_setting_not_the_parents(trained_tiny: TrainResult, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
+    import core.jobs.sweep as sweep_mod
+
+    seen: list[float] = []
+    real_fit = sweep_mod.fit
+
+    def spy(model, *, cfg, **kw):
+        seen.append(cfg.ema_decay)
+        return real_fit(model, cfg=cfg, **kw)
+
+    monkeypatch.setattr(sweep_mod, "fit", spy)
+    parent = sweep_mod._load_parent(str(trained_tiny.run_dir))
+    parent.train_cfg = dataclasses.replace(parent.train_cfg, ema_decay=0.99)  # a parent trained with EMA
+    group = sweep_mod.Group("test_efficientnet", "structured", 0.5, ("fp32",))
+    sweep_mod._prune_and_finetune(parent, group, _cfg(trained_tiny, tmp_path))
+    sweep_mod._prune_and_finetune(parent, group, _cfg(trained_tiny, tmp_path, finetune_ema_decay=0.9))
+    assert seen == [0.0, 0.9]

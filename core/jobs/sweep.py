@@ -81,6 +81,8 @@ class SweepConfig:
     iterative_steps: int = option(1, "pruning steps")
     finetune_epochs: int = option(3, "fine-tuning epochs after pruning (0 = none)")
     finetune_lr: float = option(1e-3, "fine-tuning peak learning rate")
+    finetune_ema_decay: float = option(0.0, "weight EMA during fine-tuning (0 = off: a short fine-tune of a pruned "
+                                            "network changes fast, and an average over its first epochs lags)")
     calibration_images: int = option(64, "training images for static int8 calibration")
     calibration_method: str = option("minmax", "static calibration", choices=tuple(CALIBRATION_METHODS))
     static_exclude: str = option("none", "nodes kept fp32 in static int8", choices=EXCLUDE_PRESETS)
@@ -230,7 +232,8 @@ def _prune_and_finetune(parent: _Parent, group: Group, cfg: SweepConfig) -> tupl
         info["sparsity"] = unstructured_prune(model, amount=group.amount)
         return model, info
     train_cfg = dataclasses.replace(parent.train_cfg, epochs=max(1, cfg.finetune_epochs), lr=cfg.finetune_lr,
-                                    warmup_epochs=0.0, patience=0, pretrained=False)
+                                    warmup_epochs=0.0, patience=0, pretrained=False,
+                                    ema_decay=cfg.finetune_ema_decay)
     example = torch.randn(1, 3, min(64, size), min(64, size))
 
     def grad_batches() -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -228,10 +228,11 @@ class ResultsStore:
 _TABLES = ("runs", "metrics", "per_class", "confusion", "history", "artifacts", "predictions")
 
 
-def ingest(target: ResultsStore, source: str | Path) -> int:
+def ingest(target: ResultsStore, source: str | Path, *, run_ids: list[str] | None = None) -> int:
     """Copy the runs of another store (e.g. a sweep shard) that ``target`` lacks, all or nothing.
 
-    Returns the number of runs added; runs already present are left as they are (append-only).
+    ``run_ids`` limits the copy to those runs. Returns the number of runs added; runs already present are
+    left as they are (append-only).
     """
     source = Path(source)
     if not source.is_file():
@@ -245,7 +246,9 @@ def ingest(target: ResultsStore, source: str | Path) -> int:
         con.execute("BEGIN TRANSACTION")
         try:
             con.execute("CREATE TEMP TABLE new_runs AS SELECT run_id FROM src.runs "
-                        "WHERE run_id NOT IN (SELECT run_id FROM main.runs)")
+                        "WHERE run_id NOT IN (SELECT run_id FROM main.runs)"
+                        + (" AND list_contains(?, run_id)" if run_ids is not None else ""),
+                        [list(run_ids)] if run_ids is not None else [])
             added = con.execute("SELECT count(*) FROM new_runs").fetchone()[0]
             for table in _TABLES:
                 con.execute(f"INSERT INTO main.{table} SELECT * FROM src.{table} "
