@@ -66,6 +66,12 @@ def test_deployed_variant_is_chosen_on_validation_not_test(sweep_store: Path, tm
         assert deployed_variant(store) == chosen
         store.con.execute(best_on, ["val", other])
         assert deployed_variant(store).name == other
+        # A static cell with another calibration competes too (its variant name carries the method).
+        store.con.execute("UPDATE runs SET variant = variant || '-percentile' WHERE variant = ?", [other])
+        assert deployed_variant(store).name == other
+        store.con.execute("UPDATE runs SET variant = replace(variant, '-static', '-staticky') WHERE variant LIKE ?",
+                          [f"{other}%"])
+        assert deployed_variant(store) == chosen
         store.con.execute("DELETE FROM artifacts")  # no variant files known: a clear error, not a crash
         with pytest.raises(ModelError, match="no static int8 variant with its files"):
             deployed_variant(store)

@@ -168,6 +168,8 @@ def variant_card_paths(store: ResultsStore) -> pd.DataFrame:
 def deployed_variant(store: ResultsStore) -> Path:
     """The variant to deploy by default: the static int8 cell with the best validation balanced accuracy.
 
+    Every static int8 cell competes, whatever its calibration (``dense-static``, ``dense-static-percentile``...).
+
     Chosen on validation, so the test figures stay an unbiased report of the choice. Stores written before
     sweeps recorded validation figures fall back to test (with a warning). Ties go to the smaller file.
 
@@ -178,7 +180,7 @@ def deployed_variant(store: ResultsStore) -> Path:
         SELECT a.path, m.split, m.value, d.value AS size FROM runs r
         JOIN artifacts a USING (run_id) JOIN metrics m USING (run_id)
         LEFT JOIN metrics d ON d.run_id = r.run_id AND d.split = 'deploy' AND d.name = 'size_bytes'
-        WHERE r.kind = 'variant' AND r.variant LIKE '%-static' AND a.kind = 'card'
+        WHERE r.kind = 'variant' AND regexp_matches(r.variant, '-static(-|$)') AND a.kind = 'card'
           AND m.split IN ('val', 'test') AND m.name = 'balanced_accuracy'""")
     rows["path"] = rows["path"].map(store.resolve_artifact)
     rows = rows[rows["path"].map(Path.is_file).astype(bool)]
