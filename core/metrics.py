@@ -21,9 +21,10 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
+from core.calibration import brier_score, calibrated_softmax, negative_log_likelihood
 from core.classes import CLASSES, ISIC_COLUMNS
 
-METRIC_NAMES = ("accuracy", "balanced_accuracy", "auc_macro_ovr", "kappa", "mcc", "ece")
+METRIC_NAMES = ("accuracy", "balanced_accuracy", "auc_macro_ovr", "kappa", "mcc", "ece", "nll", "brier")
 
 
 @dataclass
@@ -79,10 +80,24 @@ def evaluate_predictions(y_true: np.ndarray, probs: np.ndarray, *, classes: tupl
         "kappa": float(cohen_kappa_score(y_true, y_pred, labels=labels)),
         "mcc": float(matthews_corrcoef(y_true, y_pred)),
         "ece": expected_calibration_error(y_true, probs),
+        "nll": negative_log_likelihood(y_true, probs),
+        "brier": brier_score(y_true, probs),
     }
     per_class = pd.DataFrame({"precision": precision, "recall": recall, "f1": f1, "support": support},
                              index=pd.Index(classes, name="class"))
     return Evaluation(metrics, per_class, confusion_matrix(y_true, y_pred, labels=labels))
+
+
+def evaluate_logits(y_true: np.ndarray, logits: np.ndarray, *, temperature: float = 1.0) -> Evaluation:
+    """:func:`evaluate_predictions` of the calibrated probabilities ``softmax(logits / temperature)``, plus the
+    calibration figures of the raw softmax (``ece_uncalibrated``, ``nll_uncalibrated``, ``brier_uncalibrated``)."""
+    ev = evaluate_predictions(y_true, calibrated_softmax(logits, temperature))
+    raw = calibrated_softmax(logits, 1.0)
+    ev.metrics.update(temperature=float(temperature),
+                      ece_uncalibrated=expected_calibration_error(np.asarray(y_true), raw),
+                      nll_uncalibrated=negative_log_likelihood(y_true, raw),
+                      brier_uncalibrated=brier_score(y_true, raw))
+    return ev
 
 
 def format_evaluation(ev: Evaluation, *, title: str = "") -> str:

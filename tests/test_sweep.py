@@ -128,3 +128,41 @@ def test_fine_tuning_uses_the_sweep_ema_setting_not_the_parents(trained_tiny: Tr
     sweep_mod._prune_and_finetune(parent, group, _cfg(trained_tiny, tmp_path))
     sweep_mod._prune_and_finetune(parent, group, _cfg(trained_tiny, tmp_path, finetune_ema_decay=0.9))
     assert seen == [0.0, 0.9]
+
+
+def test_distillation_makes_its_own_cells() -> None:
+    plain = plan_groups(SweepConfig(ratios=[0.0, 0.5], modes=["static"]))
+    kd = plan_groups(SweepConfig(ratios=[0.0, 0.5], modes=["static"], distill_alpha=0.5))
+    assert [g.distilled for g in kd] == [False, True]  # nothing to fine-tune at ratio 0
+    assert kd[0] == plain[0]
+    assert kd[1].variant("static") == "pruned-0.5-kd-static" and plain[1].variant("static") == "pruned-0.5-static"
+    assert kd[1].cell_id("r", "static") != plain[1].cell_id("r", "static")
+    with pytest.raises(ConfigError, match="distill_alpha must be in"):
+        SweepConfig(distill_alpha=1.5)
+
+
+def test_distilled_fine_tuning_learns_from_the_frozen_dense_parent(trained_tiny: TrainResult, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    import core.jobs.sweep as sweep_mod
+    from core.serve.artifacts import load_trained_model
+
+    seen = []
+    real_fit = sweep_mod.fit
+
+    def spy(model, *, distillation=None, **kw):
+        seen.append(distillation)
+        return real_fit(model, distillation=distillation, **kw)
+
+    monkeypatch.setattr(sweep_mod, "fit", spy)
+    parent = sweep_mod._load_parent(str(trained_tiny.run_dir))
+    cfg = _cfg(trained_tiny, tmp_path, distill_alpha=0.5, distill_temperature=3.0)
+    group = plan_groups(cfg)[1]
+    _, info = sweep_mod._prune_and_finetune(parent, group, cfg)
+    (kd,) = seen
+    assert (kd.alpha, kd.temperature) == (0.5, 3.0)
+    dense, _, _ = load_trained_model(trained_tiny.run_dir)
+    teacher = kd.teacher.state_dict()
+    assert all(torch.equal(v.cpu(), teacher[k].cpu()) for k, v in dense.state_dict().items())  # unpruned, untouched
+    assert info["distillation"] == {"alpha": 0.5, "temperature": 3.0, "teacher_run_id": parent.run_id}

@@ -16,7 +16,7 @@ from core.errors import ConfigError
 
 COMMON_DEFAULTS: dict[str, Any] = {
     "MAX_CONTENT_LENGTH": 10 * 1024 * 1024,
-    "UNCERTAIN_THRESHOLD": 0.6,
+    "UNCERTAIN_THRESHOLD": None,  # None: the deployed variant's card decides (calibrated on validation)
     "HISTORY_PAGE_SIZE": 10,
     "VERIFY_TOKEN_MAX_AGE": 24 * 3600,
     "RESET_TOKEN_MAX_AGE": 3600,
@@ -46,6 +46,16 @@ def _env_bool(name: str, default: bool) -> bool:
     return default if value is None else value.strip().lower() in ("1", "true", "yes", "on")
 
 
+def _env_float(name: str) -> float | None:
+    value = os.environ.get(name)
+    if value is None or not value.strip():
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise ConfigError(f"{name}={value!r} is not a number") from None
+
+
 def from_environment(env: str | None = None) -> dict[str, Any]:
     """Settings for ``LESIONLITE_ENV`` = production (default), development or testing."""
     env = env or os.environ.get("LESIONLITE_ENV", "production")
@@ -70,8 +80,7 @@ def from_environment(env: str | None = None) -> dict[str, Any]:
         REMEMBER_COOKIE_NAME="__Host-remember" if secure else "remember_token",
         LESIONLITE_VARIANT=os.environ.get("LESIONLITE_VARIANT"),
         LESIONLITE_DB=os.environ.get("LESIONLITE_DB", "results/results.duckdb"),
-        UNCERTAIN_THRESHOLD=float(os.environ.get("LESIONLITE_UNCERTAIN_THRESHOLD",
-                                                 COMMON_DEFAULTS["UNCERTAIN_THRESHOLD"])),
+        UNCERTAIN_THRESHOLD=_env_float("LESIONLITE_UNCERTAIN_THRESHOLD"),
         MAIL_SERVER=os.environ.get("MAIL_SERVER", "localhost"),
         MAIL_PORT=int(os.environ.get("MAIL_PORT", "25")),
         MAIL_USE_TLS=_env_bool("MAIL_USE_TLS", False),

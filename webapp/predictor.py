@@ -1,7 +1,8 @@
 """The deployed model: one compressed variant, chosen at start-up and loaded once per process.
 
 Which one: ``LESIONLITE_VARIANT`` (a variant folder), else the static-int8 variant with the best validation
-balanced accuracy in the results store (``LESIONLITE_DB``). The store is read once, at start-up, never on
+balanced accuracy in the results store (``LESIONLITE_DB``). Its card carries the calibration (temperature) the
+predictor applies and the "uncertain" threshold chosen on validation data. The store is read once, at start-up, never on
 the request path: a sweep writing to it cannot break the site. Without a usable model, production refuses to
 start; development and testing start and answer predictions with 503 and a clear message.
 """
@@ -55,10 +56,30 @@ def resolve_variant(app: Flask) -> Path:
     return folder.resolve()
 
 
+UNCALIBRATED_THRESHOLD = 0.6  # only for variant cards written before calibration was recorded in them
+
+
+def uncertain_threshold(app: Flask, folder: Path) -> float:
+    """The confidence below which a result says "uncertain": LESIONLITE_UNCERTAIN_THRESHOLD if set, else the
+    one the variant's card records (chosen on validation data when it was calibrated)."""
+    configured = app.config.get("UNCERTAIN_THRESHOLD")
+    if configured is not None:
+        return float(configured)
+    card = read_variant_card(folder)
+    if card.uncertain_threshold is None:
+        log.warning("%s: the card has no calibrated 'uncertain' threshold (written before calibration); using %.2f "
+                    "on uncalibrated probabilities. Re-run the sweep or set LESIONLITE_UNCERTAIN_THRESHOLD",
+                    folder, UNCALIBRATED_THRESHOLD)
+        return UNCALIBRATED_THRESHOLD
+    return float(card.uncertain_threshold)
+
+
 def init_app(app: Flask) -> None:
     try:
-        app.config["DEPLOYED_VARIANT"] = resolve_variant(app)
-        log.info("deployed model: %s", app.config["DEPLOYED_VARIANT"])
+        app.config["DEPLOYED_VARIANT"] = folder = resolve_variant(app)
+        app.config["DEPLOYED_UNCERTAIN_THRESHOLD"] = uncertain_threshold(app, folder)
+        log.info("deployed model: %s (uncertain below confidence %.3f)", folder,
+                 app.config["DEPLOYED_UNCERTAIN_THRESHOLD"])
     except ModelError as exc:
         if app.config["ENV_NAME"] == "production":
             raise ConfigError(f"no deployable model: {exc}") from None
@@ -96,7 +117,10 @@ def detect(checked: CheckedImage) -> Detection:
     predictor = get_predictor()
     result = predict_image(predictor, checked.image, name="deployed")
     probs = {c: float(p) for c, p in zip(CLASSES, np.asarray(result.probs), strict=True)}
-    uncertain = result.confidence < float(current_app.config["UNCERTAIN_THRESHOLD"])
+    threshold = current_app.config.get("UNCERTAIN_THRESHOLD")  # a test or an operator may override it later
+    if threshold is None:
+        threshold = current_app.config["DEPLOYED_UNCERTAIN_THRESHOLD"]
+    uncertain = result.confidence < float(threshold)
     return Detection(result.top, clinical_name(result.top), result.confidence, probs, uncertain,
                      predictor.card.label)
 

@@ -27,6 +27,8 @@ import pandas as pd
 import torch
 from torch import nn
 
+from core.calibration import DEFAULT_TARGET_ACCURACY, fit_calibration
+from core.compress.distill import Distillation
 from core.compress.export import ExportCheck, check_export, export_onnx
 from core.compress.latency import Latency, predictor_latency
 from core.compress.prune import (
@@ -48,7 +50,7 @@ from core.data.prepare import PreparedSplit, prepare_data
 from core.data.split import apply_split, load_split
 from core.errors import ConfigError
 from core.jobs.train import TrainConfig, fit, run_training
-from core.metrics import Evaluation, evaluate_predictions
+from core.metrics import Evaluation, evaluate_logits
 from core.models import ARCHITECTURES
 from core.provenance import Provenance, git_sha
 from core.runtime import resolve_device, seed_everything
@@ -60,7 +62,7 @@ from core.serve.artifacts import (
     resolve_model_dir,
     write_variant,
 )
-from core.serve.predict import OnnxPredictor, Predictor, TorchPredictor, predict_batches
+from core.serve.predict import OnnxPredictor, Predictor, TorchPredictor, predict_logits, probabilities
 from core.store.results import DEFAULT_DB, Predictions, ResultsStore, RunRecord
 
 log = logging.getLogger(__name__)
@@ -83,6 +85,11 @@ class SweepConfig:
     finetune_lr: float = option(1e-3, "fine-tuning peak learning rate")
     finetune_ema_decay: float = option(0.0, "weight EMA during fine-tuning (0 = off: a short fine-tune of a pruned "
                                             "network changes fast, and an average over its first epochs lags)")
+    distill_alpha: float = option(0.0, "weight of distillation from the dense parent in fine-tuning after pruning "
+                                       "(0 = plain fine-tuning; > 0 makes '-kd' cells)")
+    distill_temperature: float = option(4.0, "softmax temperature of the distillation targets")
+    uncertain_target_accuracy: float = option(DEFAULT_TARGET_ACCURACY, "accuracy on validation asked of predictions "
+                                              "shown without the 'uncertain' flag (sets each card's threshold)")
     calibration_images: int = option(64, "training images for static int8 calibration")
     calibration_method: str = option("minmax", "static calibration", choices=tuple(CALIBRATION_METHODS))
     static_exclude: str = option("none", "nodes kept fp32 in static int8", choices=EXCLUDE_PRESETS)
@@ -97,6 +104,12 @@ class SweepConfig:
         for r in (*self.ratios, *self.unstructured):
             if not 0 <= r < 1:
                 raise ConfigError(f"pruning ratios must be in [0, 1), got {r}")
+        if not 0 <= self.distill_alpha <= 1:
+            raise ConfigError(f"distill_alpha must be in [0, 1] (0 = off), got {self.distill_alpha}")
+        if not 0 < self.uncertain_target_accuracy <= 1:
+            raise ConfigError(f"uncertain_target_accuracy must be in (0, 1], got {self.uncertain_target_accuracy}")
+        if self.distill_temperature <= 0:
+            raise ConfigError(f"distill_temperature must be > 0, got {self.distill_temperature}")
         parse_shard(self.shard)
 
 
@@ -118,14 +131,17 @@ class Group:
     kind: str  # "structured" or "unstructured"
     amount: float
     modes: tuple[str, ...]
+    distilled: bool = False  # fine-tuned with the dense parent as teacher: its own cells ("-kd")
 
     def variant(self, mode: str) -> str:
         if self.kind == "unstructured":
             return f"unstructured-{self.amount:g}-{mode}"
-        return f"dense-{mode}" if self.amount == 0 else f"pruned-{self.amount:g}-{mode}"
+        kd = "-kd" if self.distilled else ""
+        return f"dense-{mode}" if self.amount == 0 else f"pruned-{self.amount:g}{kd}-{mode}"
 
     def cell_id(self, parent: str, mode: str) -> str:
-        return f"{parent}.{'u' if self.kind == 'unstructured' else 'p'}{self.amount:g}.{mode}"
+        kd = "kd" if self.distilled else ""
+        return f"{parent}.{'u' if self.kind == 'unstructured' else 'p'}{self.amount:g}{kd}.{mode}"
 
 
 def mode_label(mode: str, cfg: SweepConfig) -> str:
@@ -154,7 +170,8 @@ def plan_groups(cfg: SweepConfig) -> list[Group]:
     groups = []
     labels = tuple(mode_label(m, cfg) for m in cfg.modes)
     for model in cfg.models:
-        groups += [Group(model, "structured", r, labels) for r in sorted(set(cfg.ratios))]
+        groups += [Group(model, "structured", r, labels, distilled=cfg.distill_alpha > 0 and r > 0)
+                   for r in sorted(set(cfg.ratios))]
         groups += [Group(model, "unstructured", a, ("fp32",)) for a in sorted(set(cfg.unstructured)) if a > 0]
     return groups
 
@@ -246,8 +263,15 @@ def _prune_and_finetune(parent: _Parent, group: Group, cfg: SweepConfig) -> tupl
     info.update(params_before=report.params_before, params_after=report.params_after,
                 macs_before=report.macs_before, macs_after=report.macs_after)
     if cfg.finetune_epochs > 0:
+        distillation = None
+        if group.distilled:
+            teacher, _, _ = load_trained_model(parent.model_dir)  # a fresh dense copy: ``model`` was pruned in place
+            distillation = Distillation(teacher, alpha=cfg.distill_alpha, temperature=cfg.distill_temperature)
+            info["distillation"] = {"alpha": cfg.distill_alpha, "temperature": cfg.distill_temperature,
+                                    "teacher_run_id": parent.run_id}
         seed_everything(train_cfg.seed)
-        fitted = fit(model, split=parent.split, cfg=train_cfg, device=resolve_device(train_cfg.device))
+        fitted = fit(model, split=parent.split, cfg=train_cfg, device=resolve_device(train_cfg.device),
+                     distillation=distillation)
         if fitted.best_state is not None:
             model.load_state_dict(fitted.best_state)
         model.to("cpu")
@@ -302,7 +326,8 @@ def make_cell(parent: _Parent, group: Group, label: str, built: _Built, cfg: Swe
                 extra={"pruning": group.kind, "pruning_ratio": group.amount, "quantization": mode,
                        "split_hash": parent.split.hash, "dataset_fingerprint": parent.split.data.fingerprint,
                        "git_sha": git_sha(), "seed": parent.train_cfg.seed, "data_licence": DATA_LICENCE,
-                       "params": built.params, "macs": built.macs, "sparsity": built.sparsity})
+                       "params": built.params, "macs": built.macs, "sparsity": built.sparsity,
+                       "distillation": built.info.get("distillation")})
     if mode in TORCH_MODES:
         module = torch_dynamic_quantize(copy.deepcopy(built.model)) if mode == "torch_dynamic" else built.model
         module.zero_grad(set_to_none=True)
@@ -325,11 +350,15 @@ class _Measured:
 def measure_cell(predictor: Predictor, parent: _Parent, cfg: SweepConfig) -> _Measured:
     """Accuracy (val chooses what to deploy, test reports it) and latency, through the same predictor."""
     evaluations, predictions = {}, {}
-    for split in ("val", "test"):
+    outputs = {split: predict_logits(predictor, parent.split.loader(split, batch_size=64)) for split in ("val", "test")}
+    card = predictor.card  # calibrated on validation; the card carries it to every later predictor of this file
+    card.temperature, card.uncertain_threshold = fit_calibration(
+        *outputs["val"], target_accuracy=cfg.uncertain_target_accuracy)
+    card.extra["calibration"] = {"fitted_on": "val", "target_accuracy": cfg.uncertain_target_accuracy}
+    for split, (logits, labels) in outputs.items():
         rows = parent.split.rows(split)
-        probs, labels = predict_batches(predictor, parent.split.loader(split, batch_size=64))
-        evaluations[split] = evaluate_predictions(labels, probs)
-        predictions[split] = Predictions(rows["image_id"].tolist(), labels, probs)
+        evaluations[split] = evaluate_logits(labels, logits, temperature=card.temperature)
+        predictions[split] = Predictions(rows["image_id"].tolist(), labels, probabilities(predictor, logits))
     latency = predictor_latency(predictor, input_size=parent.split.prep.input_size, threads=cfg.threads,
                                 runs=cfg.latency_runs)
     return _Measured(evaluations, predictions, latency)

@@ -22,7 +22,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from core.calibration import DEFAULT_TARGET_ACCURACY, calibrated_softmax, fit_calibration
 from core.classes import CLASSES
+from core.compress.distill import Distillation
 from core.config import build_config, option, save_config
 from core.data.cache import DEFAULT_CACHE_DIR
 from core.data.dataset import IMBALANCE_MODES, balanced_sampler
@@ -32,7 +34,7 @@ from core.data.synthetic import ensure_synthetic_dataset
 from core.data.transforms import preprocessing_for, train_transform
 from core.errors import ConfigError
 from core.losses import make_criterion
-from core.metrics import Evaluation, evaluate_predictions
+from core.metrics import Evaluation, evaluate_logits, evaluate_predictions
 from core.models import (
     ARCHITECTURES,
     check_freeze_stages,
@@ -44,7 +46,14 @@ from core.models import (
 from core.progress import progress
 from core.provenance import Provenance, git_sha, new_run_id
 from core.runtime import DEVICES, resolve_device, seed_everything
-from core.serve.artifacts import DATA_LICENCE, DEFAULT_MODELS_DIR, Card, atomic_torch_save, save_trained_model
+from core.serve.artifacts import (
+    DATA_LICENCE,
+    DEFAULT_MODELS_DIR,
+    Card,
+    atomic_torch_save,
+    save_card,
+    save_trained_model,
+)
 from core.store.results import DEFAULT_DB, Predictions, ResultsStore, RunRecord
 
 log = logging.getLogger(__name__)
@@ -82,6 +91,8 @@ class TrainConfig:
                                 "instead (0 = off; e.g. 0.998)")
     imbalance: str = option("weighted_loss", "class-imbalance handling", choices=IMBALANCE_MODES)
     logit_adjust_tau: float = option(1.0, "logit_adjusted: strength of the prior shift")
+    uncertain_target_accuracy: float = option(DEFAULT_TARGET_ACCURACY, "accuracy on validation asked of predictions "
+                                              "shown without the 'uncertain' flag (sets the card's threshold)")
     aug_scale_min: float = option(0.5, "random resized crop: smallest area fraction")
     aug_color_jitter: float = option(0.1, "colour jitter strength (0 disables)")
     patience: int = option(8, "early stopping: epochs without val balanced-accuracy gain (0 disables)")
@@ -112,6 +123,8 @@ class TrainConfig:
             raise ConfigError(f"layer_decay must be in (0, 1], got {self.layer_decay}")
         if self.freeze_stages < 0:
             raise ConfigError(f"freeze_stages must be 0 or more, got {self.freeze_stages}")
+        if not 0 < self.uncertain_target_accuracy <= 1:
+            raise ConfigError(f"uncertain_target_accuracy must be in (0, 1], got {self.uncertain_target_accuracy}")
 
 
 @dataclass
@@ -137,7 +150,7 @@ def cosine_with_warmup(optimizer: torch.optim.Optimizer, *, warmup_steps: int, t
 def train_one_epoch(model: nn.Module, loader: DataLoader, *, criterion: nn.Module, optimizer: torch.optim.Optimizer,
                     scheduler: torch.optim.lr_scheduler.LRScheduler, device: torch.device, epoch: int,
                     cfg: TrainConfig, frozen_norms: list[nn.Module] | None = None,
-                    ema: nn.Module | None = None) -> dict[str, float]:
+                    ema: nn.Module | None = None, distillation: Distillation | None = None) -> dict[str, float]:
     model.train()
     keep_frozen_eval(frozen_norms or [])
     use_amp = device.type == "cuda" and cfg.amp
@@ -153,7 +166,10 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, *, criterion: nn.Modul
             images = images.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
             logits = model(images)
-            loss = criterion(logits.float(), targets)
+            if distillation is None:
+                loss = criterion(logits.float(), targets)
+            else:
+                loss = criterion(logits.float(), targets, distillation.teacher_logits(images))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -170,21 +186,27 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, *, criterion: nn.Modul
 
 
 @torch.inference_mode()
-def evaluate_model(model: nn.Module, loader: DataLoader, device: torch.device, *, channels_last: bool = False
-                   ) -> tuple[Evaluation, np.ndarray]:
-    """All metrics of a PyTorch model over ``loader`` (bf16 autocast on CUDA); also returns the probabilities."""
+def model_logits(model: nn.Module, loader: DataLoader, device: torch.device, *, channels_last: bool = False
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and labels of a PyTorch model over ``loader`` (bf16 autocast on CUDA)."""
     model.eval()
-    probs, labels = [], []
+    logits, labels = [], []
     for images, targets in loader:
         images = images.to(device, non_blocking=True)
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            logits = model(images)
-        probs.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
+            logits.append(model(images).float().cpu().numpy())
         labels.append(np.asarray(targets))
-    all_probs = np.concatenate(probs)
-    return evaluate_predictions(np.concatenate(labels), all_probs), all_probs
+    return np.concatenate(logits), np.concatenate(labels)
+
+
+def evaluate_model(model: nn.Module, loader: DataLoader, device: torch.device, *, channels_last: bool = False
+                   ) -> tuple[Evaluation, np.ndarray]:
+    """All metrics of a PyTorch model's (uncalibrated) softmax over ``loader``; also returns the probabilities."""
+    logits, labels = model_logits(model, loader, device, channels_last=channels_last)
+    probs = calibrated_softmax(logits)
+    return evaluate_predictions(labels, probs), probs
 
 
 def _train_loader(split: PreparedSplit, cfg: TrainConfig, epoch_seed: int) -> DataLoader:
@@ -238,12 +260,14 @@ class FitResult:
 
 def fit(model: nn.Module, *, split: PreparedSplit, cfg: TrainConfig, device: torch.device,
         checkpoint: dict[str, Any] | None = None,
-        on_epoch: Callable[[int, bool, dict[str, Any]], None] | None = None) -> FitResult:
+        on_epoch: Callable[[int, bool, dict[str, Any]], None] | None = None,
+        distillation: Distillation | None = None) -> FitResult:
     """Train ``model`` on the split's train rows, selecting on val balanced accuracy, with early stopping.
 
     Used for dense training and for fine-tuning pruned models. ``checkpoint`` resumes a previous fit;
     ``on_epoch(epoch, improved, state)`` is called after each epoch with a resumable checkpoint dict whose
     ``"evaluated"`` entry holds the weights that were validated (the EMA weights when ``ema_decay`` is set).
+    With ``distillation``, the loss blends the usual one with soft targets from its frozen teacher.
     """
     model.to(device)
     if cfg.channels_last:
@@ -251,6 +275,11 @@ def fit(model: nn.Module, *, split: PreparedSplit, cfg: TrainConfig, device: tor
     frozen_norms = freeze_stages(model, cfg.freeze_stages)
     criterion = make_criterion(cfg.imbalance, split.labels("train"), label_smoothing=cfg.label_smoothing,
                                logit_adjust_tau=cfg.logit_adjust_tau).to(device)
+    if distillation is not None:
+        distillation.teacher.to(device)
+        if cfg.channels_last:
+            distillation.teacher.to(memory_format=torch.channels_last)
+        criterion = distillation.loss(criterion)
     optimizer = make_optimizer(model, cfg)
     steps_per_epoch = len(_train_loader(split, cfg, cfg.seed))
     if cfg.max_train_batches:
@@ -283,7 +312,7 @@ def fit(model: nn.Module, *, split: PreparedSplit, cfg: TrainConfig, device: tor
         loader = _train_loader(split, cfg, cfg.seed + epoch)
         row = {"epoch": epoch, **train_one_epoch(model, loader, criterion=criterion, optimizer=optimizer,
                                                  scheduler=scheduler, device=device, epoch=epoch, cfg=cfg,
-                                                 frozen_norms=frozen_norms, ema=ema)}
+                                                 frozen_norms=frozen_norms, ema=ema, distillation=distillation)}
         val, _ = evaluate_model(evaluated, val_loader, device, channels_last=cfg.channels_last)
         row.update({f"val_{k}": v for k, v in val.metrics.items()})
         history.append(row)
@@ -365,7 +394,7 @@ def run_training(cfg: TrainConfig) -> TrainResult:
     history = fitted.history
     pd.DataFrame(history).to_csv(run_dir / "history.csv", index=False)
 
-    evaluations, predictions = _evaluate_best(run_dir, model, split, cfg, device)
+    evaluations, predictions = _evaluate_best(run_dir, model, split, cfg, device, card)
     provenance = Provenance.here(dataset=cfg.data_dir, dataset_fingerprint=data.fingerprint, split_hash=split.hash,
                                  seed=cfg.seed, device=device)
     record = RunRecord(run_id=run_id, kind="train", model=cfg.model, variant=cfg.variant, config=asdict(cfg),
@@ -377,13 +406,21 @@ def run_training(cfg: TrainConfig) -> TrainResult:
     return TrainResult(run_id, run_dir, evaluations, history, cfg)
 
 
-def _evaluate_best(run_dir: Path, model: nn.Module, split: PreparedSplit, cfg: TrainConfig, device: torch.device
-                   ) -> tuple[dict[str, Evaluation], dict[str, Predictions]]:
+def _evaluate_best(run_dir: Path, model: nn.Module, split: PreparedSplit, cfg: TrainConfig, device: torch.device,
+                   card: Card) -> tuple[dict[str, Evaluation], dict[str, Predictions]]:
+    """Score the selected weights on val and test with probabilities calibrated on val (recorded in the card)."""
     model.load_state_dict(torch.load(run_dir / "model.pt", map_location=device, weights_only=True))
+    outputs = {name: model_logits(model, split.loader(name, batch_size=cfg.batch_size * 2), device,
+                                  channels_last=cfg.channels_last) for name in ("val", "test")}
+    card.temperature, card.uncertain_threshold = fit_calibration(
+        *outputs["val"], target_accuracy=cfg.uncertain_target_accuracy)
+    card.extra["calibration"] = {"fitted_on": "val", "target_accuracy": cfg.uncertain_target_accuracy}
+    save_card(run_dir, card)
+    log.info("calibrated on val: temperature %.3f, uncertain below confidence %.3f (target accuracy %.2f)",
+             card.temperature, card.uncertain_threshold, cfg.uncertain_target_accuracy)
     evaluations, predictions = {}, {}
-    for name in ("val", "test"):
-        rows = split.rows(name)
-        evaluations[name], probs = evaluate_model(model, split.loader(name, batch_size=cfg.batch_size * 2), device,
-                                                  channels_last=cfg.channels_last)
-        predictions[name] = Predictions(rows["image_id"].tolist(), rows["label"].to_numpy(), probs)
+    for name, (logits, labels) in outputs.items():
+        evaluations[name] = evaluate_logits(labels, logits, temperature=card.temperature)
+        predictions[name] = Predictions(split.rows(name)["image_id"].tolist(), labels,
+                                        calibrated_softmax(logits, card.temperature))
     return evaluations, predictions

@@ -31,7 +31,8 @@ MODEL_CARD_NAME = "model.json"
 VARIANT_CARD_NAME = "model_card.json"
 DEFAULT_MODELS_DIR = Path("results/models")
 DATA_LICENCE = "HAM10000: CC BY-NC 4.0, Tschandl et al. 2018, doi:10.7910/DVN/DBW86T (if trained on it)"
-_FIELDS = ("format", "run_id", "architecture", "classes", "preprocessing", "variant", "parent_run_id", "file")
+_FIELDS = ("format", "run_id", "architecture", "classes", "preprocessing", "variant", "parent_run_id", "file",
+           "temperature", "uncertain_threshold")
 
 
 @dataclass
@@ -46,6 +47,8 @@ class Card:
     variant: str = "dense-fp32"
     parent_run_id: str | None = None  # the dense training run a variant was made from; None for that run itself
     file: str | None = None  # the variant's model file in its folder
+    temperature: float = 1.0  # calibration: probabilities are softmax(logits / temperature), fitted on val
+    uncertain_threshold: float | None = None  # calibrated confidence below which a prediction is "uncertain"
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -66,6 +69,9 @@ class Card:
             head["parent_run_id"] = self.parent_run_id
         if self.file:
             head["file"] = self.file
+        head["temperature"] = self.temperature
+        if self.uncertain_threshold is not None:
+            head["uncertain_threshold"] = self.uncertain_threshold
         return {**head, **self.extra}
 
     @classmethod
@@ -77,6 +83,8 @@ class Card:
                    preprocessing=Preprocessing.from_dict(d["preprocessing"]),
                    classes=tuple(d.get("classes", ())), variant=str(d.get("variant", "dense-fp32")),
                    parent_run_id=d.get("parent_run_id"), file=d.get("file"),
+                   temperature=float(d.get("temperature", 1.0)),  # cards written before calibration: T = 1
+                   uncertain_threshold=d.get("uncertain_threshold"),
                    extra={k: v for k, v in d.items() if k not in _FIELDS})
         if card.classes != CLASSES:
             raise ModelError(f"{source}: class order {card.classes} differs from this code's {CLASSES}")
@@ -114,8 +122,15 @@ def save_trained_model(run_dir: Path, weights: torch.nn.Module | dict[str, torch
     run_dir.mkdir(parents=True, exist_ok=True)
     state = weights.state_dict() if isinstance(weights, torch.nn.Module) else weights
     atomic_torch_save(state, run_dir / "model.pt")
-    (run_dir / MODEL_CARD_NAME).write_text(json.dumps(card.to_dict(), indent=2, default=str))
+    save_card(run_dir, card)
     return run_dir / "model.pt"
+
+
+def save_card(run_dir: Path, card: Card) -> Path:
+    """Write (or rewrite, e.g. once calibrated) a trained model's ``model.json``."""
+    path = run_dir / MODEL_CARD_NAME
+    path.write_text(json.dumps(card.to_dict(), indent=2, default=str))
+    return path
 
 
 def resolve_model_dir(ref: str | Path, *, models_dir: str | Path = DEFAULT_MODELS_DIR) -> Path:

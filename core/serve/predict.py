@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from core.calibration import calibrated_softmax
 from core.classes import CLASSES, clinical_name
 from core.compress.export import ort_logits, ort_session
 from core.data.transforms import Preprocessing, image_array
@@ -46,10 +47,9 @@ class Predictor(Protocol):
     def logits(self, images: np.ndarray) -> np.ndarray: ...
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+def probabilities(predictor: Predictor, logits: np.ndarray) -> np.ndarray:
+    """The model's calibrated probabilities: softmax of the logits divided by the card's temperature."""
+    return calibrated_softmax(logits, predictor.card.temperature)
 
 
 class OnnxPredictor:
@@ -99,13 +99,19 @@ def load_predictor(ref: str | Path, *, models_dir: str | Path = DEFAULT_MODELS_D
 
 # Many images ---------------------------------------------------------------------------------------------------
 
-def predict_batches(predictor: Predictor, loader: DataLoader) -> tuple[np.ndarray, np.ndarray]:
-    """Softmax probabilities and labels for every (images, labels) batch of ``loader``, in order."""
-    probs, labels = [], []
+def predict_logits(predictor: Predictor, loader: DataLoader) -> tuple[np.ndarray, np.ndarray]:
+    """Raw logits and labels for every (images, labels) batch of ``loader``, in order."""
+    logits, labels = [], []
     for images, targets in loader:
-        probs.append(softmax(predictor.logits(np.asarray(images, dtype=np.float32))))
+        logits.append(predictor.logits(np.asarray(images, dtype=np.float32)))
         labels.append(np.asarray(targets))
-    return np.concatenate(probs), np.concatenate(labels)
+    return np.concatenate(logits), np.concatenate(labels)
+
+
+def predict_batches(predictor: Predictor, loader: DataLoader) -> tuple[np.ndarray, np.ndarray]:
+    """Calibrated probabilities and labels for every (images, labels) batch of ``loader``, in order."""
+    logits, labels = predict_logits(predictor, loader)
+    return probabilities(predictor, logits), labels
 
 
 # One image -----------------------------------------------------------------------------------------------------
@@ -136,7 +142,7 @@ def predict_image(predictor: Predictor, image: Image.Image, *, name: str) -> Pre
     x = image_array(image, predictor.preprocessing)[None]
     start = time.perf_counter()
     logits = predictor.logits(x)
-    return Prediction(name, softmax(logits)[0], (time.perf_counter() - start) * 1e3)
+    return Prediction(name, probabilities(predictor, logits)[0], (time.perf_counter() - start) * 1e3)
 
 
 def agreement(predictions: list[Prediction]) -> float:

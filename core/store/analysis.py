@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_curve
 
+from core.calibration import calibrated_softmax
 from core.classes import CLASSES
 from core.errors import ModelError
 from core.metrics import METRIC_NAMES
@@ -139,6 +140,12 @@ def reliability(labels: np.ndarray, probs: np.ndarray, *, n_bins: int = 10) -> p
     rows = [{"bin": b, "confidence": conf[bins == b].mean(), "accuracy": correct[bins == b].mean(),
              "count": int((bins == b).sum())} for b in range(n_bins) if (bins == b).any()]
     return pd.DataFrame(rows)
+
+
+def uncalibrated_probs(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """The raw softmax behind stored calibrated probabilities: softmax(T * log p) = softmax(z) when
+    p = softmax(z / T), so the reliability before calibration needs no second copy of the predictions."""
+    return calibrated_softmax(temperature * np.log(np.clip(probs, 1e-12, 1.0)))
 
 
 def recall_deltas(store: ResultsStore, run_ids: list[str], *, split: str = "test") -> pd.DataFrame:

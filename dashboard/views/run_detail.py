@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
 from core.classes import CLASSES
-from core.store.analysis import confusion_matrix_frame, reliability, roc_curves, run_detail
+from core.store.analysis import confusion_matrix_frame, reliability, roc_curves, run_detail, uncalibrated_probs
 from dashboard.state import filtered_variants, reader
 
 st.title("Run detail")
@@ -62,11 +63,18 @@ if not preds.empty:
     roc.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dot"}, name="chance"))
     roc.update_layout(title="ROC (one vs rest)", xaxis_title="false positive rate", yaxis_title="true positive rate")
     a.plotly_chart(roc, width="stretch", key="detail_roc")
-    rel = reliability(labels, probs)
-    cal = go.Figure([go.Bar(x=rel["confidence"], y=rel["accuracy"], name="accuracy", width=0.08),
-                     go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dot"}, name="perfect")])
-    cal.update_layout(title=f"Reliability (ECE {scalars.get('ece', np.nan):.3f})", xaxis_title="confidence",
-                      yaxis_title="accuracy")
+    figures = scalars if scalars is not None else pd.Series(dtype=float)
+    temperature = float(figures.get("temperature", 1.0))
+    shown = {f"calibrated (T = {temperature:.2f})": probs, "uncalibrated": uncalibrated_probs(probs, temperature)} \
+        if temperature != 1.0 else {"accuracy": probs}
+    cal = go.Figure([go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dot"}, name="perfect")])
+    for name, p in shown.items():
+        rel = reliability(labels, p)
+        cal.add_trace(go.Scatter(x=rel["confidence"], y=rel["accuracy"], mode="lines+markers", name=name))
+    ece = f"ECE {figures.get('ece', np.nan):.3f}"
+    if "ece_uncalibrated" in figures:
+        ece += f", before calibration {figures['ece_uncalibrated']:.3f}"
+    cal.update_layout(title=f"Reliability ({ece})", xaxis_title="confidence", yaxis_title="accuracy")
     b.plotly_chart(cal, width="stretch", key="detail_cal")
 else:
     st.caption("No per-image predictions stored for this run (stores written before schema 2), so no ROC curves "

@@ -200,3 +200,37 @@ def test_no_model_answers_503_with_a_clear_message(tmp_path: Path) -> None:
     with app.app_context():
         assert get_db().execute("SELECT count(*) FROM detections").fetchone()[0] == 0
     assert list((Path(app.instance_path) / "uploads").iterdir()) == []
+
+
+def test_uncertain_threshold_is_the_deployed_cards_unless_configured(tmp_path: Path, variant_folder: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    import json
+    import shutil
+
+    from core.errors import ConfigError
+    from core.serve.artifacts import read_variant_card
+    from tests.webapp.conftest import RELAXED_LIMITS
+    from webapp import create_app
+
+    def make(folder: Path) -> Flask:
+        return create_app({"TESTING": True, "SECRET_KEY": "d" * 40, "INSTANCE_PATH": str(tmp_path / "i"),
+                           "LESIONLITE_VARIANT": str(folder), "MAIL_SUPPRESS_SEND": True, **RELAXED_LIMITS})
+
+    monkeypatch.delenv("LESIONLITE_UNCERTAIN_THRESHOLD", raising=False)
+    card = read_variant_card(variant_folder)
+    assert card.uncertain_threshold is not None  # chosen on validation by the sweep
+    assert make(variant_folder).config["DEPLOYED_UNCERTAIN_THRESHOLD"] == card.uncertain_threshold
+    monkeypatch.setenv("LESIONLITE_UNCERTAIN_THRESHOLD", "0.42")
+    assert make(variant_folder).config["DEPLOYED_UNCERTAIN_THRESHOLD"] == 0.42
+    monkeypatch.setenv("LESIONLITE_UNCERTAIN_THRESHOLD", "high")
+    with pytest.raises(ConfigError, match="LESIONLITE_UNCERTAIN_THRESHOLD='high' is not a number"):
+        make(variant_folder)
+    monkeypatch.delenv("LESIONLITE_UNCERTAIN_THRESHOLD")
+    old = tmp_path / "old-variant"  # a card written before calibration: said at start-up, not silent
+    shutil.copytree(variant_folder, old)
+    raw = json.loads((old / "model_card.json").read_text())
+    del raw["temperature"], raw["uncertain_threshold"]
+    (old / "model_card.json").write_text(json.dumps(raw))
+    assert make(old).config["DEPLOYED_UNCERTAIN_THRESHOLD"] == 0.6
+    assert "no calibrated 'uncertain' threshold" in caplog.text
