@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from core.serve.ood import OodGate
 from core.serve.predict import Predictor, load_predictor
 from core.store.analysis import Filters, apply_filters, variants_frame
 from core.store.results import DEFAULT_DB, ResultsStore
@@ -57,6 +58,12 @@ def all_variants(split: str = "test") -> pd.DataFrame:
 @st.cache_resource(show_spinner="Loading model ...")
 def predictor(card_folder: str) -> Predictor:
     return load_predictor(card_folder, threads=2)
+
+
+@st.cache_resource(show_spinner="Loading the lesion-photo gate ...")
+def gate(card_folder: str) -> OodGate | None:
+    """The variant's out-of-distribution gate, or None where its folder has none."""
+    return OodGate.load(Path(card_folder))
 
 
 def sidebar_filters(df: pd.DataFrame) -> None:

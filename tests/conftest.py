@@ -76,3 +76,19 @@ def sweep_store(trained_tiny, tmp_path_factory: pytest.TempPathFactory) -> Path:
                           modes=["torch_fp32", "fp32", "static"], finetune_epochs=1, calibration_images=16,
                           latency_runs=3, threads=1, variants_dir=str(out / "variants"), db=str(db)))
     return db
+
+
+@pytest.fixture(scope="session")
+def gated_variant(sweep_store: Path, trained_tiny, tmp_path_factory: pytest.TempPathFactory
+                  ) -> tuple[Path, dict[str, float]]:
+    """A copy of a sweep variant with an out-of-distribution gate fitted by the job, and the job's figures."""
+    from core.jobs.ood import GateConfig, run_gate_fit
+
+    out = tmp_path_factory.mktemp("gated")
+    folder = out / "pruned-0.5-static"
+    shutil.copytree(next((sweep_store.parent / "variants").glob("*/pruned-0.5-static")), folder)
+    db = out / "results.duckdb"
+    shutil.copy(sweep_store, db)
+    figures = run_gate_fit(GateConfig(model=str(folder), models_dir=str(trained_tiny.run_dir.parent), img_size=96,
+                                      db=str(db)))
+    return folder, figures

@@ -69,9 +69,9 @@ def test_card_round_trip_and_every_predictor_applies_the_temperature(sweep_store
     del old["temperature"], old["uncertain_threshold"]
     assert Card.from_dict(old).temperature == 1.0 and Card.from_dict(old).uncertain_threshold is None
 
-    from core.jobs.sweep import _load_parent
+    from core.jobs.sweep import load_parent
 
-    loader = _load_parent(str(trained_tiny.run_dir)).split.loader("val", batch_size=64)
+    loader = load_parent(str(trained_tiny.run_dir)).split.loader("val", batch_size=64)
     calibrated, labels = predict_batches(load_predictor(folder), loader)
     raw = json.loads((folder / "model_card.json").read_text())
     raw["temperature"] = 1.0

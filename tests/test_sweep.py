@@ -122,7 +122,7 @@ def test_fine_tuning_uses_the_sweep_ema_setting_not_the_parents(trained_tiny: Tr
         return real_fit(model, cfg=cfg, **kw)
 
     monkeypatch.setattr(sweep_mod, "fit", spy)
-    parent = sweep_mod._load_parent(str(trained_tiny.run_dir))
+    parent = sweep_mod.load_parent(str(trained_tiny.run_dir))
     parent.train_cfg = dataclasses.replace(parent.train_cfg, ema_decay=0.99)  # a parent trained with EMA
     group = sweep_mod.Group("test_efficientnet", "structured", 0.5, ("fp32",))
     sweep_mod._prune_and_finetune(parent, group, _cfg(trained_tiny, tmp_path))
@@ -156,7 +156,7 @@ def test_distilled_fine_tuning_learns_from_the_frozen_dense_parent(trained_tiny:
         return real_fit(model, distillation=distillation, **kw)
 
     monkeypatch.setattr(sweep_mod, "fit", spy)
-    parent = sweep_mod._load_parent(str(trained_tiny.run_dir))
+    parent = sweep_mod.load_parent(str(trained_tiny.run_dir))
     cfg = _cfg(trained_tiny, tmp_path, distill_alpha=0.5, distill_temperature=3.0)
     group = plan_groups(cfg)[1]
     _, info = sweep_mod._prune_and_finetune(parent, group, cfg)

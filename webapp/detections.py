@@ -16,6 +16,7 @@ def create(user_id: int, data: bytes) -> tuple[str, Detection]:
 
     Raises:
         ImageRejected: the upload is not a usable image.
+        NotALesion: the model's gate judged it not a lesion photo (nothing is stored).
         ModelUnavailable: no model can be loaded.
     """
     checked = check_image(data)

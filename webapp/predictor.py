@@ -22,6 +22,7 @@ from core.classes import CLASSES, clinical_name
 from core.errors import ConfigError, LesionLiteError, ModelError
 from core.serve.artifacts import read_variant_card
 from core.serve.imaging import CheckedImage
+from core.serve.ood import GATE_FILE, NOT_A_LESION, OodGate
 from core.serve.predict import Predictor, load_predictor, predict_image
 from core.store.analysis import deployed_variant
 from core.store.results import ResultsStore
@@ -29,10 +30,19 @@ from core.store.results import ResultsStore
 log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _loaded: dict[str, Predictor] = {}
+_gates: dict[str, OodGate | None] = {}
 
 
 class ModelUnavailable(LesionLiteError):
     """No deployable model could be loaded; the site answers 503 for predictions."""
+
+
+class NotALesion(LesionLiteError):
+    """The deployed model's gate judged the image not to be a dermoscopic lesion photo: no class is given."""
+
+    def __init__(self, reason: str):
+        super().__init__(NOT_A_LESION)
+        self.reason = reason
 
 
 def resolve_variant(app: Flask) -> Path:
@@ -78,6 +88,9 @@ def init_app(app: Flask) -> None:
     try:
         app.config["DEPLOYED_VARIANT"] = folder = resolve_variant(app)
         app.config["DEPLOYED_UNCERTAIN_THRESHOLD"] = uncertain_threshold(app, folder)
+        if not (folder / GATE_FILE).is_file():
+            log.warning("%s has no out-of-distribution gate: any picture gets a lesion class. Fit one with "
+                        "python -m scripts.fit_ood_gate --model %s", folder, folder)
         log.info("deployed model: %s (uncertain below confidence %.3f)", folder,
                  app.config["DEPLOYED_UNCERTAIN_THRESHOLD"])
     except ModelError as exc:
@@ -86,6 +99,21 @@ def init_app(app: Flask) -> None:
         app.config["DEPLOYED_VARIANT"] = None
         app.config["MODEL_PROBLEM"] = str(exc)
         log.warning("no deployable model (predictions will answer 503): %s", exc)
+
+
+def get_gate() -> OodGate | None:
+    """The deployed variant's "is this a lesion photo?" gate (None where its folder has none)."""
+    folder = current_app.config.get("DEPLOYED_VARIANT")
+    if folder is None:
+        return None
+    key = str(folder)
+    with _lock:
+        if key not in _gates:
+            try:
+                _gates[key] = OodGate.load(Path(key))
+            except ModelError as exc:
+                raise ModelUnavailable(str(exc)) from exc
+        return _gates[key]
 
 
 def get_predictor() -> Predictor:
@@ -114,7 +142,18 @@ class Detection:
 
 
 def detect(checked: CheckedImage) -> Detection:
+    """The deployed model's answer for one checked image.
+
+    Raises:
+        NotALesion: the gate refused the image (no class is given).
+        ModelUnavailable: no model can be loaded.
+    """
     predictor = get_predictor()
+    gate = get_gate()
+    if gate is not None:
+        decision = gate.check(checked.image)
+        if not decision.accepted:
+            raise NotALesion(decision.reason)
     result = predict_image(predictor, checked.image, name="deployed")
     probs = {c: float(p) for c, p in zip(CLASSES, np.asarray(result.probs), strict=True)}
     threshold = current_app.config.get("UNCERTAIN_THRESHOLD")  # a test or an operator may override it later

@@ -188,7 +188,7 @@ def sweep_id(cfg: SweepConfig) -> str:
 
 
 @dataclass
-class _Parent:
+class Parent:
     """A dense training run and the prepared data of its split."""
 
     run_id: str
@@ -220,17 +220,18 @@ def _resolve_parents(cfg: SweepConfig, train_cfg: TrainConfig) -> dict[str, str]
     return {m: given.get(m) or remembered[m] for m in cfg.models}
 
 
-def _load_parent(model_dir: str) -> _Parent:
+def load_parent(model_dir: str) -> Parent:
+    """A trained run folder with its config and its split's prepared data (cache decoded, loaders ready)."""
     model_dir_p = Path(model_dir)
     train_cfg = build_config(TrainConfig, yaml_path=model_dir_p / "config.yaml")
     _, card, _ = load_trained_model(model_dir_p)
     data = prepare_data(train_cfg.data_dir, prep=card.preprocessing, cache_dir=train_cfg.cache_dir,
                         skip_bad=train_cfg.skip_bad, workers=train_cfg.workers)
     table = apply_split(data.table, load_split(model_dir_p / "split.csv"))
-    return _Parent(card.run_id, model_dir_p, train_cfg, PreparedSplit(data, table, card.preprocessing))
+    return Parent(card.run_id, model_dir_p, train_cfg, PreparedSplit(data, table, card.preprocessing))
 
 
-def _images(parent: _Parent, split: str, n: int | None = None, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def _images(parent: Parent, split: str, n: int | None = None, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     rows = parent.split.rows(split)
     if n is not None and n < len(rows):
         rows = rows.sample(n=n, random_state=seed)
@@ -239,7 +240,7 @@ def _images(parent: _Parent, split: str, n: int | None = None, *, seed: int = 0)
     return np.concatenate(xs), np.concatenate(ys)
 
 
-def _prune_and_finetune(parent: _Parent, group: Group, cfg: SweepConfig) -> tuple[nn.Module, dict[str, Any]]:
+def _prune_and_finetune(parent: Parent, group: Group, cfg: SweepConfig) -> tuple[nn.Module, dict[str, Any]]:
     model, card, _ = load_trained_model(parent.model_dir)
     size = card.preprocessing.input_size
     info: dict[str, Any] = {"pruning": group.kind, "pruning_ratio": group.amount, "history": []}
@@ -293,7 +294,7 @@ class _Built:
     calibration: np.ndarray | None
 
 
-def build_group(parent: _Parent, group: Group, todo: list[str], cfg: SweepConfig) -> _Built:
+def build_group(parent: Parent, group: Group, todo: list[str], cfg: SweepConfig) -> _Built:
     """Prune + fine-tune once, export once, draw the calibration images once, for every mode in ``todo``."""
     model, info = _prune_and_finetune(parent, group, cfg)
     size = parent.split.prep.input_size
@@ -314,7 +315,7 @@ def build_group(parent: _Parent, group: Group, todo: list[str], cfg: SweepConfig
     return _Built(model, info, params, macs, weight_sparsity(model), work, check, calibration)
 
 
-def make_cell(parent: _Parent, group: Group, label: str, built: _Built, cfg: SweepConfig) -> tuple[Predictor, Path]:
+def make_cell(parent: Parent, group: Group, label: str, built: _Built, cfg: SweepConfig) -> tuple[Predictor, Path]:
     """The deployable file of one cell in its folder, and the one predictor that measures it."""
     mode = base_mode(label)
     folder = Path(cfg.variants_dir) / parent.run_id / group.variant(label)
@@ -347,7 +348,7 @@ class _Measured:
     latency: Latency
 
 
-def measure_cell(predictor: Predictor, parent: _Parent, cfg: SweepConfig) -> _Measured:
+def measure_cell(predictor: Predictor, parent: Parent, cfg: SweepConfig) -> _Measured:
     """Accuracy (val chooses what to deploy, test reports it) and latency, through the same predictor."""
     evaluations, predictions = {}, {}
     outputs = {split: predict_logits(predictor, parent.split.loader(split, batch_size=64)) for split in ("val", "test")}
@@ -364,7 +365,7 @@ def measure_cell(predictor: Predictor, parent: _Parent, cfg: SweepConfig) -> _Me
     return _Measured(evaluations, predictions, latency)
 
 
-def record_cell(store: ResultsStore, parent: _Parent, group: Group, label: str, built: _Built,
+def record_cell(store: ResultsStore, parent: Parent, group: Group, label: str, built: _Built,
                 predictor: Predictor, folder: Path, measured: _Measured, cfg: SweepConfig) -> str:
     """Write the cell's card (with its figures) and store it as a child run of the dense parent, atomically."""
     mode = base_mode(label)
@@ -397,7 +398,7 @@ def record_cell(store: ResultsStore, parent: _Parent, group: Group, label: str, 
     return card.run_id
 
 
-def run_group(parent: _Parent, group: Group, cfg: SweepConfig, store: ResultsStore) -> list[str]:
+def run_group(parent: Parent, group: Group, cfg: SweepConfig, store: ResultsStore) -> list[str]:
     """Build (prune, fine-tune, export) once, then make, measure and record every missing cell of ``group``."""
     todo = [m for m in group.modes if not store.has_run(group.cell_id(parent.run_id, m))]
     if not todo:
@@ -420,11 +421,11 @@ def run_sweep(cfg: SweepConfig) -> pd.DataFrame:
     groups = shard_groups(plan_groups(cfg), cfg.shard)
     log.info("sweep %s shard %s: %d group(s), %d cell(s)", sweep_id(cfg), cfg.shard, len(groups),
              sum(len(g.modes) for g in groups))
-    loaded: dict[str, _Parent] = {}
+    loaded: dict[str, Parent] = {}
     with ResultsStore(cfg.db) as store:
         for group in groups:
             if group.model not in loaded:
-                loaded[group.model] = _load_parent(parents[group.model])
+                loaded[group.model] = load_parent(parents[group.model])
             run_group(loaded[group.model], group, cfg, store)
         return sweep_summary(store, [p.run_id for p in loaded.values()])
 

@@ -95,7 +95,7 @@ class RunRecord:
     """Everything stored for one run; written atomically by :meth:`ResultsStore.record_run`."""
 
     run_id: str
-    kind: str  # "train", "variant" or "eval"
+    kind: str  # "train", "variant", "eval" or "ood_gate"
     model: str
     variant: str
     config: dict[str, Any]

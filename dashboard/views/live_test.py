@@ -13,9 +13,10 @@ from core.data.synthetic import synthetic_example
 from core.errors import ModelError
 from core.serve.gradcam import grad_cam_overlay
 from core.serve.imaging import ImageRejected, check_image, reencode_jpeg
+from core.serve.ood import NOT_A_LESION
 from core.serve.predict import DISCLAIMER, agreement, predict_image
 from core.store.analysis import deployed_variant, variant_card_paths
-from dashboard.state import predictor, reader, samples_dir
+from dashboard.state import gate, predictor, reader, samples_dir
 
 st.title("Test an image")
 st.warning(DISCLAIMER, icon=":material/medical_information:")
@@ -66,6 +67,16 @@ try:
 except ImageRejected as exc:
     st.error(f"This file cannot be used: {exc}.")
     st.stop()
+
+gates = {label: g for label in chosen if (g := gate(labels[label])) is not None}
+refusals = {label: d for label, g in gates.items() if not (d := g.check(checked.image)).accepted}
+if refusals:
+    st.image(checked.image, width=300)
+    st.error(f"{NOT_A_LESION} (judged by the gate of: {', '.join(refusals)}.)")
+    st.stop()
+if not gates:
+    st.caption("None of the chosen variants has an out-of-distribution gate: any picture gets a lesion class "
+               "(fit one with `python -m scripts.fit_ood_gate --model <variant folder>`).")
 
 left, right = st.columns([1, 2])
 left.image(checked.image, caption=f"{checked.width}x{checked.height} {checked.format}", width="stretch")

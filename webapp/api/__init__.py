@@ -8,7 +8,7 @@ from core.serve.imaging import ImageRejected
 from core.serve.predict import DISCLAIMER
 from webapp import detections, tokens
 from webapp.extensions import csrf, limiter
-from webapp.predictor import ModelUnavailable
+from webapp.predictor import ModelUnavailable, NotALesion
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 csrf.exempt(bp)  # token-authenticated, no cookies: CSRF does not apply
@@ -35,6 +35,8 @@ def predict():
         detection_id, result = detections.create(user.id, upload.read())
     except ImageRejected as exc:
         return _error(400, f"this file cannot be used: {exc}")
+    except NotALesion as exc:  # a distinct, machine-readable answer: the client must not show a class
+        return jsonify({"error": str(exc), "code": "not_a_lesion", "reason": exc.reason}), 422
     except ModelUnavailable as exc:
         current_app.logger.error("prediction failed: %s", exc)
         return _error(503, "the model is not available")

@@ -17,7 +17,7 @@ from webapp.auth.forms import ConfirmForm
 from webapp.detect import bp
 from webapp.detect.forms import UploadForm
 from webapp.extensions import limiter
-from webapp.predictor import ModelUnavailable
+from webapp.predictor import ModelUnavailable, NotALesion
 from webapp.storage import image_path
 
 MODEL_UNAVAILABLE = "The model is not available right now. Please try again later."
@@ -57,6 +57,9 @@ def upload():
         except ImageRejected as exc:
             form.image.errors = [f"This file cannot be used: {exc}."]
             return render_template("detect/upload.html", form=form, disclaimer=DISCLAIMER), 400
+        except NotALesion as exc:
+            form.image.errors = [str(exc)]
+            return render_template("detect/upload.html", form=form, disclaimer=DISCLAIMER), 422
         except ModelUnavailable as exc:
             current_app.logger.error("prediction failed: %s", exc)
             form.image.errors = [MODEL_UNAVAILABLE]
