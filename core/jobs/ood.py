@@ -26,7 +26,7 @@ from core.errors import ConfigError, ModelError
 from core.jobs.sweep import load_parent
 from core.provenance import Provenance, new_run_id
 from core.serve.artifacts import DEFAULT_MODELS_DIR, is_variant_folder, read_variant_card, resolve_model_dir
-from core.serve.ood import GATE_FILE, Embedder, OodGate, fit_ood_gate
+from core.serve.ood import GATE_BACKBONE_FILE, GATE_FILE, Embedder, OodGate, fit_ood_gate
 from core.store.results import DEFAULT_DB, ResultsStore, RunRecord
 
 log = logging.getLogger(__name__)
@@ -127,6 +127,7 @@ def run_gate_fit(cfg: GateConfig) -> dict[str, float]:
         served = OodGate.load(staging)  # measured as it will be served: read back from its file
         assert served is not None
         figures = _measure(served, lambda split: images(split)[0], cfg)
+        shutil.move(staging / GATE_BACKBONE_FILE, Path(folder) / GATE_BACKBONE_FILE)
         path = Path(shutil.move(staging / GATE_FILE, Path(folder) / GATE_FILE))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -137,7 +138,7 @@ def run_gate_fit(cfg: GateConfig) -> dict[str, float]:
             provenance=Provenance.here(dataset=parent.train_cfg.data_dir,
                                        dataset_fingerprint=parent.split.data.fingerprint,
                                        split_hash=parent.split.hash, seed=0, device=torch.device("cpu")),
-            artifacts={"ood_gate": path}))
+            artifacts={"ood_gate": path, "ood_gate_backbone": Path(folder) / GATE_BACKBONE_FILE}))
     log.info("gate written to %s", path)
     return figures
 
