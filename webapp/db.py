@@ -6,6 +6,7 @@ The database file lives in the instance folder. Migrations are applied in order 
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sqlite3
 from pathlib import Path
@@ -78,16 +79,21 @@ def migrate(path: Path) -> int:
     if not path.exists():
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))  # owner-only from the first byte
     path.chmod(0o600)
-    con = connect(path)
-    try:
-        version = con.execute("PRAGMA user_version").fetchone()[0]
-        for number, sql in enumerate(MIGRATIONS[version:], start=version + 1):
-            with con:
-                con.executescript(sql)
-                con.execute(f"PRAGMA user_version = {number}")
-        return con.execute("PRAGMA user_version").fetchone()[0]
-    finally:
-        con.close()
+    # gunicorn boots its workers at once: without a lock two of them switch a new file to WAL or run the same
+    # migration together, and one dies with "database is locked" (the worker then fails to boot).
+    lock_path = path.with_name(path.name + ".lock")
+    with os.fdopen(os.open(lock_path, os.O_WRONLY | os.O_CREAT, 0o600), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        con = connect(path)
+        try:
+            version = con.execute("PRAGMA user_version").fetchone()[0]
+            for number, sql in enumerate(MIGRATIONS[version:], start=version + 1):
+                with con:
+                    con.executescript(sql)
+                    con.execute(f"PRAGMA user_version = {number}")
+            return con.execute("PRAGMA user_version").fetchone()[0]
+        finally:
+            con.close()
 
 
 @click.command("init-db")

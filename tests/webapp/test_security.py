@@ -222,6 +222,29 @@ def test_rate_limits_hold_across_two_gunicorn_workers(tmp_path: Path, variant_fo
         server.wait(timeout=30)
 
 
+def _migrate_at(path: str, start: float) -> int:
+    from webapp.db import migrate
+
+    time.sleep(max(0.0, start - time.time()))  # all processes open the new file at the same moment
+    return migrate(Path(path))
+
+
+def test_workers_booting_together_migrate_one_new_database(tmp_path: Path) -> None:
+    # gunicorn starts its workers at once; each creates the app and migrates the database. Without a lock one of
+    # them could die with "database is locked" and the site fail to boot.
+    import multiprocessing
+
+    from webapp.db import MIGRATIONS
+
+    ctx = multiprocessing.get_context("spawn")
+    for round_ in range(3):
+        path = str(tmp_path / f"r{round_}" / "lesionlite.sqlite")
+        with ctx.Pool(4) as pool:
+            start = time.time() + 2
+            versions = pool.starmap(_migrate_at, [(path, start)] * 4)
+        assert versions == [len(MIGRATIONS)] * 4
+
+
 def test_per_account_throttle_cannot_lock_out_the_owner(prod: Site) -> None:
     register_and_verify(prod, "victim@example.org")
     attacker = prod.client()
