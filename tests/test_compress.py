@@ -150,3 +150,29 @@ def test_latency_harness_and_benchmark_table(tmp_path: Path) -> None:
     assert pruned["size_ratio"] > 3  # channels removed and int8 weights: measured, not assumed
     unstructured = table[table["variant"].str.startswith("unstructured")].iloc[0]
     assert unstructured["size_ratio"] < 1.05  # zeros stored densely: no size gain
+
+
+def test_sensitive_nodes_stay_fp32(trained_tiny: TrainResult, tmp_path: Path) -> None:
+    import onnx
+
+    from core.compress.quantize import sensitive_nodes
+    from core.serve.artifacts import load_trained_model
+
+    model, card, _ = load_trained_model(trained_tiny.run_dir)
+    fp32 = tmp_path / "fp32.onnx"
+    export_onnx(model, fp32, input_size=card.preprocessing.input_size)
+    images = _test_images(trained_tiny, 16)
+    full = quantize_onnx(fp32, tmp_path / "full.onnx", mode="static", calibration=images)
+    worst = sensitive_nodes(fp32, full, images, count=3)
+    assert len(worst) == 3 and len(set(worst)) == 3
+    float_nodes = {n.name for n in onnx.load(str(fp32)).graph.node}
+    assert set(worst) <= float_nodes
+    mixed = quantize_onnx(fp32, tmp_path / "mixed.onnx", mode="static", calibration=images, exclude="sensitive",
+                          keep_fp32=3)
+
+    def quantized_inputs(path: Path) -> int:  # DequantizeLinear nodes feeding the graph: one per int8 tensor use
+        return sum(n.op_type == "DequantizeLinear" for n in onnx.load(str(path)).graph.node)
+
+    assert quantized_inputs(mixed) < quantized_inputs(full)  # fewer int8 tensors: some nodes were left in fp32
+    reference = ort_logits(ort_session(fp32), images).argmax(1)
+    assert np.mean(ort_logits(ort_session(mixed), images).argmax(1) == reference) >= 0.8

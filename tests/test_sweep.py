@@ -106,6 +106,8 @@ def test_static_options_make_their_own_cells() -> None:
     assert default.modes == ("fp32", "static") and tuned.modes == ("static-percentile-keepdw",)
     assert default.cell_id("r", "static") != tuned.cell_id("r", tuned.modes[0])
     assert tuned.variant(tuned.modes[0]) == "dense-static-percentile-keepdw"
+    mixed = plan_groups(SweepConfig(modes=["static"], static_exclude="sensitive", static_keep_fp32=5))[0]
+    assert mixed.variant(mixed.modes[0]) == "dense-static-keep5"
 
 
 def test_fine_tuning_uses_the_sweep_ema_setting_not_the_parents(trained_tiny: TrainResult, tmp_path: Path,

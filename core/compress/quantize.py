@@ -36,7 +36,7 @@ QUANT_MODES = ("torch_fp32", "fp32", "dynamic", "static", "fp16", "torch_dynamic
 ONNX_MODES = ("fp32", "dynamic", "static", "fp16")
 CALIBRATION_METHODS = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                        "entropy": CalibrationMethod.Entropy}
-EXCLUDE_PRESETS = ("none", "depthwise")
+EXCLUDE_PRESETS = ("none", "depthwise", "sensitive")
 
 
 def check_mode(mode: str) -> str:
@@ -68,6 +68,44 @@ def depthwise_conv_nodes(path: str | Path) -> list[str]:
     return names
 
 
+def sensitive_nodes(float_path: Path, qdq_path: Path, calibration: np.ndarray, *, count: int) -> list[str]:
+    """The ``count`` weighted nodes (Conv, Gemm, MatMul) of the float model whose int8 quantization loses most,
+    by ONNX Runtime's QDQ debugging tools: per node, the lower of its weights' and its output activation's
+    signal-to-quantization-noise ratio (dB) on the calibration images."""
+    from onnxruntime.quantization.qdq_loss_debug import (
+        collect_activations,
+        compute_activation_error,
+        compute_weight_error,
+        create_activation_matching,
+        create_weight_matching,
+        modify_model_output_intermediate_tensors,
+    )
+
+    name = _input_name(float_path)
+    with tempfile.TemporaryDirectory() as tmp:
+        augmented = {}
+        for key, path in (("float", float_path), ("qdq", qdq_path)):
+            augmented[key] = str(Path(tmp) / f"{key}.onnx")
+            modify_model_output_intermediate_tensors(str(path), augmented[key])
+        acts = {k: collect_activations(p, _ArrayReader(name, calibration)) for k, p in augmented.items()}
+    act_err = compute_activation_error(create_activation_matching(acts["qdq"], acts["float"]))
+    weight_err = compute_weight_error(create_weight_matching(str(float_path), str(qdq_path)))
+    model = onnx.load(str(float_path), load_external_data=False)
+    scores: dict[str, float] = {}
+    for node in model.graph.node:
+        # Only the nodes that compute with weights: a Clip (ReLU6) folded into its neighbours' QDQ pairs shows a
+        # meaningless ~0 dB "error" between tensors that are not the same quantity.
+        if node.op_type not in ("Conv", "Gemm", "MatMul"):
+            continue
+        snr = [act_err[o]["qdq_err"] for o in node.output if o in act_err]
+        snr += [weight_err[i] for i in node.input if i in weight_err]
+        if snr and node.name:
+            scores[node.name] = min(snr)
+    worst = sorted(scores, key=scores.get)[:count]
+    log.info("most sensitive nodes kept fp32: %s", ", ".join(f"{n} ({scores[n]:.1f} dB)" for n in worst))
+    return worst
+
+
 @contextlib.contextmanager
 def _preprocessed(path: Path) -> Iterator[Path]:
     """ONNX Runtime's recommended pre-processing (shape inference, graph optimisation) into a temp file."""
@@ -90,6 +128,7 @@ def quantize_onnx(
     method: str = "minmax",
     per_channel: bool = True,
     exclude: str = "none",
+    keep_fp32: int = 8,
 ) -> Path:
     """Write the ``mode`` variant of an fp32 ONNX model to ``out_path``.
 
@@ -97,7 +136,8 @@ def quantize_onnx(
         calibration: float32 images (N, 3, H, W), preprocessed; required for ``static``.
         method: static calibration method, one of minmax / percentile / entropy.
         per_channel: per-output-channel weight scales (static); much better for depthwise convs.
-        exclude: ``depthwise`` keeps grouped convolutions in fp32 (static).
+        exclude: ``depthwise`` keeps grouped convolutions in fp32 (static); ``sensitive`` keeps the ``keep_fp32``
+            nodes that lose most when quantized (found by a per-node scan on the calibration images) in fp32.
     """
     check_mode(mode)
     if mode not in ONNX_MODES:
@@ -120,11 +160,17 @@ def quantize_onnx(
         excluded = depthwise_conv_nodes(fp32_path) if exclude == "depthwise" else []
         extra = {"CalibPercentile": 99.99} if method == "percentile" else {}
         with _preprocessed(fp32_path) as prepared:
-            ort_quantize_static(prepared, out_path, _ArrayReader(_input_name(fp32_path), calibration),
-                                quant_format=QuantFormat.QDQ, per_channel=per_channel,
-                                activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                                calibrate_method=CALIBRATION_METHODS[method], nodes_to_exclude=excluded,
-                                extra_options=extra)
+            def quantize(nodes: list[str]) -> None:
+                ort_quantize_static(prepared, out_path, _ArrayReader(_input_name(fp32_path), calibration),
+                                    quant_format=QuantFormat.QDQ, per_channel=per_channel,
+                                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                                    calibrate_method=CALIBRATION_METHODS[method], nodes_to_exclude=nodes,
+                                    extra_options=extra)
+
+            quantize(excluded)
+            if exclude == "sensitive":  # scan the fully quantized model, then keep its worst nodes in fp32
+                # 32 images: the scan holds every intermediate tensor of both models in memory
+                quantize(sensitive_nodes(prepared, out_path, calibration[:32], count=keep_fp32))
     else:  # fp16
         from onnxruntime.transformers.float16 import convert_float_to_float16
 

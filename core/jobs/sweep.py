@@ -93,6 +93,7 @@ class SweepConfig:
     calibration_images: int = option(64, "training images for static int8 calibration")
     calibration_method: str = option("minmax", "static calibration", choices=tuple(CALIBRATION_METHODS))
     static_exclude: str = option("none", "nodes kept fp32 in static int8", choices=EXCLUDE_PRESETS)
+    static_keep_fp32: int = option(8, "static_exclude=sensitive: how many of the most sensitive nodes stay fp32")
     per_channel: bool = option(True, "per-channel int8 weights")
     latency_runs: int = option(20, "timed runs per latency figure")
     threads: int = option(2, "threads for latency (torch and ONNX Runtime)")
@@ -153,6 +154,8 @@ def mode_label(mode: str, cfg: SweepConfig) -> str:
         parts.append(cfg.calibration_method)
     if cfg.static_exclude == "depthwise":
         parts.append("keepdw")
+    if cfg.static_exclude == "sensitive":
+        parts.append(f"keep{cfg.static_keep_fp32}")
     if not cfg.per_channel:
         parts.append("pertensor")
     return "-".join(parts)
@@ -336,7 +339,8 @@ def make_cell(parent: Parent, group: Group, label: str, built: _Built, cfg: Swee
         card.file = "model.pt"
         return TorchPredictor(module, card), folder
     quantize_onnx(built.work / "fp32.onnx", folder / "model.onnx", mode=mode, calibration=built.calibration,
-                  method=cfg.calibration_method, per_channel=cfg.per_channel, exclude=cfg.static_exclude)
+                  method=cfg.calibration_method, per_channel=cfg.per_channel, exclude=cfg.static_exclude,
+                  keep_fp32=cfg.static_keep_fp32)
     card.file = "model.onnx"
     return OnnxPredictor(folder / "model.onnx", card, threads=cfg.threads), folder
 
