@@ -7,6 +7,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from torch.utils.data import DataLoader
 
@@ -70,6 +71,14 @@ class PreparedSplit:
     def loader(self, split: str, *, batch_size: int, rows: pd.DataFrame | None = None) -> DataLoader:
         """A deterministic evaluation loader over ``split`` (or the given subset of its rows)."""
         return eval_loader(self.data, self.rows(split) if rows is None else rows, self.prep, batch_size=batch_size)
+
+    def arrays(self, split: str, n: int | None = None, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Preprocessed images (N, 3, H, W) and labels of ``split``, or of ``n`` of its rows drawn with ``seed``."""
+        rows = self.rows(split)
+        if n and n < len(rows):
+            rows = rows.sample(n=n, random_state=seed)
+        xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in self.loader(split, batch_size=64, rows=rows)], strict=True)
+        return np.concatenate(xs), np.concatenate(ys)
 
     def dataset(self, split: str, transform) -> CachedImageDataset:
         return CachedImageDataset(self.data.cache, self.rows(split), transform)

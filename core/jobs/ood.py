@@ -11,7 +11,6 @@ import dataclasses
 import logging
 import shutil
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,21 +111,15 @@ def run_gate_fit(cfg: GateConfig) -> dict[str, float]:
         split = PreparedSplit(data, apply_split(data.table, load_split(Path(parent_dir) / "split.csv")),
                               embedder.prep)
 
-    def images(name: str, n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        rows = split.rows(name)
-        if n and n < len(rows):
-            rows = rows.sample(n=n, random_state=0)
-        batches = [(x.numpy(), y.numpy()) for x, y in split.loader(name, batch_size=64, rows=rows)]
-        return np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches])
-
-    gate = fit_ood_gate(images("train", cfg.train_images or None), images("val")[0], embedder=embedder,
+    val_images = split.arrays("val")[0]  # decoded once: fitting and measuring both use them
+    gate = fit_ood_gate(split.arrays("train", cfg.train_images or None), val_images, embedder=embedder,
                         quantile=cfg.quantile, min_pixel_std=cfg.min_pixel_std)
     staging = Path(tempfile.mkdtemp(prefix=".ood-gate-", dir=folder))  # the folder gets the file only when measured
     try:
         gate.save(staging)
         served = OodGate.load(staging)  # measured as it will be served: read back from its file
         assert served is not None
-        figures = _measure(served, lambda split: images(split)[0], cfg)
+        figures = _measure(served, {"val": val_images, "test": split.arrays("test")[0]}, cfg)
         shutil.move(staging / GATE_BACKBONE_FILE, Path(folder) / GATE_BACKBONE_FILE)
         path = Path(shutil.move(staging / GATE_FILE, Path(folder) / GATE_FILE))
     finally:
@@ -143,11 +136,10 @@ def run_gate_fit(cfg: GateConfig) -> dict[str, float]:
     return figures
 
 
-def _measure(gate: OodGate, split_images: Callable[[str], np.ndarray], cfg: GateConfig) -> dict[str, float]:
+def _measure(gate: OodGate, lesions: dict[str, np.ndarray], cfg: GateConfig) -> dict[str, float]:
     """False rejection of lesion photos; rejection of pictures that are not lesion photos."""
     figures = {"threshold": gate.threshold}
-    for split in ("val", "test"):
-        x = split_images(split)
+    for split, x in lesions.items():
         embedded = np.concatenate([gate.embedder(x[i:i + 64]) for i in range(0, len(x), 64)])
         figures[f"false_rejection_{split}"] = float(np.mean(gate.distances(embedded) > gate.threshold))
     if cfg.samples_dir:

@@ -234,15 +234,6 @@ def load_parent(model_dir: str) -> Parent:
     return Parent(card.run_id, model_dir_p, train_cfg, PreparedSplit(data, table, card.preprocessing))
 
 
-def _images(parent: Parent, split: str, n: int | None = None, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    rows = parent.split.rows(split)
-    if n is not None and n < len(rows):
-        rows = rows.sample(n=n, random_state=seed)
-    xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in parent.split.loader(split, batch_size=64, rows=rows)],
-                 strict=True)
-    return np.concatenate(xs), np.concatenate(ys)
-
-
 def _prune_and_finetune(parent: Parent, group: Group, cfg: SweepConfig) -> tuple[nn.Module, dict[str, Any]]:
     model, card, _ = load_trained_model(parent.model_dir)
     size = card.preprocessing.input_size
@@ -258,7 +249,7 @@ def _prune_and_finetune(parent: Parent, group: Group, cfg: SweepConfig) -> tuple
     example = torch.randn(1, 3, min(64, size), min(64, size))
 
     def grad_batches() -> list[tuple[torch.Tensor, torch.Tensor]]:
-        x, y = _images(parent, "train", 64, seed=train_cfg.seed)
+        x, y = parent.split.arrays("train", 64, seed=train_cfg.seed)
         return [(torch.from_numpy(x[i:i + 16]), torch.from_numpy(y[i:i + 16])) for i in range(0, len(x), 16)]
 
     report = structured_prune(model, ratio=group.amount, example_input=example, importance=cfg.importance,
@@ -309,11 +300,11 @@ def build_group(parent: Parent, group: Group, todo: list[str], cfg: SweepConfig)
     check = None
     if any(base_mode(m) not in TORCH_MODES for m in todo):
         exporter = export_onnx(model, work / "fp32.onnx", input_size=size)
-        sample = torch.from_numpy(_images(parent, "test", 32)[0])
+        sample = torch.from_numpy(parent.split.arrays("test", 32)[0])
         check = check_export(model, work / "fp32.onnx", sample, exporter=exporter)
         log.info("ONNX export (%s): max |logit diff| %.2e, top-1 agreement %.3f", exporter,
                  check.max_abs_logit_diff, check.top1_agreement)
-    calibration = (_images(parent, "train", cfg.calibration_images, seed=1)[0]
+    calibration = (parent.split.arrays("train", cfg.calibration_images, seed=1)[0]
                    if any(base_mode(m) == "static" for m in todo) else None)
     return _Built(model, info, params, macs, weight_sparsity(model), work, check, calibration)
 
