@@ -168,3 +168,41 @@ def test_distilled_fine_tuning_learns_from_the_frozen_dense_parent(trained_tiny:
     teacher = kd.teacher.state_dict()
     assert all(torch.equal(v.cpu(), teacher[k].cpu()) for k, v in dense.state_dict().items())  # unpruned, untouched
     assert info["distillation"] == {"alpha": 0.5, "temperature": 3.0, "teacher_run_id": parent.run_id}
+
+
+def test_iterative_pruning_makes_its_own_cells_and_shares_the_epoch_budget() -> None:
+    from core.jobs.sweep import step_epochs
+
+    one_shot = plan_groups(SweepConfig(ratios=[0.0, 0.5], modes=["static"]))
+    iterative = plan_groups(SweepConfig(ratios=[0.0, 0.5], modes=["static"], iterative_steps=3, distill_alpha=0.5))
+    assert [g.steps for g in iterative] == [1, 3] and iterative[0] == one_shot[0]
+    assert iterative[1].variant("static") == "pruned-0.5-it3-kd-static"
+    assert iterative[1].cell_id("r", "static") == "r.p0.5it3kd.static"
+    assert step_epochs(6, 3) == [2, 2, 2] and step_epochs(5, 3) == [1, 2, 2] and step_epochs(6, 1) == [6]
+    with pytest.raises(ConfigError, match="finetune_epochs .2. must be >= iterative_steps .3."):
+        SweepConfig(iterative_steps=3, finetune_epochs=2)
+    with pytest.raises(ConfigError, match="iterative_steps must be >= 1"):
+        SweepConfig(iterative_steps=0)
+
+
+def test_iterative_pruning_fine_tunes_after_every_step(trained_tiny: TrainResult, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import core.jobs.sweep as sweep_mod
+
+    seen: list[tuple[int, int]] = []  # (epochs asked, parameters of the model handed to fit)
+    real_fit = sweep_mod.fit
+
+    def spy(model, *, cfg, **kw):
+        seen.append((cfg.epochs, sum(p.numel() for p in model.parameters())))
+        return real_fit(model, cfg=cfg, **kw)
+
+    monkeypatch.setattr(sweep_mod, "fit", spy)
+    parent = sweep_mod.load_parent(str(trained_tiny.run_dir))
+    cfg = _cfg(trained_tiny, tmp_path, finetune_epochs=2, iterative_steps=2)
+    model, info = sweep_mod._prune_and_finetune(parent, plan_groups(cfg)[1], cfg)
+    assert [epochs for epochs, _ in seen] == [1, 1]  # the same two epochs as one-shot, one after each step
+    assert seen[0][1] > seen[1][1] == sum(p.numel() for p in model.parameters())  # each step removed channels
+    assert info["params_after"] < info["params_before"]
+    assert [row["epoch"] for row in info["history"]] == [0, 1]
+    assert [row["pruning_step"] for row in info["history"]] == [0, 1]
+    assert info["iterative"] == {"steps": 2, "epochs_per_step": [1, 1]}

@@ -68,6 +68,7 @@ def structured_prune(
     iterative_steps: int = 1,
     round_to: int | None = 8,
     grad_batches: Callable[[], list[tuple[torch.Tensor, torch.Tensor]]] | None = None,
+    after_step: Callable[[int], None] | None = None,
 ) -> PruneReport:
     """Remove ``ratio`` of the channels of every prunable layer, in place; the classifier head is kept.
 
@@ -76,8 +77,10 @@ def structured_prune(
         example_input: a batch for tracing the dependency graph (a small spatial size is faster).
         importance: ``magnitude`` (group L2 norm) or ``taylor`` (needs ``grad_batches``).
         global_pruning: rank channels across layers instead of per layer.
-        iterative_steps: reach ``ratio`` in this many steps (fine-tune in between by calling this again
-            is not needed: torch-pruning schedules the steps).
+        iterative_steps: reach ``ratio`` in this many equal steps (torch-pruning's linear schedule); the
+            channels removed at each step are ranked on the weights as they are then.
+        after_step: called with the step index (0-based) after every step, e.g. to fine-tune before the
+            next step ranks channels; the model is handed back in evaluation mode on its device.
         round_to: keep channel counts multiples of this (hardware-friendly).
         grad_batches: returns (images, labels) batches whose loss gradients feed Taylor importance.
     """
@@ -95,12 +98,18 @@ def structured_prune(
         pruner = tp.pruner.BasePruner(model, example_input, importance=imp, pruning_ratio=ratio,
                                       global_pruning=global_pruning, iterative_steps=iterative_steps,
                                       ignored_layers=ignored, round_to=round_to)
-        for _ in range(iterative_steps):
+        for step in range(iterative_steps):
             if importance == "taylor":
                 model.zero_grad()
                 for images, labels in grad_batches():  # type: ignore[misc]
                     nn.functional.cross_entropy(model(images), labels).backward()
             pruner.step()
+            if after_step is not None:
+                log.info("pruning step %d/%d: %.2fM params", step + 1, iterative_steps,
+                         sum(p.numel() for p in model.parameters()) / 1e6)
+                model.zero_grad(set_to_none=True)
+                after_step(step)
+                model.eval()
     model.zero_grad(set_to_none=True)
     macs1, params1 = count_macs_params(model, example_input)
     log.info("structured pruning %.2f (%s%s): params %.2fM -> %.2fM, MACs %.3fG -> %.3fG", ratio, importance,

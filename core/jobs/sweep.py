@@ -80,7 +80,8 @@ class SweepConfig:
     unstructured: list[float] = option([], "unstructured magnitude-pruning amounts (fp32 ONNX, no fine-tuning)")
     importance: str = option("magnitude", "channel importance", choices=IMPORTANCES)
     global_pruning: bool = option(False, "rank channels across layers")
-    iterative_steps: int = option(1, "pruning steps")
+    iterative_steps: int = option(1, "prune in this many steps, each followed by its share of finetune_epochs "
+                                     "(1 = one-shot; the total fine-tuning budget is the same; > 1 makes '-itN' cells)")
     finetune_epochs: int = option(3, "fine-tuning epochs after pruning (0 = none)")
     finetune_lr: float = option(1e-3, "fine-tuning peak learning rate")
     finetune_ema_decay: float = option(0.0, "weight EMA during fine-tuning (0 = off: a short fine-tune of a pruned "
@@ -109,6 +110,11 @@ class SweepConfig:
             raise ConfigError(f"distill_alpha must be in [0, 1] (0 = off), got {self.distill_alpha}")
         if not 0 < self.uncertain_target_accuracy <= 1:
             raise ConfigError(f"uncertain_target_accuracy must be in (0, 1], got {self.uncertain_target_accuracy}")
+        if self.iterative_steps < 1:
+            raise ConfigError(f"iterative_steps must be >= 1 (1 = one-shot pruning), got {self.iterative_steps}")
+        if self.iterative_steps > 1 and 0 < self.finetune_epochs < self.iterative_steps:
+            raise ConfigError(f"iterative pruning fine-tunes after every step: finetune_epochs "
+                              f"({self.finetune_epochs}) must be >= iterative_steps ({self.iterative_steps}) or 0")
         if self.distill_temperature <= 0:
             raise ConfigError(f"distill_temperature must be > 0, got {self.distill_temperature}")
         parse_shard(self.shard)
@@ -133,16 +139,18 @@ class Group:
     amount: float
     modes: tuple[str, ...]
     distilled: bool = False  # fine-tuned with the dense parent as teacher: its own cells ("-kd")
+    steps: int = 1  # pruned in this many steps with fine-tuning after each: its own cells ("-itN")
+
+    def _options(self, sep: str) -> str:
+        return (f"{sep}it{self.steps}" if self.steps > 1 else "") + (f"{sep}kd" if self.distilled else "")
 
     def variant(self, mode: str) -> str:
         if self.kind == "unstructured":
             return f"unstructured-{self.amount:g}-{mode}"
-        kd = "-kd" if self.distilled else ""
-        return f"dense-{mode}" if self.amount == 0 else f"pruned-{self.amount:g}{kd}-{mode}"
+        return f"dense-{mode}" if self.amount == 0 else f"pruned-{self.amount:g}{self._options('-')}-{mode}"
 
     def cell_id(self, parent: str, mode: str) -> str:
-        kd = "kd" if self.distilled else ""
-        return f"{parent}.{'u' if self.kind == 'unstructured' else 'p'}{self.amount:g}{kd}.{mode}"
+        return f"{parent}.{'u' if self.kind == 'unstructured' else 'p'}{self.amount:g}{self._options('')}.{mode}"
 
 
 def mode_label(mode: str, cfg: SweepConfig) -> str:
@@ -173,8 +181,8 @@ def plan_groups(cfg: SweepConfig) -> list[Group]:
     groups = []
     labels = tuple(mode_label(m, cfg) for m in cfg.modes)
     for model in cfg.models:
-        groups += [Group(model, "structured", r, labels, distilled=cfg.distill_alpha > 0 and r > 0)
-                   for r in sorted(set(cfg.ratios))]
+        groups += [Group(model, "structured", r, labels, distilled=cfg.distill_alpha > 0 and r > 0,
+                         steps=cfg.iterative_steps if r > 0 else 1) for r in sorted(set(cfg.ratios))]
         groups += [Group(model, "unstructured", a, ("fp32",)) for a in sorted(set(cfg.unstructured)) if a > 0]
     return groups
 
@@ -234,6 +242,11 @@ def load_parent(model_dir: str) -> Parent:
     return Parent(card.run_id, model_dir_p, train_cfg, PreparedSplit(data, table, card.preprocessing))
 
 
+def step_epochs(total: int, steps: int) -> list[int]:
+    """``total`` fine-tuning epochs shared over ``steps`` pruning steps (later steps get the remainder)."""
+    return [total // steps + (1 if i >= steps - total % steps else 0) for i in range(steps)]
+
+
 def _prune_and_finetune(parent: Parent, group: Group, cfg: SweepConfig) -> tuple[nn.Module, dict[str, Any]]:
     model, card, _ = load_trained_model(parent.model_dir)
     size = card.preprocessing.input_size
@@ -243,34 +256,42 @@ def _prune_and_finetune(parent: Parent, group: Group, cfg: SweepConfig) -> tuple
     if group.kind == "unstructured":
         info["sparsity"] = unstructured_prune(model, amount=group.amount)
         return model, info
-    train_cfg = dataclasses.replace(parent.train_cfg, epochs=max(1, cfg.finetune_epochs), lr=cfg.finetune_lr,
-                                    warmup_epochs=0.0, patience=0, pretrained=False,
-                                    ema_decay=cfg.finetune_ema_decay)
     example = torch.randn(1, 3, min(64, size), min(64, size))
+    epochs = step_epochs(cfg.finetune_epochs, group.steps)
+    distillation = None
+    if group.distilled and cfg.finetune_epochs > 0:
+        teacher, _, _ = load_trained_model(parent.model_dir)  # a fresh dense copy: ``model`` is pruned in place
+        distillation = Distillation(teacher, alpha=cfg.distill_alpha, temperature=cfg.distill_temperature)
+        info["distillation"] = {"alpha": cfg.distill_alpha, "temperature": cfg.distill_temperature,
+                                "teacher_run_id": parent.run_id}
+    if group.steps > 1:
+        info["iterative"] = {"steps": group.steps, "epochs_per_step": epochs}
 
     def grad_batches() -> list[tuple[torch.Tensor, torch.Tensor]]:
-        x, y = parent.split.arrays("train", 64, seed=train_cfg.seed)
+        x, y = parent.split.arrays("train", 64, seed=parent.train_cfg.seed)
         return [(torch.from_numpy(x[i:i + 16]), torch.from_numpy(y[i:i + 16])) for i in range(0, len(x), 16)]
 
-    report = structured_prune(model, ratio=group.amount, example_input=example, importance=cfg.importance,
-                              global_pruning=cfg.global_pruning, iterative_steps=cfg.iterative_steps,
-                              grad_batches=grad_batches if cfg.importance == "taylor" else None)
-    info.update(params_before=report.params_before, params_after=report.params_after,
-                macs_before=report.macs_before, macs_after=report.macs_after)
-    if cfg.finetune_epochs > 0:
-        distillation = None
-        if group.distilled:
-            teacher, _, _ = load_trained_model(parent.model_dir)  # a fresh dense copy: ``model`` was pruned in place
-            distillation = Distillation(teacher, alpha=cfg.distill_alpha, temperature=cfg.distill_temperature)
-            info["distillation"] = {"alpha": cfg.distill_alpha, "temperature": cfg.distill_temperature,
-                                    "teacher_run_id": parent.run_id}
-        seed_everything(train_cfg.seed)
+    def finetune(step: int) -> None:
+        if epochs[step] == 0:
+            return
+        train_cfg = dataclasses.replace(parent.train_cfg, epochs=epochs[step], lr=cfg.finetune_lr,
+                                        warmup_epochs=0.0, patience=0, pretrained=False,
+                                        ema_decay=cfg.finetune_ema_decay)
+        seed_everything(train_cfg.seed + step)
         fitted = fit(model, split=parent.split, cfg=train_cfg, device=resolve_device(train_cfg.device),
                      distillation=distillation)
         if fitted.best_state is not None:
             model.load_state_dict(fitted.best_state)
         model.to("cpu")
-        info["history"] = fitted.history
+        done = len(info["history"])  # epochs count on across steps, so the history reads as one fine-tuning
+        info["history"] += [{**row, "epoch": done + i, "pruning_step": step} for i, row in enumerate(fitted.history)]
+
+    report = structured_prune(model, ratio=group.amount, example_input=example, importance=cfg.importance,
+                              global_pruning=cfg.global_pruning, iterative_steps=group.steps,
+                              grad_batches=grad_batches if cfg.importance == "taylor" else None,
+                              after_step=finetune)
+    info.update(params_before=report.params_before, params_after=report.params_after,
+                macs_before=report.macs_before, macs_after=report.macs_after)
     return model.eval(), info
 
 
