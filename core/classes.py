@@ -27,3 +27,34 @@ def clinical_name(dx: str) -> str:
         return CLINICAL_NAMES[dx]
     except KeyError:
         raise KeyError(f"unknown dx {dx!r}; allowed: {', '.join(CLASSES)}") from None
+
+# How a clinic triages the seven classes: the first group needs a dermatologist's look soon.
+POSSIBLY_MALIGNANT: frozenset[str] = frozenset({"mel", "bcc", "akiec"})
+
+PLAIN_DESCRIPTIONS: dict[str, str] = {
+    "mel": "A skin cancer that starts in pigment cells; it can spread, and it is curable when found early.",
+    "nv": "A common mole: a harmless cluster of pigment cells.",
+    "bcc": "The most common skin cancer; it grows slowly and rarely spreads, but needs treatment.",
+    "akiec": "Sun-damage patches that can turn into skin cancer, or an early skin cancer confined to the top layer.",
+    "bkl": "Harmless growths such as seborrheic keratoses, sun spots and lichen-planus-like keratoses.",
+    "df": "A harmless firm bump in the skin, often on the legs.",
+    "vasc": "Harmless growths of blood vessels, such as cherry angiomas.",
+}
+
+
+def is_possibly_malignant(dx: str) -> bool:
+    """Whether a dx code belongs to the possibly-malignant group (mel, bcc, akiec)."""
+    clinical_name(dx)  # unknown codes fail with the allowed list
+    return dx in POSSIBLY_MALIGNANT
+
+
+def next_step(dx: str) -> str:
+    """What a patient should do after a confident result of this class (the site's advice, in plain words)."""
+    if dx == "mel":
+        return ("See a dermatologist or your doctor as soon as possible, within two weeks: tell them a skin check "
+                "suggested melanoma and bring this report.")
+    if is_possibly_malignant(dx):
+        return ("Make an appointment with a dermatologist or your doctor within the next few weeks, and sooner if "
+                "it grows, bleeds or does not heal.")
+    return ("Usually harmless. Keep an eye on it and see a doctor if it changes in size, shape or colour, bleeds, "
+            "itches or looks different from your other moles.")

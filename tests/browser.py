@@ -38,14 +38,14 @@ def wait_http(url: str, *, timeout: float = 90, proc: subprocess.Popen | None = 
 
 
 @contextmanager
-def chromium_page() -> Iterator:
+def chromium_page(*, width: int = 1400, height: int = 1000) -> Iterator:
     playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
     if not shutil.which(CHROMIUM):
         pytest.skip("Debian's chromium is not installed (apt-get install chromium; .ci/run does it)")
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page = browser.new_page(viewport={"width": width, "height": height})
             yield page
         finally:
             browser.close()

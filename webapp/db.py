@@ -46,6 +46,12 @@ MIGRATIONS: list[str] = [
         created_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP
     );
     """,
+    # 2: where on the body and a note, so one lesion's checks can be followed over time
+    """
+    ALTER TABLE detections ADD COLUMN body_site TEXT NOT NULL DEFAULT '';
+    ALTER TABLE detections ADD COLUMN note TEXT NOT NULL DEFAULT '';
+    CREATE INDEX detections_site ON detections(user_id, body_site, created_at);
+    """,
 ]
 
 

@@ -11,8 +11,8 @@ from webapp.predictor import Detection, detect, detection_json
 from webapp.storage import delete_image, store_with_row
 
 
-def create(user_id: int, data: bytes) -> tuple[str, Detection]:
-    """Validate, re-encode, predict and store; returns the detection id and result.
+def create(user_id: int, data: bytes, *, body_site: str = "", note: str = "") -> tuple[str, Detection]:
+    """Validate, re-encode, predict and store (with where on the body and a note); returns the id and result.
 
     Raises:
         ImageRejected: the upload is not a usable image.
@@ -25,9 +25,9 @@ def create(user_id: int, data: bytes) -> tuple[str, Detection]:
 
     def insert(db: sqlite3.Connection, key: str) -> None:
         db.execute("INSERT INTO detections (id, user_id, image_key, model_version, top_class, confidence, probs, "
-                   "uncertain) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                   "uncertain, body_site, note) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                    (detection_id, user_id, key, result.model_version, result.top_class, result.confidence,
-                    detection_json(result), int(result.uncertain)))
+                    detection_json(result), int(result.uncertain), body_site, note.strip()))
 
     store_with_row(reencode_jpeg(checked.image), insert)
     return detection_id, result
@@ -47,6 +47,15 @@ def page(user_id: int, *, number: int, size: int) -> list[sqlite3.Row]:
     """One page of the user's detections, newest first (``number`` from 1; the caller checks the range)."""
     return get_db().execute("SELECT * FROM detections WHERE user_id = ? ORDER BY created_at DESC, rowid DESC "
                             "LIMIT ? OFFSET ?", (user_id, size, (number - 1) * size)).fetchall()
+
+
+def same_site(user_id: int, row: sqlite3.Row, *, limit: int = 20) -> list[sqlite3.Row]:
+    """The user's other checks of the same body site, newest first (none when no site was given)."""
+    if not row["body_site"]:
+        return []
+    return get_db().execute("SELECT * FROM detections WHERE user_id = ? AND body_site = ? AND id != ? "
+                            "ORDER BY created_at DESC, rowid DESC LIMIT ?",
+                            (user_id, row["body_site"], row["id"], limit)).fetchall()
 
 
 def delete(user_id: int, detection_id: str) -> bool:

@@ -21,6 +21,7 @@ from flask import Flask, current_app
 from core.classes import CLASSES, clinical_name
 from core.errors import ConfigError, LesionLiteError, ModelError
 from core.serve.artifacts import read_variant_card
+from core.serve.facts import model_facts
 from core.serve.imaging import CheckedImage
 from core.serve.ood import GATE_FILE, NOT_A_LESION, OodGate
 from core.serve.predict import Predictor, load_predictor, predict_image
@@ -85,9 +86,16 @@ def uncertain_threshold(app: Flask, folder: Path) -> float:
 
 
 def init_app(app: Flask) -> None:
+    @app.context_processor
+    def deployed_model() -> dict[str, object]:  # the model line and banners of every page
+        return {"model_facts": app.config.get("DEPLOYED_FACTS"), "model_problem": app.config.get("MODEL_PROBLEM")}
+
     try:
         app.config["DEPLOYED_VARIANT"] = folder = resolve_variant(app)
         app.config["DEPLOYED_UNCERTAIN_THRESHOLD"] = uncertain_threshold(app, folder)
+        app.config["DEPLOYED_FACTS"] = facts = model_facts(read_variant_card(folder))
+        if facts.is_demo:
+            log.warning("%s was trained on synthetic demo images: its results mean nothing for real skin", folder)
         if not (folder / GATE_FILE).is_file():
             log.warning("%s has no out-of-distribution gate: any picture gets a lesion class. Fit one with "
                         "python -m scripts.fit_ood_gate --model %s", folder, folder)
@@ -97,6 +105,7 @@ def init_app(app: Flask) -> None:
         if app.config["ENV_NAME"] == "production":
             raise ConfigError(f"no deployable model: {exc}") from None
         app.config["DEPLOYED_VARIANT"] = None
+        app.config["DEPLOYED_FACTS"] = None
         app.config["MODEL_PROBLEM"] = str(exc)
         log.warning("no deployable model (predictions will answer 503): %s", exc)
 

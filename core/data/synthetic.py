@@ -200,8 +200,17 @@ def generate_synthetic_dataset(
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+    (root / SYNTHETIC_MARKER).write_text(json.dumps({"generator": "lesionlite synthetic", "seed": seed}))
     log.info("synthetic dataset: %d images of %d lesions in %s", len(rows), len(lesions), root)
     return csv_path
+
+
+SYNTHETIC_MARKER = "synthetic.json"  # written into every generated dataset: models trained on it say so
+
+
+def is_synthetic_dataset(root: str | Path) -> bool:
+    """Whether ``root`` holds images made by this generator (not real skin)."""
+    return (Path(root) / SYNTHETIC_MARKER).is_file()
 
 
 def ensure_synthetic_dataset(root: str | Path, *, num_images: int = 1500, width: int = 200, height: int = 150,
@@ -209,7 +218,7 @@ def ensure_synthetic_dataset(root: str | Path, *, num_images: int = 1500, width:
     """Generate the synthetic dataset at ``root`` unless one with the same parameters is already there."""
     root = Path(root)
     params = {"num_images": num_images, "width": width, "height": height, "seed": seed, "version": 1}
-    marker = root / "synthetic.json"
+    marker = root / SYNTHETIC_MARKER
     csv_path = root / HAM_METADATA
     if csv_path.is_file() and marker.is_file() and json.loads(marker.read_text()) == params:
         log.info("synthetic dataset already present: %s", root)

@@ -48,6 +48,7 @@ from core.compress.quantize import (
 from core.config import build_config, option
 from core.data.prepare import PreparedSplit, prepare_data
 from core.data.split import apply_split, load_split
+from core.data.synthetic import is_synthetic_dataset
 from core.errors import ConfigError
 from core.jobs.train import TrainConfig, fit, run_training
 from core.metrics import Evaluation, evaluate_logits
@@ -62,6 +63,7 @@ from core.serve.artifacts import (
     resolve_model_dir,
     write_variant,
 )
+from core.serve.facts import card_metrics, training_data
 from core.serve.predict import OnnxPredictor, Predictor, TorchPredictor, predict_logits, probabilities
 from core.store.results import DEFAULT_DB, Predictions, ResultsStore, RunRecord
 
@@ -343,7 +345,10 @@ def make_cell(parent: Parent, group: Group, label: str, built: _Built, cfg: Swee
                        "split_hash": parent.split.hash, "dataset_fingerprint": parent.split.data.fingerprint,
                        "git_sha": git_sha(), "seed": parent.train_cfg.seed, "data_licence": DATA_LICENCE,
                        "params": built.params, "macs": built.macs, "sparsity": built.sparsity,
-                       "distillation": built.info.get("distillation")})
+                       "distillation": built.info.get("distillation"),
+                       "training_data": training_data(data_dir=parent.train_cfg.data_dir,
+                                                      synthetic=is_synthetic_dataset(parent.train_cfg.data_dir),
+                                                      images=len(parent.split.rows("train")))})
     if mode in TORCH_MODES:
         module = torch_dynamic_quantize(copy.deepcopy(built.model)) if mode == "torch_dynamic" else built.model
         module.zero_grad(set_to_none=True)
@@ -387,7 +392,7 @@ def record_cell(store: ResultsStore, parent: Parent, group: Group, label: str, b
     mode = base_mode(label)
     card = predictor.card
     export = dataclasses.asdict(built.export) if built.export and mode != "torch_fp32" else None
-    card.extra.update(metrics={s: e.metrics for s, e in measured.evaluations.items()},
+    card.extra.update(metrics=card_metrics(measured.evaluations),
                       latency_ms={"b1_median": measured.latency.median_ms, "b1_iqr": measured.latency.iqr_ms,
                                   "threads": cfg.threads}, export_check=export)
     write_variant(folder, model_file=str(card.file), card=card)

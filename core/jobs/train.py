@@ -30,7 +30,7 @@ from core.data.cache import DEFAULT_CACHE_DIR
 from core.data.dataset import IMBALANCE_MODES, balanced_sampler
 from core.data.prepare import PreparedSplit, prepare_data
 from core.data.split import apply_split, load_split, make_split, save_split
-from core.data.synthetic import ensure_synthetic_dataset
+from core.data.synthetic import ensure_synthetic_dataset, is_synthetic_dataset
 from core.data.transforms import preprocessing_for, train_transform
 from core.errors import ConfigError
 from core.losses import make_criterion
@@ -54,6 +54,7 @@ from core.serve.artifacts import (
     save_card,
     save_trained_model,
 )
+from core.serve.facts import card_metrics, training_data
 from core.store.results import DEFAULT_DB, Predictions, ResultsStore, RunRecord
 
 log = logging.getLogger(__name__)
@@ -377,7 +378,10 @@ def run_training(cfg: TrainConfig) -> TrainResult:
                 extra={"drop_rate": cfg.drop_rate, "pretrained": cfg.pretrained,
                        "pretrained_weights": pretrained_provenance(cfg.model) if cfg.pretrained else None,
                        "split_hash": split.hash, "dataset_fingerprint": data.fingerprint, "git_sha": git_sha(),
-                       "seed": cfg.seed, "data_licence": DATA_LICENCE})
+                       "seed": cfg.seed, "data_licence": DATA_LICENCE,
+                       "training_data": training_data(data_dir=cfg.data_dir,
+                                                      synthetic=is_synthetic_dataset(cfg.data_dir),
+                                                      images=len(split.rows("train")))})
 
     def on_epoch(epoch: int, improved: bool, state: dict[str, Any]) -> None:
         evaluated = state.pop("evaluated")
@@ -423,4 +427,6 @@ def _evaluate_best(run_dir: Path, model: nn.Module, split: PreparedSplit, cfg: T
         evaluations[name] = evaluate_logits(labels, logits, temperature=card.temperature)
         predictions[name] = Predictions(split.rows(name)["image_id"].tolist(), labels,
                                         calibrated_softmax(logits, card.temperature))
+    card.extra["metrics"] = card_metrics(evaluations)
+    save_card(run_dir, card)
     return evaluations, predictions

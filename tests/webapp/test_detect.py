@@ -33,7 +33,7 @@ def test_upload_real_sample_result_history_delete(app: Flask, client: FlaskClien
     assert response.status_code == 302
     detection = _detection_id(response)
     page = client.get(f"/detect/result/{detection}").data.decode()
-    assert "not a diagnosis" in page and "Model: test_efficientnet pruned-0.5-static" in page
+    assert "not a diagnosis" in page and "Model test_efficientnet pruned-0.5-static, version" in page
     assert any(name in page for name in ("Melanoma", "Melanocytic nevus", "Basal cell carcinoma", "Dermatofibroma",
                                          "Vascular lesion", "Benign keratosis-like lesion", "Actinic keratosis"))
     with client.get(f"/detect/image/{detection}") as image:
@@ -195,6 +195,7 @@ def test_no_model_answers_503_with_a_clear_message(tmp_path: Path) -> None:
     auth = AuthActions(app, client)
     auth.register()
     auth.login()
+    assert b"No model is loaded: checks will not work." in client.get("/detect/").data  # said before an upload
     response = _upload(client, jpeg_bytes())
     assert response.status_code == 503 and b"The model is not available right now" in response.data
     with app.app_context():
@@ -234,3 +235,67 @@ def test_uncertain_threshold_is_the_deployed_cards_unless_configured(tmp_path: P
     (old / "model_card.json").write_text(json.dumps(raw))
     assert make(old).config["DEPLOYED_UNCERTAIN_THRESHOLD"] == 0.6
     assert "no calibrated 'uncertain' threshold" in caplog.text
+
+
+def test_pages_say_what_the_model_card_says(client: FlaskClient, auth: AuthActions, variant_folder: Path) -> None:
+    import json
+
+    card = json.loads((variant_folder / "model_card.json").read_text())
+    assert card["training_data"]["synthetic"] is True and "recall_mel" in card["metrics"]["test"]
+    auth.register()
+    auth.login()
+    page = client.get("/detect/").data.decode()
+    assert 'id="demo-model"' in page and "trained on synthetic" in page  # never "trained on HAM10000"
+    assert "trained on synthetic demo images" in page and "HAM10000: CC BY-NC" not in page
+    assert f"balanced accuracy {card['metrics']['test']['balanced_accuracy'] * 100:.0f}%" in page
+    assert f"melanomas found {card['metrics']['test']['recall_mel'] * 100:.0f}%" in page
+
+
+def test_body_site_note_timeline_and_report(app: Flask, client: FlaskClient, auth: AuthActions) -> None:
+    auth.register()
+    auth.login()
+    ids = []
+    for note in ("first look", "it changed"):
+        response = client.post("/detect/", data={"image": (io.BytesIO(jpeg_bytes()), "a.jpg"), "body_site": "back",
+                                                 "note": note}, content_type="multipart/form-data")
+        ids.append(_detection_id(response))
+    page = client.get(f"/detect/result/{ids[1]}").data.decode()
+    assert "it changed" in page and "Earlier checks of the back" in page and f"/detect/result/{ids[0]}" in page
+    report = client.get(f"/detect/report/{ids[1]}").data.decode()
+    assert "LesionLite skin check report" in report and "it changed" in report and "Back" in report
+    assert "trained on" in report and "not a diagnosis" in report
+    bad = client.post("/detect/", data={"image": (io.BytesIO(jpeg_bytes()), "a.jpg"), "body_site": "moon"},
+                      content_type="multipart/form-data")
+    assert bad.status_code == 400 and b"Not a valid choice" in bad.data
+    mallory = app.test_client()
+    mal = AuthActions(app, mallory)
+    mal.register("mallory@example.org")
+    mal.login("mallory@example.org")
+    assert mallory.get(f"/detect/report/{ids[0]}").status_code == 404
+    assert mallory.get(f"/detect/delete/{ids[0]}").status_code == 404
+
+
+def test_delete_asks_before_it_deletes(client: FlaskClient, auth: AuthActions) -> None:
+    auth.register()
+    auth.login()
+    detection = _detection_id(_upload(client, jpeg_bytes()))
+    history = client.get("/detect/history").data.decode()
+    assert f'href="/detect/delete/{detection}"' in history and "<form" not in history.split("<main>")[1]
+    ask = client.get(f"/detect/delete/{detection}").data.decode()
+    assert "Delete this check?" in ask and "cannot be undone" in ask
+    assert client.get(f"/detect/result/{detection}").status_code == 200  # asking deleted nothing
+    assert client.post(f"/detect/delete/{detection}").status_code == 302
+    assert client.get(f"/detect/result/{detection}").status_code == 404
+
+
+def test_forms_help_password_managers_and_phones(client: FlaskClient, auth: AuthActions) -> None:
+    login = client.get("/auth/login").data.decode()
+    assert 'autocomplete="email"' in login and 'autocomplete="current-password"' in login
+    assert 'rel="icon"' in login
+    with client.get("/static/favicon.svg") as icon:
+        assert icon.status_code == 200
+    assert 'autocomplete="new-password"' in client.get("/auth/register").data.decode()
+    auth.register()
+    auth.login()
+    upload = client.get("/detect/").data.decode()
+    assert 'accept="image/jpeg,image/png,image/*"' in upload and "up to 10 MB" in upload

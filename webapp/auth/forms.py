@@ -7,39 +7,43 @@ from wtforms.validators import DataRequired, Email, Length
 from webapp.security import MAX_PASSWORD
 
 _email = [DataRequired(), Email(check_deliverability=False), Length(max=254)]
+# Password managers and phones fill these (WCAG 1.3.5 "identify input purpose").
+_EMAIL = {"autocomplete": "email"}
+_CURRENT = {"autocomplete": "current-password"}
+_NEW = {"autocomplete": "new-password"}
 
 
 class RegisterForm(FlaskForm):
-    email = EmailField("Email", validators=_email)
-    password = PasswordField("Password", validators=[DataRequired(), Length(max=MAX_PASSWORD)])
+    email = EmailField("Email", validators=_email, render_kw=_EMAIL)
+    password = PasswordField("Password", validators=[DataRequired(), Length(max=MAX_PASSWORD)], render_kw=_NEW)
 
 
 class LoginForm(FlaskForm):
-    email = EmailField("Email", validators=_email)
-    password = PasswordField("Password", validators=[DataRequired(), Length(max=MAX_PASSWORD)])
+    email = EmailField("Email", validators=_email, render_kw=_EMAIL)
+    password = PasswordField("Password", validators=[DataRequired(), Length(max=MAX_PASSWORD)], render_kw=_CURRENT)
     remember = BooleanField("Remember me")
 
 
 class EmailForm(FlaskForm):
-    email = EmailField("Email", validators=_email)
+    email = EmailField("Email", validators=_email, render_kw=_EMAIL)
 
 
 class NewPasswordForm(FlaskForm):
-    password = PasswordField("New password", validators=[DataRequired(), Length(max=MAX_PASSWORD)])
+    password = PasswordField("New password", validators=[DataRequired(), Length(max=MAX_PASSWORD)], render_kw=_NEW)
 
 
 class ProfileForm(FlaskForm):
-    name = StringField("Name", validators=[Length(max=100)])
+    name = StringField("Name", validators=[Length(max=100)], render_kw={"autocomplete": "name"})
 
 
 class ChangeEmailForm(FlaskForm):
-    email = EmailField("New email", validators=_email)
-    current_password = PasswordField("Current password", validators=[DataRequired()])
+    email = EmailField("New email", validators=_email, render_kw=_EMAIL)
+    current_password = PasswordField("Current password", validators=[DataRequired()], render_kw=_CURRENT)
 
 
 class ChangePasswordForm(FlaskForm):
-    current_password = PasswordField("Current password", validators=[DataRequired()])
-    password = PasswordField("New password", validators=[DataRequired(), Length(max=MAX_PASSWORD)])
+    current_password = PasswordField("Current password", validators=[DataRequired()], render_kw=_CURRENT)
+    password = PasswordField("New password", validators=[DataRequired(), Length(max=MAX_PASSWORD)], render_kw=_NEW)
 
 
 class ConfirmForm(FlaskForm):
@@ -47,4 +51,4 @@ class ConfirmForm(FlaskForm):
 
 
 class DeleteAccountForm(FlaskForm):
-    current_password = PasswordField("Current password", validators=[DataRequired()])
+    current_password = PasswordField("Current password", validators=[DataRequired()], render_kw=_CURRENT)

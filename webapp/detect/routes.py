@@ -4,23 +4,73 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from dataclasses import dataclass
+from datetime import datetime
 from functools import wraps
 
 from flask import abort, current_app, flash, redirect, render_template, request, send_file, url_for
 from flask_login import current_user, login_required
 
-from core.classes import CLASSES, clinical_name
+from core.classes import (
+    CLASSES,
+    PLAIN_DESCRIPTIONS,
+    POSSIBLY_MALIGNANT,
+    clinical_name,
+    is_possibly_malignant,
+    next_step,
+)
 from core.serve.imaging import ImageRejected
 from core.serve.predict import DISCLAIMER
 from webapp import detections
 from webapp.auth.forms import ConfirmForm
 from webapp.detect import bp
-from webapp.detect.forms import UploadForm
+from webapp.detect.forms import BODY_SITE_NAMES, UploadForm
 from webapp.extensions import limiter
 from webapp.predictor import ModelUnavailable, NotALesion
 from webapp.storage import image_path
 
 MODEL_UNAVAILABLE = "The model is not available right now. Please try again later."
+
+
+@bp.app_template_filter("when")
+def when(stamp: str) -> str:
+    """SQLite's UTC timestamp as a short date, e.g. '27 Nov 2026, 10:20 UTC' (one line on a phone)."""
+    try:
+        return datetime.fromisoformat(stamp).strftime("%-d %b %Y, %H:%M UTC")
+    except (TypeError, ValueError):
+        return str(stamp)
+
+
+@dataclass(frozen=True)
+class Bar:
+    name: str
+    p: float
+    malignant: bool
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the result page says about the top class: its group, plain description and the next step."""
+
+    name: str
+    malignant: bool
+    description: str
+    next_step: str
+    malignant_total: float
+
+
+def explain(row: sqlite3.Row) -> tuple[Verdict, list[Bar]]:
+    probs = json.loads(row["probs"])
+    top = row["top_class"]
+    bars = sorted((Bar(clinical_name(c), probs[c], is_possibly_malignant(c)) for c in CLASSES), key=lambda b: -b.p)
+    verdict = Verdict(clinical_name(top), is_possibly_malignant(top), PLAIN_DESCRIPTIONS[top], next_step(top),
+                      sum(probs[c] for c in POSSIBLY_MALIGNANT))
+    return verdict, bars
+
+
+def render_upload(form: UploadForm, status: int = 200):
+    max_mb = current_app.config["MAX_CONTENT_LENGTH"] // (1024 * 1024)
+    return render_template("detect/upload.html", form=form, disclaimer=DISCLAIMER, max_mb=max_mb), status
 
 
 def verified_required(view):
@@ -50,33 +100,44 @@ def upload():
     form = UploadForm()
     if request.method == "POST" and "image" not in request.files and form.is_submitted():
         form.image.errors = ["Choose an image to upload (form field 'image')."]
-        return render_template("detect/upload.html", form=form, disclaimer=DISCLAIMER), 400
+        return render_upload(form, 400)
     if form.validate_on_submit():
         try:
-            detection_id, _ = detections.create(current_user.id, form.image.data.read())
+            detection_id, _ = detections.create(current_user.id, form.image.data.read(),
+                                                body_site=form.body_site.data or "", note=form.note.data or "")
         except ImageRejected as exc:
             form.image.errors = [f"This file cannot be used: {exc}."]
-            return render_template("detect/upload.html", form=form, disclaimer=DISCLAIMER), 400
+            return render_upload(form, 400)
         except NotALesion as exc:
             form.image.errors = [str(exc)]
-            return render_template("detect/upload.html", form=form, disclaimer=DISCLAIMER), 422
+            return render_upload(form, 422)
         except ModelUnavailable as exc:
             current_app.logger.error("prediction failed: %s", exc)
             form.image.errors = [MODEL_UNAVAILABLE]
-            return render_template("detect/upload.html", form=form, disclaimer=DISCLAIMER), 503
+            return render_upload(form, 503)
         return redirect(url_for("detect.result", detection_id=detection_id))
-    status = 400 if form.errors else 200
-    return render_template("detect/upload.html", form=form, disclaimer=DISCLAIMER), status
+    return render_upload(form, 400 if form.errors else 200)
 
 
 @bp.route("/result/<detection_id>")
 @login_required
 def result(detection_id: str):
     row = get_detection(detection_id)
-    probs = json.loads(row["probs"])
-    bars = sorted(((clinical_name(c), probs[c]) for c in CLASSES), key=lambda x: -x[1])
-    return render_template("detect/result.html", d=row, name=clinical_name(row["top_class"]), bars=bars,
-                           disclaimer=DISCLAIMER, confirm=ConfirmForm())
+    verdict, bars = explain(row)
+    return render_template("detect/result.html", d=row, v=verdict, bars=bars, disclaimer=DISCLAIMER,
+                           site_name=BODY_SITE_NAMES.get(row["body_site"], ""),
+                           same_site=detections.same_site(current_user.id, row),
+                           names={c: clinical_name(c) for c in CLASSES})
+
+
+@bp.route("/report/<detection_id>")
+@login_required
+def report(detection_id: str):
+    """One check on one printable page (image, result, model card facts, date) to bring to a clinician."""
+    row = get_detection(detection_id)
+    verdict, bars = explain(row)
+    return render_template("detect/report.html", d=row, v=verdict, bars=bars, disclaimer=DISCLAIMER,
+                           site_name=BODY_SITE_NAMES.get(row["body_site"], ""))
 
 
 @bp.route("/image/<detection_id>")
@@ -99,7 +160,16 @@ def history():
     rows = detections.page(current_user.id, number=page, size=size)
     pages = max(1, -(-total // size))
     return render_template("detect/history.html", rows=rows, page=page, pages=pages, total=total,
-                           names={c: clinical_name(c) for c in CLASSES}, confirm=ConfirmForm())
+                           names={c: clinical_name(c) for c in CLASSES}, sites=BODY_SITE_NAMES,
+                           malignant=POSSIBLY_MALIGNANT)
+
+
+@bp.route("/delete/<detection_id>", methods=["GET"])
+@login_required
+def confirm_delete(detection_id: str):
+    """Deleting is for good: the history's Delete asks first, on its own page (works without JavaScript)."""
+    row = get_detection(detection_id)
+    return render_template("detect/delete.html", d=row, name=clinical_name(row["top_class"]), confirm=ConfirmForm())
 
 
 @bp.route("/delete/<detection_id>", methods=["POST"])

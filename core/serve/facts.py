@@ -1,0 +1,56 @@
+"""What a model card says about the model, in the terms a patient or clinician needs: the data it was trained on,
+how well it did on held-out test images, and its version. Cards written before a fact was recorded say so."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from core.metrics import Evaluation
+from core.serve.artifacts import Card
+
+NOT_RECORDED = "not recorded in the model card"
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """The model line of the site, the dashboard and printed reports."""
+
+    name: str  # architecture and variant, e.g. "efficientnet_lite0 dense-static-percentile"
+    version: str  # the variant's run id
+    trained_on: str  # e.g. "HAM10000 (8,601 images)" or "synthetic demo images"
+    synthetic: bool | None  # None where the card predates the record
+    test_balanced_accuracy: float | None
+    test_melanoma_recall: float | None
+
+    @property
+    def is_demo(self) -> bool:
+        return bool(self.synthetic)
+
+
+def training_data(*, data_dir: str, synthetic: bool, images: int) -> dict[str, Any]:
+    """The card entry that says which data a model was trained on."""
+    name = "synthetic demo images" if synthetic else ("HAM10000" if "ham10000" in data_dir.lower() else data_dir)
+    return {"name": name, "synthetic": synthetic, "images": images, "data_dir": data_dir}
+
+
+def model_facts(card: Card) -> ModelFacts:
+    data = card.extra.get("training_data") or {}
+    test = (card.extra.get("metrics") or {}).get("test") or {}
+    trained_on = data.get("name", NOT_RECORDED)
+    if data.get("images") and not data.get("synthetic"):
+        trained_on = f"{trained_on} ({data['images']:,} training images)"
+    return ModelFacts(name=f"{card.architecture} {card.variant}", version=card.run_id, trained_on=trained_on,
+                      synthetic=data.get("synthetic"), test_balanced_accuracy=test.get("balanced_accuracy"),
+                      test_melanoma_recall=test.get("recall_mel"))
+
+
+def card_metrics(evaluations: dict[str, Evaluation]) -> dict[str, dict[str, float]]:
+    """Per split, the scalar metrics a card carries, with melanoma recall (the miss that matters) beside them."""
+    out = {}
+    for split, ev in evaluations.items():
+        figures = dict(ev.metrics)
+        if "mel" in ev.per_class.index and ev.per_class.loc["mel", "support"] > 0:
+            figures["recall_mel"] = float(ev.per_class.loc["mel", "recall"])
+        out[split] = figures
+    return out

@@ -1,0 +1,107 @@
+"""What patients see, in headless Chromium on a phone-sized screen (390 x 844) and on a desktop: a possibly-malignant
+result framed as such, no sideways scrolling, a delete that asks first. A real HTTP server on localhost."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from werkzeug.serving import make_server
+
+from tests.browser import chromium_page, free_port
+from tests.webapp.conftest import PASSWORD, RELAXED_LIMITS
+from webapp import create_app, detections
+from webapp.predictor import Detection
+from webapp.security import hash_password
+
+MELANOMA = Detection("mel", "Melanoma", 0.91, {"mel": 0.91, "nv": 0.05, "bcc": 0.01, "akiec": 0.01, "bkl": 0.01,
+                                               "df": 0.005, "vasc": 0.005}, False, "test-model")
+
+
+@pytest.fixture
+def site(tmp_path: Path, variant_folder: Path) -> Iterator[str]:
+    port = free_port()
+    app = create_app({"EXTERNAL_URL": f"http://127.0.0.1:{port}","SECRET_KEY": "p" * 40, "INSTANCE_PATH": str(tmp_path / "i"),
+                      "LESIONLITE_VARIANT": str(variant_folder), "MAIL_SUPPRESS_SEND": True, "MAIL_TO_LOG": False,
+                      "SESSION_COOKIE_SECURE": False, "REMEMBER_COOKIE_SECURE": False, **RELAXED_LIMITS})
+    with app.app_context():
+        from webapp import users
+
+        user = users.create("sam@example.org", hash_password(PASSWORD))
+        users.update(user.id, verified=1)
+    server = make_server("127.0.0.1", port, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+
+
+def _log_in_and_upload(page, base: str, image: Path, *, site: str = "back") -> None:
+    page.goto(f"{base}/auth/login")
+    page.fill("input[name=email]", "sam@example.org")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("main button[type=submit]")
+    page.get_by_role("heading", name="Check a dermatoscopic image").wait_for()
+    page.set_input_files("input[name=image]", str(image))
+    page.select_option("select[name=body_site]", site)
+    page.fill("textarea[name=note]", "grew this summer")
+    page.click("main button[type=submit]")
+    page.get_by_role("heading", name="Result").wait_for()
+
+
+def _overflow(page) -> int:
+    return page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
+
+
+def test_possibly_malignant_result_on_a_phone(site: str, samples_dir: Path, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(detections, "detect", lambda checked: MELANOMA)  # the page, not the model, is under test
+    sample = sorted(samples_dir.glob("*.jpg"))[0]
+    with chromium_page(width=390, height=844) as page:
+        _log_in_and_upload(page, site, sample)
+        assert page.locator("#demo-model").is_visible()  # this test model was trained on synthetic images
+        verdict = page.locator("#verdict")
+        assert "Possibly malignant: Melanoma" in verdict.inner_text()
+        assert "within two weeks" in verdict.inner_text()
+        assert verdict.get_attribute("role") == "alert"  # announced like the "uncertain" box
+        assert verdict.evaluate("e => getComputedStyle(e).backgroundColor") == "rgb(253, 232, 232)"
+        assert page.locator("table.probs thead th").count() == 4  # headed columns for screen readers
+        assert page.locator("table.probs meter[aria-hidden=true]").count() == 7  # the % cell is what is read
+        mel_bar = page.locator("table.probs tr.malignant meter").first
+        assert mel_bar.get_attribute("class") == "malignant"
+        assert _overflow(page) <= 0, "the result page scrolls sideways on a phone"
+        assert page.locator("header nav").evaluate("n => n.getBoundingClientRect().height") < 40  # one line
+        page.screenshot(path=str(tmp_path / "result-390.png"), full_page=True)
+        page.click("text=History")
+        assert _overflow(page) <= 0, "the history scrolls sideways on a phone"
+        delete = page.locator("ul.history a.delete")
+        box = delete.bounding_box()
+        assert box["height"] >= 44 and box["width"] >= 44  # a finger-sized target
+        date_line = page.locator("ul.history time").first
+        assert date_line.evaluate("e => e.getClientRects().length") == 1  # the date stays on one line
+        page.click("ul.history a.check")
+        page.click("text=Printable report")
+        page.get_by_role("heading", name="LesionLite skin check report").wait_for()
+        facts = page.inner_text("table.facts")
+        assert "grew this summer" in facts and "Back" in facts and "trained on" in facts
+
+
+def test_delete_asks_first(site: str, samples_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(detections, "detect", lambda checked: MELANOMA)
+    sample = sorted(samples_dir.glob("*.jpg"))[0]
+    with chromium_page() as page:
+        _log_in_and_upload(page, site, sample)
+        page.click("header >> text=History")
+        page.click("ul.history a.delete")
+        page.get_by_role("heading", name="Delete this check?").wait_for()
+        page.click("text=Keep it")
+        assert page.locator("ul.history li").count() == 1  # one click deleted nothing
+        page.click("ul.history a.delete")
+        page.click("#confirm-delete")
+        page.get_by_text("Deleted.").wait_for()
+        assert page.locator("ul.history li").count() == 0
