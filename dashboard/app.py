@@ -10,7 +10,7 @@ from pathlib import Path
 import streamlit as st
 
 from core.store.results import StoreError
-from dashboard.state import all_variants, db_path, sidebar_filters
+from dashboard.state import all_variants, db_path, share_view, sidebar_filters
 
 VIEWS = Path(__file__).resolve().parent / "views"
 
@@ -35,7 +35,10 @@ def run() -> None:
         st.Page(VIEWS / "compare.py", title="Compare", icon=":material/compare:"),
         st.Page(VIEWS / "live_test.py", title="Live test", icon=":material/photo_camera:"),
     ]
-    st.navigation(pages).run()
+    try:
+        st.navigation(pages).run()
+    finally:  # also after a page's st.stop()
+        share_view()
 
 
 run()

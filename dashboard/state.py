@@ -66,16 +66,74 @@ def gate(card_folder: str) -> OodGate | None:
     return OodGate.load(Path(card_folder))
 
 
+# Widget keys that a shared link carries (?f_model=...&to_x=latency_ms), with how to read them back from text.
+SHAREABLE: dict[str, type] = {"f_split": str, "f_dataset": list, "f_model": list, "f_ratio": list, "f_quant": list,
+                              "to_metric": str, "to_x": str, "to_log": bool, "to_loss": float, "to_size": float,
+                              "to_latency": float}
+
+
+def _parse(kind: type, values: list[str]) -> object:
+    if kind is list:
+        return values
+    text = values[-1]
+    if kind is bool:
+        return text.lower() in ("1", "true", "yes")
+    return kind(text)
+
+
+def restore_view(options: dict[str, list]) -> None:
+    """On a session's first run, set the widgets from the URL's query (a shared view); values that no longer
+    exist among ``options`` (key -> allowed values) are dropped rather than failing the page."""
+    ss = st.session_state
+    if ss.get("_view_restored"):
+        return
+    ss["_view_restored"] = True
+    for key, kind in SHAREABLE.items():
+        values = st.query_params.get_all(key)
+        if not values:
+            continue
+        try:
+            value = _parse(kind, values)
+        except ValueError:
+            continue
+        if key in options:
+            allowed = [str(o) for o in options[key]]
+            if kind is list:
+                value = [options[key][allowed.index(v)] for v in value if v in allowed]  # type: ignore[union-attr]
+            elif str(value) not in allowed:
+                continue
+        ss[key] = value
+
+
+def share_view() -> None:
+    """Write the current widget values into the URL, so the address bar is a link to this view."""
+    ss = st.session_state
+    for key in SHAREABLE:
+        value = ss.get(key)
+        if value is None or value == [] or value == "":
+            if key in st.query_params:
+                del st.query_params[key]
+            continue
+        st.query_params[key] = [str(v) for v in value] if isinstance(value, list) else str(value)
+
+
 def sidebar_filters(df: pd.DataFrame) -> None:
-    """Filter widgets in the sidebar; their values live in session state under fixed keys."""
+    """Filter widgets in the sidebar; their values live in session state under fixed keys (and in the URL)."""
+    options = {"f_split": ["test", "val"], "f_dataset": sorted(df["dataset"].dropna().unique()),
+               "f_model": sorted(df["model"].dropna().unique()),
+               "f_ratio": sorted(df["pruning_ratio"].dropna().unique()),
+               "f_quant": sorted(df["quantization"].dropna().unique()),
+               "to_metric": ["accuracy", "balanced_accuracy", "auc_macro_ovr", "kappa", "mcc"],
+               "to_x": ["size_mb", "latency_ms"]}
+    restore_view(options)
     sb = st.sidebar
     sb.header("Filters")
-    sb.selectbox("Split", ["test", "val"], key="f_split", help="which split's metrics are shown")
-    sb.multiselect("Dataset", sorted(df["dataset"].dropna().unique()), key="f_dataset")
-    sb.multiselect("Architecture", sorted(df["model"].dropna().unique()), key="f_model")
-    sb.multiselect("Pruning ratio", sorted(df["pruning_ratio"].dropna().unique()), key="f_ratio")
-    sb.multiselect("Quantization", sorted(df["quantization"].dropna().unique()), key="f_quant")
-    sb.caption(f"Store: `{db_path()}`")
+    sb.selectbox("Split", options["f_split"], key="f_split", help="which split's metrics are shown")
+    sb.multiselect("Dataset", options["f_dataset"], key="f_dataset")
+    sb.multiselect("Architecture", options["f_model"], key="f_model")
+    sb.multiselect("Pruning ratio", options["f_ratio"], key="f_ratio")
+    sb.multiselect("Quantization", options["f_quant"], key="f_quant")
+    sb.caption(f"Store: `{db_path()}`. The address bar links to this view.")
 
 
 def filtered_variants() -> pd.DataFrame:

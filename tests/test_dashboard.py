@@ -17,6 +17,7 @@ from core.store.analysis import (
     deployed_variant,
     pareto_front,
     recall_deltas,
+    recommend,
     reliability,
     roc_curves,
     run_detail,
@@ -122,7 +123,9 @@ def test_tradeoffs_chart_has_points_frontier_and_baseline(app_env: Path) -> None
     at = _run()
     spec = json.loads(at.get("plotly_chart")[0].proto.spec)
     names = [t.get("name") for t in spec["data"]]
-    assert "Pareto frontier" in names and "dense FP32 baseline" in names and "test_efficientnet" in names
+    assert "Pareto frontier" in names and "dense FP32 PyTorch baseline" in names and "test_efficientnet" in names
+    assert "quantization: static" in names and "pruning ratio 0.5" in names  # legends for symbol and size
+    assert spec["layout"]["xaxis"]["title"]["text"] == "Model size (MB, log scale)"
     points = next(t for t in spec["data"] if t.get("name") == "test_efficientnet")
     assert _length(points["x"]) == 6  # 2 ratios x 3 modes
 
@@ -145,6 +148,9 @@ def test_live_panel_predicts_a_synthetic_image(app_env: Path) -> None:
     assert not at.exception, [e.value for e in at.exception]
     assert any("Agreement between variants" in m.value for m in at.markdown)
     assert len(at.dataframe[0].value) >= 1
+    assert any("Ground truth: **Melanoma** (mel)" in m.value for m in at.markdown)
+    assert any("synthetic demo images" in w.value for w in at.warning)  # these test models never saw real skin
+    assert any("int8 models do not provide" in c.value for c in at.caption)  # why the static variant has no CAM
 
 
 def test_live_panel_predicts_a_real_sample(app_env: Path, samples_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -153,7 +159,7 @@ def test_live_panel_predicts_a_real_sample(app_env: Path, samples_dir: Path, mon
     at.radio(key="live_source").set_value("Sample image").run()
     assert not at.exception, [e.value for e in at.exception]
     summary = at.dataframe[0].value
-    assert summary["prediction"].notna().all() and (summary["latency ms"] > 0).all()
+    assert summary["prediction"].notna().all() and (summary["this image, ms (one run)"] > 0).all()
 
 
 def test_no_store_gives_a_friendly_page(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -161,3 +167,59 @@ def test_no_store_gives_a_friendly_page(tmp_path: Path, monkeypatch: pytest.Monk
     at = _run()
     assert not at.exception
     assert any("make demo" in i.value for i in at.info)
+
+
+def test_tradeoffs_headline_recommends_within_the_budget(app_env: Path) -> None:
+    at = _run()
+    assert not at.exception and not at.warning
+    headline = next(h.value for h in at.subheader if "Recommend" in h.value or "No variant" in h.value)
+    with ResultsStore(app_env, read_only=True) as store:
+        df = variants_frame(store)
+    pick = recommend(df, max_loss=0.01)
+    assert headline == (f"Recommended: {pick.headline}" if pick else "No variant fits this budget")
+    at.number_input(key="to_loss").set_value(50.0).run()
+    loose = recommend(df, max_loss=0.5)
+    assert f"Recommended: {loose.headline}" in [h.value for h in at.subheader]
+    assert loose.size_x >= df[df["kind"] == "variant"]["size_x"].max() - 1e-9  # the smallest variant wins
+    assert at.query_params["to_loss"] == "50.0"  # the view is in the address
+
+
+def test_recommend_rules() -> None:
+    df = pd.DataFrame({"run_id": list("abcd"), "variant": ["dense-static", "pruned-0.5-static", "pruned-0.7-static",
+                                                         "dense-torch_fp32"],
+                       "model": "m", "kind": "variant", "size_mb": [4.0, 1.3, 0.7, 14.0],
+                       "latency_ms": [2.7, 1.5, 1.0, 10.0], "size_x": [3.5, 10.8, 20.0, 1.0],
+                       "speed_x": [3.7, 6.8, 10.0, 1.0], "balanced_accuracy": [0.733, 0.725, 0.52, 0.74],
+                       "bal_acc_delta": [-0.007, -0.015, -0.22, 0.0]})
+    assert recommend(df).variant == "dense-static"  # the smallest within 1 point
+    assert recommend(df, max_loss=0.02).headline == ("pruned-0.5-static: 10.8x smaller, 6.8x faster, "
+                                                     "balanced accuracy -1.5 pts")
+    assert recommend(df, max_loss=0.5, max_size_mb=2.0).variant == "pruned-0.5-static"  # best accuracy in budget
+    assert recommend(df, max_loss=0.0, max_latency_ms=2.0) is None
+
+
+def test_a_shared_url_restores_the_view(app_env: Path) -> None:
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params.update({"f_quant": ["static", "fp32"], "f_ratio": "0.5", "to_x": "latency_ms",
+                            "to_metric": "accuracy", "f_model": "no-such-model"})
+    at.run()
+    assert not at.exception
+    assert at.multiselect(key="f_quant").value == ["static", "fp32"]
+    assert at.multiselect(key="f_ratio").value == [0.5]
+    assert at.multiselect(key="f_model").value == []  # gone from the store: dropped, not an error
+    assert at.selectbox(key="to_x").value == "latency_ms" and at.selectbox(key="to_metric").value == "accuracy"
+    assert at.query_params["to_x"] == "latency_ms"
+
+
+def test_run_detail_of_a_variant_shows_its_deployment_figures(app_env: Path) -> None:
+    with ResultsStore(app_env, read_only=True) as store:
+        df = variants_frame(store)
+    variant = df[df["variant"] == "pruned-0.5-static"].iloc[0]
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.session_state["detail_id"] = variant["run_id"]
+    at.run()
+    at.switch_page("views/run_detail.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    cards = {m.label: m.value for m in at.metric}
+    assert cards["size"] == f"{variant['size_mb']:.2f} MB" and "latency, batch 1" in cards and "MACs" in cards
+    assert cards["Δ balanced accuracy"] == f"{variant['bal_acc_delta'] * 100:+.1f} pts"

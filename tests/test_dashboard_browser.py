@@ -82,3 +82,18 @@ def test_live_panel_refuses_bad_uploads_and_keeps_serving(dashboard_url: str, tm
         _upload(page, sorted(samples_dir.glob("*.jpg"))[0])
         page.get_by_text("Agreement between variants").first.wait_for(timeout=90_000)
         page.screenshot(path=str(tmp_path / "live.png"), full_page=True)
+
+
+def test_headline_and_a_shared_link_in_chromium(dashboard_url: str, tmp_path: Path) -> None:
+    with chromium_page() as page:
+        page.goto(f"{dashboard_url}/?f_quant=static&f_quant=fp32&to_x=latency_ms&to_loss=50")
+        _settle(page)
+        headline = page.get_by_role("heading", name="Recommended:").first
+        headline.wait_for(timeout=60_000)
+        assert "x smaller" in headline.inner_text() and "x faster" in headline.inner_text()
+        quantization = page.locator('[data-testid="stSidebar"] [data-testid="stMultiSelect"]').last.inner_text()
+        assert "static" in quantization and "fp32" in quantization  # the filters came from the link
+        page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
+        assert "Latency (ms per image, batch 1)" in page.locator(".js-plotly-plot").first.inner_text()
+        page.screenshot(path=str(tmp_path / "tradeoffs-shared.png"), full_page=True)
+        assert "f_quant=static" in page.url and "to_x=latency_ms" in page.url  # and the link stays shareable

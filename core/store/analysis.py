@@ -87,6 +87,56 @@ def pareto_front(df: pd.DataFrame, *, x: str, y: str, lower_y_better: bool = Fal
     return d.loc[front]
 
 
+@dataclass(frozen=True)
+class Recommendation:
+    """The variant to deploy under a budget, with what it costs and gains against its dense parent."""
+
+    run_id: str
+    variant: str
+    model: str
+    size_x: float
+    speed_x: float
+    bal_acc_delta: float  # balanced accuracy minus the dense parent's (negative: a loss)
+    rule: str  # the rule that chose it, in words
+
+    @property
+    def headline(self) -> str:
+        return (f"{self.variant}: {self.size_x:.1f}x smaller, {self.speed_x:.1f}x faster, balanced accuracy "
+                f"{self.bal_acc_delta * 100:+.1f} pts")
+
+
+def recommend(df: pd.DataFrame, *, max_loss: float = 0.01, max_size_mb: float | None = None,
+              max_latency_ms: float | None = None) -> Recommendation | None:
+    """The variant to recommend among ``df``'s measured variants, or None if none fits.
+
+    Without a size or latency budget: the smallest variant (then the fastest) that loses at most ``max_loss``
+    balanced accuracy against its dense parent. With one: the best balanced accuracy within it (and the loss).
+    """
+    if max_loss < 0:
+        raise ValueError(f"max_loss must be >= 0, got {max_loss}")
+    cand = df[(df["kind"] == "variant") & df["size_x"].notna() & df["speed_x"].notna()
+              & df["bal_acc_delta"].notna()]
+    cand = cand[cand["bal_acc_delta"] >= -max_loss - 1e-12]
+    budget = []
+    if max_size_mb is not None:
+        cand = cand[cand["size_mb"] <= max_size_mb]
+        budget.append(f"at most {max_size_mb:g} MB")
+    if max_latency_ms is not None:
+        cand = cand[cand["latency_ms"] <= max_latency_ms]
+        budget.append(f"at most {max_latency_ms:g} ms")
+    if cand.empty:
+        return None
+    loss = f"losing at most {max_loss * 100:g} pts of balanced accuracy"
+    if budget:
+        best = cand.sort_values(["balanced_accuracy", "size_x"], ascending=False).iloc[0]
+        rule = f"the best balanced accuracy with {' and '.join(budget)}, {loss}"
+    else:
+        best = cand.sort_values(["size_x", "speed_x"], ascending=False).iloc[0]
+        rule = f"the smallest variant {loss} against its dense parent"
+    return Recommendation(best["run_id"], best["variant"], best["model"], float(best["size_x"]),
+                          float(best["speed_x"]), float(best["bal_acc_delta"]), rule)
+
+
 @dataclass
 class RunDetail:
     run: pd.Series
@@ -162,6 +212,19 @@ def recall_deltas(store: ResultsStore, run_ids: list[str], *, split: str = "test
                      [*run_ids, split])
     pc["delta"] = pc["recall"] - pc["base_recall"]
     return pc.pivot(index="class", columns="run_id", values="delta").reindex(list(CLASSES))
+
+
+def class_support(store: ResultsStore, run_id: str, *, split: str = "test") -> pd.Series:
+    """Number of images of each class in ``split`` as the run was scored (class -> count, CLASSES order)."""
+    pc = store.query("SELECT class, support FROM per_class WHERE run_id = ? AND split = ?", [run_id, split])
+    return pc.set_index("class")["support"].reindex(list(CLASSES))
+
+
+def short_names(df: pd.DataFrame) -> dict[str, str]:
+    """run_id -> a short label, e.g. ``pruned-0.5-static (…c307)``; the model is added where several are shown."""
+    several = df["model"].nunique() > 1
+    return {r.run_id: f"{r.model + ' ' if several else ''}{r.variant} (…{str(r.parent_run_id or r.run_id)[-4:]})"
+            for r in df.itertuples()}
 
 
 def variant_card_paths(store: ResultsStore) -> pd.DataFrame:

@@ -1,34 +1,72 @@
-"""Compare 2-4 variants side by side, with per-class recall deltas against the dense parent."""
+"""Compare 2-4 variants side by side, with per-class recall deltas against the dense parent (and how many images
+each delta rests on)."""
 
 from __future__ import annotations
 
+import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from core.store.analysis import recall_deltas
+from core.store.analysis import class_support, recall_deltas, short_names
 from dashboard.state import filtered_variants, reader
+
+# Key figures first; True: higher is better, False: lower is better (the best of each row is highlighted).
+ROWS = {"bal_acc_delta": ("Δ balanced accuracy vs dense", True), "size_mb": ("size (MB)", False),
+        "latency_ms": ("latency (ms, batch 1)", False), "size_x": ("smaller (x)", True),
+        "speed_x": ("faster (x)", True), "balanced_accuracy": ("balanced accuracy", True),
+        "accuracy": ("accuracy", True), "auc_macro_ovr": ("ROC-AUC (macro)", True), "kappa": ("kappa", True),
+        "mcc": ("MCC", True), "ece": ("ECE", False), "quantization": ("quantization", None),
+        "pruning_ratio": ("pruning ratio", None), "model": ("architecture", None)}
 
 st.title("Compare variants")
 df = filtered_variants()
+names = short_names(df)
 ids = df["run_id"].tolist()
 preselected = [i for i in st.session_state.get("compare_ids", []) if i in ids]
-chosen = st.multiselect("Variants (2-4)", ids, default=preselected or ids[:2], max_selections=4, key="compare_pick")
+chosen = st.multiselect("Variants (2-4)", ids, default=preselected or ids[:2], max_selections=4, key="compare_pick",
+                        format_func=names.get)
 if len(chosen) < 2:
     st.info("Pick at least two variants (or select points on the Trade-offs page).")
     st.stop()
-cols = ["variant", "model", "quantization", "pruning_ratio", "accuracy", "balanced_accuracy", "auc_macro_ovr",
-        "kappa", "mcc", "ece", "size_mb", "latency_ms", "size_x", "speed_x", "bal_acc_delta"]
-side = df.set_index("run_id").loc[chosen, cols].T
-side = side.map(lambda v: f"{v:.3f}" if isinstance(v, float) else str(v))  # mixed column types: show as text
-st.dataframe(side, width="stretch", key="compare_table")
+side = df.set_index("run_id").loc[chosen, list(ROWS)].T
+side.columns = [names[c] for c in chosen]
+side.index = [ROWS[r][0] for r in side.index]
+
+
+def _highlight(row: pd.Series) -> list[str]:
+    better = next(v[1] for v in ROWS.values() if v[0] == row.name)
+    values = pd.to_numeric(row, errors="coerce")
+    if better is None or values.isna().all():
+        return [""] * len(row)
+    best = values.max() if better else values.min()
+    return ["background-color: #d8f0dd; font-weight: 600" if v == best else "" for v in values]
+
+
+def _format(v: object) -> str:
+    return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+st.dataframe(side.style.apply(_highlight, axis=1).format(_format), width="stretch", key="compare_table",
+             height=38 * (len(side) + 1))
+st.caption("Best value of each row highlighted. Ratios and Δ are against the dense PyTorch FP32 cell of the same "
+           "parent, measured in the same sweep.")
+split = st.session_state.get("f_split", "test")
 with reader() as store:
-    deltas = recall_deltas(store, chosen, split=st.session_state.get("f_split", "test"))
+    deltas = recall_deltas(store, chosen, split=split)
+    support = class_support(store, chosen[0], split=split)
 if deltas.notna().any().any():
     long = deltas.reset_index().melt(id_vars="class", var_name="run_id", value_name="recall delta")
-    fig = px.bar(long, x="class", y="recall delta", color="run_id", barmode="group",
-                 title="Per-class recall minus the dense FP32 parent's (where does compression hurt?)")
+    long["variant"] = long["run_id"].map(names)
+    long["images"] = long["class"].map(support)
+    long["class"] = long["class"] + " (n=" + long["images"].fillna(0).astype(int).astype(str) + ")"
+    fig = px.bar(long, x="class", y="recall delta", color="variant", barmode="group", hover_data=["images"],
+                 title=f"Per-class recall minus the dense FP32 parent's ({split}; n = images of the class)")
     fig.add_hline(y=0, line_color="#444")
     st.plotly_chart(fig, width="stretch", key="compare_deltas")
+    few = support[support < 30].dropna()
+    if not few.empty:
+        st.caption("Few images: " + ", ".join(f"{c} {int(n)}" for c, n in few.items()) +
+                   f". One image of a class with n images moves its recall by 1/n (e.g. {1 / few.min():.2f}).")
     mel = deltas.loc["mel"].dropna()
     if not mel.empty and mel.min() < 0:
         st.warning(f"Melanoma recall drops by up to {-mel.min():.3f} against the dense model: the error that "

@@ -11,6 +11,8 @@ import streamlit as st
 from core.classes import CLASSES, clinical_name
 from core.data.synthetic import synthetic_example
 from core.errors import ModelError
+from core.serve.artifacts import read_variant_card
+from core.serve.facts import model_facts
 from core.serve.gradcam import grad_cam_overlay
 from core.serve.imaging import ImageRejected, check_image, reencode_jpeg
 from core.serve.ood import NOT_A_LESION
@@ -39,9 +41,15 @@ first = next((k for k, folder in labels.items() if folder == deployed), next(ite
 baseline = str(Path(labels[first]).parent / "dense-torch_fp32")
 default = [first, *(k for k, folder in labels.items() if folder == baseline and k != first)]
 chosen = st.multiselect("Variants", list(labels), default=default, key="live_variants")
+cards_of = {label: read_variant_card(labels[label]) for label in chosen}
+demo = [label for label, card in cards_of.items() if model_facts(card).is_demo]
+if demo:
+    st.warning("Trained on synthetic demo images, not real skin: " + ", ".join(demo) + ". Their answers on a real "
+             "photo mean nothing.", icon=":material/science:")
 
 source = st.radio("Image", ["Upload", "Sample image", "Synthetic example"], horizontal=True, key="live_source")
 data: bytes | None = None
+truth: str | None = None
 if source == "Upload":
     upload = st.file_uploader("Dermatoscopic image (JPEG or PNG, up to 10 MB)", type=["jpg", "jpeg", "png"],
                               key="live_upload")
@@ -53,12 +61,14 @@ elif source == "Sample image":
         pick = st.selectbox("Sample (HAM10000, CC BY-NC 4.0)", samples["image_id"] + " (" + samples["dx"] + ")",
                             key="live_sample")
         image_id = pick.split(" ")[0]
+        truth = str(samples.set_index("image_id").loc[image_id, "dx"])
         data = next(samples_dir().rglob(f"{image_id}.jpg")).read_bytes()
     else:
         st.info(f"No sample images at {samples_dir()} (set LESIONLITE_SAMPLES to a folder with samples.csv).")
 else:
     dx = st.selectbox("Class to draw", list(CLASSES), format_func=clinical_name, key="live_synth_dx")
     data = reencode_jpeg(synthetic_example(dx, seed=int(st.number_input("Seed", 0, 10_000, 0, key="live_seed"))))
+    truth = dx
 
 if data is None or not chosen:
     st.stop()
@@ -80,6 +90,8 @@ if not gates:
 
 left, right = st.columns([1, 2])
 left.image(checked.image, caption=f"{checked.width}x{checked.height} {checked.format}", width="stretch")
+if truth is not None:
+    left.markdown(f"Ground truth: **{clinical_name(truth)}** ({truth})")
 results, overlays = [], {}
 for label in chosen:
     pred = predictor(labels[label])
@@ -87,17 +99,37 @@ for label in chosen:
     cam = grad_cam_overlay(pred, checked.image)
     if cam is not None:
         overlays[label] = cam
-summary = pd.DataFrame([{"variant": r.model, "prediction": r.top_name, "confidence": r.confidence,
-                         "latency ms": r.latency_ms} for r in results])
+def _stored_latency(label: str) -> str:
+    lat = cards_of[label].extra.get("latency_ms") or {}
+    if "b1_median" not in lat:
+        return "not stored"
+    return f"{lat['b1_median']:.2f} (IQR {lat['b1_iqr']:.2f})"
+
+
+summary = pd.DataFrame([{"variant": r.model, "prediction": r.top_name,
+                         **({"correct": r.top == truth} if truth else {}), "confidence": r.confidence,
+                         "this image, ms (one run)": r.latency_ms,
+                         "sweep median ms": _stored_latency(r.model)} for r in results])
 right.dataframe(summary, hide_index=True, width="stretch", key="live_summary",
                 column_config={"confidence": st.column_config.ProgressColumn(min_value=0, max_value=1, format="%.2f"),
-                               "latency ms": st.column_config.NumberColumn(format="%.1f")})
+                               "this image, ms (one run)": st.column_config.NumberColumn(format="%.1f")})
+right.caption("'One run' is a single timing on this page (first calls include warm-up); the sweep's figure is "
+              "the median of many runs at batch 1 with fixed threads.")
 right.write(f"Agreement between variants: **{agreement(results):.0%}** on the top class.")
 probs = pd.DataFrame([{"variant": r.model, "class": clinical_name(c), "probability": float(r.probs[i])}
                       for r in results for i, c in enumerate(CLASSES)])
 st.plotly_chart(px.bar(probs, x="probability", y="class", color="variant", barmode="group", orientation="h",
                        range_x=[0, 1], title="Per-class probabilities"), width="stretch", key="live_probs")
+st.subheader("Grad-CAM: where the model looked")
 if overlays:
-    st.subheader("Grad-CAM (PyTorch variants)")
-    for col, (label, img) in zip(st.columns(len(overlays)), overlays.items(), strict=True):
-        col.image(img, caption=label, width="stretch")
+    cols = st.columns(len(overlays) + 1)
+    cols[0].image(checked.image, caption="original", width=320)
+    for col, (label, img) in zip(cols[1:], overlays.items(), strict=True):
+        col.image(img, caption=label, width=320)
+    st.caption("Colour scale (jet): dark blue = no influence on the predicted class, through green and yellow, to "
+               "red = strongest influence. Shown over the centre crop the model saw.")
+no_cam = [label for label in chosen if label not in overlays]
+if no_cam:
+    st.caption("No Grad-CAM for " + ", ".join(no_cam) + ": Grad-CAM needs gradients, which ONNX Runtime and "
+               "quantized int8 models do not provide. Choose the variant's dense-torch_fp32 parent to see where the "
+               "model it was made from looks.")

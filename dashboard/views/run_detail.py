@@ -10,7 +10,6 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from core.classes import CLASSES
 from core.store.analysis import confusion_matrix_frame, reliability, roc_curves, run_detail, uncalibrated_probs
 from dashboard.state import filtered_variants, reader
 
@@ -31,6 +30,21 @@ if scalars is not None and not scalars.empty:
     cols = st.columns(6)
     for col, name in zip(cols, ["accuracy", "balanced_accuracy", "auc_macro_ovr", "kappa", "mcc", "ece"], strict=True):
         col.metric(name.replace("_", " "), f"{scalars.get(name, np.nan):.3f}")
+row = df.set_index("run_id").loc[run_id]
+deploy = detail.metrics[detail.metrics["split"] == "deploy"].set_index("name")["value"]
+if not deploy.empty:
+    cards = [("size", f"{deploy.get('size_mb', np.nan):.2f} MB", f"{row.get('size_x', np.nan):.1f}x smaller"),
+             ("latency, batch 1", f"{deploy.get('latency_b1_ms', np.nan):.2f} ms",
+              f"IQR {deploy.get('latency_b1_iqr_ms', np.nan):.2f} ms · {row.get('speed_x', np.nan):.1f}x faster"),
+             ("parameters", f"{deploy.get('params', np.nan) / 1e6:.2f} M", None),
+             ("MACs", f"{deploy.get('macs', np.nan) / 1e6:.0f} M", None),
+             ("Δ balanced accuracy", f"{row.get('bal_acc_delta', np.nan) * 100:+.1f} pts", "vs dense parent"),
+             ("export agreement", f"{deploy['export_top1_agreement']:.3f}" if "export_top1_agreement" in deploy
+              else "—", "top-1, ONNX vs PyTorch")]
+    for col, (label, value, note) in zip(st.columns(len(cards)), cards, strict=True):
+        col.metric(label, value, help=note)
+        if note:
+            col.caption(note)
 
 left, right = st.columns(2)
 if split:
@@ -39,16 +53,22 @@ if split:
     left.plotly_chart(px.imshow(cm, text_auto=".2f" if normalize else "d", color_continuous_scale="Blues",
                                 labels={"x": "predicted", "y": "true"}, title="Confusion matrix"),
                       width="stretch", key="detail_cm")
-    pc = detail.per_class[detail.per_class["split"] == split].melt(id_vars=["class"], value_vars=["precision",
-                                                                                                  "recall", "f1"])
-    right.plotly_chart(px.bar(pc, x="class", y="value", color="variable", barmode="group", title="Per class",
-                              category_orders={"class": list(CLASSES)}), width="stretch", key="detail_pc")
+    per_class = detail.per_class[detail.per_class["split"] == split].copy()
+    per_class["class"] = per_class["class"] + " (n=" + per_class["support"].astype(int).astype(str) + ")"
+    pc = per_class.melt(id_vars=["class", "support"], value_vars=["precision", "recall", "f1"])
+    right.plotly_chart(px.bar(pc, x="class", y="value", color="variable", barmode="group", hover_data=["support"],
+                              title="Per class (n = images of the class in this split)"),
+                       width="stretch", key="detail_pc")
 
 if not detail.history.empty:
-    hist = detail.history[detail.history["name"].isin(["train_loss", "train_accuracy", "val_accuracy",
-                                                       "val_balanced_accuracy"])]
-    st.plotly_chart(px.line(hist, x="epoch", y="value", color="name", markers=True,
-                            title="Training / fine-tuning curves"), width="stretch", key="detail_hist")
+    loss_col, acc_col = st.columns(2)
+    losses = detail.history[detail.history["name"] == "train_loss"]
+    accs = detail.history[detail.history["name"].isin(["train_accuracy", "val_accuracy", "val_balanced_accuracy"])]
+    loss_col.plotly_chart(px.line(losses, x="epoch", y="value", markers=True, title="Training loss",
+                                  labels={"value": "loss"}), width="stretch", key="detail_loss")
+    acc_col.plotly_chart(px.line(accs, x="epoch", y="value", color="name", markers=True, range_y=[0, 1],
+                                 title="Accuracy per epoch", labels={"value": "accuracy"}),
+                         width="stretch", key="detail_hist")
 else:
     st.caption("No training history for this run (evaluation-only or unpruned variant).")
 
@@ -59,7 +79,7 @@ if not preds.empty:
     a, b = st.columns(2)
     roc = go.Figure()
     for cls, (fpr, tpr) in roc_curves(labels, probs).items():
-        roc.add_trace(go.Scatter(x=fpr, y=tpr, mode="lines", name=cls))
+        roc.add_trace(go.Scatter(x=fpr, y=tpr, mode="lines", name=f"{cls} (AUC {np.trapezoid(tpr, fpr):.3f})"))
     roc.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dot"}, name="chance"))
     roc.update_layout(title="ROC (one vs rest)", xaxis_title="false positive rate", yaxis_title="true positive rate")
     a.plotly_chart(roc, width="stretch", key="detail_roc")
@@ -70,11 +90,14 @@ if not preds.empty:
     cal = go.Figure([go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dot"}, name="perfect")])
     for name, p in shown.items():
         rel = reliability(labels, p)
-        cal.add_trace(go.Scatter(x=rel["confidence"], y=rel["accuracy"], mode="lines+markers", name=name))
+        cal.add_trace(go.Scatter(x=rel["confidence"], y=rel["accuracy"], mode="lines+markers+text", name=name,
+                                 text=rel["count"], textposition="top center", customdata=rel["count"],
+                                 hovertemplate="confidence %{x:.2f}<br>accuracy %{y:.2f}<br>%{customdata} images"))
     ece = f"ECE {figures.get('ece', np.nan):.3f}"
     if "ece_uncalibrated" in figures:
         ece += f", before calibration {figures['ece_uncalibrated']:.3f}"
-    cal.update_layout(title=f"Reliability ({ece})", xaxis_title="confidence", yaxis_title="accuracy")
+    cal.update_layout(title=f"Reliability ({ece}; labels: images per bin)", xaxis_title="confidence",
+                      yaxis_title="accuracy")
     b.plotly_chart(cal, width="stretch", key="detail_cal")
 else:
     st.caption("No per-image predictions stored for this run (stores written before schema 2), so no ROC curves "

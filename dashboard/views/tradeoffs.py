@@ -1,60 +1,106 @@
-"""Trade-offs: a metric against model size or latency, with the Pareto frontier and the dense baselines."""
+"""Trade-offs: which variant, at what cost — a headline recommendation, then a metric against size or latency with
+the Pareto frontier and the dense baselines."""
 
 from __future__ import annotations
 
 import plotly.graph_objects as go
 import streamlit as st
 
-from core.store.analysis import BASELINE_VARIANT, METRIC_LABELS, pareto_front
-from dashboard.state import filtered_variants
+from core.compress.quantize import QUANT_MODES
+from core.store.analysis import BASELINE_VARIANT, METRIC_LABELS, pareto_front, recommend
+from dashboard.state import all_variants, filtered_variants
+
+# One symbol per quantization mode whatever the filter, so a square always means the same thing.
+QUANT_SYMBOLS = dict(zip(QUANT_MODES, ["circle", "diamond", "x", "square", "triangle-up", "cross"], strict=True))
+X_AXES = {"size_mb": "Model size (MB, log scale)", "latency_ms": "Latency (ms per image, batch 1)"}
 
 st.title("Accuracy / size / latency trade-offs")
+ss = st.session_state
+for key, default in (("to_metric", "balanced_accuracy"), ("to_x", "size_mb"), ("to_log", True), ("to_loss", 1.0),
+                     ("to_size", None), ("to_latency", None)):
+    ss.setdefault(key, default)
 df = filtered_variants()
 deployable = df[df["kind"] == "variant"].dropna(subset=["size_mb", "latency_ms"])
-c1, c2, c3 = st.columns([2, 2, 1])
-metric = c1.selectbox("Metric", [m for m in METRIC_LABELS if m != "ece"], format_func=METRIC_LABELS.get,
-                      index=1, key="to_metric")
-x = c2.selectbox("Against", ["size_mb", "latency_ms"], key="to_x",
-                 format_func={"size_mb": "Model size (MB)", "latency_ms": "Latency (ms / image, batch 1)"}.get)
-log_x = c3.toggle("Log scale", value=True, key="to_log")
+split = ss.get("f_split", "test")
+if split != "test" and deployable["balanced_accuracy"].isna().all() and not deployable.empty:
+    st.warning(f"No variant in this store was scored on the {split} split (sweeps before validation scoring "
+               "stored test figures only): showing test.")
+    split = "test"
+    deployable = all_variants("test").pipe(lambda d: d[d["run_id"].isin(deployable["run_id"])])
+deployable = deployable.dropna(subset=["balanced_accuracy"])
 
 if deployable.empty:
     st.info("No measured variants match the filters. Run a sweep (`python -m scripts.sweep -c ...`) "
             "or clear the filters in the sidebar.")
     st.stop()
 
+with st.container(border=True):
+    b1, b2, b3 = st.columns(3)
+    loss = b1.number_input("Allowed balanced-accuracy loss (pts)", min_value=0.0, max_value=50.0, step=0.5,
+                           key="to_loss", help="against each variant's own dense PyTorch FP32 parent")
+    size_budget = b2.number_input("Size budget (MB, optional)", min_value=0.0, key="to_size")
+    latency_budget = b3.number_input("Latency budget (ms, optional)", min_value=0.0, key="to_latency")
+    pick = recommend(deployable, max_loss=loss / 100, max_size_mb=size_budget, max_latency_ms=latency_budget)
+    if pick is None:
+        st.subheader("No variant fits this budget")
+        st.caption("Allow a larger loss or a larger size / latency budget.")
+    else:
+        st.subheader(f"Recommended: {pick.headline}", anchor="recommended")
+        st.caption(f"{pick.model}, run `{pick.run_id}`: {pick.rule}; {split} split, among the variants the filters "
+                   "show.")
+
+c1, c2, c3 = st.columns([2, 2, 1])
+metric = c1.selectbox("Metric", [m for m in METRIC_LABELS if m != "ece"], format_func=METRIC_LABELS.get,
+                      key="to_metric")
+x = c2.selectbox("Against", list(X_AXES), key="to_x",
+                 format_func={"size_mb": "Model size (MB)", "latency_ms": "Latency (ms / image, batch 1)"}.get)
+log_x = c3.toggle("Log scale", key="to_log")
+
 fig = go.Figure()
-symbols = ["circle", "square", "diamond", "triangle-up", "x", "cross", "pentagon"]
-quant_symbol = {q: symbols[i % len(symbols)] for i, q in enumerate(sorted(deployable["quantization"].unique()))}
+iqr = deployable.get("latency_b1_iqr_ms")
 for model, part in deployable.groupby("model"):
+    error = ({"type": "data", "array": part["latency_b1_iqr_ms"] / 2, "visible": True, "thickness": 1}
+             if x == "latency_ms" and iqr is not None else None)
     fig.add_trace(go.Scatter(
-        x=part[x], y=part[metric], mode="markers", name=model,
-        marker={"size": 9 + 22 * part["pruning_ratio"], "symbol": [quant_symbol[q] for q in part["quantization"]],
+        x=part[x], y=part[metric], mode="markers", name=model, error_x=error,
+        marker={"size": 9 + 22 * part["pruning_ratio"], "symbol": [QUANT_SYMBOLS.get(q, "star") for q in
+                                                                   part["quantization"]],
                 "line": {"width": 1, "color": "#333"}},
-        customdata=part[["run_id", "variant", "accuracy", "balanced_accuracy", "size_mb", "latency_ms"]].to_numpy(),
-        hovertemplate=("<b>%{customdata[1]}</b><br>accuracy %{customdata[2]:.3f}<br>balanced accuracy "
-                       "%{customdata[3]:.3f}<br>size %{customdata[4]:.2f} MB<br>latency %{customdata[5]:.2f} ms"
-                       "<extra>%{fullData.name}</extra>"),
+        customdata=part[["run_id", "variant", "accuracy", "balanced_accuracy", "size_mb", "latency_ms",
+                         "bal_acc_delta", "size_x", "speed_x", "pruning_ratio", "quantization"]].to_numpy(),
+        hovertemplate=("<b>%{customdata[1]}</b><br>balanced accuracy %{customdata[3]:.3f} "
+                       "(Δ %{customdata[6]:+.3f} vs dense)<br>accuracy %{customdata[2]:.3f}<br>"
+                       "size %{customdata[4]:.2f} MB (%{customdata[7]:.1f}x smaller)<br>"
+                       "latency %{customdata[5]:.2f} ms (%{customdata[8]:.1f}x faster)<br>"
+                       "pruning %{customdata[9]:.2f}, %{customdata[10]}<extra>%{fullData.name}</extra>"),
     ))
+for mode in sorted(deployable["quantization"].unique()):  # legend entries: what each symbol means
+    fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=f"quantization: {mode}", legendgroup="q",
+                             marker={"symbol": QUANT_SYMBOLS.get(mode, "star"), "size": 10, "color": "#888"}))
+for ratio in sorted(deployable["pruning_ratio"].unique()):  # legend entries: what each marker size means
+    fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=f"pruning ratio {ratio:g}", legendgroup="p",
+                             marker={"symbol": "circle-open", "size": 9 + 22 * ratio, "color": "#888"}))
 front = pareto_front(deployable, x=x, y=metric)
 fig.add_trace(go.Scatter(x=front[x], y=front[metric], mode="lines", name="Pareto frontier",
                          line={"dash": "dot", "color": "#555"}, hoverinfo="skip"))
 base = deployable[deployable["variant"] == BASELINE_VARIANT]
-fig.add_trace(go.Scatter(x=base[x], y=base[metric], mode="markers", name="dense FP32 baseline",
+fig.add_trace(go.Scatter(x=base[x], y=base[metric], mode="markers", name="dense FP32 PyTorch baseline",
                          marker={"symbol": "star", "size": 18, "color": "gold", "line": {"width": 1, "color": "#000"}},
                          hoverinfo="skip"))
-fig.update_layout(xaxis_title=x.replace("_", " "), yaxis_title=METRIC_LABELS[metric], height=560,
-                  legend_title="Architecture (symbol: quantization, size: pruning ratio)")
-fig.update_xaxes(type="log" if log_x else "linear")
+x_title = X_AXES[x] if log_x else X_AXES[x].replace(", log scale", "")
+if x == "latency_ms" and log_x:
+    x_title += " (log scale)"
+fig.update_layout(xaxis_title=x_title, yaxis_title=f"{METRIC_LABELS[metric]} ({split})", height=580,
+                  legend_title="Architecture, quantization (symbol), pruning (size)")
+fig.update_xaxes(type="log" if log_x else "linear", dtick="D2" if log_x else None)
 event = st.plotly_chart(fig, key="tradeoff_chart", on_select="rerun", selection_mode=("points", "box", "lasso"),
                         width="stretch")
-st.caption("Symbols: " + ", ".join(f"{q} = {s}" for q, s in quant_symbol.items()) +
-           ". Accuracy figures are on the selected split; size is the deployable file, latency is batch 1 on the "
-           "machine that ran the sweep.")
+st.caption("Accuracy figures are on the selected split; size is the deployable file; latency is the median at "
+           "batch 1 on the machine that ran the sweep, with error bars of ± half the interquartile range.")
 
 selected = [p["customdata"][0] for p in (event.selection.points if event else []) if p.get("customdata")]
 if selected:
-    st.session_state["compare_ids"] = selected[:4]
+    ss["compare_ids"] = selected[:4]
     st.write(f"{len(selected)} selected: " + ", ".join(selected[:4]))
     if st.button("Open in Compare", key="to_compare"):
         st.switch_page("views/compare.py")

@@ -23,7 +23,8 @@ MELANOMA = Detection("mel", "Melanoma", 0.91, {"mel": 0.91, "nv": 0.05, "bcc": 0
 @pytest.fixture
 def site(tmp_path: Path, variant_folder: Path) -> Iterator[str]:
     port = free_port()
-    app = create_app({"EXTERNAL_URL": f"http://127.0.0.1:{port}","SECRET_KEY": "p" * 40, "INSTANCE_PATH": str(tmp_path / "i"),
+    app = create_app({"EXTERNAL_URL": f"http://127.0.0.1:{port}", "SECRET_KEY": "p" * 40,
+                      "INSTANCE_PATH": str(tmp_path / "i"),
                       "LESIONLITE_VARIANT": str(variant_folder), "MAIL_SUPPRESS_SEND": True, "MAIL_TO_LOG": False,
                       "SESSION_COOKIE_SECURE": False, "REMEMBER_COOKIE_SECURE": False, **RELAXED_LIMITS})
     with app.app_context():
