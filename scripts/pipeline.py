@@ -10,8 +10,10 @@ The summary is read back from the results store, so what it prints is what was s
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
+from pathlib import Path
 
 from core.cli import config_parser, run_cli
 from core.config import build_config, config_from_args
@@ -24,25 +26,47 @@ from core.store.summary import run_summary
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser = config_parser("Run the LesionLite pipeline", TrainConfig, add_help=add_help)
     parser.add_argument("--sweep", help="then run this sweep config (SweepConfig YAML) on the trained model")
+    parser.add_argument("--workdir", help="put everything this run writes under one folder: models/, cache/, "
+                                          "variants/ and results.duckdb (overrides --output-dir, --cache-dir, --db "
+                                          "and the sweep's variants_dir)")
     return parser
+
+
+def workdir_overrides(workdir: str | None) -> tuple[dict[str, str], dict[str, str]]:
+    """(training overrides, sweep overrides) that keep all of a run's outputs under ``workdir``."""
+    if not workdir:
+        return {}, {}
+    root = Path(workdir)
+    db = str(root / "results.duckdb")
+    return ({"output_dir": str(root / "models"), "cache_dir": str(root / "cache"), "db": db},
+            {"variants_dir": str(root / "variants"), "db": db})
 
 
 def main(args: argparse.Namespace) -> int:
     start = time.perf_counter()
-    cfg = config_from_args(TrainConfig, args)
+    train_dirs, sweep_dirs = workdir_overrides(args.workdir)
+    cfg = dataclasses.replace(config_from_args(TrainConfig, args), **train_dirs)
     result = run_training(cfg)
+    variants = None
     if args.sweep:
         sweep_cfg = build_config(SweepConfig, yaml_path=args.sweep,
                                  overrides={"models": [cfg.model], "parents": [f"{cfg.model}={result.run_dir}"],
-                                            "db": cfg.db})
+                                            "db": cfg.db, **sweep_dirs})
         run_sweep(sweep_cfg)
+        variants = Path(sweep_cfg.variants_dir) / result.run_id
     with ResultsStore(cfg.db, read_only=True) as store:
         print(run_summary(store, result.run_id))
         if args.sweep:
             print("\ncompression sweep (test split; ratios against the dense PyTorch fp32 model, same run):")
             print(sweep_summary(store, [result.run_id]).to_string(index=False, float_format=lambda x: f"{x:.3f}"))
-    print(f"\nmodel folder: {result.run_dir}\nresults store: {cfg.db}\n"
-          f"pipeline finished in {time.perf_counter() - start:.0f} s")
+    print(f"\nmodel folder: {result.run_dir}\nresults store: {cfg.db}")
+    if variants is not None:
+        print(f"variant folders ({variants}):")
+        for folder in sorted(p for p in variants.iterdir() if p.is_dir() and not p.name.startswith("_")):
+            print(f"  {folder}")
+        print(f"serve one: LESIONLITE_VARIANT={variants / 'dense-static'} make webapp   "
+              f"(or LESIONLITE_DB={cfg.db}: the best static int8 cell on validation)")
+    print(f"pipeline finished in {time.perf_counter() - start:.0f} s")
     return 0
 
 

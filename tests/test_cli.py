@@ -97,6 +97,8 @@ def test_pipeline_then_evaluate_on_ham_and_isic_layouts(synthetic_root: Path, tm
     assert code == 0, err
     assert "balanced_accuracy" in out and "test" in out and "val" in out
     assert "dense-fp32" in out and "pruned-0.5-fp32" in out  # the sweep's table
+    assert f"{tmp_path / 'variants'}" in out and "pruned-0.5-fp32\n" in out  # the variant folders are listed
+    assert "onnxscript" not in err  # third-party export chatter is quiet by default
     run_id = next((tmp_path / "models").iterdir()).name
 
     # HAM10000 layout, with an ISIC submission file.
@@ -131,3 +133,19 @@ def test_evaluate_unknown_model(tmp_path: Path, capsys: pytest.CaptureFixture[st
     code, _, err = _run(evaluate_cli, ["--model", "nope", "--models-dir", str(tmp_path), "--data", str(tmp_path)],
                         capsys)
     _one_line_error(code, err, "no trained model at 'nope'")
+
+
+def test_workdir_keeps_every_output_in_one_folder(synthetic_root: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text("ratios: [0.0]\nmodes: [fp32]\nunstructured: []\nlatency_runs: 2\nthreads: 1\n")
+    work = tmp_path / "work"
+    code, out, err = _run(pipeline_cli, [*TINY, "--data-dir", str(synthetic_root), "--workdir", str(work),
+                                         "--sweep", str(sweep)], capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in work.iterdir()) == ["cache", "models", "results.duckdb", "variants"]
+    run_id = next((work / "models").iterdir()).name
+    assert (work / "variants" / run_id / "dense-fp32" / "model_card.json").is_file()
+    assert f"results store: {work / 'results.duckdb'}" in out
+    with ResultsStore(work / "results.duckdb", read_only=True) as store:
+        assert sorted(store.runs()["variant"]) == ["dense-fp32", "trained"]  # one name each

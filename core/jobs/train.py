@@ -109,7 +109,8 @@ class TrainConfig:
     # Output
     output_dir: str = option(str(DEFAULT_MODELS_DIR), "folder of trained-model folders (one per run id)")
     db: str = option(str(DEFAULT_DB), "DuckDB results store")
-    variant: str = option("dense-fp32", "variant name stored with the run")
+    variant: str = option("trained", "variant name stored with the run (sweep cells are named dense-<mode>, "
+                                     "pruned-<ratio>-<mode>)")
     resume: str | None = option(None, "resume from this run folder's last checkpoint")
 
     def __post_init__(self) -> None:

@@ -44,7 +44,7 @@ class Card:
     architecture: str
     preprocessing: Preprocessing
     classes: tuple[str, ...] = CLASSES
-    variant: str = "dense-fp32"
+    variant: str = "trained"  # a training run's own checkpoint; sweep cells say dense-<mode> / pruned-...
     parent_run_id: str | None = None  # the dense training run a variant was made from; None for that run itself
     file: str | None = None  # the variant's model file in its folder
     temperature: float = 1.0  # calibration: probabilities are softmax(logits / temperature), fitted on val
@@ -81,7 +81,7 @@ class Card:
             raise ModelError(f"{source}: not a model card (missing {', '.join(missing)})")
         card = cls(run_id=str(d["run_id"]), architecture=str(d["architecture"]),
                    preprocessing=Preprocessing.from_dict(d["preprocessing"]),
-                   classes=tuple(d.get("classes", ())), variant=str(d.get("variant", "dense-fp32")),
+                   classes=tuple(d.get("classes", ())), variant=str(d.get("variant", "trained")),
                    parent_run_id=d.get("parent_run_id"), file=d.get("file"),
                    temperature=float(d.get("temperature", 1.0)),  # cards written before calibration: T = 1
                    uncertain_threshold=d.get("uncertain_threshold"),
