@@ -1,0 +1,168 @@
+"""The full-study report: every variant of every architecture in a results store, as Markdown tables and PNG plots.
+
+Everything is read back from the store (what was measured is what is reported). Beside this project's figures it
+sets the original study's claims, which came from a split that let images of one lesion fall on both sides.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+
+from core.provenance import git_sha
+from core.store.analysis import BASELINE_VARIANT, pareto_front, variants_frame
+from core.store.results import ResultsStore
+
+log = logging.getLogger(__name__)
+
+# What the original write-up reported (for the side-by-side; not measured here).
+ORIGINAL_CLAIMS = {
+    "accuracy after dynamic quantization": "98.6% (images of one lesion on both sides of the split)",
+    "size reduction": "6.5x smaller",
+    "speed-up": "4x faster",
+}
+
+TABLE_COLUMNS = {"variant": "variant", "quantization": "quantization", "pruning_ratio": "pruning",
+                 "accuracy": "accuracy", "balanced_accuracy": "bal. acc.", "recall_mel": "mel recall",
+                 "bal_acc_delta": "Δ bal. acc.", "mel_delta": "Δ mel recall", "size_mb": "size MB",
+                 "latency_ms": "latency ms", "latency_b1_iqr_ms": "IQR ms", "size_x": "smaller",
+                 "speed_x": "faster"}
+
+
+@dataclass(frozen=True)
+class Report:
+    markdown: Path
+    plots: list[Path]
+
+
+def _melanoma_recall(store: ResultsStore, split: str) -> pd.Series:
+    pc = store.query("SELECT run_id, recall FROM per_class WHERE class = 'mel' AND split = ?", [split])
+    return pc.set_index("run_id")["recall"]
+
+
+def study_frame(store: ResultsStore, *, split: str = "test") -> pd.DataFrame:
+    """Every measured variant with melanoma recall and its change against the dense parent."""
+    df = variants_frame(store, split=split)
+    if df.empty:
+        return df
+    df = df[df["kind"] == "variant"].copy()
+    df["recall_mel"] = df["run_id"].map(_melanoma_recall(store, split))
+    base = df[df["variant"] == BASELINE_VARIANT].drop_duplicates("parent_run_id").set_index("parent_run_id")
+    df["mel_delta"] = df["recall_mel"] - df["parent_run_id"].map(base["recall_mel"])
+    if "latency_b1_iqr_ms" not in df.columns:
+        df["latency_b1_iqr_ms"] = float("nan")
+    return df
+
+
+def _fmt(value: object, column: str) -> str:
+    if isinstance(value, float):
+        if value != value:  # NaN
+            return "—"
+        if column in ("size_x", "speed_x"):
+            return f"{value:.1f}x"
+        if column in ("bal_acc_delta", "mel_delta"):
+            return f"{value * 100:+.1f} pts"
+        if column in ("size_mb", "latency_ms", "latency_b1_iqr_ms", "pruning_ratio"):
+            return f"{value:.2f}"
+        return f"{value:.3f}"
+    return str(value)
+
+
+def markdown_table(df: pd.DataFrame, columns: dict[str, str]) -> str:
+    lines = ["| " + " | ".join(columns.values()) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_fmt(row[c], c) for c in columns) + " |" for _, row in df.iterrows()]
+    return "\n".join(lines)
+
+
+def pareto_plot(df: pd.DataFrame, *, x: str, title: str, path: Path) -> Path:
+    """Balanced accuracy against ``x`` (log scale), one marker per quantization mode, the frontier dotted."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    markers = dict(zip(sorted(df["quantization"].unique()), "osD^vPX*", strict=False))
+    for mode, part in df.groupby("quantization"):
+        ax.scatter(part[x], part["balanced_accuracy"], s=30 + 120 * part["pruning_ratio"], marker=markers[mode],
+                   label=mode, alpha=0.8, edgecolors="black", linewidths=0.5)
+    front = pareto_front(df, x=x, y="balanced_accuracy")
+    ax.plot(front[x], front["balanced_accuracy"], ":", color="grey", label="Pareto frontier")
+    ax.set_xscale("log")
+    ax.set_xlabel({"size_mb": "model size (MB, log)", "latency_ms": "latency (ms, batch 1, log)"}[x])
+    ax.set_ylabel("balanced accuracy (test)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, title="quantization (marker size: pruning)", title_fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _side_by_side(df: pd.DataFrame) -> str:
+    rows = []
+    dq = df[df["quantization"] == "torch_dynamic"]
+    static = df[df["quantization"] == "static"]
+    dq_acc = (f"{dq['accuracy'].iloc[0] * 100:.1f}% accuracy, {dq['balanced_accuracy'].iloc[0] * 100:.1f}% balanced"
+              f" ({dq['variant'].iloc[0]})" if not dq.empty else "not measured in this store")
+    rows.append(("accuracy after dynamic quantization", ORIGINAL_CLAIMS["accuracy after dynamic quantization"],
+                 dq_acc + "; lesion-grouped split"))
+    if not static.empty:
+        best = static.sort_values("size_x", ascending=False).iloc[0]
+        rows.append(("size reduction", ORIGINAL_CLAIMS["size reduction"],
+                     f"{best['size_x']:.1f}x ({best['variant']}, balanced accuracy "
+                     f"{best['bal_acc_delta'] * 100:+.1f} pts)"))
+        fastest = static.sort_values("speed_x", ascending=False).iloc[0]
+        rows.append(("speed-up", ORIGINAL_CLAIMS["speed-up"],
+                     f"{fastest['speed_x']:.1f}x at batch 1 vs PyTorch eager ({fastest['variant']})"))
+    if not dq.empty:
+        rows.append(("what dynamic quantization does to a CNN", "—",
+                     f"{dq['size_x'].iloc[0]:.2f}x smaller, {dq['speed_x'].iloc[0]:.2f}x faster: PyTorch dynamic "
+                     "quantization touches only Linear layers"))
+    lines = ["| claim | original study | measured here |", "|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    return "\n".join(lines)
+
+
+def write_report(store: ResultsStore, out_dir: str | Path, *, split: str = "test") -> Report:
+    """``REPORT.md`` and its PNG plots (``report-plots/``) in ``out_dir`` from every variant in the store."""
+    out_dir = Path(out_dir)
+    df = study_frame(store, split=split)
+    if df.empty:
+        raise ValueError(f"{store.path}: no measured variants to report (run a sweep first)")
+    plots: list[Path] = []
+    parts = [f"# LesionLite full-study report\n\nGenerated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by "
+             f"`python -m scripts.report --db {store.path}` at git `{git_sha()[:12]}`; {len(df)} variants of "
+             f"{df['parent_run_id'].nunique()} dense run(s). Accuracy figures are on the **{split}** split; size is "
+             "the deployable file; latency is the median at batch 1 on the machine that ran each sweep (IQR beside "
+             "it); "
+             "ratios and Δ are against the dense PyTorch FP32 cell of the same parent, measured in the same sweep.",
+             "## Against the original study\n\n" + _side_by_side(df) +
+             "\n\nThe original figure came from a split that put images of the same lesion in training and test; "
+             "here every split is grouped by `lesion_id`, and balanced accuracy (mean per-class recall) and melanoma "
+             "recall are reported beside accuracy because nv is 67% of the images."]
+    for (model, parent), part in df.groupby(["model", "parent_run_id"], sort=True):
+        part = part.sort_values(["pruning_ratio", "quantization", "variant"])
+        stem = f"{model}-{str(parent)[-4:]}"
+        sizes = pareto_plot(part, x="size_mb", title=f"{model}: balanced accuracy vs size",
+                            path=out_dir / "report-plots" / f"{stem}-size.png")
+        speed = pareto_plot(part, x="latency_ms", title=f"{model}: balanced accuracy vs latency",
+                            path=out_dir / "report-plots" / f"{stem}-latency.png")
+        plots += [sizes, speed]
+        mel = part.dropna(subset=["mel_delta"]).sort_values("mel_delta")
+        worst = (f"Melanoma recall falls most in `{mel.iloc[0]['variant']}` ({mel.iloc[0]['mel_delta'] * 100:+.1f} "
+                 "pts against the dense model)." if not mel.empty and mel.iloc[0]["mel_delta"] < 0 else
+                 "No variant loses melanoma recall against the dense model.")
+        parts.append(f"## {model} (dense run `{parent}`)\n\n{markdown_table(part, TABLE_COLUMNS)}\n\n{worst}\n\n"
+                     f"![{model} size]({sizes.relative_to(out_dir)}) ![{model} latency]({speed.relative_to(out_dir)})")
+    path = out_dir / "REPORT.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n\n".join(parts) + "\n")
+    log.info("report: %s (%d plots)", path, len(plots))
+    return Report(path, plots)

@@ -1,0 +1,38 @@
+"""The full-study report: every stored variant in its table, the plots, the side-by-side with the original study."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from core.cli import run_cli
+from core.store.analysis import variants_frame
+from core.store.report import write_report
+from core.store.results import ResultsStore
+from scripts import report as report_cli
+
+
+def test_report_lists_every_variant_with_plots(sweep_store: Path, tmp_path: Path) -> None:
+    with ResultsStore(sweep_store, read_only=True) as store:
+        report = write_report(store, tmp_path)
+        variants = variants_frame(store)
+    variants = variants[variants["kind"] == "variant"]
+    text = report.markdown.read_text()
+    for name in variants["variant"]:
+        assert f"| {name} |" in text
+    assert "| accuracy after dynamic quantization | 98.6%" in text and "lesion-grouped split" in text
+    assert "Δ mel recall" in text and ("Melanoma recall falls most" in text or "No variant loses melanoma" in text)
+    assert len(report.plots) == 2 * variants["parent_run_id"].nunique()
+    for plot in report.plots:
+        assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"]({plot.relative_to(tmp_path)})" in text
+    static = variants[variants["variant"] == "pruned-0.5-static"].iloc[0]
+    assert f"| {static['size_x']:.1f}x |" in text  # figures are the stored ones
+
+
+def test_report_cli_on_an_empty_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with ResultsStore(tmp_path / "empty.duckdb"):
+        pass
+    code = run_cli(report_cli.main, report_cli.get_args_parser(), ["--db", str(tmp_path / "empty.duckdb"),
+                                                                   "--out", str(tmp_path)])
+    assert code == 2 and "no measured variants" in capsys.readouterr().err
