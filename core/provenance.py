@@ -41,6 +41,17 @@ def device_description(device: torch.device) -> str:
     return f"cpu:{platform.machine()}x{torch.get_num_threads()}threads"
 
 
+def machine_description() -> dict[str, str]:
+    """Where a latency figure was measured: latency belongs to a machine, so every timed cell says which."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {"host": platform.node(), "cpu": cpu}
+
+
 def sha256_file(path: str | Path, *, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

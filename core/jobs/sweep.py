@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,18 +54,26 @@ from core.errors import ConfigError
 from core.jobs.train import TrainConfig, fit, run_training
 from core.metrics import Evaluation, evaluate_logits
 from core.models import ARCHITECTURES
-from core.provenance import Provenance, git_sha
+from core.provenance import Provenance, git_sha, machine_description
 from core.runtime import resolve_device, seed_everything
 from core.serve.artifacts import (
     DATA_LICENCE,
     VARIANT_CARD_NAME,
     Card,
     load_trained_model,
+    read_variant_card,
     resolve_model_dir,
     write_variant,
 )
 from core.serve.facts import card_metrics, training_data
-from core.serve.predict import OnnxPredictor, Predictor, TorchPredictor, predict_logits, probabilities
+from core.serve.predict import (
+    OnnxPredictor,
+    Predictor,
+    TorchPredictor,
+    load_predictor,
+    predict_logits,
+    probabilities,
+)
 from core.store.results import DEFAULT_DB, Predictions, ResultsStore, RunRecord
 
 log = logging.getLogger(__name__)
@@ -103,6 +112,9 @@ class SweepConfig:
     variants_dir: str = option("results/variants", "folder of deployable variant folders")
     db: str = option(str(DEFAULT_DB), "DuckDB results store (a shard writes its own: see shard)")
     shard: str = option("0/1", "run only groups i mod n (i/n, 0-based)")
+    ray_cpus: int = option(0, "with --ray and no address: CPUs of the local Ray instance (0 = all)")
+    ray_cpus_per_task: int = option(1, "with --ray: CPUs each group task reserves (and its torch threads)")
+    ray_gpus_per_task: float = option(0.0, "with --ray: GPUs each group task reserves (fine-tuning runs there)")
 
     def __post_init__(self) -> None:
         for r in (*self.ratios, *self.unstructured):
@@ -196,7 +208,7 @@ def shard_groups(groups: list[Group], shard: str) -> list[Group]:
 
 def sweep_id(cfg: SweepConfig) -> str:
     """Identity of a sweep's grid (independent of sharding and output store)."""
-    d = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("shard", "db")}
+    d = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("shard", "db") and not k.startswith("ray_")}
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -386,15 +398,15 @@ def measure_cell(predictor: Predictor, parent: Parent, cfg: SweepConfig) -> _Mea
     return _Measured(evaluations, predictions, latency)
 
 
-def record_cell(store: ResultsStore, parent: Parent, group: Group, label: str, built: _Built,
-                predictor: Predictor, folder: Path, measured: _Measured, cfg: SweepConfig) -> str:
-    """Write the cell's card (with its figures) and store it as a child run of the dense parent, atomically."""
+def cell_record(parent: Parent, group: Group, label: str, built: _Built, predictor: Predictor, folder: Path,
+                measured: _Measured, cfg: SweepConfig) -> RunRecord:
+    """Write the cell's card (with its figures) and return its run record, a child run of the dense parent."""
     mode = base_mode(label)
     card = predictor.card
     export = dataclasses.asdict(built.export) if built.export and mode != "torch_fp32" else None
     card.extra.update(metrics=card_metrics(measured.evaluations),
                       latency_ms={"b1_median": measured.latency.median_ms, "b1_iqr": measured.latency.iqr_ms,
-                                  "threads": cfg.threads}, export_check=export)
+                                  "threads": cfg.threads, **machine_description()}, export_check=export)
     write_variant(folder, model_file=str(card.file), card=card)
     size_bytes = card.extra["size_bytes"]
     deploy = {"size_bytes": float(size_bytes), "size_mb": size_bytes / 1e6,
@@ -406,49 +418,99 @@ def record_cell(store: ResultsStore, parent: Parent, group: Group, label: str, b
                       export_top1_agreement=export["top1_agreement"])
     provenance = Provenance.here(dataset=parent.train_cfg.data_dir, dataset_fingerprint=parent.split.data.fingerprint,
                                  split_hash=parent.split.hash, seed=parent.train_cfg.seed, device=torch.device("cpu"))
-    store.record_run(RunRecord(
+    return RunRecord(
         run_id=card.run_id, kind="variant", scalars={"deploy": deploy}, model=group.model,
         variant=group.variant(label), parent_run_id=parent.run_id, provenance=provenance,
         config={"sweep": dataclasses.asdict(cfg), "sweep_id": sweep_id(cfg), "group": dataclasses.asdict(group),
-                "mode": mode, "pruning": {k: v for k, v in built.info.items() if k != "history"}},
+                "mode": mode, "pruning": {k: v for k, v in built.info.items() if k != "history"},
+                "timed_on": machine_description()},
         evaluations=measured.evaluations, history=built.info["history"], predictions=measured.predictions,
         artifacts={"model": folder / str(card.file), "card": folder / VARIANT_CARD_NAME},
-    ))
-    log.info("%s %s: test bal-acc %.3f, %.2f MB, %.2f ms", group.model, group.variant(label),
-             measured.evaluations["test"].metrics["balanced_accuracy"], size_bytes / 1e6, measured.latency.median_ms)
-    return card.run_id
+    )
 
 
-def run_group(parent: Parent, group: Group, cfg: SweepConfig, store: ResultsStore) -> list[str]:
-    """Build (prune, fine-tune, export) once, then make, measure and record every missing cell of ``group``."""
-    todo = [m for m in group.modes if not store.has_run(group.cell_id(parent.run_id, m))]
-    if not todo:
-        log.info("%s %s: all cells already stored, skipping", group.model, group.variant("*"))
-        return []
+def store_cell(store: ResultsStore, record: RunRecord) -> str:
+    """Store one finished cell (one transaction: all of it or nothing); the driver is the only writer."""
+    store.record_run(record)
+    deploy = record.scalars["deploy"]
+    log.info("%s %s: test bal-acc %.3f, %.2f MB, %.2f ms (timed on %s)", record.model, record.variant,
+             record.evaluations["test"].metrics["balanced_accuracy"], deploy["size_mb"], deploy["latency_b1_ms"],
+             record.config["timed_on"]["host"])
+    return record.run_id
+
+
+def pending_modes(store: ResultsStore, parent_run_id: str, group: Group) -> list[str]:
+    """The modes of ``group`` whose cells are not stored yet (what a resumed sweep still has to do)."""
+    return [m for m in group.modes if not store.has_run(group.cell_id(parent_run_id, m))]
+
+
+def iter_cells(parent: Parent, group: Group, todo: list[str], cfg: SweepConfig) -> Iterator[RunRecord]:
+    """Build (prune, fine-tune, export) once, then make and measure each cell of ``todo``; yields their records."""
     built = build_group(parent, group, todo, cfg)
-    stored = []
     for label in todo:
         predictor, folder = make_cell(parent, group, label, built, cfg)
         measured = measure_cell(predictor, parent, cfg)
-        stored.append(record_cell(store, parent, group, label, built, predictor, folder, measured, cfg))
+        yield cell_record(parent, group, label, built, predictor, folder, measured, cfg)
     shutil.rmtree(built.work)
-    return stored
 
 
-def run_sweep(cfg: SweepConfig) -> pd.DataFrame:
-    """Run (this shard of) the sweep; returns the summary of every cell of this sweep in the store."""
+def run_group(parent: Parent, group: Group, cfg: SweepConfig, store: ResultsStore) -> list[str]:
+    """Make, measure and store every missing cell of ``group``, each as soon as it is done."""
+    todo = pending_modes(store, parent.run_id, group)
+    if not todo:
+        log.info("%s %s: all cells already stored, skipping", group.model, group.variant("*"))
+        return []
+    return [store_cell(store, record) for record in iter_cells(parent, group, todo, cfg)]
+
+
+def run_sweep(cfg: SweepConfig, *, ray_address: str | None = None, use_ray: bool = False,
+              time_on_driver: bool = False) -> pd.DataFrame:
+    """Run (this shard of) the sweep; returns the summary of every cell of this sweep in the store.
+
+    With ``use_ray`` every group of cells is a Ray task (``ray_address``: an existing cluster, ``"auto"``, or
+    None for a local instance started and stopped here); this process stays the only writer of the store.
+    ``time_on_driver`` re-times every new cell here before it is stored, so latency columns are comparable.
+    """
     train_cfg = build_config(TrainConfig, yaml_path=cfg.train_config)
     parents = _resolve_parents(cfg, train_cfg)
     groups = shard_groups(plan_groups(cfg), cfg.shard)
     log.info("sweep %s shard %s: %d group(s), %d cell(s)", sweep_id(cfg), cfg.shard, len(groups),
              sum(len(g.modes) for g in groups))
-    loaded: dict[str, Parent] = {}
     with ResultsStore(cfg.db) as store:
+        if use_ray:
+            from core.jobs.distributed import run_groups_on_ray
+
+            parent_ids = run_groups_on_ray(store, parents, groups, cfg, address=ray_address,
+                                           time_on_driver=time_on_driver)
+            return sweep_summary(store, parent_ids)
+        loaded: dict[str, Parent] = {}
         for group in groups:
             if group.model not in loaded:
                 loaded[group.model] = load_parent(parents[group.model])
-            run_group(loaded[group.model], group, cfg, store)
+            if time_on_driver:
+                todo = pending_modes(store, loaded[group.model].run_id, group)
+                for record in iter_cells(loaded[group.model], group, todo, cfg):
+                    store_cell(store, retime(record, cfg))
+            else:
+                run_group(loaded[group.model], group, cfg, store)
         return sweep_summary(store, [p.run_id for p in loaded.values()])
+
+
+def retime(record: RunRecord, cfg: SweepConfig) -> RunRecord:
+    """Measure the cell's latency again on this machine (its card and record updated) before it is stored."""
+    folder = Path(record.artifacts["card"]).parent
+    predictor = load_predictor(str(folder), threads=cfg.threads)
+    latency = predictor_latency(predictor, input_size=predictor.card.preprocessing.input_size, threads=cfg.threads,
+                                runs=cfg.latency_runs)
+    here = machine_description()
+    card = read_variant_card(folder)
+    card.extra["latency_ms"] = {"b1_median": latency.median_ms, "b1_iqr": latency.iqr_ms, "threads": cfg.threads,
+                                **here, "retimed_on_driver": True}
+    write_variant(folder, model_file=str(card.file), card=card)
+    record.scalars["deploy"].update(latency_b1_ms=latency.median_ms, latency_b1_iqr_ms=latency.iqr_ms)
+    record.config["timed_on"] = {**here, "retimed_on_driver": True,
+                                 "built_on": record.config["timed_on"]["host"]}
+    return record
 
 
 def sweep_summary(store: ResultsStore, parent_run_ids: list[str]) -> pd.DataFrame:
