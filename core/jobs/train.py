@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, RandomSampler
 
 from core.calibration import DEFAULT_TARGET_ACCURACY, calibrated_softmax, fit_calibration
 from core.classes import CLASSES
@@ -29,9 +29,11 @@ from core.config import build_config, option, save_config
 from core.data.cache import DEFAULT_CACHE_DIR
 from core.data.dataset import IMBALANCE_MODES, balanced_sampler
 from core.data.prepare import PreparedSplit, prepare_data
+from core.data.sharding import RankShard
 from core.data.split import apply_split, load_split, make_split, save_split
 from core.data.synthetic import ensure_synthetic_dataset, is_synthetic_dataset
 from core.data.transforms import preprocessing_for, train_transform
+from core.distributed import World, barrier, broadcast, finish, gather_arrays, init_world, sum_across
 from core.errors import ConfigError
 from core.losses import make_criterion
 from core.metrics import Evaluation, evaluate_logits, evaluate_predictions
@@ -152,7 +154,8 @@ def cosine_with_warmup(optimizer: torch.optim.Optimizer, *, warmup_steps: int, t
 def train_one_epoch(model: nn.Module, loader: DataLoader, *, criterion: nn.Module, optimizer: torch.optim.Optimizer,
                     scheduler: torch.optim.lr_scheduler.LRScheduler, device: torch.device, epoch: int,
                     cfg: TrainConfig, frozen_norms: list[nn.Module] | None = None,
-                    ema: nn.Module | None = None, distillation: Distillation | None = None) -> dict[str, float]:
+                    ema: nn.Module | None = None, distillation: Distillation | None = None,
+                    world: World = World()) -> dict[str, float]:
     model.train()
     keep_frozen_eval(frozen_norms or [])
     use_amp = device.type == "cuda" and cfg.amp
@@ -177,12 +180,13 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, *, criterion: nn.Modul
         optimizer.step()
         scheduler.step()
         if ema is not None:
-            ema.update(model)
+            ema.update(getattr(model, "module", model))  # the weights, not the DDP wrapper
         total_loss += loss.item() * len(targets)
         correct += (logits.argmax(1) == targets).sum().item()
         seen += len(targets)
         bar.set_postfix(loss=f"{total_loss / seen:.3f}", img_s=f"{seen / (time.perf_counter() - start):.0f}")
     seconds = time.perf_counter() - start
+    total_loss, correct, seen = sum_across(world, total_loss, correct, seen)  # the epoch of all ranks together
     return {"train_loss": total_loss / max(1, seen), "train_accuracy": correct / max(1, seen),
             "lr": optimizer.param_groups[0]["lr"], "train_images_per_s": seen / seconds, "epoch_seconds": seconds}
 
@@ -203,18 +207,31 @@ def model_logits(model: nn.Module, loader: DataLoader, device: torch.device, *, 
     return np.concatenate(logits), np.concatenate(labels)
 
 
-def evaluate_model(model: nn.Module, loader: DataLoader, device: torch.device, *, channels_last: bool = False
-                   ) -> tuple[Evaluation, np.ndarray]:
-    """All metrics of a PyTorch model's (uncalibrated) softmax over ``loader``; also returns the probabilities."""
-    logits, labels = model_logits(model, loader, device, channels_last=channels_last)
-    probs = calibrated_softmax(logits)
-    return evaluate_predictions(labels, probs), probs
+def evaluate_split(model: nn.Module, split: PreparedSplit, name: str, *, batch_size: int, device: torch.device,
+                   channels_last: bool, world: World = World()) -> Evaluation:
+    """Metrics of ``model`` on a split; with several ranks each scores its share and the logits are gathered."""
+    rows = split.rows(name)
+    loader = split.loader(name, batch_size=batch_size, rows=rows.iloc[world.rank::world.size])
+    logits, labels = gather_arrays(world, *model_logits(model, loader, device, channels_last=channels_last))
+    return evaluate_predictions(labels, calibrated_softmax(logits))
 
 
-def _train_loader(split: PreparedSplit, cfg: TrainConfig, epoch_seed: int) -> DataLoader:
+def check_global_batch(cfg: TrainConfig, world: World) -> None:
+    if world.distributed and cfg.batch_size % world.size:
+        raise ConfigError(f"batch_size {cfg.batch_size} is the global batch: it must divide by the {world.size} "
+                          "processes")
+
+
+def _train_loader(split: PreparedSplit, cfg: TrainConfig, epoch_seed: int, world: World = World()) -> DataLoader:
     dataset = split.dataset("train", train_transform(split.prep, scale_min=cfg.aug_scale_min,
                                                      color_jitter=cfg.aug_color_jitter))
     generator = torch.Generator().manual_seed(epoch_seed)
+    if world.distributed:  # every rank draws the epoch's order, keeps its interleaved share: same global batches
+        base = (balanced_sampler(dataset.labels, seed=epoch_seed) if cfg.imbalance == "balanced_sampler"
+                else RandomSampler(dataset, generator=torch.Generator().manual_seed(epoch_seed)))
+        return DataLoader(dataset, batch_size=cfg.batch_size // world.size, num_workers=cfg.workers,
+                          sampler=RankShard(base, rank=world.rank, world=world.size),
+                          drop_last=len(dataset) > cfg.batch_size, generator=generator)
     if cfg.imbalance == "balanced_sampler":
         sampler = balanced_sampler(dataset.labels, seed=epoch_seed)
         return DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.workers,
@@ -263,14 +280,17 @@ class FitResult:
 def fit(model: nn.Module, *, split: PreparedSplit, cfg: TrainConfig, device: torch.device,
         checkpoint: dict[str, Any] | None = None,
         on_epoch: Callable[[int, bool, dict[str, Any]], None] | None = None,
-        distillation: Distillation | None = None) -> FitResult:
+        distillation: Distillation | None = None, world: World = World()) -> FitResult:
     """Train ``model`` on the split's train rows, selecting on val balanced accuracy, with early stopping.
 
     Used for dense training and for fine-tuning pruned models. ``checkpoint`` resumes a previous fit;
     ``on_epoch(epoch, improved, state)`` is called after each epoch with a resumable checkpoint dict whose
     ``"evaluated"`` entry holds the weights that were validated (the EMA weights when ``ema_decay`` is set).
-    With ``distillation``, the loss blends the usual one with soft targets from its frozen teacher.
+    With ``distillation``, the loss blends the usual one with soft targets from its frozen teacher. With a
+    ``world`` of several ranks (torchrun), the model trains under DistributedDataParallel on each rank's share of
+    every global batch (``batch_size`` stays the global batch), and validation metrics are over all ranks.
     """
+    check_global_batch(cfg, world)
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -283,12 +303,16 @@ def fit(model: nn.Module, *, split: PreparedSplit, cfg: TrainConfig, device: tor
             distillation.teacher.to(memory_format=torch.channels_last)
         criterion = distillation.loss(criterion)
     optimizer = make_optimizer(model, cfg)
-    steps_per_epoch = len(_train_loader(split, cfg, cfg.seed))
+    steps_per_epoch = len(_train_loader(split, cfg, cfg.seed, world))
     if cfg.max_train_batches:
         steps_per_epoch = min(steps_per_epoch, cfg.max_train_batches)
     scheduler = cosine_with_warmup(optimizer, warmup_steps=max(1, round(cfg.warmup_epochs * steps_per_epoch)),
                                    total_steps=cfg.epochs * steps_per_epoch)
-    val_loader = split.loader("val", batch_size=cfg.batch_size * 2)
+    trained = model
+    if world.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     ema = None
     if cfg.ema_decay:
         from timm.utils import ModelEmaV3
@@ -311,11 +335,13 @@ def fit(model: nn.Module, *, split: PreparedSplit, cfg: TrainConfig, device: tor
         if cfg.patience and best_epoch >= 0 and epoch - best_epoch > cfg.patience:
             log.info("early stopping: no val balanced-accuracy gain for %d epochs", cfg.patience)
             break
-        loader = _train_loader(split, cfg, cfg.seed + epoch)
-        row = {"epoch": epoch, **train_one_epoch(model, loader, criterion=criterion, optimizer=optimizer,
+        loader = _train_loader(split, cfg, cfg.seed + epoch, world)
+        row = {"epoch": epoch, **train_one_epoch(trained, loader, criterion=criterion, optimizer=optimizer,
                                                  scheduler=scheduler, device=device, epoch=epoch, cfg=cfg,
-                                                 frozen_norms=frozen_norms, ema=ema, distillation=distillation)}
-        val, _ = evaluate_model(evaluated, val_loader, device, channels_last=cfg.channels_last)
+                                                 frozen_norms=frozen_norms, ema=ema, distillation=distillation,
+                                                 world=world)}
+        val = evaluate_split(evaluated, split, "val", batch_size=cfg.batch_size * 2, device=device,
+                             channels_last=cfg.channels_last, world=world)
         row.update({f"val_{k}": v for k, v in val.metrics.items()})
         history.append(row)
         improved = row["val_balanced_accuracy"] > best
@@ -346,7 +372,7 @@ def run_training(cfg: TrainConfig) -> TrainResult:
         cfg, run_dir, checkpoint = _resume_state(cfg)
         run_id = run_dir.name
     else:
-        run_id = new_run_id(cfg.model)
+        run_id = new_run_id(cfg.model)  # rank 0's, on every rank (below)
         run_dir = Path(cfg.output_dir) / run_id
     seed_everything(cfg.seed)
     if cfg.deterministic:
@@ -354,13 +380,25 @@ def run_training(cfg: TrainConfig) -> TrainResult:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
+    world = init_world(device.type)
+    check_global_batch(cfg, world)  # before anything is written
+    if world.distributed:
+        if device.type == "cuda":
+            device = torch.device("cuda", world.local_rank)
+        if checkpoint is None:
+            run_id = broadcast(world, run_id)
+            run_dir = Path(cfg.output_dir) / run_id
 
     model = create_model(cfg.model, pretrained=cfg.pretrained and checkpoint is None, drop_rate=cfg.drop_rate)
     check_freeze_stages(model, cfg.freeze_stages)
     prep = preprocessing_for(model, cfg.img_size)
-    if cfg.synthetic:
-        ensure_synthetic_dataset(cfg.data_dir, num_images=cfg.synthetic_images, seed=cfg.seed)
-    data = prepare_data(cfg.data_dir, prep=prep, cache_dir=cfg.cache_dir, skip_bad=cfg.skip_bad, workers=cfg.workers)
+    for turn in ("main", "others"):  # rank 0 generates and caches first; the others then read what it wrote
+        if (turn == "main") == world.is_main:
+            if cfg.synthetic:
+                ensure_synthetic_dataset(cfg.data_dir, num_images=cfg.synthetic_images, seed=cfg.seed)
+            data = prepare_data(cfg.data_dir, prep=prep, cache_dir=cfg.cache_dir, skip_bad=cfg.skip_bad,
+                                workers=cfg.workers)
+        barrier(world)
     if checkpoint is not None:
         table = apply_split(data.table, load_split(run_dir / "split.csv"))
     elif cfg.split_file:
@@ -368,7 +406,7 @@ def run_training(cfg: TrainConfig) -> TrainResult:
     else:
         table = make_split(data.table, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction, seed=cfg.seed)
     split = PreparedSplit(data, table, prep)
-    if checkpoint is None:
+    if checkpoint is None and world.is_main:
         run_dir.mkdir(parents=True, exist_ok=False)
         save_config(cfg, run_dir / "config.yaml")
         save_split(table, run_dir / "split.csv")
@@ -385,18 +423,25 @@ def run_training(cfg: TrainConfig) -> TrainResult:
                                                       images=len(split.rows("train")))})
 
     def on_epoch(epoch: int, improved: bool, state: dict[str, Any]) -> None:
+        if not world.is_main:  # one writer of the run folder
+            return
         evaluated = state.pop("evaluated")
         if improved:
             save_trained_model(run_dir, evaluated, card)
         atomic_torch_save({**state, "config": asdict(cfg)}, run_dir / "checkpoint.pth")
 
     try:
-        fitted = fit(model, split=split, cfg=cfg, device=device, checkpoint=checkpoint, on_epoch=on_epoch)
+        fitted = fit(model, split=split, cfg=cfg, device=device, checkpoint=checkpoint, on_epoch=on_epoch,
+                     world=world)
     except KeyboardInterrupt:
         log.warning("interrupted: the last complete epoch's checkpoint is in %s; nothing was written to the "
                     "results store. Resume with --resume %s", run_dir, run_dir)
         raise
     history = fitted.history
+    barrier(world)
+    if not world.is_main:  # rank 0 evaluates, calibrates and stores the run
+        finish(world)
+        return TrainResult(run_id, run_dir, {}, history, cfg)
     pd.DataFrame(history).to_csv(run_dir / "history.csv", index=False)
 
     evaluations, predictions = _evaluate_best(run_dir, model, split, cfg, device, card)
@@ -408,6 +453,7 @@ def run_training(cfg: TrainConfig) -> TrainResult:
                                   "split": run_dir / "split.csv"})
     with ResultsStore(cfg.db) as store:
         store.record_run(record)
+    finish(world)
     return TrainResult(run_id, run_dir, evaluations, history, cfg)
 
 
