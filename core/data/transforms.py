@@ -110,11 +110,13 @@ class ToCHWTensor(torch.nn.Module):
         return to_chw_tensor(square)
 
 
-def train_transform(prep: Preprocessing, *, scale_min: float = 0.5, color_jitter: float = 0.1) -> v2.Compose:
-    """Training augmentation of an HWC uint8 square: random resized crop, flips, 90-degree rotations, mild
-    colour jitter, then the normalisation that :func:`eval_array` repeats in NumPy."""
+def train_transform(prep: Preprocessing, *, scale_min: float = 0.5, color_jitter: float = 0.1,
+                    from_tensor: bool = False) -> v2.Compose:
+    """Training augmentation of an HWC uint8 square (or, ``from_tensor``, a CHW uint8 tensor on any device): random
+    resized crop, flips, 90-degree rotations, mild colour jitter, then the normalisation that :func:`eval_array`
+    repeats in NumPy."""
     steps: list[torch.nn.Module] = [
-        ToCHWTensor(),
+        *([] if from_tensor else [ToCHWTensor()]),
         v2.RandomResizedCrop(prep.input_size, scale=(scale_min, 1.0), antialias=True),
         v2.RandomHorizontalFlip(),
         v2.RandomVerticalFlip(),

@@ -28,6 +28,7 @@ from core.compress.distill import Distillation
 from core.config import build_config, option, save_config
 from core.data.cache import DEFAULT_CACHE_DIR
 from core.data.dataset import IMBALANCE_MODES, balanced_sampler
+from core.data.device_images import DeviceBatches, DeviceImages
 from core.data.prepare import PreparedSplit, prepare_data
 from core.data.sharding import RankShard
 from core.data.split import apply_split, load_split, make_split, save_split
@@ -99,6 +100,8 @@ class TrainConfig:
     aug_scale_min: float = option(0.5, "random resized crop: smallest area fraction")
     aug_color_jitter: float = option(0.1, "colour jitter strength (0 disables)")
     patience: int = option(8, "early stopping: epochs without val balanced-accuracy gain (0 disables)")
+    data_on_device: bool = option(False, "move the decoded training images to the device once and augment them "
+                                         "there (the GPU data path; on CPU it only skips the DataLoader)")
     max_train_batches: int = option(0, "cap batches per epoch (0 = all); for smoke tests")
     # Runtime
     device: str = option("auto", "device", choices=DEVICES)
@@ -222,10 +225,19 @@ def check_global_batch(cfg: TrainConfig, world: World) -> None:
                           "processes")
 
 
-def _train_loader(split: PreparedSplit, cfg: TrainConfig, epoch_seed: int, world: World = World()) -> DataLoader:
+def _train_loader(split: PreparedSplit, cfg: TrainConfig, epoch_seed: int, world: World = World(),
+                  on_device: DeviceImages | None = None) -> DataLoader | DeviceBatches:
     dataset = split.dataset("train", train_transform(split.prep, scale_min=cfg.aug_scale_min,
                                                      color_jitter=cfg.aug_color_jitter))
     generator = torch.Generator().manual_seed(epoch_seed)
+    if on_device is not None:  # the same order as the DataLoader paths below; augmentation on the device
+        base = (balanced_sampler(dataset.labels, seed=epoch_seed) if cfg.imbalance == "balanced_sampler"
+                else RandomSampler(dataset, generator=torch.Generator().manual_seed(epoch_seed)))
+        sampler = RankShard(base, rank=world.rank, world=world.size) if world.distributed else base
+        return on_device.batches(sampler, batch_size=cfg.batch_size // world.size,
+                                 transform=train_transform(split.prep, scale_min=cfg.aug_scale_min,
+                                                           color_jitter=cfg.aug_color_jitter, from_tensor=True),
+                                 drop_last=len(dataset) > cfg.batch_size)
     if world.distributed:  # every rank draws the epoch's order, keeps its interleaved share: same global batches
         base = (balanced_sampler(dataset.labels, seed=epoch_seed) if cfg.imbalance == "balanced_sampler"
                 else RandomSampler(dataset, generator=torch.Generator().manual_seed(epoch_seed)))
@@ -303,7 +315,10 @@ def fit(model: nn.Module, *, split: PreparedSplit, cfg: TrainConfig, device: tor
             distillation.teacher.to(memory_format=torch.channels_last)
         criterion = distillation.loss(criterion)
     optimizer = make_optimizer(model, cfg)
-    steps_per_epoch = len(_train_loader(split, cfg, cfg.seed, world))
+    on_device = None
+    if cfg.data_on_device:
+        on_device = DeviceImages(split.dataset("train", transform=None), device=device)  # uploaded once per fit
+    steps_per_epoch = len(_train_loader(split, cfg, cfg.seed, world, on_device))
     if cfg.max_train_batches:
         steps_per_epoch = min(steps_per_epoch, cfg.max_train_batches)
     scheduler = cosine_with_warmup(optimizer, warmup_steps=max(1, round(cfg.warmup_epochs * steps_per_epoch)),
@@ -335,7 +350,7 @@ def fit(model: nn.Module, *, split: PreparedSplit, cfg: TrainConfig, device: tor
         if cfg.patience and best_epoch >= 0 and epoch - best_epoch > cfg.patience:
             log.info("early stopping: no val balanced-accuracy gain for %d epochs", cfg.patience)
             break
-        loader = _train_loader(split, cfg, cfg.seed + epoch, world)
+        loader = _train_loader(split, cfg, cfg.seed + epoch, world, on_device)
         row = {"epoch": epoch, **train_one_epoch(trained, loader, criterion=criterion, optimizer=optimizer,
                                                  scheduler=scheduler, device=device, epoch=epoch, cfg=cfg,
                                                  frozen_norms=frozen_norms, ema=ema, distillation=distillation,
