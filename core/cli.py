@@ -28,6 +28,9 @@ def run_cli(main: Callable[[argparse.Namespace], int | None], parser: argparse.A
     """Parse, run ``main``, and turn user errors into ``error: <message>`` with exit status 2."""
     args = parser.parse_args(argv)
     setup_logging(getattr(args, "verbose", False))
+    from core.provenance import git_sha
+
+    git_sha()  # read now: the commit of the code this process loaded, not of a tree edited while it ran
     try:
         return int(main(args) or 0)
     except LesionLiteError as exc:
