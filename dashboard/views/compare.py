@@ -46,7 +46,9 @@ def _format(v: object) -> str:
     return f"{v:.3f}" if isinstance(v, float) else str(v)
 
 
-st.dataframe(side.style.apply(_highlight, axis=1).format(_format), width="stretch", key="compare_table",
+# Shown as text (rows mix numbers and names, which Arrow cannot hold in one column); highlighted on the numbers.
+styles = side.apply(_highlight, axis=1, result_type="broadcast")
+st.dataframe(side.map(_format).style.apply(lambda _: styles, axis=None), width="stretch", key="compare_table",
              height=38 * (len(side) + 1))
 st.caption("Best value of each row highlighted. Ratios and Δ are against the dense PyTorch FP32 cell of the same "
            "parent, measured in the same sweep.")
