@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 from flask import Flask, current_app
+from threadpoolctl import threadpool_limits
 
 from core.classes import CLASSES, clinical_name
 from core.errors import ConfigError, LesionLiteError, ModelError
@@ -86,6 +87,10 @@ def uncertain_threshold(app: Flask, folder: Path) -> float:
 
 
 def init_app(app: Flask) -> None:
+    # One BLAS thread per worker process: gunicorn runs several workers on the same cores, and OpenBLAS threads
+    # spinning against each other made every gated prediction ~3x slower (bench_webapp: 20 -> 55 predictions/s).
+    threadpool_limits(limits=1, user_api="blas")
+
     @app.context_processor
     def deployed_model() -> dict[str, object]:  # the model line and banners of every page
         return {"model_facts": app.config.get("DEPLOYED_FACTS"), "model_problem": app.config.get("MODEL_PROBLEM")}

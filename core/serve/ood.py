@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageStat
 from sklearn.covariance import LedoitWolf
 
 from core.compress.export import export_onnx, ort_logits, ort_session
@@ -111,8 +111,8 @@ class OodGate:
         return np.min(xpx[:, None] - 2 * x @ pm.T + mpm[None, :], axis=1)
 
     def check(self, image: Image.Image) -> GateDecision:
-        rgb = np.asarray(image.convert("RGB"), dtype=np.float32)
-        if float(rgb.std(axis=(0, 1)).max()) < self.min_pixel_std:  # per channel: a flat colour is not flat grey
+        spread = ImageStat.Stat(image.convert("RGB")).stddev  # per channel, in C: a flat colour is not flat grey
+        if max(spread) < self.min_pixel_std:
             return GateDecision(False, "uniform", float("inf"))
         distance = float(self.distances(self.embedder(image_array(image, self.prep)[None]))[0])
         return GateDecision(distance <= self.threshold, "" if distance <= self.threshold else "unfamiliar", distance)

@@ -299,3 +299,10 @@ def test_forms_help_password_managers_and_phones(client: FlaskClient, auth: Auth
     auth.login()
     upload = client.get("/detect/").data.decode()
     assert 'accept="image/jpeg,image/png,image/*"' in upload and "up to 10 MB" in upload
+
+
+def test_web_workers_use_one_blas_thread(app: Flask) -> None:
+    from threadpoolctl import threadpool_info
+
+    blas = [p for p in threadpool_info() if p["user_api"] == "blas"]
+    assert blas and all(p["num_threads"] == 1 for p in blas)  # workers share cores: no spinning BLAS pools
