@@ -68,6 +68,13 @@ def explain(row: sqlite3.Row) -> tuple[Verdict, list[Bar]]:
     return verdict, bars
 
 
+def render_check(template: str, row: sqlite3.Row, **context: object) -> str:
+    """A page about one check: its verdict, probability bars, body site and the disclaimer."""
+    verdict, bars = explain(row)
+    return render_template(template, d=row, v=verdict, bars=bars, disclaimer=DISCLAIMER,
+                           site_name=BODY_SITE_NAMES.get(row["body_site"], ""), **context)
+
+
 def render_upload(form: UploadForm, status: int = 200):
     max_mb = current_app.config["MAX_CONTENT_LENGTH"] // (1024 * 1024)
     return render_template("detect/upload.html", form=form, disclaimer=DISCLAIMER, max_mb=max_mb), status
@@ -123,21 +130,15 @@ def upload():
 @login_required
 def result(detection_id: str):
     row = get_detection(detection_id)
-    verdict, bars = explain(row)
-    return render_template("detect/result.html", d=row, v=verdict, bars=bars, disclaimer=DISCLAIMER,
-                           site_name=BODY_SITE_NAMES.get(row["body_site"], ""),
-                           same_site=detections.same_site(current_user.id, row),
-                           names={c: clinical_name(c) for c in CLASSES})
+    return render_check("detect/result.html", row, same_site=detections.same_site(current_user.id, row),
+                        names={c: clinical_name(c) for c in CLASSES})
 
 
 @bp.route("/report/<detection_id>")
 @login_required
 def report(detection_id: str):
     """One check on one printable page (image, result, model card facts, date) to bring to a clinician."""
-    row = get_detection(detection_id)
-    verdict, bars = explain(row)
-    return render_template("detect/report.html", d=row, v=verdict, bars=bars, disclaimer=DISCLAIMER,
-                           site_name=BODY_SITE_NAMES.get(row["body_site"], ""))
+    return render_check("detect/report.html", get_detection(detection_id))
 
 
 @bp.route("/image/<detection_id>")
