@@ -23,7 +23,7 @@ from core.data.device_images import DeviceImages
 from core.data.prepare import PreparedSplit, prepare_data
 from core.data.split import make_split
 from core.data.transforms import preprocessing_for
-from core.jobs.train import TrainConfig, _train_loader
+from core.jobs.train import TrainConfig, train_loader
 from core.models import create_model
 from core.runtime import resolve_device, seed_everything
 
@@ -97,9 +97,9 @@ def main(args: argparse.Namespace) -> int:
                torch.randint(0, 7, (args.batch_size,), device=device))] * total
     raw = _steps(model, random, device=device, steps=args.steps, warmup=args.warmup)
     on_device = DeviceImages(split.dataset("train", transform=None), device=device)
-    fed = _steps(model, _repeat(lambda e: _train_loader(split, cfg, e, on_device=on_device), total), device=device,
+    fed = _steps(model, _repeat(lambda e: train_loader(split, cfg, e, on_device=on_device), total), device=device,
                  steps=args.steps, warmup=args.warmup)
-    loader = _steps(model, _repeat(lambda e: _train_loader(split, cfg, e), total), device=device,
+    loader = _steps(model, _repeat(lambda e: train_loader(split, cfg, e), total), device=device,
                     steps=args.steps, warmup=args.warmup)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"{args.model} at {size} px, batch {args.batch_size}, {name}, {args.steps} timed steps each")

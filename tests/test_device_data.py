@@ -12,7 +12,7 @@ from core.data.device_images import DeviceImages
 from core.data.prepare import PreparedSplit, prepare_data
 from core.data.split import make_split
 from core.data.transforms import preprocessing_for
-from core.jobs.train import TrainConfig, _train_loader
+from core.jobs.train import TrainConfig, train_loader
 from core.models import create_model
 from scripts import bench_gpu_data
 
@@ -28,8 +28,8 @@ def test_device_batches_follow_the_loader_order_and_augment_each_image(synthetic
     cfg = TrainConfig(batch_size=8, workers=0, imbalance="balanced_sampler")
     on_device = DeviceImages(split.dataset("train", transform=None), device=torch.device("cpu"))
     assert on_device.images.dtype == torch.uint8 and on_device.images.shape[1] == 3
-    batches = _train_loader(split, cfg, 5, on_device=on_device)
-    loader = _train_loader(split, cfg, 5)
+    batches = train_loader(split, cfg, 5, on_device=on_device)
+    loader = train_loader(split, cfg, 5)
     assert len(batches) == len(loader)
     (images, labels), (_, loader_labels) = next(iter(batches)), next(iter(loader))
     assert images.shape == (8, 3, 32, 32) and images.dtype == torch.float32

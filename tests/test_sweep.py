@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -206,3 +207,19 @@ def test_iterative_pruning_fine_tunes_after_every_step(trained_tiny: TrainResult
     assert [row["epoch"] for row in info["history"]] == [0, 1]
     assert [row["pruning_step"] for row in info["history"]] == [0, 1]
     assert info["iterative"] == {"steps": 2, "epochs_per_step": [1, 1]}
+
+
+def test_quantization_aware_cells_are_int8_onnx(trained_tiny: TrainResult, tmp_path: Path) -> None:
+    import onnx
+
+    cfg = _cfg(trained_tiny, tmp_path, ratios=[0.5], modes=["qat", "static"], unstructured=[], qat_epochs=1)
+    summary = run_sweep(cfg)
+    assert sorted(summary["variant"]) == ["pruned-0.5-qat", "pruned-0.5-static"]
+    folder = Path(cfg.variants_dir) / trained_tiny.run_id / "pruned-0.5-qat"
+    ops = {n.op_type for n in onnx.load(str(folder / "model.onnx")).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops  # int8 in the deployed file, not a fake-quant graph
+    qat = summary.set_index("variant").loc["pruned-0.5-qat"]
+    static = summary.set_index("variant").loc["pruned-0.5-static"]
+    assert qat["size_mb"] < 1.5 * static["size_mb"] and 0 <= qat["balanced_accuracy"] <= 1
+    card = json.loads((folder / "model_card.json").read_text())
+    assert card["qat"]["epochs"] == 1 and card["quantization"] == "qat"

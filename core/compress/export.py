@@ -34,7 +34,8 @@ def export_onnx(model: nn.Module, path: str | Path, *, input_size: int, opset: i
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # channels_last weights (from training) make torch.export specialise the batch size
-    model = model.eval().to(memory_format=torch.contiguous_format)
+    model.eval()  # not chained: an exported graph's eval() (torchao's) returns None
+    model = model.to(memory_format=torch.contiguous_format)
     example = torch.randn(1, 3, input_size, input_size)
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # the dynamo exporter narrates its steps on stdout

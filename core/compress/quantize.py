@@ -32,7 +32,7 @@ from core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-QUANT_MODES = ("torch_fp32", "fp32", "dynamic", "static", "fp16", "torch_dynamic")
+QUANT_MODES = ("torch_fp32", "fp32", "dynamic", "static", "fp16", "torch_dynamic", "qat")  # qat: core.compress.qat
 ONNX_MODES = ("fp32", "dynamic", "static", "fp16")
 CALIBRATION_METHODS = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                        "entropy": CalibrationMethod.Entropy}

@@ -39,6 +39,7 @@ from core.compress.prune import (
     unstructured_prune,
     weight_sparsity,
 )
+from core.compress.qat import export_qat_onnx, quantization_aware_finetune
 from core.compress.quantize import (
     CALIBRATION_METHODS,
     EXCLUDE_PRESETS,
@@ -51,7 +52,8 @@ from core.data.prepare import PreparedSplit, prepare_data
 from core.data.split import apply_split, load_split
 from core.data.synthetic import is_synthetic_dataset
 from core.errors import ConfigError
-from core.jobs.train import TrainConfig, fit, run_training
+from core.jobs.train import TrainConfig, fit, run_training, train_loader
+from core.losses import make_criterion
 from core.metrics import Evaluation, evaluate_logits
 from core.models import ARCHITECTURES
 from core.provenance import Provenance, git_sha, machine_description
@@ -107,6 +109,8 @@ class SweepConfig:
     static_exclude: str = option("none", "nodes kept fp32 in static int8", choices=EXCLUDE_PRESETS)
     static_keep_fp32: int = option(8, "static_exclude=sensitive: how many of the most sensitive nodes stay fp32")
     per_channel: bool = option(True, "per-channel int8 weights")
+    qat_epochs: int = option(2, "mode qat: epochs of quantization-aware fine-tuning (after pruning's fine-tuning)")
+    qat_lr: float = option(1e-4, "mode qat: AdamW learning rate, cosine-decayed over the QAT epochs")
     latency_runs: int = option(20, "timed runs per latency figure")
     threads: int = option(2, "threads for latency (torch and ONNX Runtime)")
     variants_dir: str = option("results/variants", "folder of deployable variant folders")
@@ -361,6 +365,21 @@ def make_cell(parent: Parent, group: Group, label: str, built: _Built, cfg: Swee
                        "training_data": training_data(data_dir=parent.train_cfg.data_dir,
                                                       synthetic=is_synthetic_dataset(parent.train_cfg.data_dir),
                                                       images=len(parent.split.rows("train")))})
+    if mode == "qat":
+        card.extra["qat"] = {"epochs": cfg.qat_epochs, "lr": cfg.qat_lr,
+                             "flow": "torchao PT2E, X86InductorQuantizer (per-channel int8 weights), ONNX QDQ"}
+        train_cfg = parent.train_cfg
+        converted = quantization_aware_finetune(
+            copy.deepcopy(built.model),
+            batches=lambda epoch: train_loader(parent.split, train_cfg, train_cfg.seed + epoch),
+            criterion=make_criterion(train_cfg.imbalance, parent.split.labels("train"),
+                                     label_smoothing=train_cfg.label_smoothing,
+                                     logit_adjust_tau=train_cfg.logit_adjust_tau),
+            epochs=cfg.qat_epochs, lr=cfg.qat_lr, example=torch.from_numpy(parent.split.arrays("train", 4)[0]),
+            max_batches=train_cfg.max_train_batches)
+        export_qat_onnx(converted, folder / "model.onnx", input_size=parent.split.prep.input_size)
+        card.file = "model.onnx"
+        return OnnxPredictor(folder / "model.onnx", card, threads=cfg.threads), folder
     if mode in TORCH_MODES:
         module = torch_dynamic_quantize(copy.deepcopy(built.model)) if mode == "torch_dynamic" else built.model
         module.zero_grad(set_to_none=True)

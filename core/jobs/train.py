@@ -225,7 +225,7 @@ def check_global_batch(cfg: TrainConfig, world: World) -> None:
                           "processes")
 
 
-def _train_loader(split: PreparedSplit, cfg: TrainConfig, epoch_seed: int, world: World = World(),
+def train_loader(split: PreparedSplit, cfg: TrainConfig, epoch_seed: int, world: World = World(),
                   on_device: DeviceImages | None = None) -> DataLoader | DeviceBatches:
     dataset = split.dataset("train", train_transform(split.prep, scale_min=cfg.aug_scale_min,
                                                      color_jitter=cfg.aug_color_jitter))
@@ -318,7 +318,7 @@ def fit(model: nn.Module, *, split: PreparedSplit, cfg: TrainConfig, device: tor
     on_device = None
     if cfg.data_on_device:
         on_device = DeviceImages(split.dataset("train", transform=None), device=device)  # uploaded once per fit
-    steps_per_epoch = len(_train_loader(split, cfg, cfg.seed, world, on_device))
+    steps_per_epoch = len(train_loader(split, cfg, cfg.seed, world, on_device))
     if cfg.max_train_batches:
         steps_per_epoch = min(steps_per_epoch, cfg.max_train_batches)
     scheduler = cosine_with_warmup(optimizer, warmup_steps=max(1, round(cfg.warmup_epochs * steps_per_epoch)),
@@ -350,7 +350,7 @@ def fit(model: nn.Module, *, split: PreparedSplit, cfg: TrainConfig, device: tor
         if cfg.patience and best_epoch >= 0 and epoch - best_epoch > cfg.patience:
             log.info("early stopping: no val balanced-accuracy gain for %d epochs", cfg.patience)
             break
-        loader = _train_loader(split, cfg, cfg.seed + epoch, world, on_device)
+        loader = train_loader(split, cfg, cfg.seed + epoch, world, on_device)
         row = {"epoch": epoch, **train_one_epoch(trained, loader, criterion=criterion, optimizer=optimizer,
                                                  scheduler=scheduler, device=device, epoch=epoch, cfg=cfg,
                                                  frozen_norms=frozen_norms, ema=ema, distillation=distillation,

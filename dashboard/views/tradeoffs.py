@@ -11,7 +11,8 @@ from core.store.analysis import BASELINE_VARIANT, METRIC_LABELS, pareto_front, r
 from dashboard.state import all_variants, filtered_variants
 
 # One symbol per quantization mode whatever the filter, so a square always means the same thing.
-QUANT_SYMBOLS = dict(zip(QUANT_MODES, ["circle", "diamond", "x", "square", "triangle-up", "cross"], strict=True))
+QUANT_SYMBOLS = dict(zip(QUANT_MODES, ["circle", "diamond", "x", "square", "triangle-up", "cross", "hexagon"],
+                         strict=True))
 X_AXES = {"size_mb": "Model size (MB, log scale)", "latency_ms": "Latency (ms per image, batch 1)"}
 
 st.title("Accuracy / size / latency trade-offs")
