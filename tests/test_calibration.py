@@ -89,3 +89,29 @@ def test_raw_softmax_is_recovered_from_stored_calibrated_probabilities() -> None
     logits, _ = miscalibrated(50)
     stored = calibrated_softmax(logits, 2.5)
     np.testing.assert_allclose(uncalibrated_probs(stored, 2.5), calibrated_softmax(logits), atol=1e-9)
+
+
+def test_old_variant_folders_get_calibrated_cards(sweep_store: Path, trained_tiny, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from core.cli import run_cli
+    from scripts import calibrate_variants
+
+    root = tmp_path / "variants"
+    for name in ("dense-static", "pruned-0.5-fp32"):
+        shutil.copytree(next((sweep_store.parent / "variants").glob(f"*/{name}")), root / name)
+    old = root / "dense-static" / "model_card.json"
+    card = json.loads(old.read_text())
+    for key in ("uncertain_threshold", "calibration"):
+        card.pop(key, None)
+    card["temperature"] = 1.0
+    old.write_text(json.dumps(card))  # as cards were written before calibration existed
+    args = [str(root), "--models-dir", str(trained_tiny.run_dir.parent)]
+    assert run_cli(calibrate_variants.main, calibrate_variants.get_args_parser(), args) == 0
+    out = capsys.readouterr().out
+    assert "1 of 2 variant folders calibrated" in out  # the calibrated one is left alone without --force
+    fixed = json.loads(old.read_text())
+    assert fixed["uncertain_threshold"] is not None and fixed["calibration"]["fitted_on"] == "val"
+    assert fixed["temperature"] != 1.0 and "val_ece_after" in fixed["calibration"]
+    assert load_predictor(str(root / "dense-static")).card.temperature == fixed["temperature"]
+    assert run_cli(calibrate_variants.main, calibrate_variants.get_args_parser(), [*args, "--force"]) == 0
+    assert "2 of 2 variant folders calibrated" in capsys.readouterr().out
