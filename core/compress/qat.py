@@ -52,15 +52,18 @@ def quantization_aware_finetune(model: nn.Module, *, batches: Callable[[int], It
         example: an input batch for tracing (any batch size: the batch axis is dynamic).
         max_batches: cap per epoch (0 = all; for smoke tests).
     """
-    from torchao.quantization.pt2e import move_exported_model_to_eval, move_exported_model_to_train
+    from torchao.quantization.pt2e import move_exported_model_to_eval
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
     prepared = prepare_qat(model, example)
     optimizer = torch.optim.AdamW(prepared.parameters(), lr=lr, weight_decay=1e-5)
     steps = max(1, epochs * (max_batches or len(batches(0))))  # type: ignore[arg-type]
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+    # Batch-norm statistics stay frozen (the graph in evaluation mode while its weights train): measured on the
+    # pruned Lite0, batch statistics in the QAT graph (its frozen ImageNet stages included) sent the training loss
+    # from 0.9 to 2.2 within 3 batches and validation balanced accuracy to 0.27; frozen, 60 steps gave 0.635.
+    move_exported_model_to_eval(prepared)
     for epoch in range(epochs):
-        move_exported_model_to_train(prepared)
         total, seen, start = 0.0, 0, time.perf_counter()
         for i, (images, labels) in enumerate(batches(epoch)):
             if max_batches and i >= max_batches:
@@ -73,7 +76,6 @@ def quantization_aware_finetune(model: nn.Module, *, batches: Callable[[int], It
             total, seen = total + loss.item() * len(labels), seen + len(labels)
         log.info("QAT epoch %d/%d: loss %.4f (%.0f img/s)", epoch + 1, epochs, total / max(1, seen),
                  seen / (time.perf_counter() - start))
-    move_exported_model_to_eval(prepared)
     return convert_pt2e(prepared)
 
 
