@@ -17,6 +17,7 @@ from pathlib import Path
 
 from core.cli import config_parser, run_cli
 from core.config import build_config, config_from_args
+from core.jobs.calibrate import variant_folders
 from core.jobs.sweep import SweepConfig, run_sweep, sweep_summary
 from core.jobs.train import TrainConfig, run_training
 from core.store.results import ResultsStore
@@ -62,8 +63,7 @@ def main(args: argparse.Namespace) -> int:
     print(f"\nmodel folder: {result.run_dir}\nresults store: {cfg.db}")
     if variants is not None:
         print(f"variant folders ({variants}):")
-        for folder in sorted(p for p in variants.iterdir() if p.is_dir() and not p.name.startswith("_")):
-            print(f"  {folder}")
+        print("\n".join(f"  {folder}" for folder in variant_folders(variants)))
         print(f"serve one: LESIONLITE_VARIANT={variants / 'dense-static'} make webapp   "
               f"(or LESIONLITE_DB={cfg.db}: the best static int8 cell on validation)")
     print(f"pipeline finished in {time.perf_counter() - start:.0f} s")
