@@ -21,7 +21,7 @@ from threadpoolctl import threadpool_limits
 
 from core.classes import CLASSES, clinical_name
 from core.errors import ConfigError, LesionLiteError, ModelError
-from core.serve.artifacts import read_variant_card
+from core.serve.artifacts import Card, read_variant_card
 from core.serve.facts import model_facts
 from core.serve.imaging import CheckedImage
 from core.serve.ood import GATE_FILE, NOT_A_LESION, OodGate
@@ -47,8 +47,9 @@ class NotALesion(LesionLiteError):
         self.reason = reason
 
 
-def resolve_variant(app: Flask) -> Path:
-    """The variant folder to deploy (configured, else chosen from the store); checks its card is readable."""
+def resolve_variant(app: Flask) -> tuple[Path, Card]:
+    """The variant folder to deploy (configured, else chosen from the store) and its card, read once here: a
+    missing or corrupt card fails at start-up, not on a patient's upload."""
     configured = app.config.get("LESIONLITE_VARIANT")
     if configured:
         folder = Path(configured)
@@ -64,20 +65,18 @@ def resolve_variant(app: Flask) -> Path:
         except Exception as exc:  # duckdb raises its own IOException while a writer holds the lock
             raise ModelError(f"cannot read the results store {db}: {type(exc).__name__}: "
                              f"{str(exc).splitlines()[0]}; set LESIONLITE_VARIANT to a variant folder") from None
-    read_variant_card(folder)  # a missing or corrupt card fails here, not on a patient's upload
-    return folder.resolve()
+    return folder.resolve(), read_variant_card(folder)
 
 
 UNCALIBRATED_THRESHOLD = 0.6  # only for variant cards written before calibration was recorded in them
 
 
-def uncertain_threshold(app: Flask, folder: Path) -> float:
+def uncertain_threshold(app: Flask, folder: Path, card: Card) -> float:
     """The confidence below which a result says "uncertain": LESIONLITE_UNCERTAIN_THRESHOLD if set, else the
     one the variant's card records (chosen on validation data when it was calibrated)."""
     configured = app.config.get("UNCERTAIN_THRESHOLD")
     if configured is not None:
         return float(configured)
-    card = read_variant_card(folder)
     if card.uncertain_threshold is None:
         log.warning("%s: the card has no calibrated 'uncertain' threshold (written before calibration); using %.2f "
                     "on uncalibrated probabilities. Re-run the sweep or set LESIONLITE_UNCERTAIN_THRESHOLD",
@@ -96,9 +95,10 @@ def init_app(app: Flask) -> None:
         return {"model_facts": app.config.get("DEPLOYED_FACTS"), "model_problem": app.config.get("MODEL_PROBLEM")}
 
     try:
-        app.config["DEPLOYED_VARIANT"] = folder = resolve_variant(app)
-        app.config["DEPLOYED_UNCERTAIN_THRESHOLD"] = uncertain_threshold(app, folder)
-        app.config["DEPLOYED_FACTS"] = facts = model_facts(read_variant_card(folder))
+        folder, card = resolve_variant(app)
+        app.config["DEPLOYED_VARIANT"] = folder
+        app.config["DEPLOYED_UNCERTAIN_THRESHOLD"] = uncertain_threshold(app, folder, card)
+        app.config["DEPLOYED_FACTS"] = facts = model_facts(card)
         if facts.is_demo:
             log.warning("%s was trained on synthetic demo images: its results mean nothing for real skin", folder)
         if not (folder / GATE_FILE).is_file():

@@ -37,9 +37,9 @@ def run_groups_on_ray(store: ResultsStore, parents: dict[str, str], groups: list
     import ray
 
     from core.jobs.sweep import pending_modes, retime, store_cell
-    from core.serve.artifacts import load_trained_model
+    from core.serve.artifacts import read_trained_card
 
-    parent_ids = {model: load_trained_model(folder)[1].run_id for model, folder in parents.items()}
+    parent_ids = {model: read_trained_card(folder).run_id for model, folder in parents.items()}
     started_here = not ray.is_initialized()
     if started_here:
         # No address: a private local instance that lives as long as this command (no dashboard, small store).

@@ -63,6 +63,7 @@ from core.serve.artifacts import (
     VARIANT_CARD_NAME,
     Card,
     load_trained_model,
+    read_trained_card,
     read_variant_card,
     resolve_model_dir,
     write_variant,
@@ -253,7 +254,7 @@ def load_parent(model_dir: str) -> Parent:
     """A trained run folder with its config and its split's prepared data (cache decoded, loaders ready)."""
     model_dir_p = Path(model_dir)
     train_cfg = build_config(TrainConfig, yaml_path=model_dir_p / "config.yaml")
-    _, card, _ = load_trained_model(model_dir_p)
+    card = read_trained_card(model_dir_p)
     data = prepare_data(train_cfg.data_dir, prep=card.preprocessing, cache_dir=train_cfg.cache_dir,
                         skip_bad=train_cfg.skip_bad, workers=train_cfg.workers)
     table = apply_split(data.table, load_split(model_dir_p / "split.csv"))
@@ -422,10 +423,11 @@ def cell_record(parent: Parent, group: Group, label: str, built: _Built, predict
     """Write the cell's card (with its figures) and return its run record, a child run of the dense parent."""
     mode = base_mode(label)
     card = predictor.card
+    here = machine_description()
     export = dataclasses.asdict(built.export) if built.export and mode != "torch_fp32" else None
     card.extra.update(metrics=card_metrics(measured.evaluations),
                       latency_ms={"b1_median": measured.latency.median_ms, "b1_iqr": measured.latency.iqr_ms,
-                                  "threads": cfg.threads, **machine_description()}, export_check=export)
+                                  "threads": cfg.threads, **here}, export_check=export)
     write_variant(folder, model_file=str(card.file), card=card)
     size_bytes = card.extra["size_bytes"]
     deploy = {"size_bytes": float(size_bytes), "size_mb": size_bytes / 1e6,
@@ -442,7 +444,7 @@ def cell_record(parent: Parent, group: Group, label: str, built: _Built, predict
         variant=group.variant(label), parent_run_id=parent.run_id, provenance=provenance,
         config={"sweep": dataclasses.asdict(cfg), "sweep_id": sweep_id(cfg), "group": dataclasses.asdict(group),
                 "mode": mode, "pruning": {k: v for k, v in built.info.items() if k != "history"},
-                "timed_on": machine_description()},
+                "timed_on": here},
         evaluations=measured.evaluations, history=built.info["history"], predictions=measured.predictions,
         artifacts={"model": folder / str(card.file), "card": folder / VARIANT_CARD_NAME},
     )
@@ -473,13 +475,15 @@ def iter_cells(parent: Parent, group: Group, todo: list[str], cfg: SweepConfig) 
     shutil.rmtree(built.work)
 
 
-def run_group(parent: Parent, group: Group, cfg: SweepConfig, store: ResultsStore) -> list[str]:
+def run_group(parent: Parent, group: Group, cfg: SweepConfig, store: ResultsStore, *,
+              time_on_driver: bool = False) -> list[str]:
     """Make, measure and store every missing cell of ``group``, each as soon as it is done."""
     todo = pending_modes(store, parent.run_id, group)
     if not todo:
         log.info("%s %s: all cells already stored, skipping", group.model, group.variant("*"))
         return []
-    return [store_cell(store, record) for record in iter_cells(parent, group, todo, cfg)]
+    return [store_cell(store, retime(record, cfg) if time_on_driver else record)
+            for record in iter_cells(parent, group, todo, cfg)]
 
 
 def run_sweep(cfg: SweepConfig, *, ray_address: str | None = None, use_ray: bool = False,
@@ -506,12 +510,7 @@ def run_sweep(cfg: SweepConfig, *, ray_address: str | None = None, use_ray: bool
         for group in groups:
             if group.model not in loaded:
                 loaded[group.model] = load_parent(parents[group.model])
-            if time_on_driver:
-                todo = pending_modes(store, loaded[group.model].run_id, group)
-                for record in iter_cells(loaded[group.model], group, todo, cfg):
-                    store_cell(store, retime(record, cfg))
-            else:
-                run_group(loaded[group.model], group, cfg, store)
+            run_group(loaded[group.model], group, cfg, store, time_on_driver=time_on_driver)
         return sweep_summary(store, [p.run_id for p in loaded.values()])
 
 

@@ -20,14 +20,14 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data import DataLoader, RandomSampler, Sampler
 
 from core.calibration import DEFAULT_TARGET_ACCURACY, calibrated_softmax, fit_calibration
 from core.classes import CLASSES
 from core.compress.distill import Distillation
 from core.config import build_config, option, save_config
 from core.data.cache import DEFAULT_CACHE_DIR
-from core.data.dataset import IMBALANCE_MODES, balanced_sampler
+from core.data.dataset import IMBALANCE_MODES, CachedImageDataset, balanced_sampler
 from core.data.device_images import DeviceBatches, DeviceImages
 from core.data.prepare import PreparedSplit, prepare_data
 from core.data.sharding import RankShard
@@ -225,24 +225,27 @@ def check_global_batch(cfg: TrainConfig, world: World) -> None:
                           "processes")
 
 
+def _shared_order(dataset: CachedImageDataset, cfg: TrainConfig, epoch_seed: int, world: World) -> Sampler[int]:
+    """The epoch's order drawn alike on every rank (balanced or shuffled), of which each rank keeps its share."""
+    base = (balanced_sampler(dataset.labels, seed=epoch_seed) if cfg.imbalance == "balanced_sampler"
+            else RandomSampler(dataset, generator=torch.Generator().manual_seed(epoch_seed)))
+    return RankShard(base, rank=world.rank, world=world.size) if world.distributed else base
+
+
 def train_loader(split: PreparedSplit, cfg: TrainConfig, epoch_seed: int, world: World = World(),
-                  on_device: DeviceImages | None = None) -> DataLoader | DeviceBatches:
-    dataset = split.dataset("train", train_transform(split.prep, scale_min=cfg.aug_scale_min,
-                                                     color_jitter=cfg.aug_color_jitter))
-    generator = torch.Generator().manual_seed(epoch_seed)
+                 on_device: DeviceImages | None = None) -> DataLoader | DeviceBatches:
+    augment = dict(scale_min=cfg.aug_scale_min, color_jitter=cfg.aug_color_jitter)
     if on_device is not None:  # the same order as the DataLoader paths below; augmentation on the device
-        base = (balanced_sampler(dataset.labels, seed=epoch_seed) if cfg.imbalance == "balanced_sampler"
-                else RandomSampler(dataset, generator=torch.Generator().manual_seed(epoch_seed)))
-        sampler = RankShard(base, rank=world.rank, world=world.size) if world.distributed else base
-        return on_device.batches(sampler, batch_size=cfg.batch_size // world.size,
-                                 transform=train_transform(split.prep, scale_min=cfg.aug_scale_min,
-                                                           color_jitter=cfg.aug_color_jitter, from_tensor=True),
+        dataset = split.dataset("train", transform=None)
+        return on_device.batches(_shared_order(dataset, cfg, epoch_seed, world),
+                                 batch_size=cfg.batch_size // world.size,
+                                 transform=train_transform(split.prep, **augment, from_tensor=True),
                                  drop_last=len(dataset) > cfg.batch_size)
+    dataset = split.dataset("train", train_transform(split.prep, **augment))
+    generator = torch.Generator().manual_seed(epoch_seed)
     if world.distributed:  # every rank draws the epoch's order, keeps its interleaved share: same global batches
-        base = (balanced_sampler(dataset.labels, seed=epoch_seed) if cfg.imbalance == "balanced_sampler"
-                else RandomSampler(dataset, generator=torch.Generator().manual_seed(epoch_seed)))
         return DataLoader(dataset, batch_size=cfg.batch_size // world.size, num_workers=cfg.workers,
-                          sampler=RankShard(base, rank=world.rank, world=world.size),
+                          sampler=_shared_order(dataset, cfg, epoch_seed, world),
                           drop_last=len(dataset) > cfg.batch_size, generator=generator)
     if cfg.imbalance == "balanced_sampler":
         sampler = balanced_sampler(dataset.labels, seed=epoch_seed)
@@ -481,7 +484,6 @@ def _evaluate_best(run_dir: Path, model: nn.Module, split: PreparedSplit, cfg: T
     card.temperature, card.uncertain_threshold = fit_calibration(
         *outputs["val"], target_accuracy=cfg.uncertain_target_accuracy)
     card.extra["calibration"] = {"fitted_on": "val", "target_accuracy": cfg.uncertain_target_accuracy}
-    save_card(run_dir, card)
     log.info("calibrated on val: temperature %.3f, uncertain below confidence %.3f (target accuracy %.2f)",
              card.temperature, card.uncertain_threshold, cfg.uncertain_target_accuracy)
     evaluations, predictions = {}, {}

@@ -142,6 +142,11 @@ def resolve_model_dir(ref: str | Path, *, models_dir: str | Path = DEFAULT_MODEL
                      f"or a run id under {models_dir}")
 
 
+def read_trained_card(ref: str | Path, *, models_dir: str | Path = DEFAULT_MODELS_DIR) -> Card:
+    """A trained model's card, by run id or folder path, without loading its weights."""
+    return _read_card(resolve_model_dir(ref, models_dir=models_dir) / MODEL_CARD_NAME)
+
+
 def load_trained_model(ref: str | Path, *, models_dir: str | Path = DEFAULT_MODELS_DIR,
                        device: str | torch.device = "cpu") -> tuple[torch.nn.Module, Card, Path]:
     """Reload a trained model (eval mode) with its card, by run id or folder path."""
