@@ -434,3 +434,29 @@ def test_development_workers_share_one_secret(tmp_path: Path, variant_folder: Pa
     first, second = create_app(), create_app()  # two workers (or a restart): the same key, so CSRF holds
     assert first.config["SECRET_KEY"] == second.config["SECRET_KEY"] and len(first.config["SECRET_KEY"]) == 64
     assert (os.stat(tmp_path / "dev" / "dev-secret-key").st_mode & 0o777) == 0o600
+
+
+# 12. A check's pages (result, printable report, delete confirmation, image) are its owner's alone; deleting needs
+#     the owner's CSRF token — in the production configuration ------------------------------------------------------
+
+def test_check_pages_are_owner_only_and_delete_needs_csrf_in_production(prod: Site) -> None:
+    owner = register_and_verify(prod)
+    login(owner)
+    response = owner.post("/detect/", data={"image": (io.BytesIO(jpeg_bytes()), "a.jpg"), "body_site": "back",
+                                            "note": "private note", "csrf_token": csrf(owner, "/detect/")},
+                          content_type="multipart/form-data")
+    detection = re.search(r"/detect/result/([\w-]+)", response.headers["Location"]).group(1)
+    pages = [f"/detect/result/{detection}", f"/detect/report/{detection}", f"/detect/delete/{detection}",
+             f"/detect/image/{detection}"]
+    for page in pages:
+        with owner.get(page) as mine:
+            assert mine.status_code == 200
+    other = register_and_verify(prod, "mallory@example.org")
+    login(other, "mallory@example.org")
+    for page in pages:
+        with other.get(page) as theirs:
+            assert theirs.status_code == 404 and b"private note" not in theirs.data
+    assert owner.post(f"/detect/delete/{detection}").status_code == 400  # no CSRF token: refused
+    assert owner.get(f"/detect/result/{detection}").status_code == 200
+    assert post(owner, f"/detect/delete/{detection}", {}, form=f"/detect/delete/{detection}").status_code == 302
+    assert owner.get(f"/detect/result/{detection}").status_code == 404
