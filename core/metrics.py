@@ -23,6 +23,7 @@ from sklearn.metrics import (
 
 from core.calibration import brier_score, calibrated_softmax, negative_log_likelihood
 from core.classes import CLASSES, ISIC_COLUMNS
+from core.intervals import bootstrap_intervals, interval_metrics
 
 METRIC_NAMES = ("accuracy", "balanced_accuracy", "auc_macro_ovr", "kappa", "mcc", "ece", "nll", "brier")
 
@@ -62,8 +63,13 @@ def expected_calibration_error(y_true: np.ndarray, probs: np.ndarray, *, n_bins:
     return float(ece)
 
 
-def evaluate_predictions(y_true: np.ndarray, probs: np.ndarray, *, classes: tuple[str, ...] = CLASSES) -> Evaluation:
-    """Compute every metric from true labels (class indices) and predicted probabilities (n, k)."""
+def evaluate_predictions(y_true: np.ndarray, probs: np.ndarray, *, classes: tuple[str, ...] = CLASSES,
+                         groups: np.ndarray | None = None) -> Evaluation:
+    """Compute every metric from true labels (class indices) and predicted probabilities (n, k).
+
+    With ``groups`` (each image's lesion id), the figures of :data:`core.intervals.INTERVAL_METRICS` also get
+    their 95% lesion-level bootstrap interval (``<name>_ci_low`` / ``<name>_ci_high``).
+    """
     y_true = np.asarray(y_true, dtype=np.int64)
     probs = np.asarray(probs, dtype=np.float64)
     if probs.ndim != 2 or probs.shape != (len(y_true), len(classes)):
@@ -83,15 +89,20 @@ def evaluate_predictions(y_true: np.ndarray, probs: np.ndarray, *, classes: tupl
         "nll": negative_log_likelihood(y_true, probs),
         "brier": brier_score(y_true, probs),
     }
+    if groups is not None and classes == CLASSES:
+        intervals = bootstrap_intervals(y_true, y_pred, np.asarray(groups))
+        metrics.update({name: iv.point for name, iv in intervals.items() if name not in metrics})
+        metrics.update(interval_metrics(intervals))
     per_class = pd.DataFrame({"precision": precision, "recall": recall, "f1": f1, "support": support},
                              index=pd.Index(classes, name="class"))
     return Evaluation(metrics, per_class, confusion_matrix(y_true, y_pred, labels=labels))
 
 
-def evaluate_logits(y_true: np.ndarray, logits: np.ndarray, *, temperature: float = 1.0) -> Evaluation:
+def evaluate_logits(y_true: np.ndarray, logits: np.ndarray, *, temperature: float = 1.0,
+                    groups: np.ndarray | None = None) -> Evaluation:
     """:func:`evaluate_predictions` of the calibrated probabilities ``softmax(logits / temperature)``, plus the
     calibration figures of the raw softmax (``ece_uncalibrated``, ``nll_uncalibrated``, ``brier_uncalibrated``)."""
-    ev = evaluate_predictions(y_true, calibrated_softmax(logits, temperature))
+    ev = evaluate_predictions(y_true, calibrated_softmax(logits, temperature), groups=groups)
     raw = calibrated_softmax(logits, 1.0)
     ev.metrics.update(temperature=float(temperature),
                       ece_uncalibrated=expected_calibration_error(np.asarray(y_true), raw),
@@ -100,10 +111,21 @@ def evaluate_logits(y_true: np.ndarray, logits: np.ndarray, *, temperature: floa
     return ev
 
 
+def format_metrics(metrics: dict[str, float]) -> str:
+    """``name=value`` pairs, with ``[low, high]`` after the figures that carry a bootstrap interval."""
+    parts = []
+    for k, v in metrics.items():
+        if k.endswith(("_ci_low", "_ci_high")):
+            continue
+        low, high = metrics.get(f"{k}_ci_low"), metrics.get(f"{k}_ci_high")
+        parts.append(f"{k}={v:.4f}" + (f" [{low:.3f}, {high:.3f}]" if low is not None and high is not None else ""))
+    return "  ".join(parts)
+
+
 def format_evaluation(ev: Evaluation, *, title: str = "") -> str:
     """A plain-text table of all figures, for the terminal."""
     lines = [title] if title else []
-    lines.append("  ".join(f"{k}={v:.4f}" for k, v in ev.metrics.items()))
+    lines.append(format_metrics(ev.metrics))
     lines.append(ev.per_class.to_string(float_format=lambda x: f"{x:.3f}"))
     cm = pd.DataFrame(ev.confusion, index=[f"true {c}" for c in ev.per_class.index], columns=list(ev.per_class.index))
     lines.append(cm.to_string())

@@ -194,10 +194,17 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, *, criterion: nn.Modul
             "lr": optimizer.param_groups[0]["lr"], "train_images_per_s": seen / seconds, "epoch_seconds": seconds}
 
 
+# Test-time augmentation: dermatoscopic images have no preferred orientation, so flips are label-preserving.
+TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (3,), (2,), (2, 3))
+
+
 @torch.inference_mode()
-def model_logits(model: nn.Module, loader: DataLoader, device: torch.device, *, channels_last: bool = False
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """Logits and labels of a PyTorch model over ``loader`` (bf16 autocast on CUDA)."""
+def model_logits(model: nn.Module, loader: DataLoader, device: torch.device, *, channels_last: bool = False,
+                 tta: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and labels of a PyTorch model over ``loader`` (bf16 autocast on CUDA).
+
+    With ``tta`` the logits are the log of the mean softmax over the image and its horizontal, vertical and
+    double flips (4x the compute)."""
     model.eval()
     logits, labels = [], []
     for images, targets in loader:
@@ -205,18 +212,26 @@ def model_logits(model: nn.Module, loader: DataLoader, device: torch.device, *, 
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            logits.append(model(images).float().cpu().numpy())
+            if tta:
+                probs = torch.stack([model(images.flip(d) if d else images).float().softmax(1) for d in TTA_FLIPS])
+                logits.append(probs.mean(0).log().cpu().numpy())
+            else:
+                logits.append(model(images).float().cpu().numpy())
         labels.append(np.asarray(targets))
     return np.concatenate(logits), np.concatenate(labels)
 
 
-def evaluate_split(model: nn.Module, split: PreparedSplit, name: str, *, batch_size: int, device: torch.device,
-                   channels_last: bool, world: World = World()) -> Evaluation:
-    """Metrics of ``model`` on a split; with several ranks each scores its share and the logits are gathered."""
+def split_logits(model: nn.Module, split: PreparedSplit, name: str, *, batch_size: int, device: torch.device,
+                 channels_last: bool, world: World = World()) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and labels of ``model`` on a split, in the split's row order; with several ranks each scores its
+    share and the logits are gathered."""
     rows = split.rows(name)
     loader = split.loader(name, batch_size=batch_size, rows=rows.iloc[world.rank::world.size])
     logits, labels = gather_arrays(world, *model_logits(model, loader, device, channels_last=channels_last))
-    return evaluate_predictions(labels, calibrated_softmax(logits))
+    if world.distributed:  # gathered rank by rank: put them back in row order
+        order = np.concatenate([np.arange(len(rows))[r::world.size] for r in range(world.size)])
+        logits, labels = logits[np.argsort(order)], labels[np.argsort(order)]
+    return logits, labels
 
 
 def check_global_batch(cfg: TrainConfig, world: World) -> None:
@@ -295,12 +310,15 @@ class FitResult:
 def fit(model: nn.Module, *, split: PreparedSplit, cfg: TrainConfig, device: torch.device,
         checkpoint: dict[str, Any] | None = None,
         on_epoch: Callable[[int, bool, dict[str, Any]], None] | None = None,
-        distillation: Distillation | None = None, world: World = World()) -> FitResult:
+        distillation: Distillation | None = None, world: World = World(), select_best: bool = True) -> FitResult:
     """Train ``model`` on the split's train rows, selecting on val balanced accuracy, with early stopping.
 
     Used for dense training and for fine-tuning pruned models. ``checkpoint`` resumes a previous fit;
     ``on_epoch(epoch, improved, state)`` is called after each epoch with a resumable checkpoint dict whose
     ``"evaluated"`` entry holds the weights that were validated (the EMA weights when ``ema_decay`` is set).
+    ``state["val_logits"]`` holds that epoch's validation logits. ``select_best=False`` keeps the last epoch's
+    weights instead (a fixed epoch count: cross-validation's held-out fold is scored, never selected on); a split
+    without validation rows trains without evaluating.
     With ``distillation``, the loss blends the usual one with soft targets from its frozen teacher. With a
     ``world`` of several ranks (torchrun), the model trains under DistributedDataParallel on each rank's share of
     every global batch (``batch_size`` stays the global batch), and validation metrics are over all ranks.
@@ -338,6 +356,7 @@ def fit(model: nn.Module, *, split: PreparedSplit, cfg: TrainConfig, device: tor
         ema = ModelEmaV3(model, decay=cfg.ema_decay)
     evaluated = ema.module if ema is not None else model
 
+    has_val = len(split.rows("val")) > 0
     history: list[dict[str, float]] = []
     best, best_epoch, start_epoch = -1.0, -1, 0
     best_state: dict[str, torch.Tensor] | None = None
@@ -358,24 +377,32 @@ def fit(model: nn.Module, *, split: PreparedSplit, cfg: TrainConfig, device: tor
                                                  scheduler=scheduler, device=device, epoch=epoch, cfg=cfg,
                                                  frozen_norms=frozen_norms, ema=ema, distillation=distillation,
                                                  world=world)}
-        val = evaluate_split(evaluated, split, "val", batch_size=cfg.batch_size * 2, device=device,
-                             channels_last=cfg.channels_last, world=world)
-        row.update({f"val_{k}": v for k, v in val.metrics.items()})
+        val_logits = None
+        if has_val:
+            val_logits, val_labels = split_logits(evaluated, split, "val", batch_size=cfg.batch_size * 2,
+                                                  device=device, channels_last=cfg.channels_last, world=world)
+            val = evaluate_predictions(val_labels, calibrated_softmax(val_logits))
+            row.update({f"val_{k}": v for k, v in val.metrics.items()})
         history.append(row)
-        improved = row["val_balanced_accuracy"] > best
+        score = row.get("val_balanced_accuracy", float(epoch))
+        improved = score > best if select_best else True
         if improved:
-            best, best_epoch = row["val_balanced_accuracy"], epoch
-            best_state = {k: v.detach().to("cpu", copy=True) for k, v in evaluated.state_dict().items()}
+            best, best_epoch = score, epoch
+            if select_best:
+                best_state = {k: v.detach().to("cpu", copy=True) for k, v in evaluated.state_dict().items()}
         if on_epoch is not None:
             on_epoch(epoch, improved, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                        "lr_scheduler": scheduler.state_dict(), "epoch": epoch, "history": history,
                                        "best": best, "best_epoch": best_epoch,
                                        **({"ema": ema.state_dict()} if ema is not None else {}),
-                                       "evaluated": evaluated.state_dict()})
-        log.info("epoch %d/%d  loss %.4f  train acc %.3f  val acc %.3f  val bal-acc %.3f%s  (%.0f img/s, %.0fs)",
-                 epoch + 1, cfg.epochs, row["train_loss"], row["train_accuracy"], row["val_accuracy"],
-                 row["val_balanced_accuracy"], "  *best*" if improved else "", row["train_images_per_s"],
+                                       "evaluated": evaluated.state_dict(), "val_logits": val_logits})
+        log.info("epoch %d/%d  loss %.4f  train acc %.3f%s%s  (%.0f img/s, %.0fs)", epoch + 1, cfg.epochs,
+                 row["train_loss"], row["train_accuracy"],
+                 f"  val acc {row['val_accuracy']:.3f}  val bal-acc {row['val_balanced_accuracy']:.3f}"
+                 if has_val else "", "  *best*" if improved and select_best else "", row["train_images_per_s"],
                  row["epoch_seconds"])
+    if not select_best:  # the last epoch's (EMA) weights: a fixed epoch count, nothing chosen on validation
+        best_state = {k: v.detach().to("cpu", copy=True) for k, v in evaluated.state_dict().items()}
     if ema is not None and best_state is not None:
         model.load_state_dict(best_state)  # the caller gets the selected weights, as without EMA via best_state
     if cfg.channels_last:  # hand back an ordinary model: exporters and pruners expect contiguous weights
@@ -444,6 +471,7 @@ def run_training(cfg: TrainConfig) -> TrainResult:
         if not world.is_main:  # one writer of the run folder
             return
         evaluated = state.pop("evaluated")
+        state.pop("val_logits")
         if improved:
             save_trained_model(run_dir, evaluated, card)
         atomic_torch_save({**state, "config": asdict(cfg)}, run_dir / "checkpoint.pth")
@@ -488,7 +516,8 @@ def _evaluate_best(run_dir: Path, model: nn.Module, split: PreparedSplit, cfg: T
              card.temperature, card.uncertain_threshold, cfg.uncertain_target_accuracy)
     evaluations, predictions = {}, {}
     for name, (logits, labels) in outputs.items():
-        evaluations[name] = evaluate_logits(labels, logits, temperature=card.temperature)
+        evaluations[name] = evaluate_logits(labels, logits, temperature=card.temperature,
+                                            groups=split.rows(name)["lesion_id"].to_numpy())
         predictions[name] = Predictions(split.rows(name)["image_id"].tolist(), labels,
                                         calibrated_softmax(logits, card.temperature))
     card.extra["metrics"] = card_metrics(evaluations)

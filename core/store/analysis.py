@@ -263,3 +263,43 @@ def deployed_variant(store: ResultsStore) -> Path:
         raise ModelError("no static int8 variant with its files in the results store; run a sweep "
                          "(python -m scripts.sweep) or name a variant folder")
     return Path(rows["path"].iloc[0]).parent
+
+
+CV_ROWS = {"oof": "out of fold", "oof_tta": "out of fold, flip TTA", "test_ensemble": "test, fold ensemble",
+           "test_ensemble_tta": "test, fold ensemble + TTA"}
+CV_FIGURES = ("balanced_accuracy", "mel_recall", "malignant_sensitivity", "malignant_specificity", "accuracy")
+
+
+def with_interval(metrics: pd.Series | dict, name: str) -> str:
+    """``0.740 [0.701, 0.779]``, or the bare figure where no interval was stored."""
+    value = metrics.get(name)
+    if value is None or pd.isna(value):
+        return "–"
+    low, high = metrics.get(f"{name}_ci_low"), metrics.get(f"{name}_ci_high")
+    return f"{value:.3f}" + (f" [{low:.3f}, {high:.3f}]" if low is not None and pd.notna(low) else "")
+
+
+def cv_summary(db: str | Path, cv_id: str) -> pd.DataFrame:
+    """A cross-validation's figures, one row per scoring (out of fold, with TTA, the fold ensemble on test),
+    each with its 95% lesion-level interval, and TTA's paired out-of-fold gain."""
+    with ResultsStore(db, read_only=True) as store:
+        m = store.query("SELECT split, name, value FROM metrics WHERE run_id = ?", [cv_id])
+        support = store.query("SELECT split, class, support FROM per_class WHERE run_id = ?", [cv_id])
+    if m.empty:
+        raise ModelError(f"no cross-validation summary {cv_id!r} in {db}")
+    wide = m.pivot_table(index="split", columns="name", values="value", aggfunc="first")
+    rows = []
+    for split, label in CV_ROWS.items():
+        if split not in wide.index:
+            continue
+        figures = wide.loc[split]
+        counts = support[support["split"] == split].set_index("class")["support"]
+        rows.append({"scoring": label, **{f: with_interval(figures, f) for f in CV_FIGURES},
+                     "auc_macro_ovr": f"{figures['auc_macro_ovr']:.3f}",
+                     "images": str(int(counts.sum())),
+                     "mel/df/vasc": "/".join(str(int(counts.get(c, 0))) for c in ("mel", "df", "vasc"))})
+    if "oof_tta_vs_oof" in wide.index:
+        gain = wide.loc["oof_tta_vs_oof"]
+        rows.append({"scoring": "TTA gain, paired (out of fold)",
+                     **{f: with_interval(gain, f"delta_{f}") for f in CV_FIGURES}})
+    return pd.DataFrame(rows).fillna("")
