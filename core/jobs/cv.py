@@ -127,7 +127,7 @@ def _open(recipe: TrainConfig, cv: CVConfig) -> tuple[str, Path, TrainConfig, CV
     return folder.name, folder, recipe, resumed, True
 
 
-def _prepare(recipe: TrainConfig, cv: CVConfig) -> _Context:
+def open_cv(recipe: TrainConfig, cv: CVConfig) -> _Context:
     cv_id, folder, recipe, cv, resumed = _open(recipe, cv)
     seed_everything(recipe.seed)
     if recipe.threads:
@@ -303,7 +303,7 @@ def summarise(ctx: _Context, store: ResultsStore) -> tuple[RunRecord, pd.DataFra
 
 def run_cv(recipe: TrainConfig, cv: CVConfig) -> CVResult:
     """Train and score every fold not yet stored; store the summary once all are. Returns what is done."""
-    ctx = _prepare(recipe, cv)
+    ctx = open_cv(recipe, cv)
     wanted = ctx.cv.only_folds or list(range(ctx.cv.folds))
     with ResultsStore(ctx.recipe.db, read_only=Path(ctx.recipe.db).is_file()) as store:
         stored = {i for i in range(ctx.cv.folds) if store.has_run(fold_run_id(ctx.cv_id, i))}

@@ -1,0 +1,142 @@
+"""Cross-validation end to end on tiny synthetic data: out-of-fold coverage, the summary, resume after a kill,
+and the fold ensemble distilled into one model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import core.jobs.train as train_mod
+from core.calibration import calibrated_softmax
+from core.data.folds import TEST_FOLD, load_folds
+from core.errors import ConfigError
+from core.jobs.cv import CVConfig, fold_run_id, run_cv
+from core.jobs.final import EnsembleTeacher, train_final
+from core.jobs.train import TrainConfig
+from core.serve.artifacts import read_trained_card
+from core.store.analysis import cv_summary
+from core.store.results import ResultsStore
+
+K = 3
+
+
+def recipe(data: Path, out: Path, **kw: object) -> TrainConfig:
+    base = dict(data_dir=str(data), model="test_efficientnet", pretrained=False, img_size=32, epochs=2,
+                batch_size=16, lr=3e-3, workers=0, threads=1, patience=0, ema_decay=0.9,
+                imbalance="balanced_sampler", cache_dir=str(out / "cache"), output_dir=str(out / "models"),
+                db=str(out / "results.duckdb"))
+    base.update(kw)
+    return TrainConfig(**base)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def finished_cv(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory):
+    out = tmp_path_factory.mktemp("cv")
+    cfg = recipe(synthetic_root, out)
+    return cfg, run_cv(cfg, CVConfig(folds=K, cv_dir=str(out / "cv")))
+
+
+def test_every_image_is_scored_out_of_fold_once_and_the_summary_is_stored(finished_cv) -> None:
+    cfg, result = finished_cv
+    assert result.complete and result.folds_done == list(range(K))
+    folds = load_folds(result.folder / "folds.csv")
+    pool = set(folds.loc[folds["fold"] != TEST_FOLD, "image_id"])
+    with ResultsStore(cfg.db, read_only=True) as store:
+        runs = store.runs().set_index("run_id")
+        assert set(runs.loc[runs["kind"] == "cv_fold"].index) == {fold_run_id(result.cv_id, i) for i in range(K)}
+        oof = store.query("SELECT run_id, image_id FROM predictions WHERE split = 'oof' AND run_id LIKE '%-fold%'")
+        assert oof["image_id"].is_unique and set(oof["image_id"]) == pool
+        for i in range(K):  # each fold's held-out images are exactly its fold
+            held = set(oof.loc[oof["run_id"] == fold_run_id(result.cv_id, i), "image_id"])
+            assert held == set(folds.loc[folds["fold"] == i, "image_id"])
+        assert runs.loc[result.cv_id, "kind"] == "cv"
+        metrics = store.metrics(result.cv_id).pivot_table(index="split", columns="name", values="value")
+        assert {"oof", "oof_tta", "test_ensemble", "test_ensemble_tta", "oof_tta_vs_oof"} <= set(metrics.index)
+        low, point, high = metrics.loc["oof", ["balanced_accuracy_ci_low", "balanced_accuracy",
+                                               "balanced_accuracy_ci_high"]]
+        assert low <= point <= high
+        # the ensemble's test probabilities are the mean of the fold models' own
+        test = store.query("SELECT run_id, image_id, probs FROM predictions WHERE split = 'test' "
+                           "ORDER BY run_id, image_id")
+        ens = store.query("SELECT image_id, probs FROM predictions WHERE run_id = ? AND split = 'test_ensemble' "
+                          "ORDER BY image_id", [result.cv_id])
+        members = np.stack([np.stack(g["probs"].to_numpy()) for _, g in test.groupby("run_id")])
+        np.testing.assert_allclose(np.stack(ens["probs"].to_numpy()), members.mean(0), atol=1e-6)
+        assert runs.loc[result.cv_id, "split_hash"] != runs.loc[fold_run_id(result.cv_id, 0), "split_hash"]
+    table = cv_summary(cfg.db, result.cv_id)
+    assert table["scoring"].tolist()[0] == "out of fold" and "TTA gain" in table["scoring"].tolist()[-1]
+    assert "[" in table.loc[0, "balanced_accuracy"]
+
+
+def test_folds_keep_the_last_epoch_not_the_best_on_their_held_out_fold(finished_cv) -> None:
+    cfg, result = finished_cv
+    saved = np.load(result.folder / "fold0" / "oof_epochs.npz")
+    assert saved["logits"].shape[0] == cfg.epochs
+    with ResultsStore(cfg.db, read_only=True) as store:
+        stored = store.query("SELECT image_id, probs FROM predictions WHERE run_id = ? AND split = 'oof' "
+                             "ORDER BY image_id", [fold_run_id(result.cv_id, 0)])
+    order = np.argsort(saved["image_ids"])
+    card = read_trained_card(result.folder / "fold0")
+    np.testing.assert_allclose(np.stack(stored["probs"].to_numpy()),
+                               calibrated_softmax(saved["logits"][-1][order], card.temperature), atol=1e-5)
+
+
+def test_a_killed_cross_validation_resumes_fold_by_fold(synthetic_root: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = recipe(synthetic_root, tmp_path)
+    real = train_mod.train_one_epoch
+    calls: list[int] = []
+
+    def killed_in_fold_1(*args: object, epoch: int, **kw: object) -> dict[str, float]:
+        calls.append(epoch)
+        if len(calls) == 4:  # fold 0 ran epochs 0, 1; fold 1 ran epoch 0 and is killed in epoch 1
+            raise KeyboardInterrupt
+        return real(*args, epoch=epoch, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(train_mod, "train_one_epoch", killed_in_fold_1)
+    with pytest.raises(KeyboardInterrupt):
+        run_cv(cfg, CVConfig(folds=K, cv_dir=str(tmp_path / "cv")))
+    (folder,) = (tmp_path / "cv").iterdir()
+    with ResultsStore(cfg.db, read_only=True) as store:
+        assert store.runs()["run_id"].tolist() == [fold_run_id(folder.name, 0)]  # fold 0 stored, nothing else
+    assert torch.load(folder / "fold1" / "checkpoint.pth", weights_only=False)["epoch"] == 0
+    calls.clear()
+    monkeypatch.setattr(train_mod, "train_one_epoch", lambda *a, epoch, **kw: calls.append(epoch) or real(
+        *a, epoch=epoch, **kw))
+    result = run_cv(recipe(synthetic_root, tmp_path, epochs=9, lr=1.0),  # the stored recipe wins on resume
+                    CVConfig(cv_dir=str(tmp_path / "cv"), cv_resume=folder.name))
+    assert calls == [1, 0, 1]  # fold 1 from its checkpoint, then fold 2; fold 0 not again
+    assert result.complete and result.cv_id == folder.name
+    with ResultsStore(cfg.db, read_only=True) as store:
+        ids = store.runs()["run_id"].tolist()
+    assert sorted(ids) == sorted([folder.name] + [fold_run_id(folder.name, i) for i in range(K)])
+    with pytest.raises(ConfigError, match="nothing to resume"):
+        run_cv(cfg, CVConfig(cv_dir=str(tmp_path / "cv"), cv_resume="no-such-cv"))
+
+
+def test_ensemble_teacher_averages_its_members_probabilities() -> None:
+    torch.manual_seed(0)
+    members = [torch.nn.Linear(4, 7) for _ in range(3)]
+    x = torch.randn(5, 4)
+    teacher = EnsembleTeacher(members, [1.0, 2.0, 0.5])
+    expected = torch.stack([(m(x) / t).softmax(1) for m, t in zip(members, [1.0, 2.0, 0.5], strict=True)]).mean(0)
+    torch.testing.assert_close(teacher(x).exp(), expected)
+
+
+def test_the_fold_ensemble_is_distilled_into_one_stored_model(finished_cv, tmp_path: Path) -> None:
+    cfg, result = finished_cv
+    final = train_final(result.cv_id, db=cfg.db, cv_dir=str(result.folder.parent), distill=True, epochs=1,
+                        output_dir=str(tmp_path / "models"))
+    card = read_trained_card(final.run_dir)
+    assert card.variant == "student" and card.extra["distillation"]["teacher"].startswith(f"{K}-fold ensemble")
+    assert card.extra["cv_id"] == result.cv_id
+    folds = load_folds(result.folder / "folds.csv")
+    assert card.extra["training_data"]["images"] == int((folds["fold"] != TEST_FOLD).sum())  # train + val
+    with ResultsStore(cfg.db, read_only=True) as store:
+        run = store.runs().set_index("run_id").loc[final.run_id]
+        assert run["kind"] == "train" and run["variant"] == "student"
+        assert set(store.metrics(final.run_id)["split"]) == {"test"}
+    assert "balanced_accuracy_ci_low" in final.evaluations["test"].metrics
