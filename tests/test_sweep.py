@@ -223,3 +223,22 @@ def test_quantization_aware_cells_are_int8_onnx(trained_tiny: TrainResult, tmp_p
     assert qat["size_mb"] < 1.5 * static["size_mb"] and 0 <= qat["balanced_accuracy"] <= 1
     card = json.loads((folder / "model_card.json").read_text())
     assert card["qat"]["epochs"] == 1 and card["quantization"] == "qat"
+
+
+def test_every_cell_carries_its_paired_difference_from_the_dense_parent(sweep_store: Path) -> None:
+    """Δ vs the parent on the same images, with a lesion-level interval, per split and on val + test pooled."""
+    from core.store.analysis import variants_frame
+
+    with ResultsStore(sweep_store, read_only=True) as store:
+        df = variants_frame(store).set_index("variant")
+        pooled = store.query("SELECT count(DISTINCT run_id) AS n FROM metrics WHERE split = 'val_test' "
+                             "AND name = 'delta_balanced_accuracy'")["n"][0]
+    cells = df[df["kind"] == "variant"]
+    assert pooled == len(cells)
+    same = cells.loc["dense-torch_fp32"]  # the parent itself: no difference, no spread
+    assert same["bal_acc_delta"] == same["bal_acc_delta_ci_low"] == same["bal_acc_delta_ci_high"] == 0.0
+    for _, cell in cells.iterrows():
+        assert cell["bal_acc_delta_ci_low"] <= cell["delta_balanced_accuracy"] <= cell["bal_acc_delta_ci_high"]
+        assert cell["delta_balanced_accuracy"] == pytest.approx(cell["bal_acc_delta"], abs=1e-6)
+        assert cell["pooled_delta_balanced_accuracy_ci_low"] <= cell["pooled_delta_balanced_accuracy"]
+    assert cells["balanced_accuracy_ci_low"].notna().all()

@@ -52,7 +52,8 @@ from core.data.prepare import PreparedSplit, prepare_data
 from core.data.split import apply_split, load_split
 from core.data.synthetic import is_synthetic_dataset
 from core.errors import ConfigError
-from core.jobs.train import TrainConfig, fit, run_training, train_loader
+from core.intervals import interval_metrics, paired_differences
+from core.jobs.train import TrainConfig, fit, model_logits, run_training, train_loader
 from core.losses import make_criterion
 from core.metrics import Evaluation, evaluate_logits
 from core.models import ARCHITECTURES
@@ -225,6 +226,17 @@ class Parent:
     model_dir: Path
     train_cfg: TrainConfig
     split: PreparedSplit
+    _predictions: dict[str, np.ndarray] = dataclasses.field(default_factory=dict, repr=False)
+
+    def predictions(self, split: str) -> np.ndarray:
+        """The dense parent's own class predictions on ``split`` (in the split's row order): what every cell's
+        paired difference is taken against. Computed once per process."""
+        if split not in self._predictions:
+            model, _, _ = load_trained_model(self.model_dir)
+            for name in ("val", "test"):
+                logits, _ = model_logits(model, self.split.loader(name, batch_size=64), torch.device("cpu"))
+                self._predictions[name] = logits.argmax(1)
+        return self._predictions[split]
 
 
 def _resolve_parents(cfg: SweepConfig, train_cfg: TrainConfig) -> dict[str, str]:
@@ -399,6 +411,7 @@ class _Measured:
     evaluations: dict[str, Evaluation]
     predictions: dict[str, Predictions]
     latency: Latency
+    paired: dict[str, float]  # delta_<metric> (+ interval) vs the dense parent, on val and test pooled
 
 
 def measure_cell(predictor: Predictor, parent: Parent, cfg: SweepConfig) -> _Measured:
@@ -409,13 +422,21 @@ def measure_cell(predictor: Predictor, parent: Parent, cfg: SweepConfig) -> _Mea
     card.temperature, card.uncertain_threshold = fit_calibration(
         *outputs["val"], target_accuracy=cfg.uncertain_target_accuracy)
     card.extra["calibration"] = {"fitted_on": "val", "target_accuracy": cfg.uncertain_target_accuracy}
+    pooled = []
     for split, (logits, labels) in outputs.items():
         rows = parent.split.rows(split)
-        evaluations[split] = evaluate_logits(labels, logits, temperature=card.temperature)
+        groups = rows["lesion_id"].to_numpy()
+        evaluations[split] = evaluate_logits(labels, logits, temperature=card.temperature, groups=groups)
         predictions[split] = Predictions(rows["image_id"].tolist(), labels, probabilities(predictor, logits))
+        reference = parent.predictions(split)
+        evaluations[split].metrics.update(interval_metrics(
+            paired_differences(labels, logits.argmax(1), reference, groups), prefix="delta_"))
+        pooled.append((labels, logits.argmax(1), reference, groups))
+    labels, preds, reference, groups = (np.concatenate(parts) for parts in zip(*pooled, strict=True))
+    paired = interval_metrics(paired_differences(labels, preds, reference, groups), prefix="delta_")
     latency = predictor_latency(predictor, input_size=parent.split.prep.input_size, threads=cfg.threads,
                                 runs=cfg.latency_runs)
-    return _Measured(evaluations, predictions, latency)
+    return _Measured(evaluations, predictions, latency, paired)
 
 
 def cell_record(parent: Parent, group: Group, label: str, built: _Built, predictor: Predictor, folder: Path,
@@ -440,7 +461,8 @@ def cell_record(parent: Parent, group: Group, label: str, built: _Built, predict
     provenance = Provenance.here(dataset=parent.train_cfg.data_dir, dataset_fingerprint=parent.split.data.fingerprint,
                                  split_hash=parent.split.hash, seed=parent.train_cfg.seed, device=torch.device("cpu"))
     return RunRecord(
-        run_id=card.run_id, kind="variant", scalars={"deploy": deploy}, model=group.model,
+        run_id=card.run_id, kind="variant", scalars={"deploy": deploy, "val_test": measured.paired},
+        model=group.model,
         variant=group.variant(label), parent_run_id=parent.run_id, provenance=provenance,
         config={"sweep": dataclasses.asdict(cfg), "sweep_id": sweep_id(cfg), "group": dataclasses.asdict(group),
                 "mode": mode, "pruning": {k: v for k, v in built.info.items() if k != "history"},
@@ -540,5 +562,7 @@ def sweep_summary(store: ResultsStore, parent_run_ids: list[str]) -> pd.DataFram
         return pd.DataFrame()
     df = df[(df["kind"] == "variant") & df["parent_run_id"].isin(parent_run_ids)]
     df = df.rename(columns={"auc_macro_ovr": "auc", "pruning_ratio": "ratio"})
+    df["delta_ci"] = [f"[{lo:+.3f}, {hi:+.3f}]" if pd.notna(lo) else "" for lo, hi in
+                      zip(df["bal_acc_delta_ci_low"], df["bal_acc_delta_ci_high"], strict=True)]
     return df[["model", "variant", "accuracy", "balanced_accuracy", "auc", "size_mb", "latency_ms", "ratio",
-               "size_x", "speed_x", "bal_acc_delta"]].reset_index(drop=True)
+               "size_x", "speed_x", "bal_acc_delta", "delta_ci"]].reset_index(drop=True)

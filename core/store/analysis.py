@@ -32,7 +32,8 @@ def variants_frame(store: ResultsStore, *, split: str = "test") -> pd.DataFrame:
 
     Columns: run_id, parent_run_id, kind, model, variant, quantization, pruning_ratio, dataset,
     dataset_fingerprint, split_hash, seed, git_sha, created_at, the metrics, size_mb, latency_ms, params, macs,
-    size_x, speed_x, bal_acc_delta (the last three against the parent's dense PyTorch fp32 cell).
+    size_x, speed_x, bal_acc_delta (the last three against the parent's dense PyTorch fp32 cell), its paired 95%
+    interval bal_acc_delta_ci_low / _high, and pooled_delta_* (the paired differences on val and test pooled).
     """
     runs = store.query("SELECT run_id, parent_run_id, kind, model, variant, dataset, dataset_fingerprint, split_hash, "
                        "seed, git_sha, created_at, json_extract_string(config, '$.mode') AS mode FROM runs")
@@ -54,6 +55,14 @@ def variants_frame(store: ResultsStore, *, split: str = "test") -> pd.DataFrame:
     df["size_x"] = parent.map(base["size_mb"]) / df["size_mb"]
     df["speed_x"] = parent.map(base["latency_ms"]) / df["latency_ms"]
     df["bal_acc_delta"] = df["balanced_accuracy"] - parent.map(base["balanced_accuracy"])
+    # The paired interval of that difference (same images, lesions resampled), where the cell stored one.
+    for end in ("low", "high"):
+        col = f"delta_balanced_accuracy_ci_{end}"
+        df[f"bal_acc_delta_ci_{end}"] = df[col] if col in df.columns else np.nan
+    pooled = store.query("SELECT run_id, name, value FROM metrics WHERE split = 'val_test'")
+    if not pooled.empty:
+        wide = pooled.pivot_table(index="run_id", columns="name", values="value", aggfunc="first")
+        df = df.merge(wide.add_prefix("pooled_"), left_on="run_id", right_index=True, how="left")
     return df.sort_values(["model", "pruning_ratio", "variant"]).reset_index(drop=True)
 
 
