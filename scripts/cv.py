@@ -18,6 +18,7 @@ from core.config import add_config_args, build_config
 from core.jobs.cv import CVConfig, run_cv
 from core.jobs.train import TrainConfig
 from core.store.analysis import cv_summary
+from core.store.results import ResultsStore
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -35,7 +36,8 @@ def main(args: argparse.Namespace) -> int:
     result = run_cv(recipe, cv)
     print(f"cross-validation {result.cv_id}: folds stored {result.folds_done} in {result.folder}")
     if result.complete:
-        print(cv_summary(recipe.db, result.cv_id).to_string(index=False))
+        with ResultsStore(recipe.db, read_only=True) as store:
+            print(cv_summary(store, result.cv_id).to_string(index=False))
     return 0
 
 

@@ -66,7 +66,8 @@ def test_every_image_is_scored_out_of_fold_once_and_the_summary_is_stored(finish
         members = np.stack([np.stack(g["probs"].to_numpy()) for _, g in test.groupby("run_id")])
         np.testing.assert_allclose(np.stack(ens["probs"].to_numpy()), members.mean(0), atol=1e-6)
         assert runs.loc[result.cv_id, "split_hash"] != runs.loc[fold_run_id(result.cv_id, 0), "split_hash"]
-    table = cv_summary(cfg.db, result.cv_id)
+    with ResultsStore(cfg.db, read_only=True) as store:
+        table = cv_summary(store, result.cv_id)
     assert table["scoring"].tolist()[0] == "out of fold" and "TTA gain" in table["scoring"].tolist()[-1]
     assert "[" in table.loc[0, "balanced_accuracy"]
 
@@ -140,3 +141,15 @@ def test_the_fold_ensemble_is_distilled_into_one_stored_model(finished_cv, tmp_p
         assert run["kind"] == "train" and run["variant"] == "student"
         assert set(store.metrics(final.run_id)["split"]) == {"test"}
     assert "balanced_accuracy_ci_low" in final.evaluations["test"].metrics
+
+
+def test_the_report_has_a_section_per_cross_validation(finished_cv, tmp_path: Path) -> None:
+    from core.store.report import _cross_validations
+
+    cfg, result = finished_cv
+    with ResultsStore(cfg.db, read_only=True) as store:
+        (section,) = _cross_validations(store)
+        oof = store.metrics(result.cv_id).query("split == 'oof'").set_index("name")["value"]
+    assert f"Cross-validation `{result.cv_id}`" in section
+    assert (f"| out of fold | {oof['balanced_accuracy']:.3f} [{oof['balanced_accuracy_ci_low']:.3f}, "
+            f"{oof['balanced_accuracy_ci_high']:.3f}]") in section

@@ -28,6 +28,11 @@ def test_report_lists_every_variant_with_plots(sweep_store: Path, tmp_path: Path
         assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"]({plot.relative_to(tmp_path)})" in text
     static = variants[variants["variant"] == "pruned-0.5-static"].iloc[0]
     assert f"| {static['size_x']:.1f}x |" in text  # figures are the stored ones
+    # intervals: balanced accuracy and the paired Δ carry theirs, as stored
+    assert (f"{static['balanced_accuracy']:.3f} [{static['balanced_accuracy_ci_low']:.3f}, "
+            f"{static['balanced_accuracy_ci_high']:.3f}]") in text
+    assert (f"{static['bal_acc_delta'] * 100:+.1f} pts [{static['bal_acc_delta_ci_low'] * 100:+.1f}, "
+            f"{static['bal_acc_delta_ci_high'] * 100:+.1f}]") in text
 
 
 def test_report_cli_on_an_empty_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -288,14 +288,13 @@ def with_interval(metrics: pd.Series | dict, name: str) -> str:
     return f"{value:.3f}" + (f" [{low:.3f}, {high:.3f}]" if low is not None and pd.notna(low) else "")
 
 
-def cv_summary(db: str | Path, cv_id: str) -> pd.DataFrame:
+def cv_summary(store: ResultsStore, cv_id: str) -> pd.DataFrame:
     """A cross-validation's figures, one row per scoring (out of fold, with TTA, the fold ensemble on test),
     each with its 95% lesion-level interval, and TTA's paired out-of-fold gain."""
-    with ResultsStore(db, read_only=True) as store:
-        m = store.query("SELECT split, name, value FROM metrics WHERE run_id = ?", [cv_id])
-        support = store.query("SELECT split, class, support FROM per_class WHERE run_id = ?", [cv_id])
+    m = store.query("SELECT split, name, value FROM metrics WHERE run_id = ?", [cv_id])
+    support = store.query("SELECT split, class, support FROM per_class WHERE run_id = ?", [cv_id])
     if m.empty:
-        raise ModelError(f"no cross-validation summary {cv_id!r} in {db}")
+        raise ModelError(f"no cross-validation summary {cv_id!r} in {store.path}")
     wide = m.pivot_table(index="split", columns="name", values="value", aggfunc="first")
     rows = []
     for split, label in CV_ROWS.items():

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from core.provenance import git_sha
-from core.store.analysis import BASELINE_VARIANT, pareto_front, variants_frame
+from core.store.analysis import BASELINE_VARIANT, cv_summary, pareto_front, variants_frame
 from core.store.results import ResultsStore
 
 log = logging.getLogger(__name__)
@@ -72,9 +72,26 @@ def _fmt(value: object, column: str) -> str:
     return str(value)
 
 
+# Columns shown with their 95% lesion-level bootstrap interval, and where that interval is stored.
+INTERVAL_COLUMNS = {"balanced_accuracy": "balanced_accuracy_ci", "recall_mel": "mel_recall_ci",
+                    "bal_acc_delta": "bal_acc_delta_ci"}
+
+
+def _cell(row: pd.Series, column: str) -> str:
+    text = _fmt(row[column], column)
+    ci = INTERVAL_COLUMNS.get(column)
+    low, high = (row.get(f"{ci}_low"), row.get(f"{ci}_high")) if ci else (None, None)
+    if low is None or high is None or pd.isna(low) or pd.isna(high):
+        return text
+    if column == "bal_acc_delta":
+        return f"{text} [{low * 100:+.1f}, {high * 100:+.1f}]"
+    return f"{text} [{low:.3f}, {high:.3f}]"
+
+
 def markdown_table(df: pd.DataFrame, columns: dict[str, str]) -> str:
+    """A Markdown table; figures that carry a bootstrap interval are followed by it in brackets."""
     lines = ["| " + " | ".join(columns.values()) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_fmt(row[c], c) for c in columns) + " |" for _, row in df.iterrows()]
+    lines += ["| " + " | ".join(_cell(row, c) for c in columns) + " |" for _, row in df.iterrows()]
     return "\n".join(lines)
 
 
@@ -87,6 +104,10 @@ def pareto_plot(df: pd.DataFrame, *, x: str, title: str, path: Path) -> Path:
 
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     markers = dict(zip(sorted(df["quantization"].unique()), "osD^vPX*", strict=False))
+    if "balanced_accuracy_ci_low" in df.columns and df["balanced_accuracy_ci_low"].notna().any():
+        ax.errorbar(df[x], df["balanced_accuracy"], fmt="none", ecolor="grey", elinewidth=0.8, alpha=0.6,
+                    yerr=[df["balanced_accuracy"] - df["balanced_accuracy_ci_low"],
+                          df["balanced_accuracy_ci_high"] - df["balanced_accuracy"]], label="95% interval (lesions)")
     for mode, part in df.groupby("quantization"):
         ax.scatter(part[x], part["balanced_accuracy"], s=30 + 120 * part["pruning_ratio"], marker=markers[mode],
                    label=mode, alpha=0.8, edgecolors="black", linewidths=0.5)
@@ -130,6 +151,21 @@ def _side_by_side(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def _cross_validations(store: ResultsStore) -> list[str]:
+    """A section per stored cross-validation summary: out-of-fold figures with intervals, the fold ensemble."""
+    runs = store.query("SELECT run_id, model, created_at FROM runs WHERE kind = 'cv' ORDER BY created_at")
+    sections = []
+    for run in runs.itertuples():
+        table = cv_summary(store, run.run_id)
+        lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
+        lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)]
+        sections.append(f"## Cross-validation `{run.run_id}` ({run.model})\n\nLesion-grouped folds over train + val; "
+                        "every image scored once by the fold model that did not train on it (out of fold). The "
+                        "fold ensemble has no out-of-fold score: it is scored on the fixed test split.\n\n"
+                        + "\n".join(lines))
+    return sections
+
+
 def write_report(store: ResultsStore, out_dir: str | Path, *, split: str = "test") -> Report:
     """``REPORT.md`` and its PNG plots (``report-plots/``) in ``out_dir`` from every variant in the store."""
     out_dir = Path(out_dir)
@@ -142,7 +178,10 @@ def write_report(store: ResultsStore, out_dir: str | Path, *, split: str = "test
              f"{df['parent_run_id'].nunique()} dense run(s). Accuracy figures are on the **{split}** split; size is "
              "the deployable file; latency is the median at batch 1 on the machine that ran each sweep (IQR beside "
              "it); "
-             "ratios and Δ are against the dense PyTorch FP32 cell of the same parent, measured in the same sweep.",
+             "ratios and Δ are against the dense PyTorch FP32 cell of the same parent, measured in the same sweep. "
+             "Brackets hold 95% bootstrap intervals that resample lesions (images of one lesion move together); "
+             "the Δ interval is paired (the variant and its parent on the same resampled lesions): a Δ whose "
+             "interval includes zero is not a measured difference.",
              "## Against the original study\n\n" + _side_by_side(df) +
              "\n\nThe original figure came from a split that put images of the same lesion in training and test; "
              "here every split is grouped by `lesion_id`, and balanced accuracy (mean per-class recall) and melanoma "
@@ -161,6 +200,7 @@ def write_report(store: ResultsStore, out_dir: str | Path, *, split: str = "test
                  "No variant loses melanoma recall against the dense model.")
         parts.append(f"## {model} (dense run `{parent}`)\n\n{markdown_table(part, TABLE_COLUMNS)}\n\n{worst}\n\n"
                      f"![{model} size]({sizes.relative_to(out_dir)}) ![{model} latency]({speed.relative_to(out_dir)})")
+    parts += _cross_validations(store)
     path = out_dir / "REPORT.md"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n\n".join(parts) + "\n")
