@@ -223,3 +223,15 @@ def test_run_detail_of_a_variant_shows_its_deployment_figures(app_env: Path) -> 
     cards = {m.label: m.value for m in at.metric}
     assert cards["size"] == f"{variant['size_mb']:.2f} MB" and "latency, batch 1" in cards and "MACs" in cards
     assert cards["Δ balanced accuracy"] == f"{variant['bal_acc_delta'] * 100:+.1f} pts"
+
+
+def test_the_recommendation_headline_carries_the_paired_interval(sweep_store: Path) -> None:
+    from core.store.analysis import recommend, variants_frame
+    from core.store.results import ResultsStore
+
+    with ResultsStore(sweep_store, read_only=True) as store:
+        df = variants_frame(store)
+    pick = recommend(df, max_loss=1.0)
+    row = df.set_index("run_id").loc[pick.run_id]
+    assert pick.headline.endswith(f"pts [{row['bal_acc_delta_ci_low'] * 100:+.1f}, "
+                                  f"{row['bal_acc_delta_ci_high'] * 100:+.1f}]")

@@ -107,11 +107,15 @@ class Recommendation:
     speed_x: float
     bal_acc_delta: float  # balanced accuracy minus the dense parent's (negative: a loss)
     rule: str  # the rule that chose it, in words
+    delta_low: float = float("nan")  # the paired 95% interval of bal_acc_delta, where stored
+    delta_high: float = float("nan")
 
     @property
     def headline(self) -> str:
+        interval = (f" [{self.delta_low * 100:+.1f}, {self.delta_high * 100:+.1f}]"
+                    if np.isfinite(self.delta_low) and np.isfinite(self.delta_high) else "")
         return (f"{self.variant}: {self.size_x:.1f}x smaller, {self.speed_x:.1f}x faster, balanced accuracy "
-                f"{self.bal_acc_delta * 100:+.1f} pts")
+                f"{self.bal_acc_delta * 100:+.1f} pts{interval}")
 
 
 def recommend(df: pd.DataFrame, *, max_loss: float = 0.01, max_size_mb: float | None = None,
@@ -143,7 +147,9 @@ def recommend(df: pd.DataFrame, *, max_loss: float = 0.01, max_size_mb: float | 
         best = cand.sort_values(["size_x", "speed_x"], ascending=False).iloc[0]
         rule = f"the smallest variant {loss} against its dense parent"
     return Recommendation(best["run_id"], best["variant"], best["model"], float(best["size_x"]),
-                          float(best["speed_x"]), float(best["bal_acc_delta"]), rule)
+                          float(best["speed_x"]), float(best["bal_acc_delta"]), rule,
+                          float(best.get("bal_acc_delta_ci_low", np.nan)),
+                          float(best.get("bal_acc_delta_ci_high", np.nan)))
 
 
 @dataclass

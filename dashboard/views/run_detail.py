@@ -29,7 +29,11 @@ scalars = detail.metrics[detail.metrics["split"] == split].set_index("name")["va
 if scalars is not None and not scalars.empty:
     cols = st.columns(6)
     for col, name in zip(cols, ["accuracy", "balanced_accuracy", "auc_macro_ovr", "kappa", "mcc", "ece"], strict=True):
-        col.metric(name.replace("_", " "), f"{scalars.get(name, np.nan):.3f}")
+        low, high = scalars.get(f"{name}_ci_low"), scalars.get(f"{name}_ci_high")
+        col.metric(name.replace("_", " "), f"{scalars.get(name, np.nan):.3f}",
+                   help=f"95% interval over lesions: [{low:.3f}, {high:.3f}]" if low is not None else None)
+        if low is not None:
+            col.caption(f"[{low:.3f}, {high:.3f}]")
 row = df.set_index("run_id").loc[run_id]
 deploy = detail.metrics[detail.metrics["split"] == "deploy"].set_index("name")["value"]
 if not deploy.empty:
@@ -38,7 +42,10 @@ if not deploy.empty:
               f"IQR {deploy.get('latency_b1_iqr_ms', np.nan):.2f} ms · {row.get('speed_x', np.nan):.1f}x faster"),
              ("parameters", f"{deploy.get('params', np.nan) / 1e6:.2f} M", None),
              ("MACs", f"{deploy.get('macs', np.nan) / 1e6:.0f} M", None),
-             ("Δ balanced accuracy", f"{row.get('bal_acc_delta', np.nan) * 100:+.1f} pts", "vs dense parent"),
+             ("Δ balanced accuracy", f"{row.get('bal_acc_delta', np.nan) * 100:+.1f} pts",
+              f"vs dense parent, paired 95% interval [{row['bal_acc_delta_ci_low'] * 100:+.1f}, "
+              f"{row['bal_acc_delta_ci_high'] * 100:+.1f}]" if pd.notna(row.get("bal_acc_delta_ci_low"))
+              else "vs dense parent"),
              ("export agreement", f"{deploy['export_top1_agreement']:.3f}" if "export_top1_agreement" in deploy
               else "—", "top-1, ONNX vs PyTorch")]
     for col, (label, value, note) in zip(st.columns(len(cards)), cards, strict=True):

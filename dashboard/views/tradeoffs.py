@@ -62,15 +62,22 @@ iqr = deployable.get("latency_b1_iqr_ms")
 for model, part in deployable.groupby("model"):
     error = ({"type": "data", "array": part["latency_b1_iqr_ms"] / 2, "visible": True, "thickness": 1}
              if x == "latency_ms" and iqr is not None else None)
+    interval = None
+    if f"{metric}_ci_low" in part.columns and part[f"{metric}_ci_low"].notna().any():
+        interval = {"type": "data", "symmetric": False, "thickness": 1, "visible": True,
+                    "array": part[f"{metric}_ci_high"] - part[metric],
+                    "arrayminus": part[metric] - part[f"{metric}_ci_low"]}
     fig.add_trace(go.Scatter(
-        x=part[x], y=part[metric], mode="markers", name=model, error_x=error,
+        x=part[x], y=part[metric], mode="markers", name=model, error_x=error, error_y=interval,
         marker={"size": 9 + 22 * part["pruning_ratio"], "symbol": [QUANT_SYMBOLS.get(q, "star") for q in
                                                                    part["quantization"]],
                 "line": {"width": 1, "color": "#333"}},
         customdata=part[["run_id", "variant", "accuracy", "balanced_accuracy", "size_mb", "latency_ms",
-                         "bal_acc_delta", "size_x", "speed_x", "pruning_ratio", "quantization"]].to_numpy(),
+                         "bal_acc_delta", "size_x", "speed_x", "pruning_ratio", "quantization",
+                         "bal_acc_delta_ci_low", "bal_acc_delta_ci_high"]].to_numpy(),
         hovertemplate=("<b>%{customdata[1]}</b><br>balanced accuracy %{customdata[3]:.3f} "
-                       "(Δ %{customdata[6]:+.3f} vs dense)<br>accuracy %{customdata[2]:.3f}<br>"
+                       "(Δ %{customdata[6]:+.3f} vs dense, paired 95% interval [%{customdata[11]:+.3f}, "
+                       "%{customdata[12]:+.3f}])<br>accuracy %{customdata[2]:.3f}<br>"
                        "size %{customdata[4]:.2f} MB (%{customdata[7]:.1f}x smaller)<br>"
                        "latency %{customdata[5]:.2f} ms (%{customdata[8]:.1f}x faster)<br>"
                        "pruning %{customdata[9]:.2f}, %{customdata[10]}<extra>%{fullData.name}</extra>"),
@@ -96,8 +103,10 @@ fig.update_layout(xaxis_title=x_title, yaxis_title=f"{METRIC_LABELS[metric]} ({s
 fig.update_xaxes(type="log" if log_x else "linear", dtick="D2" if log_x else None)
 event = st.plotly_chart(fig, key="tradeoff_chart", on_select="rerun", selection_mode=("points", "box", "lasso"),
                         width="stretch")
-st.caption("Accuracy figures are on the selected split; size is the deployable file; latency is the median at "
-           "batch 1 on the machine that ran the sweep, with error bars of ± half the interquartile range.")
+st.caption("Accuracy figures are on the selected split with their 95% bootstrap interval over lesions (vertical "
+           "bars); size is the deployable file; latency is the median at batch 1 on the machine that ran the sweep, "
+           "with error bars of ± half the interquartile range. The headline's Δ interval is paired (the variant and "
+           "its parent on the same resampled lesions): a loss whose interval includes zero is not a measured loss.")
 
 selected = [p["customdata"][0] for p in (event.selection.points if event else []) if p.get("customdata")]
 if selected:
