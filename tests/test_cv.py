@@ -153,3 +153,19 @@ def test_the_report_has_a_section_per_cross_validation(finished_cv, tmp_path: Pa
     assert f"Cross-validation `{result.cv_id}`" in section
     assert (f"| out of fold | {oof['balanced_accuracy']:.3f} [{oof['balanced_accuracy_ci_low']:.3f}, "
             f"{oof['balanced_accuracy_ci_high']:.3f}]") in section
+
+
+def test_folds_as_ray_tasks_give_the_sequential_figures(finished_cv, synthetic_root: Path, tmp_path: Path) -> None:
+    cfg, result = finished_cv
+    par = recipe(synthetic_root, tmp_path, cache_dir=cfg.cache_dir)
+    on_ray = run_cv(par, CVConfig(folds=K, cv_dir=str(tmp_path / "cv"), ray="local"))
+    assert on_ray.complete
+
+    def figures(db: str, cv_id: str) -> dict[tuple[str, str], float]:
+        with ResultsStore(db, read_only=True) as store:
+            m = store.query("SELECT split, name, value FROM metrics WHERE run_id = ? AND name NOT LIKE '%_ci_%'",
+                            [cv_id])
+        return {(r.split, r.name): r.value for r in m.itertuples()}
+
+    sequential, distributed = figures(cfg.db, result.cv_id), figures(par.db, on_ray.cv_id)
+    assert sequential.keys() == distributed.keys() and sequential == pytest.approx(distributed, abs=1e-6)

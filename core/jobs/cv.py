@@ -60,6 +60,9 @@ class CVConfig:
     cv_resume: str | None = option(None, "continue this cross-validation: its id under cv_dir, or its folder")
     only_folds: list[int] = option([], "train only these folds now (e.g. one per machine, each with its own store, "
                                        "merged with scripts.ingest); the summary is stored once every fold is")
+    ray: str | None = option(None, "run the folds as Ray tasks: 'local' (an instance for this command), 'auto' or "
+                                   "an address (join a cluster; the folder and the data must be reachable there). "
+                                   "Each task reserves the recipe's threads as CPUs")
 
     def __post_init__(self) -> None:
         if self.folds < 2:
@@ -122,7 +125,8 @@ def _open(recipe: TrainConfig, cv: CVConfig) -> tuple[str, Path, TrainConfig, CV
     stored = yaml.safe_load((folder / CV_FILE).read_text())
     recipe = build_config(TrainConfig, overrides={**stored["recipe"], "db": recipe.db, "device": recipe.device})
     resumed = build_config(CVConfig, overrides={**stored["cv"], "cv_dir": str(folder.parent),
-                                                "cv_resume": str(folder), "only_folds": cv.only_folds})
+                                                "cv_resume": str(folder), "only_folds": cv.only_folds,
+                                                "ray": cv.ray})
     log.info("resuming cross-validation %s", folder.name)
     return folder.name, folder, recipe, resumed, True
 
@@ -312,9 +316,15 @@ def run_cv(recipe: TrainConfig, cv: CVConfig) -> CVResult:
                                            else 0) for i in todo)
     log.info("cross-validation %s: %d folds, %d stored, %d to run now (%d epochs)", ctx.cv_id, ctx.cv.folds,
              len(stored), len(todo), epochs_left)
-    eta = _Eta(epochs_left)
-    for fold in todo:
-        record = run_fold(ctx, fold, eta)
+    if ctx.cv.ray:
+        from core.jobs.distributed import run_folds_on_ray
+
+        records = run_folds_on_ray(ctx, todo, address=ctx.cv.ray)
+    else:
+        eta = _Eta(epochs_left)
+        records = (run_fold(ctx, fold, eta) for fold in todo)
+    for record in records:
+        fold = record.config["cv"]["fold"]
         with ResultsStore(ctx.recipe.db) as store:  # opened only to write: a fold trains for many minutes
             store.record_run(record)
         stored.add(fold)

@@ -1,4 +1,5 @@
-"""The sweep's groups of cells as Ray tasks; the driver (this process) is the only writer of the results store.
+"""The sweep's groups of cells, and cross-validation's folds, as Ray tasks; the driver (this process) is the only
+writer of the results store.
 
 A task is one group (one prune + fine-tune serving every quantization mode of a pruning ratio): splitting a group
 into one task per cell would repeat its fine-tuning for every mode. Each task loads the parent's data itself, writes
@@ -16,7 +17,11 @@ from typing import TYPE_CHECKING
 import torch
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from core.jobs.cv import _Context
     from core.jobs.sweep import Group, SweepConfig
+    from core.jobs.train import TrainConfig
     from core.store.results import ResultsStore, RunRecord
 
 log = logging.getLogger(__name__)
@@ -40,11 +45,7 @@ def run_groups_on_ray(store: ResultsStore, parents: dict[str, str], groups: list
     from core.serve.artifacts import read_trained_card
 
     parent_ids = {model: read_trained_card(folder).run_id for model, folder in parents.items()}
-    started_here = not ray.is_initialized()
-    if started_here:
-        # No address: a private local instance that lives as long as this command (no dashboard, small store).
-        ray.init(address=address, num_cpus=None if address else (cfg.ray_cpus or None), include_dashboard=False,
-                 log_to_driver=True, object_store_memory=None if address else 256 * 1024**2)
+    started_here = _start_ray(address, cfg.ray_cpus or None)
     try:
         task = ray.remote(num_cpus=cfg.ray_cpus_per_task, num_gpus=cfg.ray_gpus_per_task)(group_task)
         pending = {}
@@ -66,3 +67,43 @@ def run_groups_on_ray(store: ResultsStore, parents: dict[str, str], groups: list
         if started_here:
             ray.shutdown()
     return list(parent_ids.values())
+
+
+def _start_ray(address: str | None, cpus: int | None) -> bool:
+    """Join ``address`` (an existing cluster, or ``"auto"``), or start a private local instance for this command
+    (no dashboard, small object store). Returns whether this call started it (and so must shut it down)."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    ray.init(address=address, num_cpus=None if address else cpus, include_dashboard=False, log_to_driver=True,
+             object_store_memory=None if address else 256 * 1024**2)
+    return True
+
+
+def fold_task(recipe: TrainConfig, folder: str, fold: int) -> RunRecord:
+    """Run on a Ray worker: one cross-validation fold, returned as its run record (nothing is stored)."""
+    from core.jobs.cv import CVConfig, open_cv, run_fold
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return run_fold(open_cv(recipe, CVConfig(cv_resume=folder)), fold)
+
+
+def run_folds_on_ray(ctx: _Context, folds: list[int], *, address: str) -> Iterator[RunRecord]:
+    """Submit every fold of ``folds`` as a Ray task; yield each fold's run record as it finishes (the caller, the
+    driver, is the only writer of the store)."""
+    import ray
+
+    started_here = _start_ray(None if address == "local" else address, None)
+    try:
+        task = ray.remote(num_cpus=max(1, ctx.recipe.threads))(fold_task)
+        pending = {task.remote(ctx.recipe, str(ctx.folder.resolve()), fold): fold for fold in folds}
+        log.info("ray: %d fold task(s) submitted to %s", len(pending), ray.get_runtime_context().gcs_address)
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            fold = pending.pop(done[0])
+            log.info("ray: fold %d finished; %d task(s) left", fold, len(pending))
+            yield ray.get(done[0])
+    finally:
+        if started_here:
+            ray.shutdown()
