@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parent.parent
 FRONT_ENDS = ("dashboard", "webapp", "scripts")
 # core's layers, lowest first: a module may import from its own layer and the ones before it.
 CORE_LAYERS = [
-    {"classes", "errors", "config", "cli", "provenance", "progress", "runtime", "metrics", "calibration",
+    {"classes", "errors", "config", "cli", "provenance", "progress", "runtime", "metrics", "calibration", "intervals",
      "pretrained", "distributed"},
     {"data", "models", "losses"},
     {"compress", "serve", "store"},
