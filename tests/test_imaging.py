@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 from pathlib import Path
 
@@ -58,3 +59,60 @@ def test_real_samples_are_accepted(samples_dir: Path) -> None:
     for path in sorted(samples_dir.glob("*.jpg"))[:5]:
         checked = check_image(path.read_bytes())
         assert (checked.width, checked.height) == (600, 450)
+
+
+def test_a_progressive_jpeg_scan_bomb_is_refused_before_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 21, item 1: thousands of scans cost seconds of CPU whatever the pixel count; refused unread."""
+    import time
+
+    import core.serve.imaging as imaging
+    from tests.images import scan_bomb_jpeg
+
+    bomb = scan_bomb_jpeg(2000)
+    assert len(bomb) < 400_000 and bomb.count(b"\xff\xda") >= 2000
+    opened, real_open = [], Image.open
+    monkeypatch.setattr(imaging.Image, "open", lambda *a, **k: opened.append(a) or real_open(*a, **k))
+    start = time.perf_counter()
+    with pytest.raises(ImageRejected, match="too many scans"):
+        check_image(bomb)
+    assert not opened and time.perf_counter() - start < 0.5
+    ordinary = io.BytesIO()
+    Image.new("RGB", (640, 480), (170, 110, 80)).save(ordinary, format="JPEG", progressive=True, optimize=True)
+    assert check_image(ordinary.getvalue()).format == "JPEG"  # an ordinary progressive JPEG (10 scans) is fine
+
+
+def test_a_wide_strip_is_decoded_at_reduced_scale(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 21, item 2: a 65000x769 JPEG has a short side draft mode kept whole; the reduction now follows the
+    longer side, and what is decoded is capped."""
+    from PIL import ImageFile
+
+    buf = io.BytesIO()
+    Image.new("L", (65000, 769), 120).save(buf, format="JPEG", progressive=True)
+    decoded: list[tuple[int, int]] = []
+    real_load = ImageFile.ImageFile.load
+
+    def spy(self: ImageFile.ImageFile):
+        decoded.append(self.size)
+        return real_load(self)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", spy)
+    checked = check_image(buf.getvalue())
+    assert (checked.width, checked.height) == (65000, 769) and max(checked.image.size) == 1024
+    assert decoded and decoded[-1][0] * decoded[-1][1] <= 65000 * 769 / 64 + 10_000  # 1/8 scale: 8125x97
+
+
+def test_phone_mpo_and_16_bit_png_are_read_as_the_pictures_they_are() -> None:
+    """Issue 21, item 10: a multi-picture phone JPEG is a JPEG (its first picture); a 16-bit grey PNG keeps its
+    tones instead of turning white."""
+    import numpy as np
+
+    first, second = Image.new("RGB", (320, 240), (170, 110, 80)), Image.new("RGB", (320, 240), (20, 20, 20))
+    buf = io.BytesIO()
+    first.save(buf, format="MPO", save_all=True, append_images=[second])
+    checked = check_image(buf.getvalue())
+    assert checked.format == "JPEG" and abs(np.asarray(checked.image)[..., 0].mean() - 170) < 5
+    ramp = Image.fromarray((np.linspace(0, 65535, 96 * 64).reshape(64, 96)).astype(np.uint16))
+    buf = io.BytesIO()
+    ramp.save(buf, format="PNG")
+    grey = np.asarray(check_image(buf.getvalue()).image)[..., 0]
+    assert grey.min() < 10 and grey.max() > 245 and 100 < grey.mean() < 155
