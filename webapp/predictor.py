@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,24 +48,58 @@ class NotALesion(LesionLiteError):
         self.reason = reason
 
 
+DEPLOYED_CHOICE_FILE = "deployed-variant.json"
+
+
+def _read_choice(path: Path) -> dict[str, object] | None:
+    try:
+        choice = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return choice if isinstance(choice, dict) and "folder" in choice and "db" in choice else None
+
+
+def _write_choice(path: Path, choice: dict[str, object]) -> None:
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(choice))
+    os.replace(tmp, path)
+
+
+def _variant_from_store(app: Flask) -> Path:
+    """The store's deployed variant, chosen once per server: gunicorn workers (re)started by the same master reuse
+    the choice recorded in the instance folder without opening the store, so a worker replaced while a sweep holds
+    the store's lock still boots, and every worker serves the same model. If the store cannot be read at all (a
+    writer holds it), the last recorded choice is used, with a warning."""
+    db = Path(app.config["LESIONLITE_DB"]).resolve()
+    record = Path(app.instance_path) / DEPLOYED_CHOICE_FILE
+    master = os.getppid()  # gunicorn's master for a worker; the shell for a single process
+    choice = _read_choice(record)
+    if choice and choice["db"] == str(db) and choice.get("master_pid") == master:
+        return Path(str(choice["folder"]))
+    if not db.is_file():
+        raise ModelError(f"no results store at {db} (set LESIONLITE_DB or LESIONLITE_VARIANT)")
+    try:
+        with ResultsStore(db, read_only=True) as store:
+            folder = deployed_variant(store)
+    except ModelError as exc:
+        raise ModelError(f"{db}: {exc}; or set LESIONLITE_VARIANT") from None
+    except Exception as exc:  # duckdb raises its own IOException while a writer holds the lock
+        if choice and choice["db"] == str(db):
+            log.warning("cannot read the results store %s (%s); serving the variant chosen at the last start, %s",
+                        db, type(exc).__name__, choice["folder"])
+            return Path(str(choice["folder"]))
+        raise ModelError(f"cannot read the results store {db}: {type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0]}; set LESIONLITE_VARIANT to a variant folder") from None
+    _write_choice(record, {"db": str(db), "folder": str(folder.resolve()), "master_pid": master})
+    return folder
+
+
 def resolve_variant(app: Flask) -> tuple[Path, Card]:
     """The variant folder to deploy (configured, else chosen from the store) and its card, read once here: a
     missing or corrupt card fails at start-up, not on a patient's upload."""
     configured = app.config.get("LESIONLITE_VARIANT")
-    if configured:
-        folder = Path(configured)
-    else:
-        db = Path(app.config["LESIONLITE_DB"])
-        if not db.is_file():
-            raise ModelError(f"no results store at {db} (set LESIONLITE_DB or LESIONLITE_VARIANT)")
-        try:
-            with ResultsStore(db, read_only=True) as store:
-                folder = deployed_variant(store)
-        except ModelError as exc:
-            raise ModelError(f"{db}: {exc}; or set LESIONLITE_VARIANT") from None
-        except Exception as exc:  # duckdb raises its own IOException while a writer holds the lock
-            raise ModelError(f"cannot read the results store {db}: {type(exc).__name__}: "
-                             f"{str(exc).splitlines()[0]}; set LESIONLITE_VARIANT to a variant folder") from None
+    folder = Path(configured) if configured else _variant_from_store(app)
     return folder.resolve(), read_variant_card(folder)
 
 
