@@ -16,7 +16,7 @@ from flask_login import current_user
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from webapp import config as config_mod
-from webapp import db, errors, predictor, storage, users
+from webapp import db, errors, predictor, security, storage, users
 from webapp.extensions import csrf, limiter, login_manager, mail
 from webapp.security import add_security_headers
 
@@ -47,6 +47,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     login_manager.login_view = "auth.login"
     login_manager.login_message = "Please log in to continue."
     login_manager.session_protection = "strong"
+    # Flask-Login's identifier hashes the first X-Forwarded-For entry, which the client writes: a replayed cookie
+    # with a forged entry passed, and a phone changing networks was logged out. The user agent alone is bound.
+    login_manager._session_identifier_generator = security.session_identifier
 
     from webapp.users import load_session_user
 

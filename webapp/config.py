@@ -35,7 +35,10 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "RATELIMIT_ACCOUNT": "5 per minute",  # password-checked profile changes (email, deletion)
     # Failed logins per (account, client address): a stepped back-off that an attacker elsewhere cannot exhaust.
     "RATELIMIT_LOGIN_FAILURES": "5 per minute;10 per 10 minutes;20 per hour",
+    # Mails to one address, whoever asks: more are rendered and dropped (the answer to the asker is the same).
+    "RATELIMIT_MAIL_RECIPIENT": "3 per 15 minutes;10 per day",
     "RATELIMIT_STORAGE_URI": "memory://",
+    "MAX_CHECKS_PER_ACCOUNT": 1000,  # stored checks (each keeps its image) per account
     "RATELIMIT_HEADERS_ENABLED": True,
     "MAIL_DEFAULT_SENDER": "LesionLite <no-reply@localhost>",
 }
@@ -95,11 +98,16 @@ def from_environment(env: str | None = None) -> dict[str, Any]:
     )
     for key in RATELIMIT_KEYS:
         cfg[key] = os.environ.get(f"LESIONLITE_{key}", cfg[key])
+    quota = os.environ.get("LESIONLITE_MAX_CHECKS_PER_ACCOUNT")
+    if quota is not None:
+        if not quota.strip().isdigit() or int(quota) < 1:
+            raise ConfigError(f"LESIONLITE_MAX_CHECKS_PER_ACCOUNT={quota!r} must be a whole number of at least 1")
+        cfg["MAX_CHECKS_PER_ACCOUNT"] = int(quota)
     return cfg
 
 
 RATELIMIT_KEYS = ("RATELIMIT_LOGIN", "RATELIMIT_REGISTER", "RATELIMIT_RESET", "RATELIMIT_RESEND", "RATELIMIT_API",
-                  "RATELIMIT_UPLOAD", "RATELIMIT_ACCOUNT", "RATELIMIT_LOGIN_FAILURES")
+                  "RATELIMIT_UPLOAD", "RATELIMIT_ACCOUNT", "RATELIMIT_LOGIN_FAILURES", "RATELIMIT_MAIL_RECIPIENT")
 
 
 def development_secret(instance_path: str) -> str:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import secrets
 import sqlite3
 
-from core.serve.imaging import check_image, reencode_jpeg
+from flask import current_app
+
+from core.serve.imaging import ImageRejected, check_image, reencode_jpeg
 from webapp.db import get_db
 from webapp.predictor import Detection, detect, detection_json
 from webapp.storage import delete_image, store_with_row
@@ -19,6 +21,10 @@ def create(user_id: int, data: bytes, *, body_site: str = "", note: str = "") ->
         NotALesion: the model's gate judged it not a lesion photo (nothing is stored).
         ModelUnavailable: no model can be loaded.
     """
+    stored = get_db().execute("SELECT count(*) FROM detections WHERE user_id = ?", (user_id,)).fetchone()[0]
+    if stored >= current_app.config["MAX_CHECKS_PER_ACCOUNT"]:
+        raise ImageRejected(f"this account already keeps {stored} checks, the most it can store; delete some "
+                            "older ones on the History page first")
     checked = check_image(data)
     result = detect(checked)
     detection_id = secrets.token_urlsafe(12)

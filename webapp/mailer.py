@@ -10,6 +10,7 @@ In development (``MAIL_TO_LOG``) the text is written to the log instead, so link
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import queue
@@ -33,7 +34,7 @@ def external_url(endpoint: str, **values: Any) -> str:
 @dataclass
 class _Outgoing:
     app: Flask  # the app that queued it (its config decides how the mail leaves)
-    to: str
+    to: str | None  # None: render only (see send)
     subject: str
     template: str
     context: dict[str, Any] = field(default_factory=dict)
@@ -81,6 +82,9 @@ outbox = MailQueue()
 
 def _deliver(item: _Outgoing) -> None:
     text = render_template(f"email/{item.template}.txt", **item.context)
+    if item.to is None:  # the twin of a real message for an unknown address: rendered, not sent
+        render_template(f"email/{item.template}.html", **item.context)
+        return
     if current_app.config.get("MAIL_TO_LOG"):
         log.warning("mail to %s: %s\n%s", item.to, item.subject, text)
         return
@@ -88,7 +92,24 @@ def _deliver(item: _Outgoing) -> None:
     mail.send(Message(subject=f"LesionLite: {item.subject}", recipients=[item.to], body=text, html=html))
 
 
-def send(to: str, subject: str, template: str, **context: object) -> None:
-    """Queue ``email/<template>.txt`` and ``.html`` for ``to``; returns at once."""
+def recipient_allowed(to: str) -> bool:
+    """Whether one more mail may go to ``to`` (RATELIMIT_MAIL_RECIPIENT, counted in the shared limit store): no one
+    can flood a person's inbox by asking from many client addresses."""
+    from limits import parse_many
+
+    from webapp.extensions import limiter
+
+    key = hashlib.sha256(to.strip().lower().encode()).hexdigest()[:32]
+    items = parse_many(current_app.config["RATELIMIT_MAIL_RECIPIENT"])
+    return all([limiter.limiter.hit(item, "mail-recipient", key) for item in items])  # count in every window
+
+
+def send(to: str | None, subject: str, template: str, **context: object) -> None:
+    """Queue ``email/<template>.txt`` and ``.html`` for ``to``; returns at once. ``to=None`` renders the message
+    and sends nothing (the same work for a request whose answer must not depend on whether an address exists);
+    so does a recipient over its mail limit (logged)."""
     app = current_app._get_current_object()  # type: ignore[attr-defined]
+    if to is not None and not recipient_allowed(to):
+        log.warning("mail limit reached for a recipient: %r not sent", subject)
+        to = None
     outbox.put(_Outgoing(app, to, subject, template, dict(context)))

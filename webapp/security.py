@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from typing import Any
 
@@ -23,12 +24,31 @@ def password_problem(password: str, *, email: str = "", name: str = "") -> str |
         return f"Use at most {MAX_PASSWORD} characters."
     from zxcvbn import zxcvbn
 
-    user_inputs = [x for x in (email, email.partition("@")[0], name, "lesionlite") if x]
+    # zxcvbn knows the account's words only if told: the address, its parts, the name's parts and the site's own
+    # vocabulary (a skin-check site's users reach for "skin", "lesion", "mole").
+    parts = re.split(r"[^a-z0-9]+", f"{email} {name}".lower())
+    joined = re.sub(r"[^a-z]+", "", email.lower())  # "jdoe.example.org1" has the address's letters in order
+    user_inputs = [x for x in (email, email.partition("@")[0], joined, name, *parts, *SITE_WORDS, *_SEASONS,
+                               *FAMOUS_PASSPHRASES) if x]
     result = zxcvbn(password, user_inputs=user_inputs)
     if result["score"] < MIN_STRENGTH:
         hint = result["feedback"].get("warning") or "It would be easy to guess."
         return f"This password is too easy to guess: {hint.rstrip('.')}. Try a few uncommon words together."
+    # What breach lists are full of and zxcvbn scores too kindly: a guessable core dressed with a year, a season
+    # and some digits or symbols ("Summer2025!!!", "iloveyou2024!!", "Jdoe2024!Jdoe"). Judge the core alone.
+    core = _dressing.sub("", password.lower())
+    if core and zxcvbn(core, user_inputs=user_inputs)["score"] < MIN_STRENGTH - 1:
+        return ("This password is too easy to guess: a common word or name with a year, digits or symbols "
+                "added. Try a few uncommon words together.")
     return None
+
+
+SITE_WORDS = ("lesionlite", "lesion", "skin", "skinlesion", "skincheck", "melanoma", "mole", "moles", "derma",
+              "dermatology", "dermatologist", "doctor", "health", "password", "passphrase")
+FAMOUS_PASSPHRASES = ("correcthorsebatterystaple", "correct horse battery staple", "iloveyou", "trustno1",
+                      "letmein", "qwertyuiop")
+_SEASONS = ("spring", "summer", "autumn", "fall", "winter")
+_dressing = re.compile(r"(19|20)\d\d|[^a-z]+")  # years and every non-letter
 
 
 def hash_password(password: str) -> str:
@@ -37,6 +57,12 @@ def hash_password(password: str) -> str:
 
 def verify_password(password_hash: str, password: str) -> bool:
     return check_password_hash(password_hash, password)
+
+
+def session_identifier() -> str:
+    """What Flask-Login's "strong" session protection binds a session to: the user agent only (never an address
+    the client can write, and not the network a phone happens to be on)."""
+    return hashlib.sha512(request.headers.get("User-Agent", "").encode("utf8", "replace")).hexdigest()
 
 
 def new_session_token() -> str:

@@ -77,4 +77,5 @@ def remove_orphans(app: Flask) -> int:
 def init_app(app: Flask) -> None:
     folder = upload_dir(app.instance_path)
     folder.chmod(0o700)
+    Path(app.instance_path).chmod(0o700)  # the database and images: owner-only, also in a folder made earlier
     remove_orphans(app)

@@ -23,6 +23,9 @@ def of_user(user_id: int) -> list[sqlite3.Row]:
                             (user_id,)).fetchall()
 
 
+MAX_ID = 2**63 - 1  # SQLite's largest integer: a larger id in a URL is simply not a token
+
+
 def revoke(user_id: int, token_id: int) -> bool:
     db = get_db()
     with db:

@@ -70,6 +70,18 @@ def update(user_id: int, **fields: object) -> None:
         db.execute(f"UPDATE users SET {sets} WHERE id = ?", (*fields.values(), user_id))  # keys checked above
 
 
+def change_email(user_id: int, email: str) -> bool:
+    """Move the account to a confirmed new address; False if another account holds it (checked by the unique
+    index, so two accounts confirming the same address at once cannot both get it, and neither gets a 500)."""
+    db = get_db()
+    try:
+        with db:
+            db.execute("UPDATE users SET email = ?, verified = 1 WHERE id = ?", (email.strip(), user_id))
+    except sqlite3.IntegrityError:
+        return False
+    return True
+
+
 def rotate_session(user_id: int) -> str:
     token = new_session_token()
     update(user_id, session_token=token)

@@ -21,7 +21,7 @@ from webapp.config import RATELIMIT_KEYS
 from webapp.extensions import limiter, mail
 from webapp.mailer import outbox as mail_queue
 
-PASSWORD = "correct horse battery staple"
+PASSWORD = "velvet quasar tundra lantern"
 RELAXED_LIMITS = {k: "1000 per minute" for k in RATELIMIT_KEYS}
 
 

@@ -156,17 +156,23 @@ def test_reset_token_is_single_use(app: Flask, client: FlaskClient, auth: AuthAc
     assert GENERIC_LOGIN not in auth.login(password="a brand new passphrase").data
 
 
-def test_profile_name_email_change_requires_reverify(app: Flask, client: FlaskClient, auth: AuthActions) -> None:
+def test_profile_name_and_an_email_change_confirmed_from_the_new_inbox(app: Flask, client: FlaskClient,
+                                                                      auth: AuthActions) -> None:
     auth.register()
     auth.login()
     client.post("/auth/profile/name", data={"name": "Pat"})
     with sent_mail() as outbox:
         client.post("/auth/profile/email", data={"email": "pat2@example.org", "current_password": PASSWORD})
     with app.app_context():
-        user = users.by_email("pat2@example.org")
-        assert user.name == "Pat" and not user.verified
+        assert users.by_email("pat2@example.org") is None  # not moved before the new inbox confirms
+        assert users.by_email("pat@example.org").name == "Pat"
     assert outbox[0].recipients == ["pat2@example.org"]
-    assert client.get("/detect/").status_code == 302
+    client.get(link_in(outbox[0].body))
+    with app.app_context():
+        user = users.by_email("pat2@example.org")
+        assert user.name == "Pat" and user.verified
+    assert client.get("/detect/").status_code == 302  # sessions of the old address ended
+    assert b"already used" in client.get(link_in(outbox[0].body), follow_redirects=True).data
 
 
 def test_security_headers_and_cookie_flags(client: FlaskClient, auth: AuthActions) -> None:

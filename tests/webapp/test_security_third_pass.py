@@ -4,7 +4,9 @@ property depends on it (the fixtures of ``test_security``: gunicorn or the app i
 
 from __future__ import annotations
 
+import io
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -14,8 +16,22 @@ from pathlib import Path
 import pytest
 import requests
 
+import webapp.auth.routes as auth_routes
 from tests.browser import free_port, wait_http
-from tests.webapp.test_security import REPO, production_env
+from tests.images import jpeg_bytes
+from tests.webapp.conftest import PASSWORD
+from tests.webapp.smtp import smtp_server
+from tests.webapp.test_security import (  # noqa: F401  (prod is a fixture: shared by importing it)
+    REPO,
+    SITE,
+    Site,
+    login,
+    post,
+    prod,
+    production_env,
+    register_and_verify,
+)
+from webapp import create_app, mailer, users
 
 LOCK_HOLDER = """
 import sys, time
@@ -101,3 +117,155 @@ def test_a_fresh_start_with_the_store_locked_serves_the_last_choice_with_a_warni
     finally:
         holder.kill()
         holder.communicate()
+
+
+# 1. A progressive-JPEG scan bomb is refused at once on the site ------------------------------------------------
+
+def test_a_scan_bomb_upload_is_refused_without_decoding(prod: Site) -> None:
+    from tests.images import scan_bomb_jpeg
+
+    client = register_and_verify(prod)
+    login(client)
+    start = time.perf_counter()
+    page = post(client, "/detect/", {"image": (io.BytesIO(scan_bomb_jpeg(3000)), "bomb.jpg")}, form="/detect/",
+                content_type="multipart/form-data")
+    assert page.status_code == 400 and b"too many scans" in page.data
+    assert time.perf_counter() - start < 5  # seconds of CPU per request before the fix (16 s for 2,000 scans)
+
+
+# 4. Changing the address reveals nothing about who holds the new one -------------------------------------------
+
+def test_an_email_change_shows_the_same_for_a_taken_and_a_free_address(prod: Site) -> None:
+    register_and_verify(prod, "owner@example.org")
+    client = register_and_verify(prod, "pat@example.org")
+    login(client)
+    pages, sent_before = [], len(prod.mails().messages)
+    for address in ("owner@example.org", "free@example.org"):
+        post(client, "/auth/profile/email", {"email": address, "current_password": PASSWORD}, form="/auth/profile")
+        page = client.get("/auth/profile").data.decode()
+        pages.append(re.sub(r'value="[^"]+"', "", page))  # CSRF tokens differ; nothing else may
+        with prod.app.app_context():
+            assert users.by_email("pat@example.org") is not None  # the account keeps its address until confirmed
+            assert users.by_email("free@example.org") is None  # and holds no address it does not own
+    assert pages[0] == pages[1]
+    mails = prod.mails().messages[sent_before:]
+    assert [m["To"] for m in mails] == ["owner@example.org", "free@example.org"]
+    assert "already has an account" in mails[0].get_body(preferencelist=("plain",)).get_content()
+
+
+# 5. A reset request does the same work for known and unknown addresses ----------------------------------------
+
+def test_reset_requests_do_the_same_work_for_known_and_unknown_addresses(prod: Site,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    register_and_verify(prod)
+    calls: list[str] = []
+    real_token, real_put = auth_routes.make_token, mailer.outbox.put
+    monkeypatch.setattr(auth_routes, "make_token", lambda *a, **k: calls.append("token") or real_token(*a, **k))
+    monkeypatch.setattr(mailer.outbox, "put", lambda item: calls.append(f"queue:{item.template}") or real_put(item))
+    sent_before = len(prod.mails().messages)
+    post(prod.client(), "/auth/reset", {"email": "pat@example.org"})
+    known, calls[:] = list(calls), []
+    post(prod.client(), "/auth/reset", {"email": "nobody@example.org"})
+    assert known == calls == ["token", "queue:reset"]
+    assert len(prod.mails().messages) == sent_before + 1  # only the known address got a mail
+
+
+# 6. Two former 500s ----------------------------------------------------------------------------------------------
+
+def test_a_huge_token_id_is_404_and_two_accounts_claiming_one_address_get_answers(prod: Site) -> None:
+    client = register_and_verify(prod, "a@example.org")
+    login(client, "a@example.org")
+    assert post(client, "/auth/profile/tokens/99999999999999999999999/revoke", {},
+                form="/auth/profile").status_code == 404
+    other = register_and_verify(prod, "b@example.org")
+    login(other, "b@example.org")
+    links = []
+    for c in (client, other):  # both ask for the same free address; both get a confirmation link
+        post(c, "/auth/profile/email", {"email": "shared@example.org", "current_password": PASSWORD},
+             form="/auth/profile")
+        links.append(re.search(r"https://\S+", prod.mails().text()).group(0).removeprefix(SITE))
+    first, second = (prod.client().get(link, follow_redirects=True) for link in links)
+    assert first.status_code == second.status_code == 200
+    assert b"can no longer be used" in second.data
+    with prod.app.app_context():  # the first to confirm has it; the other account keeps its own address
+        assert users.by_email("shared@example.org") is not None and users.by_email("a@example.org") is None
+        assert users.by_email("b@example.org") is not None
+
+
+# 7. Password change is rate-limited like the other password-checked changes -----------------------------------
+
+def test_password_change_is_rate_limited(prod: Site) -> None:
+    client = register_and_verify(prod)
+    login(client)
+    codes = [post(client, "/auth/profile/password", {"current_password": f"wrong guess number {i}",
+                                                     "password": "another long passphrase"},
+                  form="/auth/profile").status_code for i in range(7)]
+    assert codes[:5] == [302] * 5 and set(codes[5:]) == {429}
+
+
+# 8. Guessable passwords are refused -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("password", "email"), [
+    ("correcthorsebatterystaple", "pat@example.org"), ("Summer2025!!!", "pat@example.org"),
+    ("iloveyou2024!!", "pat@example.org"), ("skinlesion2024", "pat@example.org"),
+    ("Jdoe2024!Jdoe", "jdoe@example.org"), ("jdoe.example.org1", "jdoe@example.org"),
+])
+def test_guessable_passwords_are_refused_at_registration(prod: Site, password: str, email: str) -> None:
+    page = post(prod.client(), "/auth/register", {"email": email, "password": password})
+    assert b"too easy to guess" in page.data
+    with prod.app.app_context():
+        assert users.by_email(email) is None
+
+
+def test_strong_passwords_still_pass() -> None:
+    from webapp.security import password_problem
+
+    for password in ("velvet quasar tundra lantern", "Quartz-Biscuit-Ember-42", "x7#Gq!pL2@vZ9", "4839!#2@93847"):
+        assert password_problem(password, email="pat@example.org") is None, password
+
+
+# 9. Sessions are bound to the user agent, not to a client-written address ----------------------------------------
+
+def test_sessions_survive_a_network_change_and_ignore_forged_forwarding_headers(prod: Site) -> None:
+    client = register_and_verify(prod)
+    ua = {"User-Agent": "PhoneBrowser/1.0"}
+    login(client, headers={**ua, "X-Forwarded-For": "203.0.113.5"})
+    assert client.get("/detect/", headers={**ua, "X-Forwarded-For": "198.51.100.7"}).status_code == 200
+    # a forged first entry (the client writes it; the proxy appends the real address) changes nothing either
+    assert client.get("/detect/", headers={**ua, "X-Forwarded-For": "10.0.0.1, 198.51.100.7"}).status_code == 200
+    assert client.get("/detect/", headers={"User-Agent": "OtherBrowser/2.0"}).status_code == 302  # strong mode
+
+
+# 12. Mails per recipient, stored checks per account, the instance folder ------------------------------------------
+
+def test_one_inbox_cannot_be_flooded_from_many_addresses(prod: Site) -> None:
+    register_and_verify(prod, "victim@example.org")
+    sent_before = len(prod.mails().messages)
+    for i in range(8):  # two client addresses, each within its own reset budget (5 a minute)
+        reply = post(prod.client(), "/auth/reset", {"email": "victim@example.org"},
+                     headers={"X-Forwarded-For": f"203.0.113.{i % 2 + 1}"})
+        assert reply.status_code == 302  # the asker sees the usual answer
+    to_victim = [m for m in prod.mails().messages if m["To"] == "victim@example.org"]
+    assert sent_before == 1 and len(to_victim) == 3  # 3 per 15 minutes, the verification mail included
+
+
+def test_an_account_stores_at_most_its_quota_of_checks(tmp_path: Path, variant_folder: Path, redis_url: str,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    with smtp_server() as (inbox, port):
+        instance = tmp_path / "instance"
+        instance.mkdir(mode=0o755)  # made earlier by hand, world-readable
+        for key, value in production_env(tmp_path, variant_folder, RATELIMIT_STORAGE_URI=redis_url,
+                                         MAIL_SERVER="127.0.0.1", MAIL_PORT=str(port),
+                                         LESIONLITE_TRUSTED_PROXIES="1",
+                                         LESIONLITE_MAX_CHECKS_PER_ACCOUNT="2").items():
+            monkeypatch.setenv(key, value)
+        site = Site(create_app(), inbox)
+        assert oct(instance.stat().st_mode & 0o777) == "0o700"
+        client = register_and_verify(site)
+        login(client)
+        codes = [post(client, "/detect/", {"image": (io.BytesIO(jpeg_bytes()), f"{i}.jpg")}, form="/detect/",
+                      content_type="multipart/form-data").status_code for i in range(3)]
+        assert codes == [302, 302, 400]
+        page = post(client, "/detect/", {"image": (io.BytesIO(jpeg_bytes()), "x.jpg")}, form="/detect/",
+                    content_type="multipart/form-data")
+        assert b"the most it can store" in page.data

@@ -36,7 +36,9 @@ def predict():
     except ImageRejected as exc:
         return _error(400, f"this file cannot be used: {exc}")
     except NotALesion as exc:  # a distinct, machine-readable answer: the client must not show a class
-        return jsonify({"error": str(exc), "code": "not_a_lesion", "reason": exc.reason}), 422
+        # Which test refused it stays in the log: telling the sender would show an attacker what to change.
+        current_app.logger.info("photo check refused an upload (%s)", exc.reason)
+        return jsonify({"error": str(exc), "code": "not_a_lesion"}), 422
     except ModelUnavailable as exc:
         current_app.logger.error("prediction failed: %s", exc)
         return _error(503, "the model is not available")

@@ -151,11 +151,14 @@ def reset_request():
     form = EmailForm()
     if form.validate_on_submit():
         user = users.by_email(form.email.data)
-        if user is not None:
-            # Bound to the password (single use) and to the address it is sent to (it proves only that address).
-            token = make_token("reset", {"uid": user.id, "pw": password_fingerprint(user.password_hash),
-                                         "email": user.email.lower()})
-            send(user.email, "reset your password", "reset", link=external_url("auth.reset", token=token))
+        # Bound to the password (single use) and to the address it is sent to (it proves only that address). An
+        # unknown address takes the same steps (a token, a link, a message rendered in the background) and only
+        # the sending is skipped, so the answer's timing does not tell which addresses have accounts.
+        token = make_token("reset", {"uid": user.id if user else 0,
+                                     "pw": password_fingerprint(user.password_hash if user else _dummy_hash()),
+                                     "email": (user.email if user else form.email.data.strip()).lower()})
+        send(user.email if user else None, "reset your password", "reset",
+             link=external_url("auth.reset", token=token))
         flash(CHECK_MAIL)
         return redirect(url_for("auth.login"))
     return render_template("auth/reset_request.html", form=form)
@@ -215,17 +218,41 @@ def change_email():
     if form.validate_on_submit():
         if not verify_password(current_user.password_hash, form.current_password.data):
             flash("The current password is not correct.")
-        elif users.by_email(form.email.data) is None:
-            users.update(current_user.id, email=form.email.data.strip(), verified=0)
-            _send_verification(users.by_id(current_user.id))  # type: ignore[arg-type]
-            flash(CHECK_MAIL)
         else:
+            # The account keeps its address until the new one is confirmed from its own inbox: nothing on the
+            # profile (or in the database) differs between a free address and a taken one, and no account can
+            # hold an address it does not own. The owner of a taken address is told instead.
+            new = form.email.data.strip()
+            token = make_token("change-email", {"uid": current_user.id, "old": current_user.email.lower(),
+                                                "new": new})
+            if users.by_email(new) is None:
+                send(new, "confirm your new address", "change_email",
+                     link=external_url("auth.confirm_email", token=token))
+            else:
+                send(new, "someone tried to use your address", "address_in_use",
+                     link=external_url("auth.reset_request"))
             flash(CHECK_MAIL)  # same answer whether or not the address is taken
     return redirect(url_for("auth.profile"))
 
 
+@bp.route("/email/<token>")
+def confirm_email(token: str):
+    data = read_token("change-email", token, max_age=current_app.config["VERIFY_TOKEN_MAX_AGE"])
+    user = users.by_id(int(data["uid"])) if data else None
+    if user is None or user.email.lower() != str(data.get("old", "")).lower():  # forged, expired, or used
+        flash("This link is invalid, expired or already used.")
+        return redirect(url_for("auth.login"))
+    if not users.change_email(user.id, str(data["new"])):  # taken since the mail was sent (or at this moment)
+        flash("This address can no longer be used for your account. Nothing was changed.")
+        return redirect(url_for("auth.login"))
+    users.rotate_session(user.id)  # sessions and reset links of the old address end
+    flash("Your new address is confirmed. Please log in again.")
+    return redirect(url_for("auth.login"))
+
+
 @bp.route("/profile/password", methods=["POST"])
 @login_required
+@limiter.limit(lambda: _limit("RATELIMIT_ACCOUNT"))  # the current password is checked here too
 def change_password():
     form = ChangePasswordForm()
     if form.validate_on_submit():
@@ -258,7 +285,7 @@ def create_token():
 def revoke_token(token_id: int):
     if not ConfirmForm().validate_on_submit():
         abort(400)
-    if not tokens.revoke(current_user.id, token_id):
+    if token_id > tokens.MAX_ID or not tokens.revoke(current_user.id, token_id):  # SQLite ids are 64-bit
         abort(404)
     flash("Token revoked.")
     return redirect(url_for("auth.profile"))
