@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import http.cookiejar
+import io
 import os
 import re
 import secrets
@@ -62,7 +64,72 @@ def _post(url: str, token: str, data: bytes) -> tuple[float, int]:
     return (time.perf_counter() - start) * 1e3, status
 
 
-BENCH_PASSWORD = "a long benchmark passphrase"
+BENCH_PASSWORD = "velvet quasar tundra lantern"  # passes the site's password check
+
+
+def _jpeg_segments(data: bytes) -> list[bytes]:
+    """A JPEG's marker segments after SOI, each scan with its entropy-coded data, EOI last."""
+    i, out = 2, []
+    while i < len(data):
+        marker = data[i + 1]
+        if marker == 0xD9:
+            out.append(data[i:i + 2])
+            break
+        end = i + 2 + int.from_bytes(data[i + 2:i + 4], "big")
+        if marker == 0xDA:  # entropy-coded data runs to the next marker other than a stuffed 0xFF or a restart
+            while True:
+                end = data.index(b"\xff", end)
+                if data[end + 1] == 0x00 or 0xD0 <= data[end + 1] <= 0xD7:
+                    end += 2
+                    continue
+                break
+        out.append(data[i:end])
+        i = end
+    return out
+
+
+def scan_bomb_jpeg(scans: int, size: tuple[int, int] = (64, 48)) -> bytes:
+    """A progressive JPEG whose last scan is repeated to ``scans`` scans in all: a small file, a costly decode."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("L", size, 120).save(buf, format="JPEG", progressive=True)
+    segments = _jpeg_segments(buf.getvalue())
+    sos = [seg for seg in segments if seg[1] == 0xDA]
+    return b"\xff\xd8" + b"".join(segments[:-1]) + sos[-1] * (scans - len(sos)) + b"\xff\xd9"
+
+
+def bad_uploads() -> dict[str, bytes]:
+    """Uploads that cost a careless server dearly: decode work, not file size, is what they attack."""
+    from PIL import Image
+
+    strip, png = io.BytesIO(), io.BytesIO()
+    Image.new("L", (65000, 769), 120).save(strip, format="JPEG", progressive=True)
+    Image.new("L", (6000, 6600), 0).save(png, format="PNG", optimize=True)
+    return {"progressive JPEG, 2000 scans": scan_bomb_jpeg(2000, (7000, 7000)),
+            "progressive JPEG 65000x769": strip.getvalue(), "PNG 6000x6600 (flat)": png.getvalue()}
+
+
+def _bad_upload_times(base: str, token: str, files: dict[str, bytes], repeats: int
+                      ) -> tuple[dict[str, list[tuple[float, int]]], list[float]]:
+    """Each bad file posted ``repeats`` times, two at once, while an anonymous visitor loads the login page."""
+    stop, page_times = False, []
+
+    def visitor() -> None:
+        while not stop:
+            start = time.perf_counter()
+            with contextlib.suppress(OSError):  # a refused or timed-out load is timed all the same
+                urllib.request.urlopen(f"{base}/auth/login", timeout=60).read()
+            page_times.append((time.perf_counter() - start) * 1e3)
+            time.sleep(0.05)
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        watcher = pool.submit(visitor)
+        results = {name: list(pool.map(lambda d: _post(f"{base}/api/v1/predict", token, d), [data] * repeats))
+                   for name, data in files.items()}
+        stop = True
+        watcher.result()
+    return results, page_times
 
 
 def _prepare_instance(env: dict[str, str]) -> str:
@@ -126,6 +193,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                                             "'100000 per minute'; the printed figures say so (default: the site's)")
     parser.add_argument("--redis", help="Redis URL for the shared limit store (default: start a private redis-server)")
     parser.add_argument("--auth-tries", type=int, default=30, help="interleaved known/new registrations to time")
+    parser.add_argument("--bad-repeats", type=int, default=4, help="posts of each costly bad upload (0: skip)")
     return parser
 
 
@@ -169,6 +237,9 @@ def main(args: argparse.Namespace) -> int:
                 results = list(pool.map(lambda d: _post(url, token, d), jobs))
             wall = time.perf_counter() - start
             known, new = _registration_times(base, args.auth_tries) if args.auth_tries else ([], [])
+            redis.Redis.from_url(redis_url).flushdb()
+            bad, page_times = _bad_upload_times(base, token, bad_uploads(), args.bad_repeats) if args.bad_repeats \
+                else ({}, [])
         finally:
             server.terminate()
             server.wait(timeout=30)
@@ -199,6 +270,14 @@ def main(args: argparse.Namespace) -> int:
             q1, q3 = np.percentile(times, [25, 75])
             print(f"  {label:<28} {statistics.median(times):8.1f}  ({q1:.1f}-{q3:.1f})")
         print(f"  {'difference of medians':<28} {statistics.median(known) - statistics.median(new):8.1f}")
+    if bad:
+        print(f"\nbad uploads, {args.bad_repeats} of each, two at once (response ms, median / max; status):")
+        for name, answers in bad.items():
+            times = [ms for ms, _ in answers]
+            codes = ",".join(sorted({str(code) for _, code in answers}))
+            print(f"  {name:<34} {statistics.median(times):8.1f} / {max(times):8.1f}   {codes}")
+        print(f"  anonymous login page meanwhile: median {statistics.median(page_times):.1f} ms, "
+              f"max {max(page_times):.1f} ms ({len(page_times)} loads)")
     return 0 if not set(statuses) - {200, 422, 429} else 1
 
 
