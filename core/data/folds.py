@@ -8,8 +8,6 @@ whole lesions: no lesion's images are in two folds, and every image is out of fo
 
 from __future__ import annotations
 
-import hashlib
-import io
 import logging
 import warnings
 from pathlib import Path
@@ -18,6 +16,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
+from core.data.split import content_hash, read_canonical, write_canonical
 from core.errors import DatasetError
 
 log = logging.getLogger(__name__)
@@ -85,33 +84,18 @@ def all_labelled_split(folds: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def folds_csv_bytes(folds: pd.DataFrame) -> bytes:
-    buf = io.StringIO()
-    folds.sort_values("image_id")[FOLD_COLUMNS].to_csv(buf, index=False, lineterminator="\n")
-    return buf.getvalue().encode()
-
-
 def folds_hash(folds: pd.DataFrame) -> str:
     """Content hash of a fold assignment; the cross-validation's "split hash" in the store."""
-    return hashlib.sha256(folds_csv_bytes(folds)).hexdigest()[:16]
+    return content_hash(folds, FOLD_COLUMNS)
 
 
 def save_folds(folds: pd.DataFrame, path: str | Path) -> str:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(folds_csv_bytes(folds))
-    return folds_hash(folds)
+    return write_canonical(folds, path, FOLD_COLUMNS)
 
 
 def load_folds(path: str | Path) -> pd.DataFrame:
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetError(f"fold file not found: {path}")
-    df = pd.read_csv(path, dtype={"image_id": str, "lesion_id": str, "dx": str, "fold": int}, keep_default_na=False)
-    missing = [c for c in FOLD_COLUMNS if c not in df.columns]
-    if missing:
-        raise DatasetError(f"{path}: missing column(s) {', '.join(missing)}")
-    return df
+    return read_canonical(path, FOLD_COLUMNS, what="fold",
+                          dtype={"image_id": str, "lesion_id": str, "dx": str, "fold": int})
 
 
 def apply_folds(table: pd.DataFrame, folds: pd.DataFrame) -> pd.DataFrame:

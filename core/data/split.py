@@ -75,35 +75,54 @@ def check_grouped(df: pd.DataFrame) -> None:
         raise DatasetError(f"{len(leaked)} lesion(s) appear in more than one split, e.g. {', '.join(leaked[:5])}")
 
 
-def split_csv_bytes(df: pd.DataFrame) -> bytes:
-    """Canonical CSV of a split (sorted by image_id, fixed columns): what is hashed and persisted."""
+def canonical_csv(df: pd.DataFrame, columns: list[str]) -> bytes:
+    """Canonical CSV of an assignment table (sorted by image_id, fixed columns): what is hashed and persisted."""
     buf = io.StringIO()
-    df.sort_values("image_id")[SPLIT_COLUMNS].to_csv(buf, index=False, lineterminator="\n")
+    df.sort_values("image_id")[columns].to_csv(buf, index=False, lineterminator="\n")
     return buf.getvalue().encode()
+
+
+def content_hash(df: pd.DataFrame, columns: list[str]) -> str:
+    return hashlib.sha256(canonical_csv(df, columns)).hexdigest()[:16]
+
+
+def write_canonical(df: pd.DataFrame, path: str | Path, columns: list[str]) -> str:
+    """Write the canonical CSV and return its hash."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(canonical_csv(df, columns))
+    return content_hash(df, columns)
+
+
+def split_csv_bytes(df: pd.DataFrame) -> bytes:
+    return canonical_csv(df, SPLIT_COLUMNS)
 
 
 def split_hash(df: pd.DataFrame) -> str:
     """Content hash of a split; it goes into every result row."""
-    return hashlib.sha256(split_csv_bytes(df)).hexdigest()[:16]
+    return content_hash(df, SPLIT_COLUMNS)
 
 
 def save_split(df: pd.DataFrame, path: str | Path) -> str:
     """Write the split as CSV and return its hash."""
+    return write_canonical(df, path, SPLIT_COLUMNS)
+
+
+def read_canonical(path: str | Path, columns: list[str], *, what: str, dtype: object = str) -> pd.DataFrame:
+    """Read a CSV written by :func:`write_canonical`, checking that it has ``columns``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(split_csv_bytes(df))
-    return split_hash(df)
+    if not path.is_file():
+        raise DatasetError(f"{what} file not found: {path}")
+    df = pd.read_csv(path, dtype=dtype, keep_default_na=False)
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise DatasetError(f"{path}: missing column(s) {', '.join(missing)}")
+    return df
 
 
 def load_split(path: str | Path) -> pd.DataFrame:
     """Read a split CSV written by :func:`save_split`."""
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetError(f"split file not found: {path}")
-    df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    missing = [c for c in SPLIT_COLUMNS if c not in df.columns]
-    if missing:
-        raise DatasetError(f"{path}: missing column(s) {', '.join(missing)}")
+    df = read_canonical(path, SPLIT_COLUMNS, what="split")
     bad = sorted(set(df["split"]) - set(SPLITS))
     if bad:
         raise DatasetError(f"{path}: unknown split value(s) {', '.join(bad)}; allowed: {', '.join(SPLITS)}")
