@@ -176,3 +176,29 @@ def test_sensitive_nodes_stay_fp32(trained_tiny: TrainResult, tmp_path: Path) ->
     assert quantized_inputs(mixed) < quantized_inputs(full)  # fewer int8 tensors: some nodes were left in fp32
     reference = ort_logits(ort_session(fp32), images).argmax(1)
     assert np.mean(ort_logits(ort_session(mixed), images).argmax(1) == reference) >= 0.8
+
+
+def test_pruning_to_a_mac_budget_keeps_the_residual_stream() -> None:
+    """Issue 19: a budget in MACs (not a per-layer channel ratio), reached within a tolerance, with the stem, the
+    blocks' output convs and the head conv untouched by default."""
+    import timm
+
+    from core.compress.prune import count_macs_params, prune_to_macs, residual_stream_layers
+
+    example = torch.randn(1, 3, 32, 32)
+    model = timm.create_model("test_efficientnet", num_classes=7)
+    stream = {name: m.out_channels for name, m in model.named_modules() if m in residual_stream_layers(model)}
+    assert {"conv_stem", "conv_head", "blocks.1.0.conv_pwl", "blocks.0.0.conv"} <= set(stream)
+    assert "blocks.3.0.conv_pw" not in stream  # an inverted residual's expansion is prunable
+    macs0, _ = count_macs_params(model, example)
+    report = prune_to_macs(model, keep=0.8, example_input=example, round_to=None)
+    assert 0.7 <= report.macs_after / macs0 <= 0.8 and report.params_after < report.params_before
+    after = {name: m.out_channels for name, m in model.named_modules() if name in stream}
+    assert after == stream
+    assert model(example).shape == (1, 7)
+    whole = timm.create_model("test_efficientnet", num_classes=7)
+    prune_to_macs(whole, keep=0.8, example_input=example, round_to=None, keep_residual_stream=False,
+                  max_layer_ratio=0.5)
+    assert any(m.out_channels != stream[name] for name, m in whole.named_modules() if name in stream)
+    with pytest.raises(ConfigError, match="fraction of the dense MACs"):
+        prune_to_macs(whole, keep=1.5, example_input=example)

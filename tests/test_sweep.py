@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from core.cli import run_cli
 from core.config import build_config
@@ -242,3 +243,33 @@ def test_every_cell_carries_its_paired_difference_from_the_dense_parent(sweep_st
         assert cell["delta_balanced_accuracy"] == pytest.approx(cell["bal_acc_delta"], abs=1e-6)
         assert cell["pooled_delta_balanced_accuracy_ci_low"] <= cell["pooled_delta_balanced_accuracy"]
     assert cells["balanced_accuracy_ci_low"].notna().all()
+
+
+def test_mac_budget_cells_recover_with_every_pruned_layer_trainable(trained_tiny: TrainResult, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 19: 'macs-<f>' cells reach their budget (recorded), and recovery trains every layer, stem included,
+    whatever freeze_stages the parent was trained with."""
+    import dataclasses
+
+    import core.jobs.sweep as sweep_mod
+
+    seen: list[int] = []
+    real_fit = sweep_mod.fit
+
+    def spy(model, *, cfg, **kw):
+        stem = model.conv_stem.weight.detach().clone()
+        result = real_fit(model, cfg=cfg, **kw)
+        seen.append(cfg.freeze_stages)
+        assert not torch.equal(stem, model.conv_stem.weight.detach())  # the stem learned during recovery
+        return result
+
+    monkeypatch.setattr(sweep_mod, "fit", spy)
+    parent = sweep_mod.load_parent(str(trained_tiny.run_dir))
+    parent.train_cfg = dataclasses.replace(parent.train_cfg, freeze_stages=2)  # a parent trained with frozen stages
+    group = sweep_mod.Group("test_efficientnet", "budget", 0.8, ("fp32",))
+    assert group.variant("fp32") == "macs-0.8-fp32"
+    _, info = sweep_mod._prune_and_finetune(parent, group, _cfg(trained_tiny, tmp_path, finetune_epochs=1))
+    assert seen == [0] and info["macs_after"] / info["macs_before"] <= 0.8 and info["residual_stream_kept"]
+    assert [g.variant("x") for g in plan_groups(_cfg(trained_tiny, tmp_path, ratios=[0.0], unstructured=[],
+                                                    macs_keep=[0.5, 0.75]))
+            ] == ["dense-x", "macs-0.75-x", "macs-0.5-x"]

@@ -117,6 +117,85 @@ def structured_prune(
     return PruneReport(ratio, params0, params1, macs0, macs1)
 
 
+def residual_stream_layers(model: nn.Module) -> list[nn.Module]:
+    """The convs whose output channels are the residual stream of a timm EfficientNet / MobileNet-style network:
+    the stem, each block's output conv (``conv_pwl`` of inverted-residual and edge-residual blocks, ``conv_pw`` of
+    depthwise-separable ones, ``conv`` of plain conv blocks) and the head conv. Pruning one of them cuts the stream
+    through a whole stage at once; keeping them prunes only the channels inside blocks (the expansions). Empty
+    for architectures without ``blocks`` (ResNets, DenseNets: their pruning groups are traced as they are)."""
+    if not hasattr(model, "blocks"):
+        return []
+    layers = [m for m in (getattr(model, "conv_stem", None), getattr(model, "conv_head", None)) if m is not None]
+    for stage in model.blocks:
+        for block in stage:
+            for attr in ("conv_pwl", "conv_pw", "conv"):
+                if attr == "conv_pw" and hasattr(block, "conv_pwl"):
+                    continue  # an inverted residual's conv_pw is its expansion: prunable
+                if isinstance(getattr(block, attr, None), nn.Conv2d):
+                    layers.append(getattr(block, attr))
+                    break
+    return layers
+
+
+def prune_to_macs(
+    model: nn.Module,
+    *,
+    keep: float,
+    example_input: torch.Tensor,
+    importance: str = "magnitude",
+    max_layer_ratio: float = 0.7,
+    keep_residual_stream: bool = True,
+    round_to: int | None = 8,
+    steps: int = 50,
+    grad_batches: Callable[[], list[tuple[torch.Tensor, torch.Tensor]]] | None = None,
+) -> PruneReport:
+    """Prune channels, ranked globally, until at most ``keep`` of the dense MACs are left (in place).
+
+    A budget in MACs says what a per-layer channel ratio hides (0.5 of every layer's channels leaves ~25% of the
+    MACs). Channels go in ``steps`` small global steps (torch-pruning's schedule up to ``max_layer_ratio`` of any
+    one layer) until the budget is met; the classifier and, with ``keep_residual_stream``, the stream's convs
+    (:func:`residual_stream_layers`) are never pruned. The report's ``macs_after`` is what was reached: a budget
+    the constraints cannot meet stops at the closest and says so.
+    """
+    if not 0 < keep <= 1:
+        raise ConfigError(f"the MAC budget is a fraction of the dense MACs in (0, 1], got {keep}")
+    if not 0 < max_layer_ratio < 1:
+        raise ConfigError(f"max_layer_ratio must be in (0, 1), got {max_layer_ratio}")
+    imp = _importance(importance)
+    if importance == "taylor" and grad_batches is None:
+        raise ConfigError("taylor importance needs calibration batches (grad_batches)")
+    macs0, params0 = count_macs_params(model, example_input)
+    target = keep * macs0
+    classifier = model.get_classifier() if hasattr(model, "get_classifier") else None
+    ignored = [classifier] if isinstance(classifier, nn.Module) else []
+    if keep_residual_stream:
+        ignored += residual_stream_layers(model)
+    model.eval()
+    macs = macs0
+    with torch.enable_grad():
+        pruner = tp.pruner.BasePruner(model, example_input, importance=imp, pruning_ratio=max_layer_ratio,
+                                      max_pruning_ratio=max_layer_ratio, global_pruning=True,
+                                      iterative_steps=steps, ignored_layers=ignored, round_to=round_to)
+        for _ in range(steps):
+            if macs <= target:
+                break
+            if importance == "taylor":
+                model.zero_grad()
+                for images, labels in grad_batches():  # type: ignore[misc]
+                    nn.functional.cross_entropy(model(images), labels).backward()
+            pruner.step()
+            macs, _ = count_macs_params(model, example_input)
+    model.zero_grad(set_to_none=True)
+    macs1, params1 = count_macs_params(model, example_input)
+    if macs1 > target * 1.001:
+        log.warning("MAC budget %.2f not reachable with max_layer_ratio %.2f%s: stopped at %.3f of the dense MACs",
+                    keep, max_layer_ratio, " and the residual stream kept" if keep_residual_stream else "",
+                    macs1 / macs0)
+    log.info("pruned to a MAC budget of %.2f (%s, global): MACs %.3fG -> %.3fG (%.3f), params %.2fM -> %.2fM",
+             keep, importance, macs0 / 1e9, macs1 / 1e9, macs1 / macs0, params0 / 1e6, params1 / 1e6)
+    return PruneReport(keep, params0, params1, macs0, macs1)
+
+
 def _prunable_weights(model: nn.Module) -> list[tuple[nn.Module, str]]:
     return [(m, "weight") for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
 

@@ -35,6 +35,7 @@ from core.compress.latency import Latency, predictor_latency
 from core.compress.prune import (
     IMPORTANCES,
     count_macs_params,
+    prune_to_macs,
     structured_prune,
     unstructured_prune,
     weight_sparsity,
@@ -91,6 +92,14 @@ class SweepConfig:
     models: list[str] = option(["test_efficientnet"], "architectures", choices=tuple(ARCHITECTURES))
     parents: list[str] = option([], "existing dense runs as MODEL=RUN_ID_OR_FOLDER (otherwise one is trained)")
     ratios: list[float] = option([0.0, 0.25, 0.5, 0.7], "structured pruning ratios (0 = dense)")
+    macs_keep: list[float] = option([], "MAC budgets: prune (global ranking) until at most this fraction of the dense "
+                                        "MACs is left; each makes 'macs-<f>' cells")
+    max_layer_ratio: float = option(0.7, "MAC budgets: at most this share of any one layer's channels is removed")
+    prune_residual_stream: bool = option(False, "MAC budgets: also prune the stem, the blocks' projection convs and "
+                                                "the head conv (default: keep the residual stream whole)")
+    finetune_warmup_epochs: float = option(0.0, "fine-tuning after pruning: linear warm-up epochs")
+    finetune_freeze_stages: int = option(0, "fine-tuning after pruning: stages kept frozen (0: every pruned layer "
+                                            "learns to recover; the parent's own freeze_stages is not inherited)")
     modes: list[str] = option(["torch_fp32", "fp32", "static"], "quantization modes", choices=QUANT_MODES)
     unstructured: list[float] = option([], "unstructured magnitude-pruning amounts (fp32 ONNX, no fine-tuning)")
     importance: str = option("magnitude", "channel importance", choices=IMPORTANCES)
@@ -126,6 +135,13 @@ class SweepConfig:
         for r in (*self.ratios, *self.unstructured):
             if not 0 <= r < 1:
                 raise ConfigError(f"pruning ratios must be in [0, 1), got {r}")
+        for k in self.macs_keep:
+            if not 0 < k < 1:
+                raise ConfigError(f"MAC budgets must be in (0, 1) (a fraction of the dense MACs), got {k}")
+        if not 0 < self.max_layer_ratio < 1:
+            raise ConfigError(f"max_layer_ratio must be in (0, 1), got {self.max_layer_ratio}")
+        if self.finetune_freeze_stages < 0 or self.finetune_warmup_epochs < 0:
+            raise ConfigError("finetune_freeze_stages and finetune_warmup_epochs must be >= 0")
         if not 0 <= self.distill_alpha <= 1:
             raise ConfigError(f"distill_alpha must be in [0, 1] (0 = off), got {self.distill_alpha}")
         if not 0 < self.uncertain_target_accuracy <= 1:
@@ -155,7 +171,7 @@ class Group:
     """One prune (+ fine-tune) of one model, serving several quantization modes."""
 
     model: str
-    kind: str  # "structured" or "unstructured"
+    kind: str  # "structured" (a per-layer channel ratio), "budget" (a fraction of the MACs kept) or "unstructured"
     amount: float
     modes: tuple[str, ...]
     distilled: bool = False  # fine-tuned with the dense parent as teacher: its own cells ("-kd")
@@ -167,10 +183,13 @@ class Group:
     def variant(self, mode: str) -> str:
         if self.kind == "unstructured":
             return f"unstructured-{self.amount:g}-{mode}"
+        if self.kind == "budget":
+            return f"macs-{self.amount:g}{self._options('-')}-{mode}"
         return f"dense-{mode}" if self.amount == 0 else f"pruned-{self.amount:g}{self._options('-')}-{mode}"
 
     def cell_id(self, parent: str, mode: str) -> str:
-        return f"{parent}.{'u' if self.kind == 'unstructured' else 'p'}{self.amount:g}{self._options('')}.{mode}"
+        prefix = {"unstructured": "u", "budget": "m"}.get(self.kind, "p")
+        return f"{parent}.{prefix}{self.amount:g}{self._options('')}.{mode}"
 
 
 def mode_label(mode: str, cfg: SweepConfig) -> str:
@@ -203,6 +222,8 @@ def plan_groups(cfg: SweepConfig) -> list[Group]:
     for model in cfg.models:
         groups += [Group(model, "structured", r, labels, distilled=cfg.distill_alpha > 0 and r > 0,
                          steps=cfg.iterative_steps if r > 0 else 1) for r in sorted(set(cfg.ratios))]
+        groups += [Group(model, "budget", k, labels, distilled=cfg.distill_alpha > 0)
+                   for k in sorted(set(cfg.macs_keep), reverse=True)]
         groups += [Group(model, "unstructured", a, ("fp32",)) for a in sorted(set(cfg.unstructured)) if a > 0]
     return groups
 
@@ -306,8 +327,8 @@ def _prune_and_finetune(parent: Parent, group: Group, cfg: SweepConfig) -> tuple
         if epochs[step] == 0:
             return
         train_cfg = dataclasses.replace(parent.train_cfg, epochs=epochs[step], lr=cfg.finetune_lr,
-                                        warmup_epochs=0.0, patience=0, pretrained=False,
-                                        ema_decay=cfg.finetune_ema_decay)
+                                        warmup_epochs=cfg.finetune_warmup_epochs, patience=0, pretrained=False,
+                                        ema_decay=cfg.finetune_ema_decay, freeze_stages=cfg.finetune_freeze_stages)
         seed_everything(train_cfg.seed + step)
         fitted = fit(model, split=parent.split, cfg=train_cfg, device=resolve_device(train_cfg.device),
                      distillation=distillation)
@@ -317,10 +338,20 @@ def _prune_and_finetune(parent: Parent, group: Group, cfg: SweepConfig) -> tuple
         done = len(info["history"])  # epochs count on across steps, so the history reads as one fine-tuning
         info["history"] += [{**row, "epoch": done + i, "pruning_step": step} for i, row in enumerate(fitted.history)]
 
-    report = structured_prune(model, ratio=group.amount, example_input=example, importance=cfg.importance,
-                              global_pruning=cfg.global_pruning, iterative_steps=group.steps,
-                              grad_batches=grad_batches if cfg.importance == "taylor" else None,
-                              after_step=finetune)
+    if group.kind == "budget":
+        report = prune_to_macs(model, keep=group.amount, example_input=example, importance=cfg.importance,
+                               max_layer_ratio=cfg.max_layer_ratio, keep_residual_stream=not cfg.prune_residual_stream,
+                               grad_batches=grad_batches if cfg.importance == "taylor" else None)
+        info.update(macs_budget=group.amount, max_layer_ratio=cfg.max_layer_ratio,
+                    residual_stream_kept=not cfg.prune_residual_stream)
+        finetune(0)
+    else:
+        report = structured_prune(model, ratio=group.amount, example_input=example, importance=cfg.importance,
+                                  global_pruning=cfg.global_pruning, iterative_steps=group.steps,
+                                  grad_batches=grad_batches if cfg.importance == "taylor" else None,
+                                  after_step=finetune)
+    info["finetune"] = {"epochs": cfg.finetune_epochs, "lr": cfg.finetune_lr,
+                        "warmup_epochs": cfg.finetune_warmup_epochs, "freeze_stages": cfg.finetune_freeze_stages}
     info.update(params_before=report.params_before, params_after=report.params_after,
                 macs_before=report.macs_before, macs_after=report.macs_after)
     return model.eval(), info
@@ -454,7 +485,12 @@ def cell_record(parent: Parent, group: Group, label: str, built: _Built, predict
     deploy = {"size_bytes": float(size_bytes), "size_mb": size_bytes / 1e6,
               "latency_b1_ms": measured.latency.median_ms, "latency_b1_iqr_ms": measured.latency.iqr_ms,
               "params": float(built.params), "macs": built.macs, "sparsity": built.sparsity,
+              # a MAC-budget cell's "ratio" is the share of MACs it removed (its budget is in the variant name)
               "pruning_ratio": group.amount}
+    if "macs_before" in built.info:  # both counted on the pruning's example input, before and after
+        deploy["macs_kept"] = built.info["macs_after"] / built.info["macs_before"]
+        if group.kind == "budget":  # its "ratio" is the share of MACs removed (the budget is in its name)
+            deploy["pruning_ratio"] = 1 - deploy["macs_kept"]
     if export:
         deploy.update(export_max_abs_logit_diff=export["max_abs_logit_diff"],
                       export_top1_agreement=export["top1_agreement"])
