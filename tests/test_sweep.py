@@ -11,7 +11,7 @@ import torch
 from core.cli import run_cli
 from core.config import build_config
 from core.errors import ConfigError
-from core.jobs.sweep import SweepConfig, plan_groups, run_sweep, shard_groups
+from core.jobs.sweep import SweepConfig, load_parent, plan_groups, run_sweep, shard_groups
 from core.jobs.train import TrainConfig, TrainResult
 from core.store.results import ResultsStore, ingest
 from scripts import evaluate as evaluate_cli
@@ -273,3 +273,42 @@ def test_mac_budget_cells_recover_with_every_pruned_layer_trainable(trained_tiny
     assert [g.variant("x") for g in plan_groups(_cfg(trained_tiny, tmp_path, ratios=[0.0], unstructured=[],
                                                     macs_keep=[0.5, 0.75]))
             ] == ["dense-x", "macs-0.75-x", "macs-0.5-x"]
+
+
+def test_qat_converted_model_agrees_with_its_fake_quant_graph(trained_tiny: TrainResult) -> None:
+    """Issue 19: with the batch-norm eps matched and the trained quantization parameters kept at conversion, the
+    int8 graph is the one that was trained: top-1 agreement >= 97% on a fixed image set. Without the fixes the
+    conversion recomputes the weight scales (and eps 1e-3 batch norms are not the trained model)."""
+    import copy
+
+    from core.compress.qat import convert_qat, match_bn_eps, prepare_qat, top1_agreement
+    from core.serve.artifacts import load_trained_model
+
+    model, _, _ = load_trained_model(trained_tiny.run_dir)
+    for m in model.modules():  # eps as in tf_efficientnet_lite*: what the QAT graph does not assume
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.eps = 1e-3
+    parent = load_parent(str(trained_tiny.run_dir))
+    images = torch.from_numpy(parent.split.arrays("val")[0][:64])
+    reference = copy.deepcopy(model).eval()
+    assert match_bn_eps(model) > 0
+    with torch.inference_mode():
+        torch.testing.assert_close(model.eval()(images), reference(images), atol=1e-4, rtol=1e-4)  # unchanged
+    prepared = prepare_qat(model, images[:2])
+    from torchao.quantization.pt2e import move_exported_model_to_eval
+
+    move_exported_model_to_eval(prepared)
+    optimizer = torch.optim.AdamW(prepared.parameters(), lr=1e-4)
+    x, y = parent.split.arrays("train", 64, seed=0)
+    for i in range(0, 64, 16):  # a few QAT steps: scales and weights move away from their initial values
+        loss = torch.nn.functional.cross_entropy(prepared(torch.from_numpy(x[i:i + 16])), torch.from_numpy(y[i:i + 16]))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.inference_mode():
+        fake = prepared(images).argmax(1)
+    converted = convert_qat(prepared)
+    with torch.inference_mode():
+        agreement = float((converted(images).argmax(1) == fake).float().mean())
+    assert agreement >= 0.97, agreement
+    assert top1_agreement(converted, converted, images) == 1.0
