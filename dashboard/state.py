@@ -69,7 +69,7 @@ def gate(card_folder: str) -> OodGate | None:
 # Widget keys that a shared link carries (?f_model=...&to_x=latency_ms), with how to read them back from text.
 SHAREABLE: dict[str, type] = {"f_split": str, "f_dataset": list, "f_model": list, "f_ratio": list, "f_quant": list,
                               "to_metric": str, "to_x": str, "to_log": bool, "to_loss": float, "to_size": float,
-                              "to_latency": float}
+                              "to_latency": float, "to_base": str}
 
 
 def _parse(kind: type, values: list[str]) -> object:

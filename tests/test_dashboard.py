@@ -174,7 +174,8 @@ def test_tradeoffs_headline_recommends_within_the_budget(app_env: Path) -> None:
     assert not at.exception and not at.warning
     headline = next(h.value for h in at.subheader if "Recommend" in h.value or "No variant" in h.value)
     with ResultsStore(app_env, read_only=True) as store:
-        df = variants_frame(store)
+        eager = variants_frame(store)
+    df = eager.assign(size_x=eager["size_x_onnx"], speed_x=eager["speed_x_onnx"])  # the default: vs fp32 ONNX
     pick = recommend(df, max_loss=0.01)
     assert headline == (f"Recommended: {pick.headline}" if pick else "No variant fits this budget")
     at.number_input(key="to_loss").set_value(50.0).run()
@@ -182,6 +183,9 @@ def test_tradeoffs_headline_recommends_within_the_budget(app_env: Path) -> None:
     assert f"Recommended: {loose.headline}" in [h.value for h in at.subheader]
     assert loose.size_x >= df[df["kind"] == "variant"]["size_x"].max() - 1e-9  # the smallest variant wins
     assert at.query_params["to_loss"] == "50.0"  # the view is in the address
+    at.sidebar.radio(key="to_base").set_value("eager").run()  # the switch: ratios against PyTorch eager
+    assert f"Recommended: {recommend(eager, max_loss=0.5).headline}" in [h.value for h in at.subheader]
+    assert at.query_params["to_base"] == "eager"
 
 
 def test_recommend_rules() -> None:

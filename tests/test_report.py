@@ -28,6 +28,11 @@ def test_report_lists_every_variant_with_plots(sweep_store: Path, tmp_path: Path
         assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"]({plot.relative_to(tmp_path)})" in text
     static = variants[variants["variant"] == "pruned-0.5-static"].iloc[0]
     assert f"| {static['size_x']:.1f}x |" in text  # figures are the stored ones
+    # ratios against the deployable baseline too: the dense fp32 ONNX cell of the same sweep
+    onnx = variants[variants["variant"] == "dense-fp32"].iloc[0]
+    assert onnx["size_x_onnx"] == onnx["speed_x_onnx"] == 1.0
+    assert static["size_x_onnx"] == pytest.approx(onnx["size_mb"] / static["size_mb"])
+    assert f"| {static['speed_x_onnx']:.1f}x |" in text and "faster vs ONNX" in text
     # intervals: balanced accuracy and the paired Δ carry theirs, as stored
     assert (f"{static['balanced_accuracy']:.3f} [{static['balanced_accuracy_ci_low']:.3f}, "
             f"{static['balanced_accuracy_ci_high']:.3f}]") in text

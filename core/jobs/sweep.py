@@ -601,4 +601,5 @@ def sweep_summary(store: ResultsStore, parent_run_ids: list[str]) -> pd.DataFram
     df["delta_ci"] = [f"[{lo:+.3f}, {hi:+.3f}]" if pd.notna(lo) else "" for lo, hi in
                       zip(df["bal_acc_delta_ci_low"], df["bal_acc_delta_ci_high"], strict=True)]
     return df[["model", "variant", "accuracy", "balanced_accuracy", "auc", "size_mb", "latency_ms", "ratio",
-               "size_x", "speed_x", "bal_acc_delta", "delta_ci"]].reset_index(drop=True)
+               "size_x", "speed_x", "size_x_onnx", "speed_x_onnx", "bal_acc_delta", "delta_ci"]
+              ].reset_index(drop=True)

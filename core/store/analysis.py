@@ -23,6 +23,7 @@ from core.store.results import ResultsStore
 log = logging.getLogger(__name__)
 
 BASELINE_VARIANT = "dense-torch_fp32"
+ONNX_BASELINE_VARIANT = "dense-fp32"  # the deployable baseline: the dense model exported to ONNX, fp32
 METRIC_LABELS = {"accuracy": "Accuracy", "balanced_accuracy": "Balanced accuracy", "auc_macro_ovr": "ROC-AUC (macro)",
                  "kappa": "Cohen's kappa", "mcc": "MCC", "ece": "ECE"}
 
@@ -32,7 +33,8 @@ def variants_frame(store: ResultsStore, *, split: str = "test") -> pd.DataFrame:
 
     Columns: run_id, parent_run_id, kind, model, variant, quantization, pruning_ratio, dataset,
     dataset_fingerprint, split_hash, seed, git_sha, created_at, the metrics, size_mb, latency_ms, params, macs,
-    size_x, speed_x, bal_acc_delta (the last three against the parent's dense PyTorch fp32 cell), its paired 95%
+    size_x, speed_x, bal_acc_delta (the last three against the parent's dense PyTorch fp32 cell), size_x_onnx and
+    speed_x_onnx (against the parent's dense fp32 ONNX cell, the deployable baseline), bal_acc_delta's paired 95%
     interval bal_acc_delta_ci_low / _high, and pooled_delta_* (the paired differences on val and test pooled).
     """
     runs = store.query("SELECT run_id, parent_run_id, kind, model, variant, dataset, dataset_fingerprint, split_hash, "
@@ -55,6 +57,12 @@ def variants_frame(store: ResultsStore, *, split: str = "test") -> pd.DataFrame:
     df["size_x"] = parent.map(base["size_mb"]) / df["size_mb"]
     df["speed_x"] = parent.map(base["latency_ms"]) / df["latency_ms"]
     df["bal_acc_delta"] = df["balanced_accuracy"] - parent.map(base["balanced_accuracy"])
+    # Against what a deployment would actually run without this project: the dense model's fp32 ONNX export,
+    # timed in the same sweep (PyTorch eager is 2-5x slower than it at batch 1 on these CPUs).
+    onnx = df[df["variant"] == ONNX_BASELINE_VARIANT].set_index("parent_run_id")
+    onnx = onnx[~onnx.index.duplicated()]
+    df["size_x_onnx"] = parent.map(onnx["size_mb"]) / df["size_mb"]
+    df["speed_x_onnx"] = parent.map(onnx["latency_ms"]) / df["latency_ms"]
     # The paired interval of that difference (same images, lesions resampled), where the cell stored one.
     for end in ("low", "high"):
         col = f"delta_balanced_accuracy_ci_{end}"

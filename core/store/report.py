@@ -29,8 +29,8 @@ ORIGINAL_CLAIMS = {
 TABLE_COLUMNS = {"variant": "variant", "quantization": "quantization", "pruning_ratio": "pruning",
                  "accuracy": "accuracy", "balanced_accuracy": "bal. acc.", "recall_mel": "mel recall",
                  "bal_acc_delta": "Δ bal. acc.", "mel_delta": "Δ mel recall", "size_mb": "size MB",
-                 "latency_ms": "latency ms", "latency_b1_iqr_ms": "IQR ms", "size_x": "smaller",
-                 "speed_x": "faster"}
+                 "latency_ms": "latency ms", "latency_b1_iqr_ms": "IQR ms", "size_x_onnx": "smaller vs ONNX",
+                 "speed_x_onnx": "faster vs ONNX", "size_x": "smaller vs eager", "speed_x": "faster vs eager"}
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ def _fmt(value: object, column: str) -> str:
     if isinstance(value, float):
         if value != value:  # NaN
             return "—"
-        if column in ("size_x", "speed_x"):
+        if column in ("size_x", "speed_x", "size_x_onnx", "speed_x_onnx"):
             return f"{value:.1f}x"
         if column in ("bal_acc_delta", "mel_delta"):
             return f"{value * 100:+.1f} pts"
@@ -178,7 +178,9 @@ def write_report(store: ResultsStore, out_dir: str | Path, *, split: str = "test
              f"{df['parent_run_id'].nunique()} dense run(s). Accuracy figures are on the **{split}** split; size is "
              "the deployable file; latency is the median at batch 1 on the machine that ran each sweep (IQR beside "
              "it); "
-             "ratios and Δ are against the dense PyTorch FP32 cell of the same parent, measured in the same sweep. "
+             "ratios are against the dense model's fp32 ONNX export (what a deployment runs without this project) "
+             "and against PyTorch eager, and Δ against the dense PyTorch FP32 cell of the same parent, all measured "
+             "in the same sweep. "
              "Brackets hold 95% bootstrap intervals that resample lesions (images of one lesion move together); "
              "the Δ interval is paired (the variant and its parent on the same resampled lesions): a Δ whose "
              "interval includes zero is not a measured difference.",

@@ -14,12 +14,17 @@ from dashboard.state import all_variants, filtered_variants
 QUANT_SYMBOLS = dict(zip(QUANT_MODES, ["circle", "diamond", "x", "square", "triangle-up", "cross", "hexagon"],
                          strict=True))
 X_AXES = {"size_mb": "Model size (MB, log scale)", "latency_ms": "Latency (ms per image, batch 1)"}
+# What "x smaller / x faster" is measured against: the dense model's fp32 ONNX export is what a deployment would
+# run anyway; PyTorch eager is 2-5x slower at batch 1 and flatters every variant.
+BASELINES = {"onnx": "dense fp32 ONNX Runtime", "eager": "dense PyTorch eager"}
 
 st.title("Accuracy / size / latency trade-offs")
 ss = st.session_state
 for key, default in (("to_metric", "balanced_accuracy"), ("to_x", "size_mb"), ("to_log", True), ("to_loss", 1.0),
-                     ("to_size", None), ("to_latency", None)):
+                     ("to_size", None), ("to_latency", None), ("to_base", "onnx")):
     ss.setdefault(key, default)
+if ss["to_base"] not in BASELINES:  # a shared link with an unknown value
+    ss["to_base"] = "onnx"
 df = filtered_variants()
 deployable = df[df["kind"] == "variant"].dropna(subset=["size_mb", "latency_ms"])
 split = ss.get("f_split", "test")
@@ -29,6 +34,10 @@ if split != "test" and deployable["balanced_accuracy"].isna().all() and not depl
     split = "test"
     deployable = all_variants("test").pipe(lambda d: d[d["run_id"].isin(deployable["run_id"])])
 deployable = deployable.dropna(subset=["balanced_accuracy"])
+base_choice = st.sidebar.radio("Ratios against", list(BASELINES), format_func=BASELINES.get, key="to_base",
+                               help="what 'x smaller' and 'x faster' are measured against, in the same sweep")
+if base_choice == "onnx":
+    deployable = deployable.assign(size_x=deployable["size_x_onnx"], speed_x=deployable["speed_x_onnx"])
 
 if deployable.empty:
     st.info("No measured variants match the filters. Run a sweep (`python -m scripts.sweep -c ...`) "
@@ -48,7 +57,7 @@ with st.container(border=True):
     else:
         st.subheader(f"Recommended: {pick.headline}", anchor="recommended")
         st.caption(f"{pick.model}, run `{pick.run_id}`: {pick.rule}; {split} split, among the variants the filters "
-                   "show.")
+                   f"show; smaller and faster than the {BASELINES[base_choice]} model.")
 
 c1, c2, c3 = st.columns([2, 2, 1])
 metric = c1.selectbox("Metric", [m for m in METRIC_LABELS if m != "ece"], format_func=METRIC_LABELS.get,
