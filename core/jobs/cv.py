@@ -14,6 +14,7 @@ epoch's checkpoint (``--cv-resume``).
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -103,13 +104,12 @@ class _Context:
     prep: Preprocessing
     device: torch.device
 
-    @property
-    def lesions(self) -> dict[str, str]:
+    @functools.cached_property
+    def lesions(self) -> dict[str, str]:  # built once: every scoring of every fold looks its images up here
         return dict(zip(self.folds["image_id"], self.folds["lesion_id"], strict=True))
 
     def groups(self, image_ids: list[str] | pd.Series) -> np.ndarray:
-        lesions = self.lesions
-        return np.array([lesions[i] for i in image_ids])
+        return np.array([self.lesions[i] for i in image_ids])
 
 
 def _open(recipe: TrainConfig, cv: CVConfig) -> tuple[str, Path, TrainConfig, CVConfig, bool]:
