@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
+import core.jobs.train as train_mod
 from core.cli import run_cli
 from core.config import build_config
 from core.errors import ConfigError
@@ -312,3 +314,69 @@ def test_qat_converted_model_agrees_with_its_fake_quant_graph(trained_tiny: Trai
         agreement = float((converted(images).argmax(1) == fake).float().mean())
     assert agreement >= 0.97, agreement
     assert top1_agreement(converted, converted, images) == 1.0
+
+
+def test_prune_then_train_and_lower_resolution_cells(trained_tiny: TrainResult, tmp_path: Path) -> None:
+    """Issue 19: a 'ptt-<f>' cell prunes the network to a share of the *parent's* MACs before training it with the
+    parent's recipe; a 'res-<px>' cell trains the recipe at a lower input size. Both are scored on the parent's
+    images (paired), carry their family, the MACs they reached and their build time."""
+    from core.serve.artifacts import read_variant_card
+    from core.store.analysis import variants_frame
+
+    cfg = _cfg(trained_tiny, tmp_path, ratios=[0.0], unstructured=[], modes=["fp32"], prune_then_train=[0.75],
+               resolutions=[24])
+    assert [g.variant("fp32") for g in plan_groups(cfg)] == ["dense-fp32", "ptt-0.75-fp32", "res-24-fp32"]
+    run_sweep(cfg)
+    with ResultsStore(cfg.db, read_only=True) as store:
+        frame = variants_frame(store).set_index("variant")
+        epochs = store.query("SELECT run_id, count(DISTINCT epoch) AS n FROM history GROUP BY run_id").set_index("run_id")["n"]
+    assert frame.loc["dense-fp32", "family"] == "dense"
+    assert frame.loc["ptt-0.75-fp32", "family"] == "pruned, then trained"
+    assert frame.loc["res-24-fp32", "family"] == "lower resolution"
+    assert frame.loc["ptt-0.75-fp32", "macs_kept"] <= 0.75 + 0.05
+    assert frame.loc["res-24-fp32", "macs_kept"] == pytest.approx((24 / 32) ** 2, abs=0.08)  # no weights removed
+    assert frame.loc["res-24-fp32", "params"] == frame.loc["dense-fp32", "params"]
+    assert (frame.loc[["ptt-0.75-fp32", "res-24-fp32"], "build_seconds"] > 0).all()
+    # Trained with the parent's whole recipe (its epoch count), not a short fine-tune.
+    for variant in ("ptt-0.75-fp32", "res-24-fp32"):
+        assert epochs[frame.loc[variant, "run_id"]] == trained_tiny.config.epochs
+        assert pd.notna(frame.loc[variant, "pooled_delta_balanced_accuracy_ci_low"])
+    card = read_variant_card(Path(cfg.variants_dir) / trained_tiny.run_id / "res-24-fp32")
+    assert card.preprocessing.input_size == 24  # the site and the evaluator resize to the cell's own size
+
+
+def test_a_larger_architecture_is_pruned_to_the_parents_macs(trained_tiny: TrainResult, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 19: 'ptt-<arch>-1' prunes a larger network until it has the parent's MACs (Lite1 to Lite0's)."""
+    import core.jobs.sweep as sweep_mod
+
+    monkeypatch.setattr(sweep_mod, "fit", lambda model, **kw: train_mod.FitResult([], 0.0, 0, None))
+    cfg = _cfg(trained_tiny, tmp_path, ratios=[], unstructured=[], modes=["fp32"], prune_then_train=[1.0],
+               prune_then_train_models=["test_resnet"])
+    group = plan_groups(cfg)[0]
+    assert group.variant("fp32") == "ptt-test_resnet-1-fp32" and group.architecture == "test_resnet"
+    parent = sweep_mod.load_parent(str(trained_tiny.run_dir))
+    model, info, split = sweep_mod._train_from_pretrained(parent, group, cfg)
+    assert info["architecture"] == "test_resnet" and split.prep.input_size == parent.split.prep.input_size
+    assert split.rows("test")["image_id"].tolist() == parent.split.rows("test")["image_id"].tolist()
+    assert info["macs_after"] <= info["macs_before"] * 1.05  # the larger network brought down to the parent's
+
+
+def test_a_cross_validation_fold_is_a_sweep_parent(tmp_path: Path, synthetic_root: Path) -> None:
+    """Issue 19: a fold folder is a complete run folder: its held-out fold is the sweep's validation split, so
+    paired differences are out of fold."""
+    from core.jobs.cv import CVConfig, run_cv
+    from tests.test_cv import recipe
+
+    train_cfg = recipe(synthetic_root, tmp_path, epochs=1)
+    result = run_cv(train_cfg, CVConfig(folds=2, cv_dir=str(tmp_path / "cv"), tta=False))
+    fold = result.folder / "fold1"
+    parent = load_parent(str(fold))
+    folds = pd.read_csv(result.folder / "folds.csv")
+    assert sorted(parent.split.rows("val")["image_id"]) == sorted(folds.loc[folds["fold"] == 1, "image_id"])
+    assert set(parent.split.rows("train")["image_id"]).isdisjoint(parent.split.rows("val")["image_id"])
+    summary = run_sweep(SweepConfig(train_config=str(fold / "config.yaml"), models=["test_efficientnet"],
+                                    parents=[f"test_efficientnet={fold}"], ratios=[0.0], modes=["fp32"],
+                                    latency_runs=2, threads=1, variants_dir=str(tmp_path / "variants"),
+                                    db=str(tmp_path / "sweep.duckdb")))
+    assert summary["variant"].tolist() == ["dense-fp32"]

@@ -28,10 +28,10 @@ import yaml
 
 from core.calibration import calibrated_softmax, fit_calibration
 from core.classes import CLASSES
-from core.config import build_config, option
+from core.config import build_config, option, save_config
 from core.data.folds import apply_folds, fold_split, folds_hash, load_folds, make_folds, save_folds
 from core.data.prepare import PreparedData, PreparedSplit, prepare_data
-from core.data.split import apply_split, load_split, make_split
+from core.data.split import apply_split, load_split, make_split, save_split
 from core.data.synthetic import ensure_synthetic_dataset, is_synthetic_dataset
 from core.data.transforms import Preprocessing, preprocessing_for
 from core.errors import ConfigError
@@ -169,6 +169,16 @@ class _Eta:
                  remaining // 60, remaining % 60)
 
 
+def write_fold_run_files(ctx: _Context, fold: int) -> Path:
+    """Make a fold's folder a complete trained-run folder (its recipe as ``config.yaml``, its split as
+    ``split.csv``: the held-out fold as val), so it can be a sweep's parent: paired differences are then taken on
+    the held-out fold (out of fold) and the test split."""
+    fold_dir = ctx.folder / f"fold{fold}"
+    save_config(ctx.recipe, fold_dir / "config.yaml")
+    save_split(fold_split(ctx.folds, fold), fold_dir / "split.csv")
+    return fold_dir
+
+
 def _checkpoint(fold_dir: Path) -> dict[str, Any] | None:
     path = fold_dir / "checkpoint.pth"
     return torch.load(path, map_location="cpu", weights_only=False) if path.is_file() else None
@@ -220,6 +230,7 @@ def run_fold(ctx: _Context, fold: int, eta: _Eta | None = None) -> RunRecord:
                                                       synthetic=is_synthetic_dataset(recipe.data_dir),
                                                       images=len(split.rows("train")))})
     save_trained_model(fold_dir, model, card)
+    write_fold_run_files(ctx, fold)
     np.savez_compressed(fold_dir / "oof_epochs.npz", logits=np.stack(epoch_logits),
                         image_ids=held["image_id"].to_numpy(dtype=str), labels=held_labels)
     evaluations, predictions = {}, {}
@@ -312,6 +323,9 @@ def run_cv(recipe: TrainConfig, cv: CVConfig) -> CVResult:
     with ResultsStore(ctx.recipe.db, read_only=Path(ctx.recipe.db).is_file()) as store:
         stored = {i for i in range(ctx.cv.folds) if store.has_run(fold_run_id(ctx.cv_id, i))}
     todo = [i for i in wanted if i not in stored]
+    for fold in stored:  # folds of runs made before fold folders were complete run folders
+        if not (ctx.folder / f"fold{fold}" / "split.csv").is_file():
+            write_fold_run_files(ctx, fold)
     epochs_left = sum(ctx.recipe.epochs - (ckpt["epoch"] + 1 if (ckpt := _checkpoint(ctx.folder / f"fold{i}"))
                                            else 0) for i in todo)
     log.info("cross-validation %s: %d folds, %d stored, %d to run now (%d epochs)", ctx.cv_id, ctx.cv.folds,

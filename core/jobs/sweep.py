@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,12 +53,13 @@ from core.config import build_config, option
 from core.data.prepare import PreparedSplit, prepare_data
 from core.data.split import apply_split, load_split
 from core.data.synthetic import is_synthetic_dataset
+from core.data.transforms import preprocessing_for
 from core.errors import ConfigError
 from core.intervals import interval_metrics, paired_differences
 from core.jobs.train import TrainConfig, fit, model_logits, run_training, train_loader
 from core.losses import make_criterion
 from core.metrics import Evaluation, evaluate_logits
-from core.models import ARCHITECTURES
+from core.models import ARCHITECTURES, create_model
 from core.provenance import Provenance, git_sha, machine_description
 from core.runtime import resolve_device, seed_everything
 from core.serve.artifacts import (
@@ -97,6 +99,16 @@ class SweepConfig:
     max_layer_ratio: float = option(0.7, "MAC budgets: at most this share of any one layer's channels is removed")
     prune_residual_stream: bool = option(False, "MAC budgets: also prune the stem, the blocks' projection convs and "
                                                 "the head conv (default: keep the residual stream whole)")
+    prune_then_train: list[float] = option([], "MAC budgets (fractions of the dense parent's MACs) for "
+                                              "prune-then-train cells: the ImageNet-pretrained network pruned to the "
+                                              "budget first, then trained with the parent's whole recipe "
+                                              "('ptt-<f>' cells)")
+    prune_then_train_models: list[str] = option([], "architectures pruned in prune-then-train cells (default: the "
+                                                    "parent's); a larger one (efficientnet_lite1) is pruned to the "
+                                                    "same share of the *parent's* MACs", choices=tuple(ARCHITECTURES))
+    resolutions: list[int] = option([], "input sizes (px) below the parent's: the parent's recipe trained again at "
+                                        "each size, no weights removed ('res-<px>' cells: the baseline a pruned "
+                                        "cell must beat at equal MACs)")
     finetune_warmup_epochs: float = option(0.0, "fine-tuning after pruning: linear warm-up epochs")
     finetune_freeze_stages: int = option(0, "fine-tuning after pruning: stages kept frozen (0: every pruned layer "
                                             "learns to recover; the parent's own freeze_stages is not inherited)")
@@ -138,6 +150,13 @@ class SweepConfig:
         for k in self.macs_keep:
             if not 0 < k < 1:
                 raise ConfigError(f"MAC budgets must be in (0, 1) (a fraction of the dense MACs), got {k}")
+        for k in self.prune_then_train:
+            if not 0 < k <= 1:
+                raise ConfigError(f"prune-then-train budgets must be in (0, 1] (a fraction of the dense parent's "
+                                  f"MACs), got {k}")
+        for px in self.resolutions:
+            if not 16 <= px <= 1024:
+                raise ConfigError(f"resolutions are input sizes in pixels (16 to 1024), got {px}")
         if not 0 < self.max_layer_ratio < 1:
             raise ConfigError(f"max_layer_ratio must be in (0, 1), got {self.max_layer_ratio}")
         if self.finetune_freeze_stages < 0 or self.finetune_warmup_epochs < 0:
@@ -170,26 +189,52 @@ def parse_shard(text: str) -> tuple[int, int]:
 class Group:
     """One prune (+ fine-tune) of one model, serving several quantization modes."""
 
-    model: str
-    kind: str  # "structured" (a per-layer channel ratio), "budget" (a fraction of the MACs kept) or "unstructured"
-    amount: float
+    model: str  # the parent's architecture (which parent the group belongs to)
+    kind: str  # one of GROUP_KINDS
+    amount: float  # ratio, MAC budget, sparsity, or input size in pixels ("resolution")
     modes: tuple[str, ...]
     distilled: bool = False  # fine-tuned with the dense parent as teacher: its own cells ("-kd")
     steps: int = 1  # pruned in this many steps with fine-tuning after each: its own cells ("-itN")
+    arch: str = ""  # "retrained": the architecture pruned and trained, when it is not the parent's
 
     def _options(self, sep: str) -> str:
         return (f"{sep}it{self.steps}" if self.steps > 1 else "") + (f"{sep}kd" if self.distilled else "")
+
+    @property
+    def architecture(self) -> str:
+        return self.arch or self.model
+
+    @property
+    def family(self) -> str:
+        """How the cell was made smaller: what the Pareto table compares at equal MACs."""
+        if self.kind == "structured" and self.amount == 0:
+            return "dense"
+        return GROUP_KINDS[self.kind]
 
     def variant(self, mode: str) -> str:
         if self.kind == "unstructured":
             return f"unstructured-{self.amount:g}-{mode}"
         if self.kind == "budget":
             return f"macs-{self.amount:g}{self._options('-')}-{mode}"
+        if self.kind == "retrained":
+            return f"ptt-{self.arch + '-' if self.arch else ''}{self.amount:g}-{mode}"
+        if self.kind == "resolution":
+            return f"res-{self.amount:g}-{mode}"
         return f"dense-{mode}" if self.amount == 0 else f"pruned-{self.amount:g}{self._options('-')}-{mode}"
 
     def cell_id(self, parent: str, mode: str) -> str:
-        prefix = {"unstructured": "u", "budget": "m"}.get(self.kind, "p")
+        prefix = {"unstructured": "u", "budget": "m", "retrained": f"t{self.arch}", "resolution": "r"}.get(
+            self.kind, "p")
         return f"{parent}.{prefix}{self.amount:g}{self._options('')}.{mode}"
+
+
+GROUP_KINDS = {  # kind -> family, as tables and charts name it
+    "structured": "pruned (per-layer ratio)",
+    "budget": "pruned after training",
+    "retrained": "pruned, then trained",
+    "resolution": "lower resolution",
+    "unstructured": "unstructured sparsity",
+}
 
 
 def mode_label(mode: str, cfg: SweepConfig) -> str:
@@ -224,6 +269,10 @@ def plan_groups(cfg: SweepConfig) -> list[Group]:
                          steps=cfg.iterative_steps if r > 0 else 1) for r in sorted(set(cfg.ratios))]
         groups += [Group(model, "budget", k, labels, distilled=cfg.distill_alpha > 0)
                    for k in sorted(set(cfg.macs_keep), reverse=True)]
+        groups += [Group(model, "retrained", k, labels, arch="" if arch == model else arch)
+                   for arch in (cfg.prune_then_train_models or [model])
+                   for k in sorted(set(cfg.prune_then_train), reverse=True)]
+        groups += [Group(model, "resolution", px, labels) for px in sorted(set(cfg.resolutions), reverse=True)]
         groups += [Group(model, "unstructured", a, ("fp32",)) for a in sorted(set(cfg.unstructured)) if a > 0]
     return groups
 
@@ -320,8 +369,7 @@ def _prune_and_finetune(parent: Parent, group: Group, cfg: SweepConfig) -> tuple
         info["iterative"] = {"steps": group.steps, "epochs_per_step": epochs}
 
     def grad_batches() -> list[tuple[torch.Tensor, torch.Tensor]]:
-        x, y = parent.split.arrays("train", 64, seed=parent.train_cfg.seed)
-        return [(torch.from_numpy(x[i:i + 16]), torch.from_numpy(y[i:i + 16])) for i in range(0, len(x), 16)]
+        return _grad_batches(parent.split, parent.train_cfg.seed)
 
     def finetune(step: int) -> None:
         if epochs[step] == 0:
@@ -357,6 +405,55 @@ def _prune_and_finetune(parent: Parent, group: Group, cfg: SweepConfig) -> tuple
     return model.eval(), info
 
 
+def _train_from_pretrained(parent: Parent, group: Group, cfg: SweepConfig
+                           ) -> tuple[nn.Module, dict[str, Any], PreparedSplit]:
+    """A "retrained" or "resolution" cell's model: the ImageNet-pretrained network (pruned to the budget first, or
+    at a lower input size) trained on the parent's split with the parent's whole recipe."""
+    recipe = parent.train_cfg
+    size = int(group.amount) if group.kind == "resolution" else parent.split.prep.input_size
+    seed_everything(recipe.seed)
+    model = create_model(group.architecture, pretrained=recipe.pretrained, drop_rate=recipe.drop_rate)
+    prep = preprocessing_for(model, size)
+    split = parent.split
+    if prep != parent.split.prep:  # the same rows, decoded for this input size
+        data = prepare_data(recipe.data_dir, prep=prep, cache_dir=recipe.cache_dir, skip_bad=recipe.skip_bad,
+                            workers=recipe.workers)
+        split = PreparedSplit(data, apply_split(data.table, parent.split.table), prep)
+    parent_model, _, _ = load_trained_model(parent.model_dir)
+    parent_size = parent.split.prep.input_size
+    parent_macs = count_macs_params(parent_model, torch.randn(1, 3, parent_size, parent_size))[0]
+    info: dict[str, Any] = {"pruning": group.kind, "pruning_ratio": 0.0, "history": [],
+                            "trained_from": "ImageNet weights" if recipe.pretrained else "scratch",
+                            "architecture": group.architecture, "input_size": size, "macs_before": parent_macs}
+    if group.kind == "retrained":
+        own = count_macs_params(model, torch.randn(1, 3, parent_size, parent_size))[0]
+        keep = group.amount * parent_macs / own
+        if keep < 1:
+            example = torch.randn(1, 3, min(64, size), min(64, size))
+            report = prune_to_macs(model, keep=keep, example_input=example, importance=cfg.importance,
+                                   max_layer_ratio=cfg.max_layer_ratio,
+                                   keep_residual_stream=not cfg.prune_residual_stream,
+                                   grad_batches=(lambda: _grad_batches(split, recipe.seed))
+                                   if cfg.importance == "taylor" else None)
+            info.update(params_before=report.params_before, params_after=report.params_after)
+        info.update(macs_budget=group.amount, max_layer_ratio=cfg.max_layer_ratio,
+                    residual_stream_kept=not cfg.prune_residual_stream)
+    train_cfg = dataclasses.replace(recipe, model=group.architecture, img_size=size, pretrained=False)
+    fitted = fit(model, split=split, cfg=train_cfg, device=resolve_device(recipe.device))
+    if fitted.best_state is not None:
+        model.load_state_dict(fitted.best_state)
+    info["history"] = fitted.history
+    info["recipe"] = {"epochs": recipe.epochs, "lr": recipe.lr, "freeze_stages": recipe.freeze_stages}
+    info["macs_after"] = count_macs_params(model.to("cpu"), torch.randn(1, 3, size, size))[0]
+    return model.eval(), info, split
+
+
+def _grad_batches(split: PreparedSplit, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """A few training batches for Taylor importance."""
+    x, y = split.arrays("train", 64, seed=seed)
+    return [(torch.from_numpy(x[i:i + 16]), torch.from_numpy(y[i:i + 16])) for i in range(0, len(x), 16)]
+
+
 @dataclass
 class _Built:
     """One pruned (and fine-tuned) model of a group, ready to be turned into its quantized cells."""
@@ -369,12 +466,20 @@ class _Built:
     work: Path  # scratch folder: the fp32 ONNX export every ONNX mode starts from
     export: ExportCheck | None
     calibration: np.ndarray | None
+    split: PreparedSplit  # the parent's, or the same rows at the cell's own input size
+    build_seconds: float  # pruning + fine-tuning, or the whole training of a retrained cell
 
 
 def build_group(parent: Parent, group: Group, todo: list[str], cfg: SweepConfig) -> _Built:
-    """Prune + fine-tune once, export once, draw the calibration images once, for every mode in ``todo``."""
-    model, info = _prune_and_finetune(parent, group, cfg)
-    size = parent.split.prep.input_size
+    """Prune + fine-tune (or train) once, export once, draw the calibration images once, for every mode in
+    ``todo``."""
+    start = time.perf_counter()
+    if group.kind in ("retrained", "resolution"):
+        model, info, split = _train_from_pretrained(parent, group, cfg)
+    else:
+        (model, info), split = _prune_and_finetune(parent, group, cfg), parent.split
+    build_seconds = time.perf_counter() - start
+    size = split.prep.input_size
     macs, params = count_macs_params(model, torch.randn(1, 3, size, size))
     work = Path(cfg.variants_dir) / parent.run_id / f"_work-{group.variant('x')}"
     if work.exists():
@@ -383,13 +488,13 @@ def build_group(parent: Parent, group: Group, todo: list[str], cfg: SweepConfig)
     check = None
     if any(base_mode(m) not in TORCH_MODES for m in todo):
         exporter = export_onnx(model, work / "fp32.onnx", input_size=size)
-        sample = torch.from_numpy(parent.split.arrays("test", 32)[0])
+        sample = torch.from_numpy(split.arrays("test", 32)[0])
         check = check_export(model, work / "fp32.onnx", sample, exporter=exporter)
         log.info("ONNX export (%s): max |logit diff| %.2e, top-1 agreement %.3f", exporter,
                  check.max_abs_logit_diff, check.top1_agreement)
-    calibration = (parent.split.arrays("train", cfg.calibration_images, seed=1)[0]
+    calibration = (split.arrays("train", cfg.calibration_images, seed=1)[0]
                    if any(base_mode(m) == "static" for m in todo) else None)
-    return _Built(model, info, params, macs, weight_sparsity(model), work, check, calibration)
+    return _Built(model, info, params, macs, weight_sparsity(model), work, check, calibration, split, build_seconds)
 
 
 def make_cell(parent: Parent, group: Group, label: str, built: _Built, cfg: SweepConfig) -> tuple[Predictor, Path]:
@@ -399,29 +504,30 @@ def make_cell(parent: Parent, group: Group, label: str, built: _Built, cfg: Swee
     if folder.exists():
         shutil.rmtree(folder)  # a leftover of an interrupted run: never stored, rebuilt from scratch
     folder.mkdir(parents=True)
-    card = Card(run_id=group.cell_id(parent.run_id, label), architecture=group.model,
-                preprocessing=parent.split.prep, variant=group.variant(label), parent_run_id=parent.run_id,
+    split = built.split
+    card = Card(run_id=group.cell_id(parent.run_id, label), architecture=group.architecture,
+                preprocessing=split.prep, variant=group.variant(label), parent_run_id=parent.run_id,
                 extra={"pruning": group.kind, "pruning_ratio": group.amount, "quantization": mode,
-                       "split_hash": parent.split.hash, "dataset_fingerprint": parent.split.data.fingerprint,
+                       "split_hash": split.hash, "dataset_fingerprint": split.data.fingerprint,
                        "git_sha": git_sha(), "seed": parent.train_cfg.seed, "data_licence": DATA_LICENCE,
                        "params": built.params, "macs": built.macs, "sparsity": built.sparsity,
                        "distillation": built.info.get("distillation"),
                        "training_data": training_data(data_dir=parent.train_cfg.data_dir,
                                                       synthetic=is_synthetic_dataset(parent.train_cfg.data_dir),
-                                                      images=len(parent.split.rows("train")))})
+                                                      images=len(split.rows("train")))})
     if mode == "qat":
         card.extra["qat"] = {"epochs": cfg.qat_epochs, "lr": cfg.qat_lr,
                              "flow": "torchao PT2E, X86InductorQuantizer (per-channel int8 weights), ONNX QDQ"}
         train_cfg = parent.train_cfg
         converted = quantization_aware_finetune(
             copy.deepcopy(built.model),
-            batches=lambda epoch: train_loader(parent.split, train_cfg, train_cfg.seed + epoch),
-            criterion=make_criterion(train_cfg.imbalance, parent.split.labels("train"),
+            batches=lambda epoch: train_loader(split, train_cfg, train_cfg.seed + epoch),
+            criterion=make_criterion(train_cfg.imbalance, split.labels("train"),
                                      label_smoothing=train_cfg.label_smoothing,
                                      logit_adjust_tau=train_cfg.logit_adjust_tau),
-            epochs=cfg.qat_epochs, lr=cfg.qat_lr, example=torch.from_numpy(parent.split.arrays("train", 4)[0]),
+            epochs=cfg.qat_epochs, lr=cfg.qat_lr, example=torch.from_numpy(split.arrays("train", 4)[0]),
             max_batches=train_cfg.max_train_batches)
-        export_qat_onnx(converted, folder / "model.onnx", input_size=parent.split.prep.input_size)
+        export_qat_onnx(converted, folder / "model.onnx", input_size=split.prep.input_size)
         card.file = "model.onnx"
         return OnnxPredictor(folder / "model.onnx", card, threads=cfg.threads), folder
     if mode in TORCH_MODES:
@@ -445,27 +551,35 @@ class _Measured:
     paired: dict[str, float]  # delta_<metric> (+ interval) vs the dense parent, on val and test pooled
 
 
-def measure_cell(predictor: Predictor, parent: Parent, cfg: SweepConfig) -> _Measured:
-    """Accuracy (val chooses what to deploy, test reports it) and latency, through the same predictor."""
+def measure_cell(predictor: Predictor, parent: Parent, cfg: SweepConfig, split: PreparedSplit | None = None
+                 ) -> _Measured:
+    """Accuracy (val chooses what to deploy, test reports it) and latency, through the same predictor.
+
+    ``split``: the cell's own (the parent's rows at another input size); paired differences need the same images.
+    """
+    split = split or parent.split
+    if split is not parent.split and any(
+            split.rows(s)["image_id"].tolist() != parent.split.rows(s)["image_id"].tolist() for s in ("val", "test")):
+        raise ConfigError("a cell is scored on other images than its parent: paired differences need the same rows")
     evaluations, predictions = {}, {}
-    outputs = {split: predict_logits(predictor, parent.split.loader(split, batch_size=64)) for split in ("val", "test")}
+    outputs = {name: predict_logits(predictor, split.loader(name, batch_size=64)) for name in ("val", "test")}
     card = predictor.card  # calibrated on validation; the card carries it to every later predictor of this file
     card.temperature, card.uncertain_threshold = fit_calibration(
         *outputs["val"], target_accuracy=cfg.uncertain_target_accuracy)
     card.extra["calibration"] = {"fitted_on": "val", "target_accuracy": cfg.uncertain_target_accuracy}
     pooled = []
-    for split, (logits, labels) in outputs.items():
-        rows = parent.split.rows(split)
+    for name, (logits, labels) in outputs.items():
+        rows = split.rows(name)
         groups = rows["lesion_id"].to_numpy()
-        evaluations[split] = evaluate_logits(labels, logits, temperature=card.temperature, groups=groups)
-        predictions[split] = Predictions(rows["image_id"].tolist(), labels, probabilities(predictor, logits))
-        reference = parent.predictions(split)
-        evaluations[split].metrics.update(interval_metrics(
+        evaluations[name] = evaluate_logits(labels, logits, temperature=card.temperature, groups=groups)
+        predictions[name] = Predictions(rows["image_id"].tolist(), labels, probabilities(predictor, logits))
+        reference = parent.predictions(name)
+        evaluations[name].metrics.update(interval_metrics(
             paired_differences(labels, logits.argmax(1), reference, groups), prefix="delta_"))
         pooled.append((labels, logits.argmax(1), reference, groups))
     labels, preds, reference, groups = (np.concatenate(parts) for parts in zip(*pooled, strict=True))
     paired = interval_metrics(paired_differences(labels, preds, reference, groups), prefix="delta_")
-    latency = predictor_latency(predictor, input_size=parent.split.prep.input_size, threads=cfg.threads,
+    latency = predictor_latency(predictor, input_size=split.prep.input_size, threads=cfg.threads,
                                 runs=cfg.latency_runs)
     return _Measured(evaluations, predictions, latency, paired)
 
@@ -485,23 +599,24 @@ def cell_record(parent: Parent, group: Group, label: str, built: _Built, predict
     deploy = {"size_bytes": float(size_bytes), "size_mb": size_bytes / 1e6,
               "latency_b1_ms": measured.latency.median_ms, "latency_b1_iqr_ms": measured.latency.iqr_ms,
               "params": float(built.params), "macs": built.macs, "sparsity": built.sparsity,
-              # a MAC-budget cell's "ratio" is the share of MACs it removed (its budget is in the variant name)
-              "pruning_ratio": group.amount}
-    if "macs_before" in built.info:  # both counted on the pruning's example input, before and after
+              "pruning_ratio": group.amount if group.kind in ("structured", "unstructured") else 0.0,
+              "build_seconds": built.build_seconds}
+    if "macs_before" in built.info:  # of the dense parent, counted like macs_after on the same input
         deploy["macs_kept"] = built.info["macs_after"] / built.info["macs_before"]
-        if group.kind == "budget":  # its "ratio" is the share of MACs removed (the budget is in its name)
+        if group.kind != "structured":  # a budget cell's "ratio" is the share of MACs removed (its budget is named)
             deploy["pruning_ratio"] = 1 - deploy["macs_kept"]
     if export:
         deploy.update(export_max_abs_logit_diff=export["max_abs_logit_diff"],
                       export_top1_agreement=export["top1_agreement"])
-    provenance = Provenance.here(dataset=parent.train_cfg.data_dir, dataset_fingerprint=parent.split.data.fingerprint,
-                                 split_hash=parent.split.hash, seed=parent.train_cfg.seed, device=torch.device("cpu"))
+    provenance = Provenance.here(dataset=parent.train_cfg.data_dir, dataset_fingerprint=built.split.data.fingerprint,
+                                 split_hash=built.split.hash, seed=parent.train_cfg.seed, device=torch.device("cpu"))
     return RunRecord(
         run_id=card.run_id, kind="variant", scalars={"deploy": deploy, "val_test": measured.paired},
-        model=group.model,
+        model=group.architecture,
         variant=group.variant(label), parent_run_id=parent.run_id, provenance=provenance,
         config={"sweep": dataclasses.asdict(cfg), "sweep_id": sweep_id(cfg), "group": dataclasses.asdict(group),
-                "mode": mode, "pruning": {k: v for k, v in built.info.items() if k != "history"},
+                "family": group.family, "mode": mode,
+                "pruning": {k: v for k, v in built.info.items() if k != "history"},
                 "timed_on": here},
         evaluations=measured.evaluations, history=built.info["history"], predictions=measured.predictions,
         artifacts={"model": folder / str(card.file), "card": folder / VARIANT_CARD_NAME},
@@ -528,7 +643,7 @@ def iter_cells(parent: Parent, group: Group, todo: list[str], cfg: SweepConfig) 
     built = build_group(parent, group, todo, cfg)
     for label in todo:
         predictor, folder = make_cell(parent, group, label, built, cfg)
-        measured = measure_cell(predictor, parent, cfg)
+        measured = measure_cell(predictor, parent, cfg, built.split)
         yield cell_record(parent, group, label, built, predictor, folder, measured, cfg)
     shutil.rmtree(built.work)
 

@@ -31,14 +31,16 @@ METRIC_LABELS = {"accuracy": "Accuracy", "balanced_accuracy": "Balanced accuracy
 def variants_frame(store: ResultsStore, *, split: str = "test") -> pd.DataFrame:
     """One row per run with its ``split`` metrics, deploy figures (size, latency) and ratios vs the dense parent.
 
-    Columns: run_id, parent_run_id, kind, model, variant, quantization, pruning_ratio, dataset,
+    Columns: run_id, parent_run_id, kind, model, variant, quantization, pruning_ratio, family (how the variant was
+    made smaller: dense, pruned after training, pruned then trained, lower resolution, ...), dataset,
     dataset_fingerprint, split_hash, seed, git_sha, created_at, the metrics, size_mb, latency_ms, params, macs,
     size_x, speed_x, bal_acc_delta (the last three against the parent's dense PyTorch fp32 cell), size_x_onnx and
     speed_x_onnx (against the parent's dense fp32 ONNX cell, the deployable baseline), bal_acc_delta's paired 95%
     interval bal_acc_delta_ci_low / _high, and pooled_delta_* (the paired differences on val and test pooled).
     """
     runs = store.query("SELECT run_id, parent_run_id, kind, model, variant, dataset, dataset_fingerprint, split_hash, "
-                       "seed, git_sha, created_at, json_extract_string(config, '$.mode') AS mode FROM runs")
+                       "seed, git_sha, created_at, json_extract_string(config, '$.mode') AS mode, "
+                       "json_extract_string(config, '$.family') AS family FROM runs")
     if runs.empty:
         return runs
     metrics = store.query("SELECT run_id, split, name, value FROM metrics WHERE split IN (?, 'deploy')", [split])
@@ -50,6 +52,7 @@ def variants_frame(store: ResultsStore, *, split: str = "test") -> pd.DataFrame:
     df = df.rename(columns={"latency_b1_ms": "latency_ms"})
     df["quantization"] = df["mode"].fillna("torch_fp32")
     df["pruning_ratio"] = df["pruning_ratio"].fillna(0.0)
+    df["family"] = df["family"].fillna(df["variant"].map(_family_from_name))  # stored before families were named
     df = df.drop(columns=["mode"])
     base = df[df["variant"] == BASELINE_VARIANT].set_index("parent_run_id")
     base = base[~base.index.duplicated()]
@@ -72,6 +75,15 @@ def variants_frame(store: ResultsStore, *, split: str = "test") -> pd.DataFrame:
         wide = pooled.pivot_table(index="run_id", columns="name", values="value", aggfunc="first")
         df = df.merge(wide.add_prefix("pooled_"), left_on="run_id", right_index=True, how="left")
     return df.sort_values(["model", "pruning_ratio", "variant"]).reset_index(drop=True)
+
+
+def _family_from_name(variant: object) -> str:
+    name = str(variant)
+    for prefix, family in (("macs-", "pruned after training"), ("pruned-", "pruned (per-layer ratio)"),
+                           ("unstructured-", "unstructured sparsity")):
+        if name.startswith(prefix):
+            return family
+    return "dense"
 
 
 @dataclass(frozen=True)
