@@ -123,11 +123,13 @@ def test_tradeoffs_chart_has_points_frontier_and_baseline(app_env: Path) -> None
     at = _run()
     spec = json.loads(at.get("plotly_chart")[0].proto.spec)
     names = [t.get("name") for t in spec["data"]]
-    assert "Pareto frontier" in names and "dense FP32 PyTorch baseline" in names and "test_efficientnet" in names
+    assert "Pareto frontier" in names and "dense FP32 PyTorch baseline" in names
     assert "quantization: static" in names and "pruning ratio 0.5" in names  # legends for symbol and size
     assert spec["layout"]["xaxis"]["title"]["text"] == "Model size (MB, log scale)"
-    points = next(t for t in spec["data"] if t.get("name") == "test_efficientnet")
-    assert _length(points["x"]) == 6  # 2 ratios x 3 modes
+    # one series per way of making the model smaller (issue 19: the families side by side)
+    dense = next(t for t in spec["data"] if t.get("name") == "test_efficientnet · dense")
+    pruned = next(t for t in spec["data"] if t.get("name") == "test_efficientnet · pruned (per-layer ratio)")
+    assert _length(dense["x"]) == _length(pruned["x"]) == 3  # 3 modes each
 
 
 def _length(array: list | dict) -> int:

@@ -46,3 +46,28 @@ def test_report_cli_on_an_empty_store(tmp_path: Path, capsys: pytest.CaptureFixt
     code = run_cli(report_cli.main, report_cli.get_args_parser(), ["--db", str(tmp_path / "empty.duckdb"),
                                                                    "--out", str(tmp_path)])
     assert code == 2 and "no measured variants" in capsys.readouterr().err
+
+
+def test_the_budget_table_picks_each_familys_cell_on_validation_not_test() -> None:
+    """Issue 19's Pareto table: per MAC level and family, the cell chosen on validation, shown with test figures."""
+    import pandas as pd
+
+    from core.store.analysis import frontier_by_budget
+
+    rows = [  # variant, family, quantization, macs_kept, test bal acc, val bal acc
+        ("dense-fp32", "dense", "fp32", None, 0.70, 0.70),
+        ("dense-torch_fp32", "dense", "torch_fp32", None, 0.70, 0.70),  # not deployable: left out
+        ("macs-0.5-fp32", "pruned after training", "fp32", 0.49, 0.60, 0.69),
+        ("macs-0.5-static", "pruned after training", "static", 0.49, 0.68, 0.61),  # best on test, not on val
+        ("ptt-0.5-fp32", "pruned, then trained", "fp32", 0.51, 0.65, 0.66),
+        ("res-128-fp32", "lower resolution", "fp32", 0.64, 0.66, 0.67),
+        ("pruned-0.5-fp32", "pruned (per-layer ratio)", "fp32", None, 0.5, 0.5),  # no MAC count: left out
+    ]
+    frame = pd.DataFrame(rows, columns=["variant", "family", "quantization", "macs_kept", "balanced_accuracy", "val"])
+    frame["run_id"], frame["parent_run_id"], frame["kind"] = frame["variant"], "p", "variant"
+    val = frame.assign(balanced_accuracy=frame["val"])
+    table = frontier_by_budget(frame, val)
+    assert table[["macs_level", "family", "variant"]].values.tolist() == [
+        [1.0, "dense", "dense-fp32"], [0.65, "lower resolution", "res-128-fp32"],
+        [0.5, "pruned after training", "macs-0.5-fp32"], [0.5, "pruned, then trained", "ptt-0.5-fp32"]]
+    assert table.set_index("variant").loc["macs-0.5-fp32", "balanced_accuracy"] == 0.60  # test figure shown

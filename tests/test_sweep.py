@@ -329,7 +329,8 @@ def test_prune_then_train_and_lower_resolution_cells(trained_tiny: TrainResult, 
     run_sweep(cfg)
     with ResultsStore(cfg.db, read_only=True) as store:
         frame = variants_frame(store).set_index("variant")
-        epochs = store.query("SELECT run_id, count(DISTINCT epoch) AS n FROM history GROUP BY run_id").set_index("run_id")["n"]
+        epochs = store.query("SELECT run_id, count(DISTINCT epoch) AS n FROM history GROUP BY run_id"
+                             ).set_index("run_id")["n"]
     assert frame.loc["dense-fp32", "family"] == "dense"
     assert frame.loc["ptt-0.75-fp32", "family"] == "pruned, then trained"
     assert frame.loc["res-24-fp32", "family"] == "lower resolution"

@@ -612,7 +612,7 @@ def cell_record(parent: Parent, group: Group, label: str, built: _Built, predict
                                  split_hash=built.split.hash, seed=parent.train_cfg.seed, device=torch.device("cpu"))
     return RunRecord(
         run_id=card.run_id, kind="variant", scalars={"deploy": deploy, "val_test": measured.paired},
-        model=group.architecture,
+        model=group.model,  # the parent's: a larger architecture pruned down is named in the variant and card
         variant=group.variant(label), parent_run_id=parent.run_id, provenance=provenance,
         config={"sweep": dataclasses.asdict(cfg), "sweep_id": sweep_id(cfg), "group": dataclasses.asdict(group),
                 "family": group.family, "mode": mode,

@@ -172,6 +172,30 @@ def recommend(df: pd.DataFrame, *, max_loss: float = 0.01, max_size_mb: float | 
                           float(best.get("bal_acc_delta_ci_high", np.nan)))
 
 
+DEPLOYABLE_MODES = ("fp32", "static", "dynamic", "fp16", "qat")  # ONNX files (what the budget table compares)
+
+
+def frontier_by_budget(test: pd.DataFrame, val: pd.DataFrame, *, step: float = 0.05) -> pd.DataFrame:
+    """The Pareto table: for each MAC level (MACs kept, rounded to ``step``) and each way of getting there
+    (family), the deployable cell with the best *validation* balanced accuracy, shown with its test figures.
+
+    ``test`` and ``val``: :func:`variants_frame` (or the report's study frame) on those splits. Dense cells are at
+    1.0; cells without a MAC count (per-layer ratios stored before MACs were kept) are left out.
+    """
+    cells = test[(test["kind"] == "variant") & test["quantization"].isin(DEPLOYABLE_MODES)].copy()
+    if cells.empty:
+        return cells
+    kept = cells["macs_kept"] if "macs_kept" in cells.columns else pd.Series(np.nan, index=cells.index)
+    cells["macs_kept"] = kept.where(cells["family"] != "dense", 1.0)
+    cells = cells.dropna(subset=["macs_kept"])
+    cells["macs_level"] = (cells["macs_kept"] / step).round() * step
+    cells["val_balanced_accuracy"] = cells["run_id"].map(val.set_index("run_id")["balanced_accuracy"])
+    best = (cells.sort_values("val_balanced_accuracy", ascending=False)
+            .drop_duplicates(["parent_run_id", "macs_level", "family"]))
+    return best.sort_values(["parent_run_id", "macs_level", "family"], ascending=[True, False, True]
+                            ).reset_index(drop=True)
+
+
 @dataclass
 class RunDetail:
     run: pd.Series

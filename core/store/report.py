@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from core.provenance import git_sha
-from core.store.analysis import BASELINE_VARIANT, cv_summary, pareto_front, variants_frame
+from core.store.analysis import BASELINE_VARIANT, cv_summary, frontier_by_budget, pareto_front, variants_frame
 from core.store.results import ResultsStore
 
 log = logging.getLogger(__name__)
@@ -64,17 +64,26 @@ def _fmt(value: object, column: str) -> str:
             return "—"
         if column in ("size_x", "speed_x", "size_x_onnx", "speed_x_onnx"):
             return f"{value:.1f}x"
-        if column in ("bal_acc_delta", "mel_delta"):
+        if column in ("bal_acc_delta", "mel_delta", "pooled_delta_balanced_accuracy", "pooled_delta_mel_recall"):
             return f"{value * 100:+.1f} pts"
-        if column in ("size_mb", "latency_ms", "latency_b1_iqr_ms", "pruning_ratio"):
+        if column in ("size_mb", "latency_ms", "latency_b1_iqr_ms", "pruning_ratio", "macs_level"):
             return f"{value:.2f}"
         return f"{value:.3f}"
     return str(value)
 
 
+FRONTIER_COLUMNS = {"macs_level": "MACs kept", "family": "family", "variant": "variant (best on val)",
+                    "balanced_accuracy": "bal. acc.", "recall_mel": "mel recall",
+                    "pooled_delta_balanced_accuracy": "Δ bal. acc. (val+test, paired)",
+                    "pooled_delta_mel_recall": "Δ mel recall (val+test, paired)", "size_mb": "size MB",
+                    "latency_ms": "latency ms", "size_x_onnx": "smaller vs ONNX", "speed_x_onnx": "faster vs ONNX",
+                    "speed_x": "faster vs eager"}
+
 # Columns shown with their 95% lesion-level bootstrap interval, and where that interval is stored.
 INTERVAL_COLUMNS = {"balanced_accuracy": "balanced_accuracy_ci", "recall_mel": "mel_recall_ci",
-                    "bal_acc_delta": "bal_acc_delta_ci"}
+                    "bal_acc_delta": "bal_acc_delta_ci",
+                    "pooled_delta_balanced_accuracy": "pooled_delta_balanced_accuracy_ci",
+                    "pooled_delta_mel_recall": "pooled_delta_mel_recall_ci"}
 
 
 def _cell(row: pd.Series, column: str) -> str:
@@ -83,7 +92,7 @@ def _cell(row: pd.Series, column: str) -> str:
     low, high = (row.get(f"{ci}_low"), row.get(f"{ci}_high")) if ci else (None, None)
     if low is None or high is None or pd.isna(low) or pd.isna(high):
         return text
-    if column == "bal_acc_delta":
+    if column in ("bal_acc_delta", "pooled_delta_balanced_accuracy", "pooled_delta_mel_recall"):
         return f"{text} [{low * 100:+.1f}, {high * 100:+.1f}]"
     return f"{text} [{low:.3f}, {high:.3f}]"
 
@@ -202,6 +211,13 @@ def write_report(store: ResultsStore, out_dir: str | Path, *, split: str = "test
                  "No variant loses melanoma recall against the dense model.")
         parts.append(f"## {model} (dense run `{parent}`)\n\n{markdown_table(part, TABLE_COLUMNS)}\n\n{worst}\n\n"
                      f"![{model} size]({sizes.relative_to(out_dir)}) ![{model} latency]({speed.relative_to(out_dir)})")
+    frontier = frontier_by_budget(df, study_frame(store, split="val"))
+    for parent, part in frontier.groupby("parent_run_id", sort=True):
+        if part["family"].nunique() > 1:
+            parts.append(f"## Frontier by MAC budget (dense run `{parent}`)\n\nFor each share of the dense MACs "
+                         "and each way of getting there, the ONNX cell with the best validation balanced accuracy; "
+                         "figures on the test split, Δ paired against the dense parent on validation and test "
+                         "pooled.\n\n" + markdown_table(part, FRONTIER_COLUMNS))
     parts += _cross_validations(store)
     path = out_dir / "REPORT.md"
     path.parent.mkdir(parents=True, exist_ok=True)

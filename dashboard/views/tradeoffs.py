@@ -3,6 +3,7 @@ the Pareto frontier and the dense baselines."""
 
 from __future__ import annotations
 
+import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
@@ -68,7 +69,8 @@ log_x = c3.toggle("Log scale", key="to_log")
 
 fig = go.Figure()
 iqr = deployable.get("latency_b1_iqr_ms")
-for model, part in deployable.groupby("model"):
+families = deployable["family"] if "family" in deployable.columns else pd.Series("dense", index=deployable.index)
+for (model, family), part in deployable.assign(family=families).groupby(["model", "family"]):
     error = ({"type": "data", "array": part["latency_b1_iqr_ms"] / 2, "visible": True, "thickness": 1}
              if x == "latency_ms" and iqr is not None else None)
     interval = None
@@ -77,19 +79,20 @@ for model, part in deployable.groupby("model"):
                     "array": part[f"{metric}_ci_high"] - part[metric],
                     "arrayminus": part[metric] - part[f"{metric}_ci_low"]}
     fig.add_trace(go.Scatter(
-        x=part[x], y=part[metric], mode="markers", name=model, error_x=error, error_y=interval,
+        x=part[x], y=part[metric], mode="markers", name=f"{model} · {family}", error_x=error, error_y=interval,
         marker={"size": 9 + 22 * part["pruning_ratio"], "symbol": [QUANT_SYMBOLS.get(q, "star") for q in
                                                                    part["quantization"]],
                 "line": {"width": 1, "color": "#333"}},
         customdata=part[["run_id", "variant", "accuracy", "balanced_accuracy", "size_mb", "latency_ms",
                          "bal_acc_delta", "size_x", "speed_x", "pruning_ratio", "quantization",
-                         "bal_acc_delta_ci_low", "bal_acc_delta_ci_high"]].to_numpy(),
+                         "bal_acc_delta_ci_low", "bal_acc_delta_ci_high", "family"]].to_numpy(),
         hovertemplate=("<b>%{customdata[1]}</b><br>balanced accuracy %{customdata[3]:.3f} "
                        "(Δ %{customdata[6]:+.3f} vs dense, paired 95% interval [%{customdata[11]:+.3f}, "
                        "%{customdata[12]:+.3f}])<br>accuracy %{customdata[2]:.3f}<br>"
                        "size %{customdata[4]:.2f} MB (%{customdata[7]:.1f}x smaller)<br>"
                        "latency %{customdata[5]:.2f} ms (%{customdata[8]:.1f}x faster)<br>"
-                       "pruning %{customdata[9]:.2f}, %{customdata[10]}<extra>%{fullData.name}</extra>"),
+                       "%{customdata[13]}: %{customdata[9]:.2f} of the MACs or channels removed, "
+                       "%{customdata[10]}<extra>%{fullData.name}</extra>"),
     ))
 for mode in sorted(deployable["quantization"].unique()):  # legend entries: what each symbol means
     fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=f"quantization: {mode}", legendgroup="q",
@@ -108,7 +111,7 @@ x_title = X_AXES[x] if log_x else X_AXES[x].replace(", log scale", "")
 if x == "latency_ms" and log_x:
     x_title += " (log scale)"
 fig.update_layout(xaxis_title=x_title, yaxis_title=f"{METRIC_LABELS[metric]} ({split})", height=580,
-                  legend_title="Architecture, quantization (symbol), pruning (size)")
+                  legend_title="Architecture · family (colour), quantization (symbol), pruning (size)")
 fig.update_xaxes(type="log" if log_x else "linear", dtick="D2" if log_x else None)
 event = st.plotly_chart(fig, key="tradeoff_chart", on_select="rerun", selection_mode=("points", "box", "lasso"),
                         width="stretch")
