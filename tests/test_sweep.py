@@ -215,7 +215,7 @@ def test_iterative_pruning_fine_tunes_after_every_step(trained_tiny: TrainResult
 def test_quantization_aware_cells_are_int8_onnx(trained_tiny: TrainResult, tmp_path: Path) -> None:
     import onnx
 
-    cfg = _cfg(trained_tiny, tmp_path, ratios=[0.5], modes=["qat", "static"], unstructured=[], qat_epochs=1)
+    cfg = _cfg(trained_tiny, tmp_path, ratios=[0.5], modes=["qat", "static"], unstructured=[], qat_epochs=2)
     summary = run_sweep(cfg)
     assert sorted(summary["variant"]) == ["pruned-0.5-qat", "pruned-0.5-static"]
     folder = Path(cfg.variants_dir) / trained_tiny.run_id / "pruned-0.5-qat"
@@ -225,7 +225,35 @@ def test_quantization_aware_cells_are_int8_onnx(trained_tiny: TrainResult, tmp_p
     static = summary.set_index("variant").loc["pruned-0.5-static"]
     assert qat["size_mb"] < 1.5 * static["size_mb"] and 0 <= qat["balanced_accuracy"] <= 1
     card = json.loads((folder / "model_card.json").read_text())
-    assert card["qat"]["epochs"] == 1 and card["quantization"] == "qat"
+    assert card["qat"]["epochs"] == 2 and card["quantization"] == "qat"
+    # the deployed epoch was chosen on the *converted* graph's validation balanced accuracy
+    chosen = card["qat"]["selection"]
+    assert [r["epoch"] for r in chosen["epochs"]] == [0, 1]
+    assert chosen["chosen_epoch"] == max(chosen["epochs"], key=lambda r: r["converted_score"])["epoch"]
+
+
+def test_qat_returns_the_converted_epoch_that_scored_best(trained_tiny: TrainResult) -> None:
+    """Issue 19: QAT checkpoints are chosen on the converted model, not on the fake-quant graph."""
+    from core.compress.qat import quantization_aware_finetune
+    from core.serve.artifacts import load_trained_model
+
+    model, _, _ = load_trained_model(trained_tiny.run_dir)
+    parent = load_parent(str(trained_tiny.run_dir))
+    x, y = parent.split.arrays("train", 32)
+    batches = [(torch.from_numpy(x[i:i + 16]), torch.from_numpy(y[i:i + 16]).long()) for i in (0, 16)]
+    seen: list[torch.nn.Module] = []
+    scores = iter([0.9, 0.2, 0.5])
+
+    def score(graph: torch.nn.Module) -> float:
+        seen.append(graph)
+        return next(scores)
+
+    history: list[dict[str, float]] = []
+    chosen = quantization_aware_finetune(model, batches=lambda epoch: batches, criterion=torch.nn.CrossEntropyLoss(),
+                                         epochs=3, lr=1e-4, example=torch.from_numpy(x[:2]), score=score,
+                                         history=history)
+    assert len(seen) == 3 and chosen is seen[0]  # the first epoch's conversion, not the last
+    assert [r["converted_score"] for r in history] == [0.9, 0.2, 0.5]
 
 
 def test_every_cell_carries_its_paired_difference_from_the_dense_parent(sweep_store: Path) -> None:

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from sklearn.metrics import balanced_accuracy_score
 from torch import nn
 
 from core.calibration import DEFAULT_TARGET_ACCURACY, fit_calibration
@@ -41,7 +42,7 @@ from core.compress.prune import (
     unstructured_prune,
     weight_sparsity,
 )
-from core.compress.qat import export_qat_onnx, quantization_aware_finetune
+from core.compress.qat import export_qat_onnx, graph_logits, quantization_aware_finetune
 from core.compress.quantize import (
     CALIBRATION_METHODS,
     EXCLUDE_PRESETS,
@@ -519,6 +520,12 @@ def make_cell(parent: Parent, group: Group, label: str, built: _Built, cfg: Swee
         card.extra["qat"] = {"epochs": cfg.qat_epochs, "lr": cfg.qat_lr,
                              "flow": "torchao PT2E, X86InductorQuantizer (per-channel int8 weights), ONNX QDQ"}
         train_cfg = parent.train_cfg
+        selection: list[dict[str, float]] = []
+
+        def converted_val_balanced_accuracy(graph: nn.Module) -> float:
+            logits, labels = graph_logits(graph, split.loader("val", batch_size=64))
+            return float(balanced_accuracy_score(labels.numpy(), logits.argmax(1).numpy()))
+
         converted = quantization_aware_finetune(
             copy.deepcopy(built.model),
             batches=lambda epoch: train_loader(split, train_cfg, train_cfg.seed + epoch),
@@ -526,7 +533,9 @@ def make_cell(parent: Parent, group: Group, label: str, built: _Built, cfg: Swee
                                      label_smoothing=train_cfg.label_smoothing,
                                      logit_adjust_tau=train_cfg.logit_adjust_tau),
             epochs=cfg.qat_epochs, lr=cfg.qat_lr, example=torch.from_numpy(split.arrays("train", 4)[0]),
-            max_batches=train_cfg.max_train_batches)
+            max_batches=train_cfg.max_train_batches, score=converted_val_balanced_accuracy, history=selection)
+        card.extra["qat"]["selection"] = {"on": "converted graph, val balanced accuracy", "epochs": selection,
+                                          "chosen_epoch": max(selection, key=lambda r: r["converted_score"])["epoch"]}
         export_qat_onnx(converted, folder / "model.onnx", input_size=split.prep.input_size)
         card.file = "model.onnx"
         return OnnxPredictor(folder / "model.onnx", card, threads=cfg.threads), folder
