@@ -46,15 +46,3 @@ def is_possibly_malignant(dx: str) -> bool:
     """Whether a dx code belongs to the possibly-malignant group (mel, bcc, akiec)."""
     clinical_name(dx)  # unknown codes fail with the allowed list
     return dx in POSSIBLY_MALIGNANT
-
-
-def next_step(dx: str) -> str:
-    """What a patient should do after a confident result of this class (the site's advice, in plain words)."""
-    if dx == "mel":
-        return ("See a dermatologist or your doctor as soon as possible, within two weeks: tell them a skin check "
-                "suggested melanoma and bring this report.")
-    if is_possibly_malignant(dx):
-        return ("Make an appointment with a dermatologist or your doctor within the next few weeks, and sooner if "
-                "it grows, bleeds or does not heal.")
-    return ("Usually harmless. Keep an eye on it and see a doctor if it changes in size, shape or colour, bleeds, "
-            "itches or looks different from your other moles.")

@@ -113,6 +113,29 @@ def paired_differences(y_true: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarra
     return {name: _percentiles(a[name][0] - b[name][0], a[name][1:] - b[name][1:], level) for name in a}
 
 
+def screening_intervals(truth: dict[str, np.ndarray], groups: np.ndarray, *,
+                        replicates: int = DEFAULT_REPLICATES, level: float = 0.95, seed: int = 0
+                        ) -> dict[str, Interval]:
+    """Sensitivity and specificity of binary referrals with lesion-level intervals.
+
+    ``truth`` holds pairs ``<name>_true`` / ``<name>_referred`` (booleans per image, e.g. from
+    :func:`core.triage.referral_metrics`); the result has ``<name>_sensitivity`` and ``<name>_specificity``.
+    """
+    weights = _lesion_weights(groups, replicates=replicates, seed=seed)
+    out = {}
+    for key in [k[:-len("_true")] for k in truth if k.endswith("_true")]:
+        positive = truth[f"{key}_true"].astype(weights.dtype)
+        referred = truth[f"{key}_referred"].astype(weights.dtype)
+        _check(positive, groups, referred)
+        pos, neg = weights @ positive, weights @ (1 - positive)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            figures = {"sensitivity": np.where(pos > 0, weights @ (positive * referred) / pos, np.nan),
+                       "specificity": np.where(neg > 0, weights @ ((1 - positive) * (1 - referred)) / neg, np.nan)}
+        for name, values in figures.items():
+            out[f"{key}_{name}"] = _percentiles(values[0], values[1:], level)
+    return out
+
+
 def interval_metrics(intervals: dict[str, Interval], *, prefix: str = "") -> dict[str, float]:
     """Flat store rows: ``<prefix><name>_ci_low`` / ``_ci_high`` (and ``<prefix><name>`` for differences)."""
     out: dict[str, float] = {}

@@ -23,7 +23,8 @@ from sklearn.metrics import (
 
 from core.calibration import brier_score, calibrated_softmax, negative_log_likelihood
 from core.classes import CLASSES, ISIC_COLUMNS
-from core.intervals import bootstrap_intervals, interval_metrics
+from core.intervals import bootstrap_intervals, interval_metrics, screening_intervals
+from core.triage import Triage, referral_metrics
 
 METRIC_NAMES = ("accuracy", "balanced_accuracy", "auc_macro_ovr", "kappa", "mcc", "ece", "nll", "brier")
 
@@ -64,11 +65,13 @@ def expected_calibration_error(y_true: np.ndarray, probs: np.ndarray, *, n_bins:
 
 
 def evaluate_predictions(y_true: np.ndarray, probs: np.ndarray, *, classes: tuple[str, ...] = CLASSES,
-                         groups: np.ndarray | None = None) -> Evaluation:
+                         groups: np.ndarray | None = None, triage: Triage | None = None) -> Evaluation:
     """Compute every metric from true labels (class indices) and predicted probabilities (n, k).
 
     With ``groups`` (each image's lesion id), the figures of :data:`core.intervals.INTERVAL_METRICS` also get
-    their 95% lesion-level bootstrap interval (``<name>_ci_low`` / ``<name>_ci_high``).
+    their 95% lesion-level bootstrap interval (``<name>_ci_low`` / ``<name>_ci_high``). With ``triage`` (the
+    model's screening operating points), ``triage_malignant_*`` and ``triage_melanoma_*`` sensitivity and
+    specificity at those points are added (with intervals when ``groups`` are given).
     """
     y_true = np.asarray(y_true, dtype=np.int64)
     probs = np.asarray(probs, dtype=np.float64)
@@ -93,16 +96,28 @@ def evaluate_predictions(y_true: np.ndarray, probs: np.ndarray, *, classes: tupl
         intervals = bootstrap_intervals(y_true, y_pred, np.asarray(groups))
         metrics.update({name: iv.point for name, iv in intervals.items() if name not in metrics})
         metrics.update(interval_metrics(intervals))
+    if triage is not None and classes == CLASSES:
+        referrals = referral_metrics(y_true, probs, triage)
+        if groups is not None:
+            screening = screening_intervals(referrals, np.asarray(groups))
+            metrics.update({f"triage_{name}": iv.point for name, iv in screening.items()})
+            metrics.update(interval_metrics({f"triage_{name}": iv for name, iv in screening.items()}))
+        else:
+            for key in ("malignant", "melanoma"):
+                positive, referred = referrals[f"{key}_true"], referrals[f"{key}_referred"]
+                metrics[f"triage_{key}_sensitivity"] = float(referred[positive].mean()) if positive.any() else math.nan
+                metrics[f"triage_{key}_specificity"] = (float((~referred[~positive]).mean()) if (~positive).any()
+                                                        else math.nan)
     per_class = pd.DataFrame({"precision": precision, "recall": recall, "f1": f1, "support": support},
                              index=pd.Index(classes, name="class"))
     return Evaluation(metrics, per_class, confusion_matrix(y_true, y_pred, labels=labels))
 
 
 def evaluate_logits(y_true: np.ndarray, logits: np.ndarray, *, temperature: float = 1.0,
-                    groups: np.ndarray | None = None) -> Evaluation:
+                    groups: np.ndarray | None = None, triage: Triage | None = None) -> Evaluation:
     """:func:`evaluate_predictions` of the calibrated probabilities ``softmax(logits / temperature)``, plus the
     calibration figures of the raw softmax (``ece_uncalibrated``, ``nll_uncalibrated``, ``brier_uncalibrated``)."""
-    ev = evaluate_predictions(y_true, calibrated_softmax(logits, temperature), groups=groups)
+    ev = evaluate_predictions(y_true, calibrated_softmax(logits, temperature), groups=groups, triage=triage)
     raw = calibrated_softmax(logits, 1.0)
     ev.metrics.update(temperature=float(temperature),
                       ece_uncalibrated=expected_calibration_error(np.asarray(y_true), raw),

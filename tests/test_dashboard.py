@@ -162,6 +162,10 @@ def test_live_panel_predicts_a_real_sample(app_env: Path, samples_dir: Path, mon
     assert not at.exception, [e.value for e in at.exception]
     summary = at.dataframe[0].value
     assert summary["prediction"].notna().all() and (summary["this image, ms (one run)"] > 0).all()
+    # the site's screening decision beside each variant's answer (issue 20): group share, referral, advice
+    assert summary["possibly malignant"].between(0, 1).all()
+    assert set(summary["refer (operating point)"]) <= {"yes", "no", "no operating point"}
+    assert summary["advice"].str.contains("dermatologist|watch").all()
 
 
 def test_no_store_gives_a_friendly_page(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

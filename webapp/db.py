@@ -52,6 +52,11 @@ MIGRATIONS: list[str] = [
     ALTER TABLE detections ADD COLUMN note TEXT NOT NULL DEFAULT '';
     CREATE INDEX detections_site ON detections(user_id, body_site, created_at);
     """,
+    # 3: the screening decision made at check time (operating point, urgency), so the advice shown later is the
+    # one given then, whatever model is deployed now
+    """
+    ALTER TABLE detections ADD COLUMN decision TEXT;
+    """,
 ]
 
 

@@ -9,7 +9,7 @@ from flask import current_app
 
 from core.serve.imaging import ImageRejected, check_image, reencode_jpeg
 from webapp.db import get_db
-from webapp.predictor import Detection, detect, detection_json
+from webapp.predictor import Detection, decision_json, detect, detection_json
 from webapp.storage import delete_image, store_with_row
 
 
@@ -31,9 +31,9 @@ def create(user_id: int, data: bytes, *, body_site: str = "", note: str = "") ->
 
     def insert(db: sqlite3.Connection, key: str) -> None:
         db.execute("INSERT INTO detections (id, user_id, image_key, model_version, top_class, confidence, probs, "
-                   "uncertain, body_site, note) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                   "uncertain, body_site, note, decision) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                    (detection_id, user_id, key, result.model_version, result.top_class, result.confidence,
-                    detection_json(result), int(result.uncertain), body_site, note.strip()))
+                    detection_json(result), int(result.uncertain), body_site, note.strip(), decision_json(result)))
 
     store_with_row(reencode_jpeg(checked.image), insert)
     return detection_id, result

@@ -29,6 +29,7 @@ from core.serve.ood import GATE_FILE, NOT_A_LESION, OodGate
 from core.serve.predict import Predictor, load_predictor, predict_image
 from core.store.analysis import deployed_variant
 from core.store.results import ResultsStore
+from core.triage import Decision, Triage, decide
 
 log = logging.getLogger(__name__)
 _lock = threading.Lock()
@@ -188,6 +189,8 @@ class Detection:
     probs: dict[str, float]
     uncertain: bool
     model_version: str
+    decision: Decision  # the screening decision: operating point referral and the next step
+    triage: Triage | None  # the operating points it was made with (None: the card has none)
 
 
 def detect(checked: CheckedImage) -> Detection:
@@ -209,9 +212,15 @@ def detect(checked: CheckedImage) -> Detection:
     if threshold is None:
         threshold = current_app.config["DEPLOYED_UNCERTAIN_THRESHOLD"]
     uncertain = result.confidence < float(threshold)
+    triage = predictor.card.triage
     return Detection(result.top, clinical_name(result.top), result.confidence, probs, uncertain,
-                     predictor.card.label)
+                     predictor.card.label, decide(probs, triage), triage)
 
 
 def detection_json(d: Detection) -> str:
     return json.dumps(d.probs)
+
+
+def decision_json(d: Detection) -> str:
+    """The decision as stored with the check: what was advised, and the operating points behind it."""
+    return json.dumps({**d.decision.to_dict(), "triage": d.triage.to_dict() if d.triage else None})

@@ -14,6 +14,7 @@ from core.metrics import evaluate_logits
 from core.provenance import git_sha, utc_now
 from core.serve.artifacts import is_variant_folder, read_variant_card, resolve_model_dir, write_variant
 from core.serve.predict import load_predictor, predict_logits
+from core.triage import fit_triage_on_logits
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ def recalibrate(folders: list[Path], *, models_dir: str, target_accuracy: float,
         before = evaluate_logits(labels, logits).metrics["ece"]
         after = evaluate_logits(labels, logits, temperature=temperature).metrics["ece"]
         card.temperature, card.uncertain_threshold = temperature, threshold
+        card.triage = fit_triage_on_logits(logits, labels, temperature=temperature)
         card.extra["calibration"] = {"fitted_on": "val", "target_accuracy": target_accuracy,
                                      "refitted_at": utc_now().isoformat(timespec="seconds"), "git_sha": git_sha(),
                                      "val_ece_before": before, "val_ece_after": after}

@@ -44,6 +44,7 @@ from core.runtime import resolve_device, seed_everything
 from core.serve.artifacts import DATA_LICENCE, Card, atomic_torch_save, save_trained_model
 from core.serve.facts import training_data
 from core.store.results import Predictions, ResultsStore, RunRecord
+from core.triage import fit_triage_on_logits
 
 log = logging.getLogger(__name__)
 
@@ -218,8 +219,10 @@ def run_fold(ctx: _Context, fold: int, eta: _Eta | None = None) -> RunRecord:
                                                          channels_last=recipe.channels_last, tta=True)[0])
     held_labels = held["label"].to_numpy()
     temperature, threshold = fit_calibration(epoch_logits[-1], held_labels)
+    triage = fit_triage_on_logits(epoch_logits[-1], held_labels, temperature=temperature)
     card = Card(run_id=fold_run_id(ctx.cv_id, fold), architecture=recipe.model, preprocessing=ctx.prep,
                 classes=CLASSES, variant=f"fold{fold}", temperature=temperature, uncertain_threshold=threshold,
+                triage=triage,
                 extra={"drop_rate": recipe.drop_rate, "pretrained": recipe.pretrained,
                        "pretrained_weights": pretrained_provenance(recipe.model) if recipe.pretrained else None,
                        "cv_id": ctx.cv_id, "fold": fold, "split_hash": split.hash,
@@ -237,7 +240,7 @@ def run_fold(ctx: _Context, fold: int, eta: _Eta | None = None) -> RunRecord:
     for name, (rows, logits) in outputs.items():
         labels = rows["label"].to_numpy()
         evaluations[name] = evaluate_logits(labels, logits, temperature=temperature,
-                                            groups=ctx.groups(rows["image_id"]))
+                                            groups=ctx.groups(rows["image_id"]), triage=triage)
         predictions[name] = Predictions(rows["image_id"].tolist(), labels, calibrated_softmax(logits, temperature))
     provenance = Provenance.here(dataset=recipe.data_dir, dataset_fingerprint=ctx.data.fingerprint,
                                  split_hash=split.hash, seed=recipe.seed, device=ctx.device)

@@ -56,7 +56,7 @@ def evaluate_on_folder(
     data = prepare_data(data_dir, prep=card.preprocessing, cache_dir=cache_dir, skip_bad=skip_bad, workers=workers)
     split = PreparedSplit(data, data.table.assign(split="test"), card.preprocessing)
     probs, labels = predict_batches(predictor, split.loader("test", batch_size=batch_size))
-    ev = evaluate_predictions(labels, probs, groups=split.table["lesion_id"].to_numpy())
+    ev = evaluate_predictions(labels, probs, groups=split.table["lesion_id"].to_numpy(), triage=card.triage)
     run_id = new_run_id(card.architecture, kind="eval")
     image_ids = split.table["image_id"].tolist()
     if submission:

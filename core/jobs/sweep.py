@@ -83,6 +83,7 @@ from core.serve.predict import (
     probabilities,
 )
 from core.store.results import DEFAULT_DB, Predictions, ResultsStore, RunRecord
+from core.triage import fit_triage_on_logits
 
 log = logging.getLogger(__name__)
 
@@ -575,12 +576,14 @@ def measure_cell(predictor: Predictor, parent: Parent, cfg: SweepConfig, split: 
     card = predictor.card  # calibrated on validation; the card carries it to every later predictor of this file
     card.temperature, card.uncertain_threshold = fit_calibration(
         *outputs["val"], target_accuracy=cfg.uncertain_target_accuracy)
+    card.triage = fit_triage_on_logits(*outputs["val"], temperature=card.temperature)
     card.extra["calibration"] = {"fitted_on": "val", "target_accuracy": cfg.uncertain_target_accuracy}
     pooled = []
     for name, (logits, labels) in outputs.items():
         rows = split.rows(name)
         groups = rows["lesion_id"].to_numpy()
-        evaluations[name] = evaluate_logits(labels, logits, temperature=card.temperature, groups=groups)
+        evaluations[name] = evaluate_logits(labels, logits, temperature=card.temperature, groups=groups,
+                                            triage=card.triage)
         predictions[name] = Predictions(rows["image_id"].tolist(), labels, probabilities(predictor, logits))
         reference = parent.predictions(name)
         evaluations[name].metrics.update(interval_metrics(

@@ -59,6 +59,7 @@ from core.serve.artifacts import (
 )
 from core.serve.facts import card_metrics, training_data
 from core.store.results import DEFAULT_DB, Predictions, ResultsStore, RunRecord
+from core.triage import fit_triage_on_logits
 
 log = logging.getLogger(__name__)
 
@@ -511,13 +512,14 @@ def _evaluate_best(run_dir: Path, model: nn.Module, split: PreparedSplit, cfg: T
                                   channels_last=cfg.channels_last) for name in ("val", "test")}
     card.temperature, card.uncertain_threshold = fit_calibration(
         *outputs["val"], target_accuracy=cfg.uncertain_target_accuracy)
+    card.triage = fit_triage_on_logits(*outputs["val"], temperature=card.temperature)
     card.extra["calibration"] = {"fitted_on": "val", "target_accuracy": cfg.uncertain_target_accuracy}
     log.info("calibrated on val: temperature %.3f, uncertain below confidence %.3f (target accuracy %.2f)",
              card.temperature, card.uncertain_threshold, cfg.uncertain_target_accuracy)
     evaluations, predictions = {}, {}
     for name, (logits, labels) in outputs.items():
         evaluations[name] = evaluate_logits(labels, logits, temperature=card.temperature,
-                                            groups=split.rows(name)["lesion_id"].to_numpy())
+                                            groups=split.rows(name)["lesion_id"].to_numpy(), triage=card.triage)
         predictions[name] = Predictions(split.rows(name)["image_id"].tolist(), labels,
                                         calibrated_softmax(logits, card.temperature))
     card.extra["metrics"] = card_metrics(evaluations)

@@ -24,6 +24,7 @@ from core.classes import CLASSES
 from core.data.transforms import Preprocessing
 from core.errors import ModelError
 from core.models import create_model
+from core.triage import Triage
 
 MODEL_FORMAT = "lesionlite-model/1"
 VARIANT_FORMAT = "lesionlite-variant/1"
@@ -32,7 +33,7 @@ VARIANT_CARD_NAME = "model_card.json"
 DEFAULT_MODELS_DIR = Path("results/models")
 DATA_LICENCE = "HAM10000: CC BY-NC 4.0, Tschandl et al. 2018, doi:10.7910/DVN/DBW86T (if trained on it)"
 _FIELDS = ("format", "run_id", "architecture", "classes", "preprocessing", "variant", "parent_run_id", "file",
-           "temperature", "uncertain_threshold")
+           "temperature", "uncertain_threshold", "triage")
 
 
 @dataclass
@@ -49,6 +50,7 @@ class Card:
     file: str | None = None  # the variant's model file in its folder
     temperature: float = 1.0  # calibration: probabilities are softmax(logits / temperature), fitted on val
     uncertain_threshold: float | None = None  # calibrated confidence below which a prediction is "uncertain"
+    triage: Triage | None = None  # the screening operating points, fitted on val (None: written before them)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -72,6 +74,8 @@ class Card:
         head["temperature"] = self.temperature
         if self.uncertain_threshold is not None:
             head["uncertain_threshold"] = self.uncertain_threshold
+        if self.triage is not None:
+            head["triage"] = self.triage.to_dict()
         return {**head, **self.extra}
 
     @classmethod
@@ -84,7 +88,7 @@ class Card:
                    classes=tuple(d.get("classes", ())), variant=str(d.get("variant", "trained")),
                    parent_run_id=d.get("parent_run_id"), file=d.get("file"),
                    temperature=float(d.get("temperature", 1.0)),  # cards written before calibration: T = 1
-                   uncertain_threshold=d.get("uncertain_threshold"),
+                   uncertain_threshold=d.get("uncertain_threshold"), triage=Triage.from_dict(d.get("triage")),
                    extra={k: v for k, v in d.items() if k not in _FIELDS})
         if card.classes != CLASSES:
             raise ModelError(f"{source}: class order {card.classes} differs from this code's {CLASSES}")

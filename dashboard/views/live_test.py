@@ -18,6 +18,7 @@ from core.serve.imaging import ImageRejected, check_image, reencode_jpeg
 from core.serve.ood import NOT_A_LESION
 from core.serve.predict import DISCLAIMER, agreement, predict_image
 from core.store.analysis import deployed_variant, variant_card_paths
+from core.triage import NEXT_STEPS_SHORT, decide
 from dashboard.state import gate, predictor, reader, samples_dir
 
 st.title("Test an image")
@@ -106,12 +107,23 @@ def _stored_latency(label: str) -> str:
     return f"{lat['b1_median']:.2f} (IQR {lat['b1_iqr']:.2f})"
 
 
+def _screening(r) -> dict[str, object]:
+    """The site's decision for this result: the card's operating point and the next step a patient would read."""
+    triage = cards_of[r.model].triage
+    d = decide(r.probs, triage)
+    refer = ("yes" if d.refer else "no") if triage else "no operating point"
+    return {"possibly malignant": d.malignant_probability, "refer (operating point)": refer,
+            "advice": NEXT_STEPS_SHORT[d.urgency]}
+
+
 summary = pd.DataFrame([{"variant": r.model, "prediction": r.top_name,
                          **({"correct": r.top == truth} if truth else {}), "confidence": r.confidence,
-                         "this image, ms (one run)": r.latency_ms,
+                         **_screening(r), "this image, ms (one run)": r.latency_ms,
                          "sweep median ms": _stored_latency(r.model)} for r in results])
 right.dataframe(summary, hide_index=True, width="stretch", key="live_summary",
                 column_config={"confidence": st.column_config.ProgressColumn(min_value=0, max_value=1, format="%.2f"),
+                               "possibly malignant": st.column_config.ProgressColumn(min_value=0, max_value=1,
+                                                                                     format="%.2f"),
                                "this image, ms (one run)": st.column_config.NumberColumn(format="%.1f")})
 right.caption("'One run' is a single timing on this page (first calls include warm-up); the sweep's figure is "
               "the median of many runs at batch 1 with fixed threads.")

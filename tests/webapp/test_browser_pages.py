@@ -3,6 +3,7 @@ result framed as such, no sideways scrolling, a delete that asks first. A real H
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,14 +11,18 @@ from pathlib import Path
 import pytest
 from werkzeug.serving import make_server
 
+from core.triage import decide
 from tests.browser import chromium_page, free_port
 from tests.webapp.conftest import PASSWORD, RELAXED_LIMITS
 from webapp import create_app, detections
 from webapp.predictor import Detection
 from webapp.security import hash_password
 
-MELANOMA = Detection("mel", "Melanoma", 0.91, {"mel": 0.91, "nv": 0.05, "bcc": 0.01, "akiec": 0.01, "bkl": 0.01,
-                                               "df": 0.005, "vasc": 0.005}, False, "test-model")
+_MEL_PROBS = {"mel": 0.91, "nv": 0.05, "bcc": 0.01, "akiec": 0.01, "bkl": 0.01, "df": 0.005, "vasc": 0.005}
+MELANOMA = Detection("mel", "Melanoma", 0.91, _MEL_PROBS, False, "test-model", decide(_MEL_PROBS, None), None)
+# The issue's case: best guess melanoma at 55%, possibly-malignant share 64%, flagged uncertain.
+_LEANING = {"mel": 0.55, "nv": 0.30, "bcc": 0.05, "akiec": 0.04, "bkl": 0.06, "df": 0.0, "vasc": 0.0}
+UNCERTAIN_MELANOMA = Detection("mel", "Melanoma", 0.55, _LEANING, True, "test-model", decide(_LEANING, None), None)
 
 
 @pytest.fixture
@@ -57,6 +62,22 @@ def _log_in_and_upload(page, base: str, image: Path, *, site: str = "back") -> N
 
 def _overflow(page) -> int:
     return page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
+
+
+def test_an_uncertain_melanoma_leaning_result_is_urgent_on_a_phone(site: str, samples_dir: Path, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 20: less certainty never gives a calmer message; the possibly-malignant share is shown first."""
+    monkeypatch.setattr(detections, "detect", lambda checked: UNCERTAIN_MELANOMA)
+    with chromium_page(width=390, height=844) as page:
+        _log_in_and_upload(page, site, sorted(samples_dir.glob("*.jpg"))[0])
+        verdict = page.locator("#verdict")
+        text = verdict.inner_text()
+        assert "Uncertain" in text and "within two weeks" in text and "few weeks" not in text
+        share = page.locator("#verdict .malignant-share")
+        assert "64%" in share.inner_text() and share.is_visible()
+        assert _overflow(page) <= 0
+        page.screenshot(path=str(os.environ.get("LESIONLITE_SCREENSHOT_DIR", tmp_path)) + "/uncertain-mel-390.png",
+                        full_page=True)
 
 
 def test_possibly_malignant_result_on_a_phone(site: str, samples_dir: Path, tmp_path: Path,

@@ -306,3 +306,50 @@ def test_web_workers_use_one_blas_thread(app: Flask) -> None:
 
     blas = [p for p in threadpool_info() if p["user_api"] == "blas"]
     assert blas and all(p["num_threads"] == 1 for p in blas)  # workers share cores: no spinning BLAS pools
+
+
+def test_the_operating_point_frames_the_result_page_and_the_api(tmp_path: Path, variant_folder: Path,
+                                                                samples_dir: Path) -> None:
+    """Issue 20: the deployed card's operating point decides "possibly malignant" and the next step (not the top
+    class alone), the API returns the group probability, the decision and the operating point, and a check keeps
+    the advice it was given when the card changes later."""
+    import shutil
+
+    from core.serve.artifacts import read_variant_card, write_variant
+    from core.triage import MALIGNANT_GROUP, MELANOMA_GROUP, OperatingPoint, Triage
+    from tests.webapp.conftest import RELAXED_LIMITS
+    from webapp import create_app
+
+    folder = tmp_path / "variant"
+    shutil.copytree(variant_folder, folder)
+    card = read_variant_card(folder)
+    card.triage = Triage(OperatingPoint(MALIGNANT_GROUP, 0.0, 0.9, 1.0, 0.0, 10),  # refers every image
+                         OperatingPoint(MELANOMA_GROUP, 1.5, 0.85, 0.0, 1.0, 5))  # refers none
+    write_variant(folder, model_file=str(card.file), card=card)
+    app = create_app({"TESTING": True, "SECRET_KEY": "test-secret-key-that-is-long-enough-0123456789",
+                      "INSTANCE_PATH": str(tmp_path / "instance"), "WTF_CSRF_ENABLED": False,
+                      "LESIONLITE_VARIANT": str(folder), "MAIL_SUPPRESS_SEND": True, "MAIL_TO_LOG": False,
+                      "UNCERTAIN_THRESHOLD": 0.0, **RELAXED_LIMITS})
+    client = app.test_client()
+    auth = AuthActions(app, client)
+    auth.register()
+    auth.login()
+    sample = sorted(samples_dir.glob("*.jpg"))[0].read_bytes()
+    response = _upload(client, sample)
+    page = client.get(response.headers["Location"]).data.decode()
+    assert 'class="verdict malignant"' in page and "Possibly malignant" in page
+    assert "within the next few weeks" in page or "within two weeks" in page
+    with app.app_context():
+        stored = get_db().execute("SELECT decision FROM detections").fetchone()["decision"]
+    assert '"refer": true' in stored and '"threshold": 0.0' in stored
+    # The API answers with the screening decision and the operating point behind it.
+    created = client.post("/auth/profile/tokens")
+    token = re.search(r'id="new-token">([^<]+)<', created.data.decode()).group(1)
+    body = app.test_client().post("/api/v1/predict", data={"image": (io.BytesIO(sample), "x.jpg")},
+                                  headers={"Authorization": f"Bearer {token}"},
+                                  content_type="multipart/form-data").json
+    screening = body["screening"]
+    assert screening["refer"] is True and screening["refer_melanoma"] is False
+    assert screening["operating_point"]["malignant"]["threshold"] == 0.0
+    assert screening["possibly_malignant_probability"] == pytest.approx(
+        sum(body["probabilities"][c] for c in MALIGNANT_GROUP))

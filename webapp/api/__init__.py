@@ -42,6 +42,11 @@ def predict():
     except ModelUnavailable as exc:
         current_app.logger.error("prediction failed: %s", exc)
         return _error(503, "the model is not available")
+    decision = result.decision
+    screening = {"possibly_malignant_probability": decision.malignant_probability,
+                 "melanoma_probability": decision.melanoma_probability,
+                 "refer": decision.refer, "refer_melanoma": decision.refer_melanoma, "next_step": decision.next_step,
+                 "operating_point": result.triage.to_dict() if result.triage else None}
     return jsonify({"id": detection_id, "prediction": result.top_class, "clinical_name": result.clinical_name,
                     "confidence": result.confidence, "probabilities": result.probs, "uncertain": result.uncertain,
-                    "model_version": result.model_version, "disclaimer": DISCLAIMER})
+                    "screening": screening, "model_version": result.model_version, "disclaimer": DISCLAIMER})

@@ -129,7 +129,10 @@ def login():
 
 
 @functools.cache
+@functools.cache
 def _dummy_hash() -> str:
+    """A real password hash for unknown addresses, made once per process on first use (not at import): the
+    unknown path then costs what the known one does (a fingerprint of a stored hash, no hashing per request)."""
     return hash_password("not-a-real-password-0000")
 
 

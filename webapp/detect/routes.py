@@ -17,10 +17,10 @@ from core.classes import (
     POSSIBLY_MALIGNANT,
     clinical_name,
     is_possibly_malignant,
-    next_step,
 )
 from core.serve.imaging import ImageRejected
 from core.serve.predict import DISCLAIMER
+from core.triage import URGENT, Decision, decide
 from webapp import detections
 from webapp.auth.forms import ConfirmForm
 from webapp.detect import bp
@@ -50,21 +50,38 @@ class Bar:
 
 @dataclass(frozen=True)
 class Verdict:
-    """What the result page says about the top class: its group, plain description and the next step."""
+    """What the result page says: the top class, whether the check is framed "possibly malignant" (the screening
+    operating point refers it, or the top class is in the group), and the next step of the stored decision."""
 
     name: str
     malignant: bool
     description: str
     next_step: str
     malignant_total: float
+    referred: bool  # the possibly-malignant operating point was reached
+    urgent: bool
+    top_malignant: bool  # the most likely class itself is in the possibly-malignant group
+
+
+def stored_decision(row: sqlite3.Row) -> Decision:
+    """The decision made when the check was stored; checks stored before decisions were get one from their
+    probabilities alone (no operating point)."""
+    raw = row["decision"]
+    if raw:
+        d = json.loads(raw)
+        return Decision(d["malignant_probability"], d["melanoma_probability"], d["refer"], d["refer_melanoma"],
+                        d["urgency"], d["operating_point"])
+    return decide(json.loads(row["probs"]), None)
 
 
 def explain(row: sqlite3.Row) -> tuple[Verdict, list[Bar]]:
     probs = json.loads(row["probs"])
     top = row["top_class"]
+    decision = stored_decision(row)
     bars = sorted((Bar(clinical_name(c), probs[c], is_possibly_malignant(c)) for c in CLASSES), key=lambda b: -b.p)
-    verdict = Verdict(clinical_name(top), is_possibly_malignant(top), PLAIN_DESCRIPTIONS[top], next_step(top),
-                      sum(probs[c] for c in POSSIBLY_MALIGNANT))
+    verdict = Verdict(clinical_name(top), is_possibly_malignant(top) or decision.refer, PLAIN_DESCRIPTIONS[top],
+                      decision.next_step, sum(probs[c] for c in POSSIBLY_MALIGNANT), decision.refer,
+                      decision.urgency == URGENT, is_possibly_malignant(top))
     return verdict, bars
 
 
