@@ -89,6 +89,7 @@ def gated_variant(sweep_store: Path, trained_tiny, tmp_path_factory: pytest.Temp
     shutil.copytree(next((sweep_store.parent / "variants").glob("*/pruned-0.5-static")), folder)
     db = out / "results.duckdb"
     shutil.copy(sweep_store, db)
+    # a tiny model on tiny synthetic data: its gate turns away ~10% of test images (a real one is held to 5%)
     figures = run_gate_fit(GateConfig(model=str(folder), models_dir=str(trained_tiny.run_dir.parent), img_size=96,
-                                      db=str(db)))
+                                      db=str(db), max_false_rejection=0.5))
     return folder, figures

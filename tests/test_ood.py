@@ -80,8 +80,13 @@ def test_site_and_api_refuse_a_cat_with_a_distinct_answer_and_store_nothing(
     auth.register()
     auth.login()
     cat = _jpeg(bundled_photographs()["chelsea"])
-    page = client.post("/detect/", data={"image": (io.BytesIO(cat), "cat.jpg")}, content_type="multipart/form-data")
+    page = client.post("/detect/", data={"image": (io.BytesIO(cat), "cat.jpg"), "body_site": "back",
+                                         "note": "itchy since May"}, content_type="multipart/form-data")
     assert page.status_code == 422 and NOT_A_LESION.encode() in page.data
+    # issue 20: the refusal says what to do next, and what the patient typed is still there
+    assert b"Retake it closer" in page.data and b"see a clinician anyway" in page.data
+    assert b"itchy since May" in page.data and b'<option selected value="back">' in page.data
+    assert b'id="no-photo-check"' not in page.data  # this variant has a photo check
     with app.app_context():
         user_id = get_db().execute("SELECT id FROM users").fetchone()["id"]
         token = tokens_mod.create(user_id)
@@ -106,3 +111,42 @@ def test_the_noise_check_keeps_real_lesion_photos(real_subset_dir: Path, samples
     paths = sorted((real_subset_dir / "images").glob("*.jpg"))[::8][:1000] + sorted(samples_dir.rglob("*.jpg"))
     shares = [fine_detail_share(Image.open(p)) for p in paths]
     assert len(shares) > 1000 - 1 and max(shares) < MAX_FINE_DETAIL * 0.6
+
+
+def test_the_fitter_refuses_a_gate_that_turns_lesions_away(gated_variant: tuple[Path, dict[str, float]],
+                                                           trained_tiny, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 20: a gate that refuses its own lesion photos (e.g. fitted on synthetic images, then shown real ones)
+    is not written, unless forced; the error names the figure and the limit."""
+    import shutil
+
+    import core.jobs.ood as ood_mod
+    from core.jobs.ood import GateConfig, GateRefused, run_gate_fit
+    from core.serve.ood import GATE_FILE
+
+    source, _ = gated_variant
+    folder = tmp_path / "variant"
+    shutil.copytree(source, folder)
+    (folder / GATE_FILE).unlink()
+    real = ood_mod._measure
+    monkeypatch.setattr(ood_mod, "_measure", lambda gate, lesions, cfg: {**real(gate, lesions, cfg),
+                                                                        "false_rejection_samples": 0.99})
+    cfg = dict(model=str(folder), models_dir=str(trained_tiny.run_dir.parent), img_size=64,
+               db=str(tmp_path / "r.duckdb"), max_false_rejection=0.5)
+    with pytest.raises(GateRefused, match=r"turns away samples 99.0% of lesion photos, above the limit of 50%"):
+        run_gate_fit(GateConfig(**cfg))
+    assert not (folder / GATE_FILE).exists() and not list(folder.glob(".ood-gate-*"))  # nothing left behind
+    run_gate_fit(GateConfig(**cfg, force=True))
+    assert (folder / GATE_FILE).is_file()
+
+
+def test_a_model_without_photo_check_says_so_on_every_page(sweep_store: Path, tmp_path: Path) -> None:
+    """Issue 20: where the deployed variant has no gate, a visible banner says any picture gets an answer."""
+    from tests.webapp.conftest import RELAXED_LIMITS
+    from webapp import create_app
+
+    app = create_app({"TESTING": True, "SECRET_KEY": "d" * 40, "INSTANCE_PATH": str(tmp_path / "i"),
+                      "LESIONLITE_VARIANT": str(next((sweep_store.parent / "variants").glob("*/pruned-0.5-static"))),
+                      "MAIL_SUPPRESS_SEND": True, **RELAXED_LIMITS})
+    page = app.test_client().get("/auth/login").data
+    assert b'id="no-photo-check"' in page and b"any picture will get an answer" in page

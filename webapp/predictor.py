@@ -128,7 +128,8 @@ def init_app(app: Flask) -> None:
 
     @app.context_processor
     def deployed_model() -> dict[str, object]:  # the model line and banners of every page
-        return {"model_facts": app.config.get("DEPLOYED_FACTS"), "model_problem": app.config.get("MODEL_PROBLEM")}
+        return {"model_facts": app.config.get("DEPLOYED_FACTS"), "model_problem": app.config.get("MODEL_PROBLEM"),
+                "no_photo_check": app.config.get("NO_PHOTO_CHECK", False)}
 
     try:
         folder, card = resolve_variant(app)
@@ -137,7 +138,8 @@ def init_app(app: Flask) -> None:
         app.config["DEPLOYED_FACTS"] = facts = model_facts(card)
         if facts.is_demo:
             log.warning("%s was trained on synthetic demo images: its results mean nothing for real skin", folder)
-        if not (folder / GATE_FILE).is_file():
+        app.config["NO_PHOTO_CHECK"] = not (folder / GATE_FILE).is_file()
+        if app.config["NO_PHOTO_CHECK"]:
             log.warning("%s has no out-of-distribution gate: any picture gets a lesion class. Fit one with "
                         "python -m scripts.fit_ood_gate --model %s", folder, folder)
         log.info("deployed model: %s (uncertain below confidence %.3f)", folder,

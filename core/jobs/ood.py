@@ -43,12 +43,17 @@ class GateConfig:
     img_size: int = option(0, "input size of the backbone (0 = the model's own)")
     train_images: int = option(0, "training images to fit on (0 = all)")
     samples_dir: str = option("", "folder of full-size lesion JPEGs to measure false rejection on (optional)")
+    max_false_rejection: float = option(0.05, "refuse to write a gate that turns away more than this share of the "
+                                              "lesion photos it is measured on (test split, and samples_dir)")
+    force: bool = option(False, "write the gate even above max_false_rejection (not for a site patients use)")
     models_dir: str = option(str(DEFAULT_MODELS_DIR), "where a variant's parent run id is looked up")
     db: str = option(str(DEFAULT_DB), "DuckDB results store")
 
     def __post_init__(self) -> None:
         if not self.model:
             raise ConfigError("name the model to gate: --model <variant folder | model folder | run id>")
+        if not 0 <= self.max_false_rejection < 1:
+            raise ConfigError(f"max_false_rejection must be in [0, 1), got {self.max_false_rejection}")
 
 
 def generated_non_lesion_images(size: tuple[int, int] = (400, 300)) -> dict[str, Image.Image]:
@@ -120,6 +125,7 @@ def run_gate_fit(cfg: GateConfig) -> dict[str, float]:
         served = OodGate.load(staging)  # measured as it will be served: read back from its file
         assert served is not None
         figures = _measure(served, {"val": val_images, "test": split.arrays("test")[0]}, cfg)
+        _refuse_if_it_turns_lesions_away(figures, cfg)
         shutil.move(staging / GATE_BACKBONE_FILE, Path(folder) / GATE_BACKBONE_FILE)
         path = Path(shutil.move(staging / GATE_FILE, Path(folder) / GATE_FILE))
     finally:
@@ -134,6 +140,26 @@ def run_gate_fit(cfg: GateConfig) -> dict[str, float]:
             artifacts={"ood_gate": path, "ood_gate_backbone": Path(folder) / GATE_BACKBONE_FILE}))
     log.info("gate written to %s", path)
     return figures
+
+
+class GateRefused(ModelError):
+    """The fitted gate turns away too many lesion photos to be written beside a model patients use."""
+
+
+def _refuse_if_it_turns_lesions_away(figures: dict[str, float], cfg: GateConfig) -> None:
+    # The validation figure is the fitting quantile by construction; test and the full-size samples are not.
+    worst = {k: v for k, v in figures.items() if k in ("false_rejection_test", "false_rejection_samples")
+             and v > cfg.max_false_rejection}
+    if not worst:
+        return
+    text = ", ".join(f"{k.removeprefix('false_rejection_')} {v:.1%}" for k, v in worst.items())
+    if cfg.force:
+        log.warning("the gate turns away %s of lesion photos (limit %.0f%%); written anyway (--force)", text,
+                    cfg.max_false_rejection * 100)
+        return
+    raise GateRefused(f"not written: the gate turns away {text} of lesion photos, above the limit of "
+                      f"{cfg.max_false_rejection:.0%} (a gate fitted on synthetic demo images refuses real photos). "
+                      "Fit it on the model's real training data, raise --max-false-rejection, or --force")
 
 
 def _measure(gate: OodGate, lesions: dict[str, np.ndarray], cfg: GateConfig) -> dict[str, float]:

@@ -86,8 +86,8 @@ if refusals:
     st.error(f"{NOT_A_LESION} (judged by the gate of: {', '.join(refusals)}.)")
     st.stop()
 if not gates:
-    st.caption("None of the chosen variants has an out-of-distribution gate: any picture gets a lesion class "
-               "(fit one with `python -m scripts.fit_ood_gate --model <variant folder>`).")
+    st.warning("No photo check: none of the chosen variants has an out-of-distribution gate, so any picture gets a "
+               "lesion class (fit one with `python -m scripts.fit_ood_gate --model <variant folder>`).")
 
 left, right = st.columns([1, 2])
 left.image(checked.image, caption=f"{checked.width}x{checked.height} {checked.format}", width="stretch")
