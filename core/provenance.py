@@ -49,7 +49,18 @@ def machine_description() -> dict[str, str]:
             cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
     except OSError:
         pass
-    return {"host": platform.node(), "cpu": cpu}
+    return {"host": platform.node(), "cpu": cpu, "cpu_flags": cpu_flags()}
+
+
+def cpu_flags() -> str:
+    """The SIMD flags that decide which int8 kernels ONNX Runtime picks (VNNI or not), for every timed figure."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return "unknown"
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
+    return " ".join(f for f in wanted if f in flags) or "none of avx2/avx512/vnni"
 
 
 def sha256_file(path: str | Path, *, chunk: int = 1 << 20) -> str:

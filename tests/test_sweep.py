@@ -409,3 +409,20 @@ def test_a_cross_validation_fold_is_a_sweep_parent(tmp_path: Path, synthetic_roo
                                     latency_runs=2, threads=1, variants_dir=str(tmp_path / "variants"),
                                     db=str(tmp_path / "sweep.duckdb")))
     assert summary["variant"].tolist() == ["dense-fp32"]
+
+
+def test_bench_variants_times_every_variant_against_dense_fp32_onnx(sweep_store: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from scripts import bench_variants
+
+    folder = next(p for p in (sweep_store.parent / "variants").iterdir() if p.is_dir())
+    code = run_cli(bench_variants.main, bench_variants.get_args_parser(),
+                   ["--variants", str(folder), "--rounds", "2", "--runs", "2", "--threads", "1",
+                    "--csv", str(sweep_store.parent / "bench.csv")])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "CPU flags:" in out and "interleaved rounds" in out
+    table = pd.read_csv(sweep_store.parent / "bench.csv").set_index("variant")
+    assert {"dense-fp32", "dense-torch_fp32", "pruned-0.5-static"} <= set(table.index)
+    assert table.loc["dense-fp32", "faster_vs_onnx"] == 1.0 and (table["calls"] == 4).all()
+    assert table.loc["pruned-0.5-static", "smaller_vs_onnx"] > 2
