@@ -245,3 +245,15 @@ def test_the_recommendation_headline_carries_the_paired_interval(sweep_store: Pa
     row = df.set_index("run_id").loc[pick.run_id]
     assert pick.headline.endswith(f"pts [{row['bal_acc_delta_ci_low'] * 100:+.1f}, "
                                   f"{row['bal_acc_delta_ci_high'] * 100:+.1f}]")
+
+
+def test_compare_lists_each_variants_referral_sensitivity_and_specificity(app_env: Path) -> None:
+    """Issue 20: the screening operating point's figures beside accuracy, size and speed."""
+    at = _run("views/compare.py")
+    assert not at.exception, [e.value for e in at.exception]
+    table = at.dataframe[0].value
+    rows = set(table.index)
+    assert {"referral sensitivity (possibly malignant)", "referral specificity (possibly malignant)",
+            "referral sensitivity (melanoma)"} <= rows
+    values = pd.to_numeric(table.loc["referral sensitivity (possibly malignant)"], errors="coerce")
+    assert values.between(0, 1).all()

@@ -28,7 +28,9 @@ ORIGINAL_CLAIMS = {
 
 TABLE_COLUMNS = {"variant": "variant", "quantization": "quantization", "pruning_ratio": "pruning",
                  "accuracy": "accuracy", "balanced_accuracy": "bal. acc.", "recall_mel": "mel recall",
-                 "bal_acc_delta": "Δ bal. acc.", "mel_delta": "Δ mel recall", "size_mb": "size MB",
+                 "bal_acc_delta": "Δ bal. acc.", "mel_delta": "Δ mel recall",
+                 "triage_malignant_sensitivity": "referral sens.", "triage_malignant_specificity": "referral spec.",
+                 "triage_melanoma_sensitivity": "mel referral sens.", "size_mb": "size MB",
                  "latency_ms": "latency ms", "latency_b1_iqr_ms": "IQR ms", "size_x_onnx": "smaller vs ONNX",
                  "speed_x_onnx": "faster vs ONNX", "size_x": "smaller vs eager", "speed_x": "faster vs eager"}
 
@@ -53,8 +55,9 @@ def study_frame(store: ResultsStore, *, split: str = "test") -> pd.DataFrame:
     df["recall_mel"] = df["run_id"].map(_melanoma_recall(store, split))
     base = df[df["variant"] == BASELINE_VARIANT].drop_duplicates("parent_run_id").set_index("parent_run_id")
     df["mel_delta"] = df["recall_mel"] - df["parent_run_id"].map(base["recall_mel"])
-    if "latency_b1_iqr_ms" not in df.columns:
-        df["latency_b1_iqr_ms"] = float("nan")
+    for column in ("latency_b1_iqr_ms", *TABLE_COLUMNS):  # stores written before a figure was measured
+        if column not in df.columns:
+            df[column] = float("nan")
     return df
 
 
@@ -83,7 +86,9 @@ FRONTIER_COLUMNS = {"macs_level": "MACs kept", "family": "family", "variant": "v
 INTERVAL_COLUMNS = {"balanced_accuracy": "balanced_accuracy_ci", "recall_mel": "mel_recall_ci",
                     "bal_acc_delta": "bal_acc_delta_ci",
                     "pooled_delta_balanced_accuracy": "pooled_delta_balanced_accuracy_ci",
-                    "pooled_delta_mel_recall": "pooled_delta_mel_recall_ci"}
+                    "pooled_delta_mel_recall": "pooled_delta_mel_recall_ci",
+                    **{f"triage_{k}": f"triage_{k}_ci" for k in ("malignant_sensitivity", "malignant_specificity",
+                                                                 "melanoma_sensitivity")}}
 
 
 def _cell(row: pd.Series, column: str) -> str:
@@ -192,7 +197,9 @@ def write_report(store: ResultsStore, out_dir: str | Path, *, split: str = "test
              "in the same sweep. "
              "Brackets hold 95% bootstrap intervals that resample lesions (images of one lesion move together); "
              "the Δ interval is paired (the variant and its parent on the same resampled lesions): a Δ whose "
-             "interval includes zero is not a measured difference.",
+             "interval includes zero is not a measured difference. Referral sensitivity / specificity are the "
+             "screening operating point's (a threshold on the possibly-malignant, or melanoma, probability fitted "
+             "on validation for 0.90 / 0.85 sensitivity there) on this split.",
              "## Against the original study\n\n" + _side_by_side(df) +
              "\n\nThe original figure came from a split that put images of the same lesion in training and test; "
              "here every split is grouped by `lesion_id`, and balanced accuracy (mean per-class recall) and melanoma "

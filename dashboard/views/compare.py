@@ -14,6 +14,10 @@ from dashboard.state import filtered_variants, reader
 ROWS = {"bal_acc_delta": ("Δ balanced accuracy vs dense", True), "size_mb": ("size (MB)", False),
         "latency_ms": ("latency (ms, batch 1)", False), "size_x": ("smaller (x)", True),
         "speed_x": ("faster (x)", True), "balanced_accuracy": ("balanced accuracy", True),
+        "triage_malignant_sensitivity": ("referral sensitivity (possibly malignant)", True),
+        "triage_malignant_specificity": ("referral specificity (possibly malignant)", True),
+        "triage_melanoma_sensitivity": ("referral sensitivity (melanoma)", True),
+        "triage_melanoma_specificity": ("referral specificity (melanoma)", True),
         "accuracy": ("accuracy", True), "auc_macro_ovr": ("ROC-AUC (macro)", True), "kappa": ("kappa", True),
         "mcc": ("MCC", True), "ece": ("ECE", False), "quantization": ("quantization", None),
         "pruning_ratio": ("pruning ratio", None), "model": ("architecture", None)}
@@ -28,7 +32,7 @@ chosen = st.multiselect("Variants (2-4)", ids, default=preselected or ids[:2], m
 if len(chosen) < 2:
     st.info("Pick at least two variants (or select points on the Trade-offs page).")
     st.stop()
-side = df.set_index("run_id").loc[chosen, list(ROWS)].T
+side = df.set_index("run_id").reindex(columns=list(ROWS)).loc[chosen].T  # stores without a figure: blank rows
 side.columns = [names[c] for c in chosen]
 side.index = [ROWS[r][0] for r in side.index]
 
@@ -51,7 +55,8 @@ styles = side.apply(_highlight, axis=1, result_type="broadcast")
 st.dataframe(side.map(_format).style.apply(lambda _: styles, axis=None), width="stretch", key="compare_table",
              height=38 * (len(side) + 1))
 st.caption("Best value of each row highlighted. Ratios and Δ are against the dense PyTorch FP32 cell of the same "
-           "parent, measured in the same sweep.")
+           "parent, measured in the same sweep. Referral figures are each variant's screening operating point "
+           "(fitted on validation for 0.90 / 0.85 sensitivity) on the chosen split.")
 split = st.session_state.get("f_split", "test")
 with reader() as store:
     deltas = recall_deltas(store, chosen, split=split)
