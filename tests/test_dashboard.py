@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 from pathlib import Path
 
 import numpy as np
@@ -233,6 +234,13 @@ def test_run_detail_of_a_variant_shows_its_deployment_figures(app_env: Path) -> 
     cards = {m.label: m.value for m in at.metric}
     assert cards["size"] == f"{variant['size_mb']:.2f} MB" and "latency, batch 1" in cards and "MACs" in cards
     assert cards["Δ balanced accuracy"] == f"{variant['bal_acc_delta'] * 100:+.1f} pts"
+    # issue 20: the screening ROC with the variant's operating point marked where it landed on this split
+    screening = next(json.loads(c.proto.spec) for c in at.get("plotly_chart")
+                     if "Screening ROC" in json.loads(c.proto.spec)["layout"]["title"]["text"])
+    names = [t.get("name", "") for t in screening["data"]]
+    assert any(n.startswith("possibly malignant vs the rest (AUC") for n in names)
+    point = next(t for t in screening["data"] if t.get("name", "").startswith("possibly malignant operating point"))
+    assert point["y"][0] == pytest.approx(variant["triage_malignant_sensitivity"])
 
 
 def test_the_recommendation_headline_carries_the_paired_interval(sweep_store: Path) -> None:

@@ -241,6 +241,19 @@ def roc_curves(labels: np.ndarray, probs: np.ndarray) -> dict[str, tuple[np.ndar
     return curves
 
 
+def group_roc(labels: np.ndarray, probs: np.ndarray, group: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, float]:
+    """ROC (fpr, tpr) and AUC of the summed probability of ``group`` against everything else (the screening
+    question: possibly malignant or not); empty where the split lacks one of the two sides."""
+    from core.triage import group_probability
+
+    positive = np.isin(labels, [CLASSES.index(c) for c in group])
+    if positive.all() or not positive.any():
+        return np.array([]), np.array([]), float("nan")
+    score = group_probability(probs, group)
+    fpr, tpr, _ = roc_curve(positive, score)
+    return fpr, tpr, float(np.trapezoid(tpr, fpr))
+
+
 def reliability(labels: np.ndarray, probs: np.ndarray, *, n_bins: int = 10) -> pd.DataFrame:
     """Reliability diagram data: per confidence bin, mean confidence, accuracy and count (top-label)."""
     conf = probs.max(axis=1)

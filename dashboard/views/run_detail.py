@@ -10,7 +10,15 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from core.store.analysis import confusion_matrix_frame, reliability, roc_curves, run_detail, uncalibrated_probs
+from core.store.analysis import (
+    confusion_matrix_frame,
+    group_roc,
+    reliability,
+    roc_curves,
+    run_detail,
+    uncalibrated_probs,
+)
+from core.triage import MALIGNANT_GROUP, MELANOMA_GROUP
 from dashboard.state import filtered_variants, reader
 
 st.title("Run detail")
@@ -106,6 +114,21 @@ if not preds.empty:
     cal.update_layout(title=f"Reliability ({ece}; labels: images per bin)", xaxis_title="confidence",
                       yaxis_title="accuracy")
     b.plotly_chart(cal, width="stretch", key="detail_cal")
+    screen = go.Figure([go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dot"}, name="chance")])
+    for name, group in (("possibly malignant", MALIGNANT_GROUP), ("melanoma", MELANOMA_GROUP)):
+        fpr, tpr, auc = group_roc(labels, probs, group)
+        if not len(fpr):
+            continue
+        screen.add_trace(go.Scatter(x=fpr, y=tpr, mode="lines", name=f"{name} vs the rest (AUC {auc:.3f})"))
+        key = "malignant" if group == MALIGNANT_GROUP else "melanoma"
+        sens, spec = figures.get(f"triage_{key}_sensitivity"), figures.get(f"triage_{key}_specificity")
+        if sens is not None and spec is not None and pd.notna(sens) and pd.notna(spec):
+            screen.add_trace(go.Scatter(x=[1 - spec], y=[sens], mode="markers", marker={"size": 13, "symbol": "x"},
+                                        name=f"{name} operating point: sensitivity {sens:.2f}, specificity "
+                                             f"{spec:.2f}"))
+    screen.update_layout(title=f"Screening ROC ({split}): the referral question, operating points fitted on val",
+                         xaxis_title="1 - specificity", yaxis_title="sensitivity")
+    st.plotly_chart(screen, width="stretch", key="detail_screening_roc")
 else:
     st.caption("No per-image predictions stored for this run (stores written before schema 2), so no ROC curves "
                "or reliability diagram.")
