@@ -32,6 +32,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser = script_parser("Sweep variants' latency against their dense fp32 ONNX model", add_help=add_help)
     parser.add_argument("--variants", required=True, help="folder of one parent's variant folders")
     parser.add_argument("--only", nargs="*", default=[], help="variant names to time (default: all)")
+    parser.add_argument("--tta", nargs="*", default=[], help="also time these variants with flip test-time "
+                                                             "augmentation ('<name>+tta')")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=10, help="interleaved rounds")
     parser.add_argument("--runs", type=int, default=10, help="timed calls per variant and round")
@@ -51,7 +53,14 @@ def main(args: argparse.Namespace) -> int:
     if ONNX_BASELINE_VARIANT not in folders:  # every ratio is against it, so it is always timed
         folders[ONNX_BASELINE_VARIANT] = Path(args.variants) / ONNX_BASELINE_VARIANT
     torch.set_num_threads(args.threads)
+    unknown = sorted(set(args.tta) - set(folders))
+    if unknown:
+        print(f"--tta names variant(s) not timed here: {', '.join(unknown)}", file=sys.stderr)
+        return 2
     predictors = {name: load_predictor(str(folder), threads=args.threads) for name, folder in sorted(folders.items())}
+    for name in args.tta:
+        predictors[f"{name}+tta"] = load_predictor(str(folders[name]), threads=args.threads, tta=True)
+        folders[f"{name}+tta"] = folders[name]
     inputs = {name: np.random.default_rng(0).standard_normal(
         (1, 3, p.card.preprocessing.input_size, p.card.preprocessing.input_size), dtype=np.float32)
         for name, p in predictors.items()}

@@ -29,6 +29,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=2, help="image decoding threads")
     parser.add_argument("--skip-bad", action="store_true", help="skip unreadable images (counted and logged)")
     parser.add_argument("--submission", help="also write an ISIC 2018 Task 3 submission CSV here")
+    parser.add_argument("--tta", action="store_true", help="flip test-time augmentation (mean of image and mirror)")
     return parser
 
 
@@ -36,7 +37,7 @@ def main(args: argparse.Namespace) -> int:
     result = evaluate_on_folder(args.model, args.data, models_dir=args.models_dir,
                                 db=None if args.no_store else args.db, cache_dir=args.cache_dir,
                                 batch_size=args.batch_size, skip_bad=args.skip_bad, submission=args.submission,
-                                workers=args.workers)
+                                workers=args.workers, tta=args.tta)
     print(format_evaluation(result.evaluation, title=f"== {result.model_run_id} on {args.data} "
                                                       f"({len(result.image_ids)} images)"))
     if not args.no_store:

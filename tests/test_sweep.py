@@ -426,3 +426,25 @@ def test_bench_variants_times_every_variant_against_dense_fp32_onnx(sweep_store:
     assert {"dense-fp32", "dense-torch_fp32", "pruned-0.5-static"} <= set(table.index)
     assert table.loc["dense-fp32", "faster_vs_onnx"] == 1.0 and (table["calls"] == 4).all()
     assert table.loc["pruned-0.5-static", "smaller_vs_onnx"] > 2
+
+
+def test_flip_tta_is_a_predictor_option_with_its_latency_measured(sweep_store: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 20: flip TTA averages the logits of an image and its mirror; bench_variants times it beside the plain
+    model."""
+    import numpy as np
+
+    from core.serve.predict import load_predictor
+    from scripts import bench_variants
+
+    folder = next(p for p in (sweep_store.parent / "variants").iterdir() if p.is_dir())
+    plain = load_predictor(str(folder / "dense-fp32"), threads=1)
+    tta = load_predictor(str(folder / "dense-fp32"), threads=1, tta=True)
+    x = np.random.default_rng(0).standard_normal((3, 3, 32, 32), dtype=np.float32)
+    expected = (plain.logits(x) + plain.logits(np.ascontiguousarray(x[..., ::-1]))) / 2
+    np.testing.assert_allclose(tta.logits(x), expected, rtol=1e-4, atol=1e-5)
+    assert tta.card == plain.card
+    code = run_cli(bench_variants.main, bench_variants.get_args_parser(),
+                   ["--variants", str(folder), "--only", "dense-fp32", "--tta", "dense-fp32", "--rounds", "1",
+                    "--runs", "2", "--threads", "1"])
+    assert code == 0 and "dense-fp32+tta" in capsys.readouterr().out

@@ -46,12 +46,13 @@ def evaluate_on_folder(
     skip_bad: bool = False,
     submission: str | Path | None = None,
     workers: int = 2,
+    tta: bool = False,
 ) -> ExternalEvaluation:
     """Evaluate a trained model or deployable variant (run id or folder) on every image of ``data_dir``.
 
     The result is stored as an ``eval`` run whose parent is the model's training run, unless ``db`` is None.
     """
-    predictor = load_predictor(model_ref, models_dir=models_dir)
+    predictor = load_predictor(model_ref, models_dir=models_dir, tta=tta)
     card = predictor.card
     data = prepare_data(data_dir, prep=card.preprocessing, cache_dir=cache_dir, skip_bad=skip_bad, workers=workers)
     split = PreparedSplit(data, data.table.assign(split="test"), card.preprocessing)
@@ -66,9 +67,10 @@ def evaluate_on_folder(
         provenance = Provenance.here(dataset=data_dir, dataset_fingerprint=data.fingerprint, split_hash=split.hash,
                                      seed=int(card.extra.get("seed", 0)), device=torch.device("cpu"))
         record = RunRecord(
-            run_id=run_id, kind="eval", model=card.architecture, variant=card.variant, provenance=provenance,
+            run_id=run_id, kind="eval", model=card.architecture, variant=card.variant + ("+tta" if tta else ""),
+            provenance=provenance,
             config={"model": str(model_ref), "data_dir": str(data_dir), "batch_size": batch_size,
-                    "skip_bad": skip_bad, "layout": data.table.attrs.get("layout")},
+                    "skip_bad": skip_bad, "layout": data.table.attrs.get("layout"), "tta": tta},
             parent_run_id=card.lineage_run_id, evaluations={"test": ev},
             predictions={"test": Predictions(image_ids, labels, probs)},
         )

@@ -82,8 +82,36 @@ class TorchPredictor:
         return self.model(torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))).float().numpy()
 
 
-def load_predictor(ref: str | Path, *, models_dir: str | Path = DEFAULT_MODELS_DIR, threads: int = 0) -> Predictor:
-    """A predictor for a variant folder, a trained-model folder, or a trained run id."""
+class FlipTTAPredictor:
+    """Test-time augmentation: the mean logits of each image and its mirror image, in one batch of twice the size.
+
+    Costs one more image per call (measure it: ``scripts.bench_variants --tta``); cross-validation measured its
+    paired out-of-fold gain (results/README.md). The card's calibration is the model's own, fitted without it.
+    """
+
+    def __init__(self, inner: Predictor):
+        self.inner = inner
+        self.card = inner.card
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        return self.inner.preprocessing
+
+    def logits(self, images: np.ndarray) -> np.ndarray:
+        n = len(images)
+        both = self.inner.logits(np.ascontiguousarray(np.concatenate([images, images[..., ::-1]]), dtype=np.float32))
+        return (both[:n] + both[n:]) / 2
+
+
+def load_predictor(ref: str | Path, *, models_dir: str | Path = DEFAULT_MODELS_DIR, threads: int = 0,
+                   tta: bool = False) -> Predictor:
+    """A predictor for a variant folder, a trained-model folder, or a trained run id (``tta``: wrapped in
+    :class:`FlipTTAPredictor`)."""
+    predictor = _load_predictor(ref, models_dir=models_dir, threads=threads)
+    return FlipTTAPredictor(predictor) if tta else predictor
+
+
+def _load_predictor(ref: str | Path, *, models_dir: str | Path, threads: int) -> Predictor:
     if is_variant_folder(ref):
         card = read_variant_card(ref)
         path = Path(ref) / str(card.file)
