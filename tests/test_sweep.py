@@ -409,6 +409,11 @@ def test_a_cross_validation_fold_is_a_sweep_parent(tmp_path: Path, synthetic_roo
                                     latency_runs=2, threads=1, variants_dir=str(tmp_path / "variants"),
                                     db=str(tmp_path / "sweep.duckdb")))
     assert summary["variant"].tolist() == ["dense-fp32"]
+    # the gate fitter and recalibration find the fold parent from the variant's card (it is not under models/)
+    from core.serve.artifacts import parent_model_dir, read_variant_card
+
+    card = read_variant_card(tmp_path / "variants" / parent.run_id / "dense-fp32")
+    assert parent_model_dir(card, models_dir=tmp_path / "no-models-here") == fold.resolve()
 
 
 def test_bench_variants_times_every_variant_against_dense_fp32_onnx(sweep_store: Path,

@@ -12,7 +12,7 @@ from core.calibration import fit_calibration
 from core.jobs.sweep import Parent, load_parent
 from core.metrics import evaluate_logits
 from core.provenance import git_sha, utc_now
-from core.serve.artifacts import is_variant_folder, read_variant_card, resolve_model_dir, write_variant
+from core.serve.artifacts import is_variant_folder, parent_model_dir, read_variant_card, write_variant
 from core.serve.predict import load_predictor, predict_logits
 from core.triage import fit_triage_on_logits
 
@@ -47,8 +47,7 @@ def recalibrate(folders: list[Path], *, models_dir: str, target_accuracy: float,
             log.info("%s: already calibrated (T %.3f), skipped", folder, card.temperature)
             continue
         if card.parent_run_id not in parents:
-            parents[card.parent_run_id] = load_parent(str(resolve_model_dir(card.parent_run_id,
-                                                                            models_dir=models_dir)))
+            parents[card.parent_run_id] = load_parent(str(parent_model_dir(card, models_dir=models_dir)))
         parent = parents[card.parent_run_id]
         logits, labels = predict_logits(load_predictor(str(folder), threads=threads),
                                         parent.split.loader("val", batch_size=64))

@@ -24,7 +24,13 @@ from core.data.split import apply_split, load_split
 from core.errors import ConfigError, ModelError
 from core.jobs.sweep import load_parent
 from core.provenance import Provenance, new_run_id
-from core.serve.artifacts import DEFAULT_MODELS_DIR, is_variant_folder, read_variant_card, resolve_model_dir
+from core.serve.artifacts import (
+    DEFAULT_MODELS_DIR,
+    is_variant_folder,
+    parent_model_dir,
+    read_variant_card,
+    resolve_model_dir,
+)
 from core.serve.ood import GATE_BACKBONE_FILE, GATE_FILE, Embedder, OodGate, fit_ood_gate
 from core.store.results import DEFAULT_DB, ResultsStore, RunRecord
 
@@ -88,10 +94,7 @@ def bundled_photographs() -> dict[str, Image.Image]:
 def _lesion_folder(model: str, models_dir: str) -> tuple[Path, str]:
     """The folder the gate is written to and the trained run whose split it is fitted on."""
     if is_variant_folder(model):
-        card = read_variant_card(model)
-        if not card.parent_run_id:
-            raise ModelError(f"{model}: the variant card names no parent run")
-        return Path(model), str(resolve_model_dir(card.parent_run_id, models_dir=models_dir))
+        return Path(model), str(parent_model_dir(read_variant_card(model), models_dir=models_dir))
     folder = resolve_model_dir(model, models_dir=models_dir)
     return folder, str(folder)
 

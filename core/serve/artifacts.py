@@ -146,6 +146,20 @@ def resolve_model_dir(ref: str | Path, *, models_dir: str | Path = DEFAULT_MODEL
                      f"or a run id under {models_dir}")
 
 
+def parent_model_dir(card: Card, *, models_dir: str | Path = DEFAULT_MODELS_DIR) -> Path:
+    """The trained-model folder a variant was made from: its run id under ``models_dir``, else the folder the sweep
+    recorded (a cross-validation fold's folder is not under ``models_dir``)."""
+    if not card.parent_run_id:
+        raise ModelError(f"{card.run_id}: the variant card names no parent run")
+    try:
+        return resolve_model_dir(card.parent_run_id, models_dir=models_dir)
+    except ModelError:
+        recorded = card.extra.get("parent_dir")
+        if recorded and (Path(recorded) / MODEL_CARD_NAME).is_file():
+            return Path(recorded)
+        raise
+
+
 def read_trained_card(ref: str | Path, *, models_dir: str | Path = DEFAULT_MODELS_DIR) -> Card:
     """A trained model's card, by run id or folder path, without loading its weights."""
     return _read_card(resolve_model_dir(ref, models_dir=models_dir) / MODEL_CARD_NAME)
