@@ -9,6 +9,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from core.store.analysis import synthetic_share
 from core.store.results import StoreError
 from dashboard.state import all_variants, db_path, share_view, sidebar_filters
 
@@ -28,6 +29,11 @@ def run() -> None:
         st.caption(f"Looked for: `{path}`")
         return
     sidebar_filters(df)
+    share = synthetic_share(df)
+    if share:  # on every page: a chart of demo models must never pass for a result on real skin
+        st.warning(f"**Synthetic demo data.** {share:.0%} of the runs in this store were trained and scored on "
+                   "generated images, not real skin: their figures say nothing about real lesions.",
+                   icon=":material/science:")
     pages = [
         st.Page(VIEWS / "tradeoffs.py", title="Trade-offs", icon=":material/scatter_plot:", default=True),
         st.Page(VIEWS / "runs.py", title="Runs", icon=":material/table:"),

@@ -77,6 +77,18 @@ def variants_frame(store: ResultsStore, *, split: str = "test") -> pd.DataFrame:
     return df.sort_values(["model", "pruning_ratio", "variant"]).reset_index(drop=True)
 
 
+def synthetic_share(df: pd.DataFrame) -> float:
+    """Share of ``df``'s runs whose dataset is the synthetic demo set (its marker file, or a path naming it when the
+    folder is not on this machine)."""
+    from core.data.synthetic import is_synthetic_dataset
+
+    if df.empty or "dataset" not in df.columns:
+        return 0.0
+    synthetic = {d for d in df["dataset"].dropna().unique()
+                 if "synthetic" in str(d).lower() or is_synthetic_dataset(str(d))}
+    return float(df["dataset"].isin(synthetic).mean())
+
+
 def _family_from_name(variant: object) -> str:
     name = str(variant)
     for prefix, family in (("macs-", "pruned after training"), ("pruned-", "pruned (per-layer ratio)"),

@@ -9,6 +9,7 @@ import streamlit as st
 
 from core.compress.quantize import QUANT_MODES
 from core.store.analysis import BASELINE_VARIANT, METRIC_LABELS, pareto_front, recommend
+from dashboard.charts import log_ticks
 from dashboard.state import all_variants, filtered_variants
 
 # One symbol per quantization mode whatever the filter, so a square always means the same thing.
@@ -112,7 +113,12 @@ if x == "latency_ms" and log_x:
     x_title += " (log scale)"
 fig.update_layout(xaxis_title=x_title, yaxis_title=f"{METRIC_LABELS[metric]} ({split})", height=580,
                   legend_title="Architecture · family (colour), quantization (symbol), pruning (size)")
-fig.update_xaxes(type="log" if log_x else "linear", dtick="D2" if log_x else None)
+unit = "MB" if x == "size_mb" else "ms"
+if log_x:  # every tick labelled with its value and unit (plotly's log ticks read "2" for 0.2 and for 2)
+    tickvals, ticktext = log_ticks(deployable[x], unit)
+    fig.update_xaxes(type="log", tickmode="array", tickvals=tickvals, ticktext=ticktext)
+else:
+    fig.update_xaxes(type="linear", ticksuffix=f" {unit}")
 event = st.plotly_chart(fig, key="tradeoff_chart", on_select="rerun", selection_mode=("points", "box", "lasso"),
                         width="stretch")
 st.caption("Accuracy figures are on the selected split with their 95% bootstrap interval over lesions (vertical "
