@@ -289,3 +289,20 @@ def test_every_page_warns_when_the_store_holds_synthetic_demo_runs(app_env: Path
     for page in PAGES:
         at = _run(page)
         assert any("Synthetic demo data" in w.value for w in at.warning), page
+
+
+def test_the_headline_gives_absolute_figures_flags_noisy_timing_and_marks_the_served_variant(app_env: Path) -> None:
+    """Issue 22 item 3."""
+    from core.store.analysis import Recommendation
+
+    at = _run()
+    assert not at.exception
+    assert any("balanced accuracy 0." in m.value and "melanoma recall" in m.value and " MB, " in m.value
+               and "ms per image (IQR" in m.value for m in at.markdown)
+    assert any("The site serves `" in c.value for c in at.caption)
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    served = next(t for t in spec["data"] if t.get("name") == "served by the site (default)")
+    assert _length(served["x"]) == 1
+    calm = Recommendation("r", "v", "m", 2.0, 5.4, 0.0, "rule", latency_ms=1.86, latency_iqr_ms=0.2)
+    noisy = Recommendation("r", "v", "m", 2.0, 5.4, 0.0, "rule", latency_ms=1.86, latency_iqr_ms=8.33)
+    assert not calm.noisy_timing and noisy.noisy_timing

@@ -141,6 +141,11 @@ class Recommendation:
     rule: str  # the rule that chose it, in words
     delta_low: float = float("nan")  # the paired 95% interval of bal_acc_delta, where stored
     delta_high: float = float("nan")
+    balanced_accuracy: float = float("nan")
+    mel_recall: float = float("nan")
+    size_mb: float = float("nan")
+    latency_ms: float = float("nan")
+    latency_iqr_ms: float = float("nan")
 
     @property
     def headline(self) -> str:
@@ -148,6 +153,20 @@ class Recommendation:
                     if np.isfinite(self.delta_low) and np.isfinite(self.delta_high) else "")
         return (f"{self.variant}: {self.size_x:.1f}x smaller, {self.speed_x:.1f}x faster, balanced accuracy "
                 f"{self.bal_acc_delta * 100:+.1f} pts{interval}")
+
+    @property
+    def absolute(self) -> str:
+        """The figures the ratios rest on, in one line."""
+        return (f"balanced accuracy {self.balanced_accuracy:.3f}, melanoma recall {self.mel_recall:.3f}, "
+                f"{self.size_mb:.2f} MB, {self.latency_ms:.2f} ms per image (IQR {self.latency_iqr_ms:.2f} ms)")
+
+    @property
+    def noisy_timing(self) -> bool:
+        """Whether the latency's spread makes a speed ratio unreliable (IQR above half the median)."""
+        return bool(np.isfinite(self.latency_iqr_ms) and self.latency_iqr_ms > NOISY_IQR_SHARE * self.latency_ms)
+
+
+NOISY_IQR_SHARE = 0.5  # a timing whose interquartile range exceeds this share of its median is flagged
 
 
 def recommend(df: pd.DataFrame, *, max_loss: float = 0.01, max_size_mb: float | None = None,
@@ -181,7 +200,10 @@ def recommend(df: pd.DataFrame, *, max_loss: float = 0.01, max_size_mb: float | 
     return Recommendation(best["run_id"], best["variant"], best["model"], float(best["size_x"]),
                           float(best["speed_x"]), float(best["bal_acc_delta"]), rule,
                           float(best.get("bal_acc_delta_ci_low", np.nan)),
-                          float(best.get("bal_acc_delta_ci_high", np.nan)))
+                          float(best.get("bal_acc_delta_ci_high", np.nan)),
+                          float(best.get("balanced_accuracy", np.nan)), float(best.get("mel_recall", np.nan)),
+                          float(best.get("size_mb", np.nan)), float(best.get("latency_ms", np.nan)),
+                          float(best.get("latency_b1_iqr_ms", np.nan)))
 
 
 DEPLOYABLE_MODES = ("fp32", "static", "dynamic", "fp16", "qat")  # ONNX files (what the budget table compares)

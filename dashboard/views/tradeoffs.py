@@ -3,14 +3,17 @@ the Pareto frontier and the dense baselines."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
 from core.compress.quantize import QUANT_MODES
-from core.store.analysis import BASELINE_VARIANT, METRIC_LABELS, pareto_front, recommend
+from core.errors import ModelError
+from core.store.analysis import BASELINE_VARIANT, METRIC_LABELS, deployed_variant, pareto_front, recommend
 from dashboard.charts import log_ticks
-from dashboard.state import all_variants, filtered_variants
+from dashboard.state import all_variants, filtered_variants, reader
 
 # One symbol per quantization mode whatever the filter, so a square always means the same thing.
 QUANT_SYMBOLS = dict(zip(QUANT_MODES, ["circle", "diamond", "x", "square", "triangle-up", "cross", "hexagon"],
@@ -19,6 +22,17 @@ X_AXES = {"size_mb": "Model size (MB, log scale)", "latency_ms": "Latency (ms pe
 # What "x smaller / x faster" is measured against: the dense model's fp32 ONNX export is what a deployment would
 # run anyway; PyTorch eager is 2-5x slower at batch 1 and flatters every variant.
 BASELINES = {"onnx": "dense fp32 ONNX Runtime", "eager": "dense PyTorch eager"}
+
+
+
+def deployed_folder() -> Path | None:
+    """The variant the site serves by default from this store (None where it has no deployable cell)."""
+    try:
+        with reader() as store:
+            return deployed_variant(store)
+    except ModelError:
+        return None
+
 
 st.title("Accuracy / size / latency trade-offs")
 ss = st.session_state
@@ -58,8 +72,16 @@ with st.container(border=True):
         st.caption("Allow a larger loss or a larger size / latency budget.")
     else:
         st.subheader(f"Recommended: {pick.headline}", anchor="recommended")
-        st.caption(f"{pick.model}, run `{pick.run_id}`: {pick.rule}; {split} split, among the variants the filters "
-                   f"show; smaller and faster than the {BASELINES[base_choice]} model.")
+        st.markdown(f"**{pick.absolute}** ({split} split). Ratios against the {BASELINES[base_choice]} model of the "
+                    "same sweep; Δ against its dense parent, paired.")
+        if pick.noisy_timing:
+            st.warning(f"Noisy timing: the latency's interquartile range ({pick.latency_iqr_ms:.2f} ms) is more than "
+                       f"half its median ({pick.latency_ms:.2f} ms), so '{pick.speed_x:.1f}x faster' is unreliable. "
+                       "Re-time alone: `python -m scripts.bench_variants --variants <folder>`.")
+        serving = deployed_folder()
+        st.caption(f"{pick.model}, run `{pick.run_id}`: {pick.rule}; among the variants the filters show. "
+                   + (f"The site serves `{serving.name}` by default (the static int8 cell best on validation; "
+                      "ringed on the chart)." if serving else ""))
 
 c1, c2, c3 = st.columns([2, 2, 1])
 metric = c1.selectbox("Metric", [m for m in METRIC_LABELS if m != "ece"], format_func=METRIC_LABELS.get,
@@ -104,6 +126,12 @@ for ratio in sorted(deployable["pruning_ratio"].unique()):  # legend entries: wh
 front = pareto_front(deployable, x=x, y=metric)
 fig.add_trace(go.Scatter(x=front[x], y=front[metric], mode="lines", name="Pareto frontier",
                          line={"dash": "dot", "color": "#555"}, hoverinfo="skip"))
+served = deployed_folder()
+if served is not None:
+    on_site = deployable[(deployable["variant"] == served.name) & (deployable["parent_run_id"] == served.parent.name)]
+    fig.add_trace(go.Scatter(x=on_site[x], y=on_site[metric], mode="markers", name="served by the site (default)",
+                             marker={"symbol": "circle-open", "size": 28, "line": {"width": 3, "color": "#c0392b"}},
+                             hoverinfo="skip"))
 base = deployable[deployable["variant"] == BASELINE_VARIANT]
 fig.add_trace(go.Scatter(x=base[x], y=base[metric], mode="markers", name="dense FP32 PyTorch baseline",
                          marker={"symbol": "star", "size": 18, "color": "gold", "line": {"width": 1, "color": "#000"}},
