@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from core.serve.ood import OodGate
+from core.serve.ood import GATE_FILE, OodGate
 from core.serve.predict import Predictor, load_predictor
 from core.store.analysis import Filters, apply_filters, variants_frame
 from core.store.results import DEFAULT_DB, ResultsStore
@@ -55,14 +55,25 @@ def all_variants(split: str = "test") -> pd.DataFrame:
     return _variants(str(path), _stamp(path), split)
 
 
-@st.cache_resource(show_spinner="Loading model ...")
 def predictor(card_folder: str) -> Predictor:
+    """The variant's predictor, reloaded when its card or model file changes (a re-run sweep rewrites them)."""
+    folder = Path(card_folder)
+    return _predictor(card_folder, max((_stamp(p) for p in folder.glob("model*")), default=0.0))
+
+
+@st.cache_resource(show_spinner="Loading model ...")
+def _predictor(card_folder: str, version: float) -> Predictor:  # version: part of the cache key
     return load_predictor(card_folder, threads=2)
 
 
-@st.cache_resource(show_spinner="Loading the lesion-photo gate ...")
 def gate(card_folder: str) -> OodGate | None:
-    """The variant's out-of-distribution gate, or None where its folder has none."""
+    """The variant's out-of-distribution gate, or None where its folder has none; a gate fitted (or refitted)
+    while the dashboard runs is picked up on the next run of the page: the cache key is the gate file's version."""
+    return _gate(card_folder, _stamp(Path(card_folder) / GATE_FILE))
+
+
+@st.cache_resource(show_spinner="Loading the lesion-photo gate ...")
+def _gate(card_folder: str, version: float) -> OodGate | None:  # version: part of the cache key
     return OodGate.load(Path(card_folder))
 
 

@@ -306,3 +306,22 @@ def test_the_headline_gives_absolute_figures_flags_noisy_timing_and_marks_the_se
     calm = Recommendation("r", "v", "m", 2.0, 5.4, 0.0, "rule", latency_ms=1.86, latency_iqr_ms=0.2)
     noisy = Recommendation("r", "v", "m", 2.0, 5.4, 0.0, "rule", latency_ms=1.86, latency_iqr_ms=8.33)
     assert not calm.noisy_timing and noisy.noisy_timing
+
+
+def test_a_gate_fitted_while_the_dashboard_runs_is_used(gated_variant, tmp_path: Path) -> None:
+    """Issue 22 item 5: the gate cache is keyed by the gate file's version, not only the folder."""
+    import shutil
+
+    from core.serve.ood import GATE_BACKBONE_FILE, GATE_FILE
+    from dashboard import state
+
+    source, _ = gated_variant
+    folder = tmp_path / "variant"
+    shutil.copytree(source, folder)
+    gate_files = {name: (folder / name).read_bytes() for name in (GATE_FILE, GATE_BACKBONE_FILE)}
+    for name in gate_files:
+        (folder / name).unlink()
+    assert state.gate(str(folder)) is None
+    for name, data in gate_files.items():
+        (folder / name).write_bytes(data)
+    assert state.gate(str(folder)) is not None
