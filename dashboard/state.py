@@ -80,7 +80,8 @@ def _gate(card_folder: str, version: float) -> OodGate | None:  # version: part 
 # Widget keys that a shared link carries (?f_model=...&to_x=latency_ms), with how to read them back from text.
 SHAREABLE: dict[str, type] = {"f_split": str, "f_dataset": list, "f_model": list, "f_ratio": list, "f_quant": list,
                               "to_metric": str, "to_x": str, "to_log": bool, "to_loss": float, "to_size": float,
-                              "to_latency": float, "to_base": str}
+                              "to_latency": float, "to_base": str, "detail_run": str, "compare_pick": list}
+KEPT = "_kept_view"  # the last value of every shareable widget, kept while its page is not shown
 
 
 def _parse(kind: type, values: list[str]) -> object:
@@ -116,11 +117,21 @@ def restore_view(options: dict[str, list]) -> None:
         ss[key] = value
 
 
+def remembered(key: str, default: object) -> object:
+    """A page widget's last value, kept across pages: Streamlit forgets the state of widgets a page does not draw,
+    so without this a view's settings reset after visiting another page."""
+    return st.session_state.get(KEPT, {}).get(key, default)
+
+
 def share_view() -> None:
-    """Write the current widget values into the URL, so the address bar is a link to this view."""
+    """Write the current widget values into the URL, so the address bar is a link to this view; widgets of
+    pages not shown now keep their last value (in the URL too)."""
     ss = st.session_state
+    kept = ss.setdefault(KEPT, {})
     for key in SHAREABLE:
-        value = ss.get(key)
+        if key in ss:
+            kept[key] = ss[key]
+        value = kept.get(key)
         if value is None or value == [] or value == "":
             if key in st.query_params:
                 del st.query_params[key]

@@ -325,3 +325,31 @@ def test_a_gate_fitted_while_the_dashboard_runs_is_used(gated_variant, tmp_path:
     for name, data in gate_files.items():
         (folder / name).write_bytes(data)
     assert state.gate(str(folder)) is not None
+
+
+def test_views_keep_their_settings_across_pages_and_links_carry_run_and_comparison(app_env: Path) -> None:
+    """Issue 22 item 2: Trade-offs' axis and scale survive a visit to another page; Run detail's run and Compare's
+    variants are in the address and a new session opened on it shows them."""
+    at = _run()
+    at.selectbox(key="to_x").set_value("latency_ms").run()
+    at.toggle(key="to_log").set_value(False).run()
+    at.switch_page("views/runs.py").run()
+    at.switch_page("views/tradeoffs.py").run()
+    assert at.selectbox(key="to_x").value == "latency_ms" and at.toggle(key="to_log").value is False
+    assert at.query_params["to_x"] == "latency_ms"
+
+    with ResultsStore(app_env, read_only=True) as store:
+        ids = variants_frame(store).query("kind == 'variant'")["run_id"].tolist()
+    at.switch_page("views/compare.py").run()
+    at.multiselect(key="compare_pick").set_value(ids[:3]).run()
+    at.switch_page("views/run_detail.py").run()
+    at.selectbox(key="detail_run").set_value(ids[2]).run()
+    assert at.query_params["detail_run"] == ids[2] and list(at.query_params["compare_pick"]) == ids[:3]
+
+    shared = AppTest.from_file(APP, default_timeout=120)
+    shared.query_params.update({"compare_pick": ids[:3], "detail_run": ids[2]})
+    shared.run()
+    shared.switch_page("views/compare.py").run()
+    assert shared.multiselect(key="compare_pick").value == ids[:3]  # three, not the default two
+    shared.switch_page("views/run_detail.py").run()
+    assert shared.selectbox(key="detail_run").value == ids[2]

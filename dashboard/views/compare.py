@@ -8,7 +8,7 @@ import plotly.express as px
 import streamlit as st
 
 from core.store.analysis import class_support, recall_deltas, short_names
-from dashboard.state import filtered_variants, reader
+from dashboard.state import filtered_variants, reader, remembered
 
 # Key figures first; True: higher is better, False: lower is better (the best of each row is highlighted).
 ROWS = {"bal_acc_delta": ("Δ balanced accuracy vs dense", True), "size_mb": ("size (MB)", False),
@@ -26,9 +26,11 @@ st.title("Compare variants")
 df = filtered_variants()
 names = short_names(df)
 ids = df["run_id"].tolist()
-preselected = [i for i in st.session_state.get("compare_ids", []) if i in ids]
-chosen = st.multiselect("Variants (2-4)", ids, default=preselected or ids[:2], max_selections=4, key="compare_pick",
-                        format_func=names.get)
+ss = st.session_state
+picked = ss.pop("compare_ids", None)  # points selected on Trade-offs
+current = picked if picked else (ss.get("compare_pick") or remembered("compare_pick", []))
+ss["compare_pick"] = [i for i in current if i in ids][:4] or ids[:2]  # a shared link's, the last ones, or two
+chosen = st.multiselect("Variants (2-4)", ids, max_selections=4, key="compare_pick", format_func=names.get)
 if len(chosen) < 2:
     st.info("Pick at least two variants (or select points on the Trade-offs page).")
     st.stop()

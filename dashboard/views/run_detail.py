@@ -16,10 +16,11 @@ from core.store.analysis import (
     reliability,
     roc_curves,
     run_detail,
+    short_names,
     uncalibrated_probs,
 )
 from core.triage import MALIGNANT_GROUP, MELANOMA_GROUP
-from dashboard.state import filtered_variants, reader
+from dashboard.state import filtered_variants, reader, remembered
 
 st.title("Run detail")
 df = filtered_variants()
@@ -27,8 +28,15 @@ if df.empty:
     st.info("No runs match the filters.")
     st.stop()
 ids = df["run_id"].tolist()
-default = st.session_state.get("detail_id")
-run_id = st.selectbox("Run", ids, index=ids.index(default) if default in ids else 0, key="detail_run")
+ss = st.session_state
+opened = ss.pop("detail_id", None)  # a row clicked on Runs, or a point on Trade-offs
+if opened in ids:
+    ss["detail_run"] = opened
+elif ss.get("detail_run") not in ids:  # a shared link's run, the last one looked at, or the first
+    kept = remembered("detail_run", None)
+    ss["detail_run"] = kept if kept in ids else ids[0]
+names = short_names(df)
+run_id = st.selectbox("Run", ids, key="detail_run", format_func=lambda i: f"{names.get(i, i)} ({i})")
 with reader() as store:
     detail = run_detail(store, run_id)
 splits = sorted(detail.per_class["split"].unique())

@@ -13,7 +13,7 @@ from core.compress.quantize import QUANT_MODES
 from core.errors import ModelError
 from core.store.analysis import BASELINE_VARIANT, METRIC_LABELS, deployed_variant, pareto_front, recommend
 from dashboard.charts import log_ticks
-from dashboard.state import all_variants, filtered_variants, reader
+from dashboard.state import all_variants, filtered_variants, reader, remembered
 
 # One symbol per quantization mode whatever the filter, so a square always means the same thing.
 QUANT_SYMBOLS = dict(zip(QUANT_MODES, ["circle", "diamond", "x", "square", "triangle-up", "cross", "hexagon"],
@@ -38,7 +38,7 @@ st.title("Accuracy / size / latency trade-offs")
 ss = st.session_state
 for key, default in (("to_metric", "balanced_accuracy"), ("to_x", "size_mb"), ("to_log", True), ("to_loss", 1.0),
                      ("to_size", None), ("to_latency", None), ("to_base", "onnx")):
-    ss.setdefault(key, default)
+    ss.setdefault(key, remembered(key, default))
 if ss["to_base"] not in BASELINES:  # a shared link with an unknown value
     ss["to_base"] = "onnx"
 df = filtered_variants()
@@ -157,6 +157,8 @@ st.caption("Accuracy figures are on the selected split with their 95% bootstrap 
 selected = [p["customdata"][0] for p in (event.selection.points if event else []) if p.get("customdata")]
 if selected:
     ss["compare_ids"] = selected[:4]
-    st.write(f"{len(selected)} selected: " + ", ".join(selected[:4]))
+    names = dict(zip(deployable["run_id"], deployable["variant"], strict=False))
+    st.write(f"{len(selected)} selected: " + ", ".join(names.get(i, i) for i in selected[:4])
+             + (f" (Compare shows 4: the other {len(selected) - 4} are left out)" if len(selected) > 4 else ""))
     if st.button("Open in Compare", key="to_compare"):
         st.switch_page("views/compare.py")
