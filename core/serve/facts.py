@@ -27,6 +27,43 @@ class ModelFacts:
     def is_demo(self) -> bool:
         return bool(self.synthetic)
 
+    @property
+    def plain_name(self) -> str:
+        """The model as a patient reads it, e.g. "EfficientNet-Lite0, pruned to 50% of its compute, 8-bit"."""
+        architecture, _, variant = self.name.partition(" ")
+        return ", ".join([_plain_architecture(architecture), *_plain_variant(variant)])
+
+    @property
+    def short_version(self) -> str:
+        """"2026-11-30 (…c307)": the run's date and the tail of its id."""
+        stamp = self.version[:8]
+        date = f"{stamp[:4]}-{stamp[4:6]}-{stamp[6:8]}" if stamp.isdigit() else ""
+        return f"{date} (…{self.version.split('.')[0][-4:]})".strip()
+
+
+def _plain_architecture(name: str) -> str:
+    if name.startswith("efficientnet_lite"):
+        return "EfficientNet-Lite" + name.removeprefix("efficientnet_lite")
+    return {"test_efficientnet": "a tiny test network", "test_resnet": "a tiny test network"}.get(name, name)
+
+
+def _plain_variant(variant: str) -> list[str]:
+    parts = []
+    head, _, rest = variant.partition("-")
+    if head == "macs":
+        share = rest.split("-")[0]
+        parts.append(f"pruned to {float(share):.0%} of its compute" if share.replace(".", "").isdigit() else "pruned")
+    elif head in ("pruned", "unstructured", "ptt"):
+        parts.append("pruned")
+    elif head == "res":
+        parts.append(f"at {rest.split('-')[0]} px")
+    mode = variant.rsplit("-", 1)[-1] if variant else ""
+    if "static" in variant or mode == "qat" or mode == "dynamic":
+        parts.append("8-bit")
+    elif mode == "fp16":
+        parts.append("16-bit")
+    return parts
+
 
 def training_data(*, data_dir: str, synthetic: bool, images: int) -> dict[str, Any]:
     """The card entry that says which data a model was trained on."""

@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 GATE_FILE = "ood_gate.npz"
 GATE_BACKBONE_FILE = "ood_gate_backbone.onnx"
-NOT_A_LESION = ("This does not look like a dermoscopic skin-lesion photo, so no result is shown. Retake it closer, "
+NOT_A_LESION = ("This does not look like a dermatoscopic skin-lesion photo, so no result is shown. Retake it closer, "
                 "in focus and in even light, with the lesion in the middle of the picture. If you are worried about "
                 "the lesion, see a clinician anyway.")
 MAX_FINE_DETAIL = 0.5  # share of the grey-level spread a 3x3 blur removes; photos <= 0.25, noise >= 0.7

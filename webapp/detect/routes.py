@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,6 +19,7 @@ from core.classes import (
     clinical_name,
     is_possibly_malignant,
 )
+from core.serve.facts import ModelFacts
 from core.serve.imaging import ImageRejected
 from core.serve.predict import DISCLAIMER
 from core.triage import URGENT, Decision, decide
@@ -30,6 +32,16 @@ from webapp.predictor import ModelUnavailable, NotALesion
 from webapp.storage import image_path
 
 MODEL_UNAVAILABLE = "The model is not available right now. Please try again later."
+
+
+@bp.app_template_filter("plain_model")
+def plain_model(label: str) -> str:
+    """A stored check's model label ("<architecture> <variant> (<run id>)") as a patient reads it."""
+    match = re.fullmatch(r"(\S+) (\S+) \((.+)\)", str(label))
+    if not match:
+        return str(label)
+    facts = ModelFacts(f"{match[1]} {match[2]}", match[3], "", None, None, None)
+    return f"{facts.plain_name}, version {facts.short_version}"
 
 
 @bp.app_template_filter("when")
