@@ -4,6 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PORT ?= 8501
+WEBAPP_PORT ?= 5000
 
 .PHONY: demo test lint venv real-cpu real-cpu-sweep bench-pipeline dashboard webapp
 
@@ -26,7 +27,8 @@ dashboard: $(STAMP)
 	$(PY) -m streamlit run dashboard/app.py --server.port $(PORT)
 
 webapp: $(STAMP)
-	LESIONLITE_ENV=development $(PY) -m flask --app 'webapp:create_app()' run --port 5000
+	LESIONLITE_ENV=development LESIONLITE_EXTERNAL_URL=$${LESIONLITE_EXTERNAL_URL:-http://localhost:$(WEBAPP_PORT)} \
+		$(PY) -m flask --app 'webapp:create_app()' run --port $(WEBAPP_PORT)
 
 test: $(STAMP)
 	$(PY) -m ruff check core scripts tests dashboard webapp

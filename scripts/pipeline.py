@@ -43,10 +43,18 @@ def workdir_overrides(workdir: str | None) -> tuple[dict[str, str], dict[str, st
             {"variants_dir": str(root / "variants"), "db": db})
 
 
+def synthetic_data_dir(cfg: TrainConfig, workdir: str | None) -> dict[str, str]:
+    """With --workdir, generated synthetic data goes there too (a given real data_dir is left alone)."""
+    if workdir and cfg.synthetic and cfg.data_dir == TrainConfig.data_dir:
+        return {"data_dir": str(Path(workdir) / "synthetic")}
+    return {}
+
+
 def main(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     train_dirs, sweep_dirs = workdir_overrides(args.workdir)
-    cfg = dataclasses.replace(config_from_args(TrainConfig, args), **train_dirs)
+    cfg = config_from_args(TrainConfig, args)
+    cfg = dataclasses.replace(cfg, **train_dirs, **synthetic_data_dir(cfg, args.workdir))
     result = run_training(cfg)
     variants = None
     if args.sweep:
@@ -66,6 +74,7 @@ def main(args: argparse.Namespace) -> int:
         print("\n".join(f"  {folder}" for folder in variant_folders(variants)))
         print(f"serve one: LESIONLITE_VARIANT={variants / 'dense-static'} make webapp   "
               f"(or LESIONLITE_DB={cfg.db}: the best static int8 cell on validation)")
+    print(f"dashboard on this store: .venv/bin/python -m streamlit run dashboard/app.py -- --db {cfg.db}")
     print(f"pipeline finished in {time.perf_counter() - start:.0f} s")
     return 0
 

@@ -147,5 +147,16 @@ def test_workdir_keeps_every_output_in_one_folder(synthetic_root: Path, tmp_path
     run_id = next((work / "models").iterdir()).name
     assert (work / "variants" / run_id / "dense-fp32" / "model_card.json").is_file()
     assert f"results store: {work / 'results.duckdb'}" in out
+    assert f"streamlit run dashboard/app.py -- --db {work / 'results.duckdb'}" in out  # how to look at it
     with ResultsStore(work / "results.duckdb", read_only=True) as store:
         assert sorted(store.runs()["variant"]) == ["dense-fp32", "trained"]  # one name each
+
+
+def test_workdir_takes_the_generated_synthetic_data_too(tmp_path: Path) -> None:
+    """Issue 22 item 16: --workdir with the synthetic default generates the data under the workdir, not ./data."""
+    from core.jobs.train import TrainConfig
+    from scripts.pipeline import synthetic_data_dir
+
+    assert synthetic_data_dir(TrainConfig(synthetic=True), str(tmp_path)) == {"data_dir": str(tmp_path / "synthetic")}
+    assert synthetic_data_dir(TrainConfig(synthetic=True, data_dir="mine"), str(tmp_path)) == {}
+    assert synthetic_data_dir(TrainConfig(synthetic=True), None) == {}
