@@ -172,7 +172,8 @@ def _registration_times(base: str, tries: int) -> tuple[list[float], list[float]
             opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
             page = opener.open(f"{base}/auth/register", timeout=30).read().decode()
             token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page).group(1)
-            body = urllib.parse.urlencode({"email": email, "password": BENCH_PASSWORD, "csrf_token": token}).encode()
+            body = urllib.parse.urlencode({"email": email, "password": BENCH_PASSWORD, "consent": "y",
+                                           "csrf_token": token}).encode()
             req = urllib.request.Request(f"{base}/auth/register", data=body, method="POST",
                                          headers={"Referer": f"{base}/auth/register"})
             start = time.perf_counter()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 import sqlite3
 
@@ -43,6 +44,17 @@ def owned(user_id: int, detection_id: str) -> sqlite3.Row | None:
     """The user's detection, or None (also when it belongs to someone else)."""
     return get_db().execute("SELECT * FROM detections WHERE id = ? AND user_id = ?",
                             (detection_id, user_id)).fetchone()
+
+
+def export(user_id: int) -> list[tuple[dict[str, object], str]]:
+    """Every check of the user, oldest first, as (what is stored about it, its image key): the data export."""
+    rows = get_db().execute("SELECT * FROM detections WHERE user_id = ? ORDER BY created_at, rowid",
+                            (user_id,)).fetchall()
+    return [({"id": r["id"], "created_at": r["created_at"], "model": r["model_version"], "top_class": r["top_class"],
+              "confidence": r["confidence"], "probabilities": json.loads(r["probs"]),
+              "uncertain": bool(r["uncertain"]), "body_site": r["body_site"], "note": r["note"],
+              "decision": json.loads(r["decision"]) if r["decision"] else None, "photo": f"photos/{r['id']}.jpg"},
+             r["image_key"]) for r in rows]
 
 
 def count(user_id: int) -> int:

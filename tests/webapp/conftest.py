@@ -89,7 +89,7 @@ class AuthActions:
 
     def register(self, email: str = "pat@example.org", password: str = PASSWORD, *, verify: bool = True):
         with sent_mail() as outbox:
-            response = self.client.post("/auth/register", data={"email": email, "password": password})
+            response = self.client.post("/auth/register", data={"email": email, "password": password, "consent": "y"})
         if verify and outbox:
             self.client.get(link_in(outbox[-1].body))
         return response, outbox

@@ -52,7 +52,7 @@ def test_register_verify_login(app: Flask, client: FlaskClient, auth: AuthAction
     ("a@example.org1234", b"too easy to guess"),  # the account's own address (strong without it)
 ])
 def test_weak_passwords_are_refused(app: Flask, client: FlaskClient, password: str, message: bytes) -> None:
-    response = client.post("/auth/register", data={"email": "a@example.org", "password": password})
+    response = client.post("/auth/register", data={"email": "a@example.org", "password": password, "consent": "y"})
     assert response.status_code == 200 and message in response.data
     with app.app_context():
         assert users.by_email("a@example.org") is None
@@ -62,9 +62,9 @@ def test_no_user_enumeration(app: Flask, client: FlaskClient, auth: AuthActions)
     auth.register()
     # Register again with the same address: same answer as for a new one; the owner gets a note.
     with sent_mail() as outbox:
-        again = client.post("/auth/register", data={"email": "pat@example.org", "password": PASSWORD},
+        again = client.post("/auth/register", data={"email": "pat@example.org", "password": PASSWORD, "consent": "y"},
                             follow_redirects=True)
-        fresh = client.post("/auth/register", data={"email": "new@example.org", "password": PASSWORD},
+        fresh = client.post("/auth/register", data={"email": "new@example.org", "password": PASSWORD, "consent": "y"},
                             follow_redirects=True)
     assert again.status_code == fresh.status_code == 200 and CHECK_MAIL in again.data and CHECK_MAIL in fresh.data
     assert [m.recipients for m in outbox] == [["pat@example.org"], ["new@example.org"]]
@@ -85,7 +85,8 @@ def test_csrf_missing_gives_400(tmp_path, variant_folder) -> None:
     client = app.test_client()
     response = client.post("/auth/login", data={"email": "a@example.org", "password": PASSWORD})
     assert response.status_code == 400 and b"reload the page" in response.data
-    assert client.post("/auth/register", data={"email": "a@example.org", "password": PASSWORD}).status_code == 400
+    form = {"email": "a@example.org", "password": PASSWORD, "consent": "y"}
+    assert client.post("/auth/register", data=form).status_code == 400
 
 
 def test_login_is_rate_limited(app: Flask, client: FlaskClient) -> None:
@@ -190,3 +191,39 @@ def test_open_redirect_is_refused(client: FlaskClient, auth: AuthActions) -> Non
     r = client.post("/auth/login?next=https://evil.example/phish", data={"email": "pat@example.org",
                                                                          "password": PASSWORD})
     assert r.headers["Location"].endswith("/detect/")
+
+
+def test_registration_asks_consent_with_a_privacy_notice_and_a_way_to_log_in(client: FlaskClient) -> None:
+    """Issue 22 item 13: health images are kept only with the patient's agreement, said in plain words."""
+    page = client.get("/auth/register").data.decode()
+    assert "What we keep, and why" in page and "not used to train models" in page
+    assert 'href="/auth/login"' in page and 'name="consent"' in page
+    refused = client.post("/auth/register", data={"email": "a@example.org", "password": PASSWORD})
+    assert b"Tick the box to agree" in refused.data and b"If that address can be used" not in refused.data
+    assert b'aria-describedby="consent-error"' in refused.data  # the error is tied to its input
+
+
+def test_the_profile_downloads_everything_kept_about_the_user(app, client: FlaskClient, auth: AuthActions) -> None:
+    """Issue 22 item 13: the data export holds each check's record and photo."""
+    import io
+    import json
+    import zipfile
+
+    from tests.images import jpeg_bytes
+
+    auth.register()
+    auth.login()
+    client.post("/detect/", data={"image": (io.BytesIO(jpeg_bytes()), "x.jpg"), "note": "left calf"},
+                content_type="multipart/form-data")
+    assert 'id="export"' in client.get("/auth/profile").data.decode()
+    response = client.get("/auth/profile/export")
+    assert response.status_code == 200 and response.mimetype == "application/zip"
+    assert response.headers["Cache-Control"] == "no-store"
+    archive = zipfile.ZipFile(io.BytesIO(response.data))
+    data = json.loads(archive.read("checks.json"))
+    assert data["email"] == "pat@example.org" and len(data["checks"]) == 1
+    check = data["checks"][0]
+    assert check["note"] == "left calf" and check["decision"]["next_step"]
+    assert archive.read(check["photo"])[:2] == b"\xff\xd8"  # the photo itself
+    auth.logout()
+    assert client.get("/auth/profile/export").status_code in (302, 401)  # nobody else's

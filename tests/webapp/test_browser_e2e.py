@@ -34,7 +34,8 @@ def test_register_verify_login_upload_history(tmp_path: Path, variant_folder: Pa
                 page.goto(f"{base}/auth/register")
                 page.fill("input[name=email]", "robin@example.org")
                 page.fill("input[name=password]", PASSWORD)
-                page.click("button[type=submit]")
+                page.check("input[name=consent]")
+                page.click("main button[type=submit]")
                 page.get_by_text("If that address can be used").wait_for()
                 assert mail_queue.join(timeout=30)  # mail leaves in the background
                 link = re.search(r"https?://\S+", inbox.text()).group(0)

@@ -97,7 +97,9 @@ def test_possibly_malignant_result_on_a_phone(site: str, samples_dir: Path, tmp_
         mel_bar = page.locator("table.probs tr.malignant meter").first
         assert mel_bar.get_attribute("class") == "malignant"
         assert _overflow(page) <= 0, "the result page scrolls sideways on a phone"
-        assert page.locator("header nav").evaluate("n => n.getBoundingClientRect().height") < 40  # one line
+        tops = page.locator("header nav a, header nav button").evaluate_all(
+            "es => es.map(e => Math.round(e.getBoundingClientRect().top))")
+        assert max(tops) - min(tops) <= 4  # one line
         page.screenshot(path=str(tmp_path / "result-390.png"), full_page=True)
         page.click("text=History")
         assert _overflow(page) <= 0, "the history scrolls sideways on a phone"
@@ -127,3 +129,32 @@ def test_delete_asks_first(site: str, samples_dir: Path, monkeypatch: pytest.Mon
         page.click("#confirm-delete")
         page.get_by_text("Deleted.").wait_for()
         assert page.locator("ul.history li").count() == 0
+
+
+def test_touch_targets_skip_link_and_group_column_on_a_phone(site: str, samples_dir: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 22 items 10 and 11 at 390 px: nav links, the 'Remember me' box and 'Keep it' at least 24 px (WCAG
+    2.5.8), a skip link, and the result's group column shown (not red text alone) without breaking words."""
+    monkeypatch.setattr(detections, "detect", lambda checked: MELANOMA)
+
+    def height(locator) -> float:
+        return locator.evaluate("e => e.getBoundingClientRect().height")
+
+    with chromium_page(width=390, height=844) as page:
+        page.goto(f"{site}/auth/login")
+        assert height(page.locator("input[name=remember]")) >= 24
+        assert min(height(a) for a in page.locator("header nav a").all()) >= 24
+        page.keyboard.press("Tab")
+        skip = page.locator("a.skip-link")
+        assert skip.evaluate("e => e === document.activeElement") and skip.get_attribute("href") == "#main"
+        _log_in_and_upload(page, site, sorted(samples_dir.glob("*.jpg"))[0])
+        assert min(height(a) for a in page.locator("header nav a, header button.link").all()) >= 24
+        group = page.locator("table.probs td.group").first
+        assert group.is_visible() and group.inner_text() in ("Possibly malignant", "Benign")
+        words = group.evaluate("e => { const r = document.createRange(); r.selectNodeContents(e); "
+                               "return r.getClientRects().length; }")
+        assert words <= 2 and _overflow(page) <= 0  # at most one line per word: no word broken inside
+        page.goto(f"{site}/detect/history")
+        page.locator("a.delete").first.click()
+        keep = page.get_by_role("link", name="Keep it")
+        assert height(keep) >= 24

@@ -18,7 +18,7 @@ def test_verification_and_reset_mail_over_smtp(tmp_path: Path, variant_folder: P
                           "MAIL_SUPPRESS_SEND": False,
                           **RELAXED_LIMITS})
         client = app.test_client()
-        client.post("/auth/register", data={"email": "sam@example.org", "password": PASSWORD})
+        client.post("/auth/register", data={"email": "sam@example.org", "password": PASSWORD, "consent": "y"})
         assert mail_queue.join(timeout=30)  # mail leaves in the background
         assert len(inbox.messages) == 1
         mail = inbox.messages[0]

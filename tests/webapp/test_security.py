@@ -94,7 +94,7 @@ def post(client: FlaskClient, path: str, data: dict, *, form: str | None = None,
 
 def register_and_verify(site: Site, email: str = "pat@example.org") -> FlaskClient:
     client = site.client()
-    post(client, "/auth/register", {"email": email, "password": PASSWORD})
+    post(client, "/auth/register", {"email": email, "password": PASSWORD, "consent": "y"})
     link = re.search(r"https://\S+", site.mails().text()).group(0)
     client.get(link.removeprefix(SITE))
     return client
@@ -163,7 +163,7 @@ def test_registration_paths_do_the_same_work(prod: Site, monkeypatch: pytest.Mon
     client = prod.client()
     for email in ("pat@example.org", "new@example.org"):  # known, then new
         calls.clear()
-        response = post(client, "/auth/register", {"email": email, "password": PASSWORD})
+        response = post(client, "/auth/register", {"email": email, "password": PASSWORD, "consent": "y"})
         assert response.status_code == 302
         assert calls == ["hash", "queue"], email
     calls.clear()
@@ -190,7 +190,7 @@ def test_responses_do_not_wait_for_smtp(tmp_path: Path, variant_folder: Path, re
         token = csrf(client, "/auth/register")
         start = time.monotonic()
         response = client.post("/auth/register", data={"email": "slow@example.org", "password": PASSWORD,
-                                                       "csrf_token": token})
+                                                       "consent": "y", "csrf_token": token})
         assert response.status_code == 302 and time.monotonic() - start < 5  # SMTP would hang for good
 
 
@@ -346,8 +346,8 @@ def test_concurrent_registration_of_one_address_gets_the_normal_answer(app: Flas
     # The race: both requests looked the address up before either inserted it.
     monkeypatch.setattr(users, "by_email", lambda email: None)
     with sent_mail() as outbox:
-        response = client.post("/auth/register", data={"email": "pat@example.org", "password": PASSWORD},
-                               follow_redirects=True)
+        response = client.post("/auth/register", follow_redirects=True,
+                               data={"email": "pat@example.org", "password": PASSWORD, "consent": "y"})
     assert response.status_code == 200 and b"If that address can be used" in response.data
     assert [m.recipients for m in outbox] == [["pat@example.org"]] and "tried to register" in outbox[0].subject
 

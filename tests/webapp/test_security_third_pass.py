@@ -211,7 +211,7 @@ def test_password_change_is_rate_limited(prod: Site) -> None:
     ("Jdoe2024!Jdoe", "jdoe@example.org"), ("jdoe.example.org1", "jdoe@example.org"),
 ])
 def test_guessable_passwords_are_refused_at_registration(prod: Site, password: str, email: str) -> None:
-    page = post(prod.client(), "/auth/register", {"email": email, "password": password})
+    page = post(prod.client(), "/auth/register", {"email": email, "password": password, "consent": "y"})
     assert b"too easy to guess" in page.data
     with prod.app.app_context():
         assert users.by_email(email) is None

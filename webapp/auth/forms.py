@@ -16,6 +16,9 @@ _NEW = {"autocomplete": "new-password"}
 class RegisterForm(FlaskForm):
     email = EmailField("Email", validators=_email, render_kw=_EMAIL)
     password = PasswordField("Password", validators=[DataRequired(), Length(max=MAX_PASSWORD)], render_kw=_NEW)
+    consent = BooleanField("I agree that LesionLite keeps the photos I upload and their results in my account, as "
+                           "described above, until I delete them or the account",
+                           validators=[DataRequired("Tick the box to agree, or the site cannot keep your checks.")])
 
 
 class LoginForm(FlaskForm):

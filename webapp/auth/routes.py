@@ -4,13 +4,16 @@ both registration paths hash a password and queue one mail; mail leaves in the b
 from __future__ import annotations
 
 import functools
+import io
+import json
+import zipfile
 from urllib.parse import urlsplit
 
-from flask import abort, current_app, flash, redirect, render_template, request, session, url_for
+from flask import abort, current_app, flash, redirect, render_template, request, send_file, session, url_for
 from flask_limiter.util import get_remote_address
 from flask_login import current_user, login_required, login_user, logout_user
 
-from webapp import tokens, users
+from webapp import detections, tokens, users
 from webapp.auth import bp
 from webapp.auth.forms import (
     ChangeEmailForm,
@@ -33,7 +36,7 @@ from webapp.security import (
     read_token,
     verify_password,
 )
-from webapp.storage import delete_image
+from webapp.storage import delete_image, image_path
 
 CHECK_MAIL = "If that address can be used, we have sent it an email with a link. Please check your inbox."
 
@@ -292,6 +295,25 @@ def revoke_token(token_id: int):
         abort(404)
     flash("Token revoked.")
     return redirect(url_for("auth.profile"))
+
+
+@bp.route("/profile/export", methods=["GET"])
+@login_required
+@limiter.limit(lambda: _limit("RATELIMIT_ACCOUNT"))
+def export_data():
+    """Everything the site keeps about the user as one ZIP: ``checks.json`` and each check's photo."""
+    buffer = io.BytesIO()
+    checks = detections.export(current_user.id)
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("checks.json", json.dumps({"email": current_user.email, "name": current_user.name,
+                                                    "checks": [c for c, _ in checks]}, indent=2))
+        for check, key in checks:
+            if image_path(key).is_file():
+                archive.write(image_path(key), str(check["photo"]))
+    response = send_file(io.BytesIO(buffer.getvalue()), mimetype="application/zip", as_attachment=True,
+                         download_name="lesionlite-my-data.zip")
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 @bp.route("/profile/delete", methods=["POST"])
