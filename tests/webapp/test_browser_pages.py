@@ -4,6 +4,7 @@ result framed as such, no sideways scrolling, a delete that asks first. A real H
 from __future__ import annotations
 
 import os
+import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -158,3 +159,19 @@ def test_touch_targets_skip_link_and_group_column_on_a_phone(site: str, samples_
         page.locator("a.delete").first.click()
         keep = page.get_by_role("link", name="Keep it")
         assert height(keep) >= 24
+
+
+def test_the_printable_report_is_one_a4_page_with_name_and_demo_banner(site: str, samples_dir: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch,
+                                                                       tmp_path: Path) -> None:
+    """Issue 22 item 12: what a patient brings to a clinician: their name, the demo warning, on one page."""
+    monkeypatch.setattr(detections, "detect", lambda checked: UNCERTAIN_MELANOMA)
+    with chromium_page(width=1440, height=900) as page:
+        _log_in_and_upload(page, site, sorted(samples_dir.glob("*.jpg"))[0])
+        page.goto(page.url.replace("/detect/result/", "/detect/report/"))
+        assert page.locator("#report-demo").is_visible()
+        assert "sam@example.org" in page.locator("table.facts").inner_text()
+        pdf = page.pdf(format="A4", print_background=True)
+        (tmp_path / "report.pdf").write_bytes(pdf)
+        pages = len(re.findall(rb"/Type\s*/Page[^s]", pdf))
+        assert pages == 1, f"the report prints on {pages} A4 pages"
