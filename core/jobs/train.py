@@ -58,6 +58,7 @@ from core.serve.artifacts import (
     save_trained_model,
 )
 from core.serve.facts import card_metrics, training_data
+from core.serve.predict import TTA_FLIPS
 from core.store.results import DEFAULT_DB, Predictions, ResultsStore, RunRecord
 from core.triage import fit_triage_on_logits
 
@@ -196,7 +197,6 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, *, criterion: nn.Modul
 
 
 # Test-time augmentation: dermatoscopic images have no preferred orientation, so flips are label-preserving.
-TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (3,), (2,), (2, 3))
 
 
 @torch.inference_mode()
