@@ -353,3 +353,21 @@ def test_views_keep_their_settings_across_pages_and_links_carry_run_and_comparis
     assert shared.multiselect(key="compare_pick").value == ids[:3]  # three, not the default two
     shared.switch_page("views/run_detail.py").run()
     assert shared.selectbox(key="detail_run").value == ids[2]
+
+
+def test_labels_read_as_words_and_dragging_selects(app_env: Path) -> None:
+    """Issue 22 items 6 and 7: dragging on the chart selects points; ratios below 1 read as 'larger'/'slower';
+    metric cards say 'ROC-AUC (macro)', not 'auc macro ovr'; no Deploy button."""
+    from core.store.analysis import ratio_text
+
+    assert ratio_text(0.9, "smaller", "larger") == "1.1x larger"
+    assert ratio_text(2.0, "smaller", "larger") == "2.0x smaller"
+    at = _run()
+    assert json.loads(at.get("plotly_chart")[0].proto.spec)["layout"]["dragmode"] == "select"
+    with ResultsStore(app_env, read_only=True) as store:
+        run = variants_frame(store).query("variant == 'pruned-0.5-static'").iloc[0]["run_id"]
+    at.session_state["detail_id"] = run
+    at.switch_page("views/run_detail.py").run()
+    labels = {m.label for m in at.metric}
+    assert {"ROC-AUC (macro)", "Cohen's kappa", "ECE"} <= labels and "auc macro ovr" not in labels
+    assert 'toolbarMode = "viewer"' in (Path(APP).parent.parent / ".streamlit" / "config.toml").read_text()

@@ -28,6 +28,13 @@ METRIC_LABELS = {"accuracy": "Accuracy", "balanced_accuracy": "Balanced accuracy
                  "kappa": "Cohen's kappa", "mcc": "MCC", "ece": "ECE"}
 
 
+def ratio_text(ratio: float, better: str, worse: str) -> str:
+    """'2.0x smaller', or '1.1x larger' for a ratio below 1 (never '0.9x smaller')."""
+    if ratio != ratio:  # NaN
+        return "—"
+    return f"{ratio:.1f}x {better}" if ratio >= 1 else f"{1 / ratio:.1f}x {worse}"
+
+
 def variants_frame(store: ResultsStore, *, split: str = "test") -> pd.DataFrame:
     """One row per run with its ``split`` metrics, deploy figures (size, latency) and ratios vs the dense parent.
 

@@ -11,8 +11,10 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.store.analysis import (
+    METRIC_LABELS,
     confusion_matrix_frame,
     group_roc,
+    ratio_text,
     reliability,
     roc_curves,
     run_detail,
@@ -46,16 +48,18 @@ if scalars is not None and not scalars.empty:
     cols = st.columns(6)
     for col, name in zip(cols, ["accuracy", "balanced_accuracy", "auc_macro_ovr", "kappa", "mcc", "ece"], strict=True):
         low, high = scalars.get(f"{name}_ci_low"), scalars.get(f"{name}_ci_high")
-        col.metric(name.replace("_", " "), f"{scalars.get(name, np.nan):.3f}",
+        col.metric(METRIC_LABELS[name], f"{scalars.get(name, np.nan):.3f}",
                    help=f"95% interval over lesions: [{low:.3f}, {high:.3f}]" if low is not None else None)
         if low is not None:
             col.caption(f"[{low:.3f}, {high:.3f}]")
 row = df.set_index("run_id").loc[run_id]
 deploy = detail.metrics[detail.metrics["split"] == "deploy"].set_index("name")["value"]
 if not deploy.empty:
-    cards = [("size", f"{deploy.get('size_mb', np.nan):.2f} MB", f"{row.get('size_x', np.nan):.1f}x smaller"),
+    cards = [("size", f"{deploy.get('size_mb', np.nan):.2f} MB", ratio_text(row.get("size_x", np.nan), "smaller",
+                                                                           "larger")),
              ("latency, batch 1", f"{deploy.get('latency_b1_ms', np.nan):.2f} ms",
-              f"IQR {deploy.get('latency_b1_iqr_ms', np.nan):.2f} ms · {row.get('speed_x', np.nan):.1f}x faster"),
+              f"IQR {deploy.get('latency_b1_iqr_ms', np.nan):.2f} ms · "
+              + ratio_text(row.get("speed_x", np.nan), "faster", "slower")),
              ("parameters", f"{deploy.get('params', np.nan) / 1e6:.2f} M", None),
              ("MACs", f"{deploy.get('macs', np.nan) / 1e6:.0f} M", None),
              ("Δ balanced accuracy", f"{row.get('bal_acc_delta', np.nan) * 100:+.1f} pts",
@@ -80,6 +84,7 @@ if split:
     per_class["class"] = per_class["class"] + " (n=" + per_class["support"].astype(int).astype(str) + ")"
     pc = per_class.melt(id_vars=["class", "support"], value_vars=["precision", "recall", "f1"])
     right.plotly_chart(px.bar(pc, x="class", y="value", color="variable", barmode="group", hover_data=["support"],
+                              labels={"value": "score", "variable": "figure"},
                               title="Per class (n = images of the class in this split)"),
                        width="stretch", key="detail_pc")
 
@@ -88,9 +93,9 @@ if not detail.history.empty:
     losses = detail.history[detail.history["name"] == "train_loss"]
     accs = detail.history[detail.history["name"].isin(["train_accuracy", "val_accuracy", "val_balanced_accuracy"])]
     loss_col.plotly_chart(px.line(losses, x="epoch", y="value", markers=True, title="Training loss",
-                                  labels={"value": "loss"}), width="stretch", key="detail_loss")
+                                  labels={"value": "loss", "epoch": "epoch"}), width="stretch", key="detail_loss")
     acc_col.plotly_chart(px.line(accs, x="epoch", y="value", color="name", markers=True, range_y=[0, 1],
-                                 title="Accuracy per epoch", labels={"value": "accuracy"}),
+                                 title="Accuracy per epoch", labels={"value": "accuracy", "name": "figure"}),
                          width="stretch", key="detail_hist")
 else:
     st.caption("No training history for this run (evaluation-only or unpruned variant).")
@@ -119,7 +124,7 @@ if not preds.empty:
     ece = f"ECE {figures.get('ece', np.nan):.3f}"
     if "ece_uncalibrated" in figures:
         ece += f", before calibration {figures['ece_uncalibrated']:.3f}"
-    cal.update_layout(title=f"Reliability ({ece}; labels: images per bin)", xaxis_title="confidence",
+    cal.update_layout(title=f"Reliability ({ece})", xaxis_title="confidence (numbers: images per bin)",
                       yaxis_title="accuracy")
     b.plotly_chart(cal, width="stretch", key="detail_cal")
     screen = go.Figure([go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dot"}, name="chance")])

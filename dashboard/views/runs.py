@@ -19,13 +19,22 @@ st.caption(f"{len(table)} rows. size_x / speed_x / bal_acc_delta are against the
            "same parent, measured in the same sweep.")
 event = st.dataframe(table, width="stretch", hide_index=True, key="runs_table", on_select="rerun",
                      selection_mode="single-row",
-             column_config={"balanced_accuracy": st.column_config.NumberColumn(format="%.3f"),
-                            "accuracy": st.column_config.NumberColumn(format="%.3f"),
-                            "size_mb": st.column_config.NumberColumn(format="%.2f"),
-                            "latency_ms": st.column_config.NumberColumn(format="%.2f"),
+             column_config={"variant": "Variant", "model": "Architecture",
+                            "balanced_accuracy": st.column_config.NumberColumn("Balanced accuracy", format="%.3f"),
+                            "accuracy": st.column_config.NumberColumn("Accuracy", format="%.3f"),
+                            "size_mb": st.column_config.NumberColumn("Size (MB)", format="%.2f"),
+                            "latency_ms": st.column_config.NumberColumn("Latency (ms, batch 1)", format="%.2f"),
                             "bal_acc_delta": st.column_config.NumberColumn("Δ bal. acc.", format="%+.3f"),
-                            "size_x": st.column_config.NumberColumn(format="%.1fx"),
-                            "speed_x": st.column_config.NumberColumn(format="%.1fx")})
+                            "size_x": st.column_config.NumberColumn("Smaller (x)", format="%.1fx"),
+                            "speed_x": st.column_config.NumberColumn("Faster (x)", format="%.1fx"),
+                            "auc_macro_ovr": st.column_config.NumberColumn("ROC-AUC (macro)", format="%.3f"),
+                            "kappa": st.column_config.NumberColumn("Cohen's kappa", format="%.3f"),
+                            "mcc": st.column_config.NumberColumn("MCC", format="%.3f"),
+                            "ece": st.column_config.NumberColumn("ECE", format="%.3f"),
+                            "quantization": "Quantization", "pruning_ratio": "Pruned share", "kind": "Kind",
+                            "params": "Parameters", "macs": "MACs", "dataset": "Dataset", "split_hash": "Split hash",
+                            "seed": "Seed", "git_sha": "Git SHA", "created_at": "Created", "run_id": "Run id",
+                            "parent_run_id": "Parent run"})
 rows = event.selection.rows if event else []
 if rows:
     st.session_state["detail_id"] = table.iloc[rows[0]]["run_id"]

@@ -140,6 +140,7 @@ x_title = X_AXES[x] if log_x else X_AXES[x].replace(", log scale", "")
 if x == "latency_ms" and log_x:
     x_title += " (log scale)"
 fig.update_layout(xaxis_title=x_title, yaxis_title=f"{METRIC_LABELS[metric]} ({split})", height=580,
+                  dragmode="select",  # dragging selects points (zoom stays in the toolbar)
                   legend_title="Architecture · family (colour), quantization (symbol), pruning (size)")
 unit = "MB" if x == "size_mb" else "ms"
 if log_x:  # every tick labelled with its value and unit (plotly's log ticks read "2" for 0.2 and for 2)
