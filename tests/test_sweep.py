@@ -456,3 +456,43 @@ def test_flip_tta_is_a_predictor_option_with_its_latency_measured(sweep_store: P
                    ["--variants", str(folder), "--only", "dense-fp32", "--tta", "dense-fp32", "--rounds", "1",
                     "--runs", "2", "--threads", "1"])
     assert code == 0 and "dense-fp32+tta" in capsys.readouterr().out
+
+
+def test_sparse_training_before_pruning_makes_its_own_cells(trained_tiny: TrainResult, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 19 item 4: '-sl' cells train the parent with torch-pruning's group regularisation (added to the
+    gradients after every backward pass) before pruning to the MAC budget; the regularisation shrinks the groups."""
+    import core.compress.prune as prune_mod
+    import core.jobs.sweep as sweep_mod
+
+    calls: list[int] = []
+    real = prune_mod.group_sparsity_regularizer
+
+    def counting(model, **kw):
+        regularize = real(model, **kw)
+        return lambda: (calls.append(1), regularize())[1]
+
+    monkeypatch.setattr(sweep_mod, "group_sparsity_regularizer", counting)
+    cfg = _cfg(trained_tiny, tmp_path, ratios=[], unstructured=[], macs_keep=[0.8], sparse_epochs=1,
+               sparse_reg=1e-2, finetune_epochs=1)
+    group = plan_groups(cfg)[0]
+    assert group.variant("fp32") == "macs-0.8-sl-fp32" and group.sparse
+    parent = sweep_mod.load_parent(str(trained_tiny.run_dir))
+    _, info = sweep_mod._prune_and_finetune(parent, group, cfg)
+    assert calls and info["sparse_training"] == {"epochs": 1, "reg": 1e-2, "lr": cfg.finetune_lr}
+    assert [row.get("sparse_training", 0) for row in info["history"]] == [1, 0]  # sparse epoch, then recovery
+    assert info["macs_after"] / info["macs_before"] <= 0.8
+
+
+def test_group_regularisation_pulls_channel_groups_towards_zero(trained_tiny: TrainResult) -> None:
+    from core.compress.prune import group_sparsity_regularizer
+    from core.serve.artifacts import load_trained_model
+
+    model, _, _ = load_trained_model(trained_tiny.run_dir)
+    regularize = group_sparsity_regularizer(model, example_input=torch.randn(1, 3, 32, 32), reg=0.1)
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    regularize()
+    moved = [p.grad.abs().sum().item() for p in model.parameters() if p.dim() == 4]
+    assert sum(moved) > 0  # a gradient towards zero where there was none
+    assert model.get_classifier().weight.grad.abs().sum() == 0  # the classifier is never regularised

@@ -196,6 +196,26 @@ def prune_to_macs(
     return PruneReport(keep, params0, params1, macs0, macs1)
 
 
+def group_sparsity_regularizer(model: nn.Module, *, example_input: torch.Tensor, reg: float,
+                               keep_residual_stream: bool = True) -> Callable[[], None]:
+    """Sparse training before pruning (torch-pruning's group regularisation, DepGraph's ``group_sl``): the returned
+    function, called after each backward pass, adds a group-lasso gradient that pushes whole prunable channel groups
+    towards zero, so a later pruning removes channels that carry little. The classifier and, with
+    ``keep_residual_stream``, the stream's convs are left alone, as :func:`prune_to_macs` leaves them."""
+    if reg <= 0:
+        raise ConfigError(f"the sparsity regularisation must be > 0, got {reg}")
+    classifier = model.get_classifier() if hasattr(model, "get_classifier") else None
+    ignored = [classifier] if isinstance(classifier, nn.Module) else []
+    if keep_residual_stream:
+        ignored += residual_stream_layers(model)
+    was_training = model.training
+    with torch.enable_grad():
+        pruner = tp.pruner.GroupNormPruner(model, example_input, importance=tp.importance.GroupMagnitudeImportance(p=2),
+                                           reg=reg, global_pruning=True, ignored_layers=ignored)
+    model.train(was_training)
+    return lambda: pruner.regularize(model)
+
+
 def _prunable_weights(model: nn.Module) -> list[tuple[nn.Module, str]]:
     return [(m, "weight") for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
 

@@ -37,6 +37,7 @@ from core.compress.latency import Latency, predictor_latency
 from core.compress.prune import (
     IMPORTANCES,
     count_macs_params,
+    group_sparsity_regularizer,
     prune_to_macs,
     structured_prune,
     unstructured_prune,
@@ -111,6 +112,9 @@ class SweepConfig:
     resolutions: list[int] = option([], "input sizes (px) below the parent's: the parent's recipe trained again at "
                                         "each size, no weights removed ('res-<px>' cells: the baseline a pruned "
                                         "cell must beat at equal MACs)")
+    sparse_epochs: int = option(0, "MAC budgets: epochs of sparse training (group regularisation) of the parent "
+                                   "before pruning ('-sl' cells; 0 = off)")
+    sparse_reg: float = option(1e-4, "sparse training: strength of the group-lasso regularisation")
     finetune_warmup_epochs: float = option(0.0, "fine-tuning after pruning: linear warm-up epochs")
     finetune_freeze_stages: int = option(0, "fine-tuning after pruning: stages kept frozen (0: every pruned layer "
                                             "learns to recover; the parent's own freeze_stages is not inherited)")
@@ -167,6 +171,9 @@ class SweepConfig:
             raise ConfigError(f"distill_alpha must be in [0, 1] (0 = off), got {self.distill_alpha}")
         if not 0 < self.uncertain_target_accuracy <= 1:
             raise ConfigError(f"uncertain_target_accuracy must be in (0, 1], got {self.uncertain_target_accuracy}")
+        if self.sparse_epochs < 0 or self.sparse_reg <= 0:
+            raise ConfigError(f"sparse_epochs must be >= 0 and sparse_reg > 0, got {self.sparse_epochs}, "
+                              f"{self.sparse_reg}")
         if self.iterative_steps < 1:
             raise ConfigError(f"iterative_steps must be >= 1 (1 = one-shot pruning), got {self.iterative_steps}")
         if self.iterative_steps > 1 and 0 < self.finetune_epochs < self.iterative_steps:
@@ -198,9 +205,11 @@ class Group:
     distilled: bool = False  # fine-tuned with the dense parent as teacher: its own cells ("-kd")
     steps: int = 1  # pruned in this many steps with fine-tuning after each: its own cells ("-itN")
     arch: str = ""  # "retrained": the architecture pruned and trained, when it is not the parent's
+    sparse: bool = False  # "budget": sparse training before pruning, its own cells ("-sl")
 
     def _options(self, sep: str) -> str:
-        return (f"{sep}it{self.steps}" if self.steps > 1 else "") + (f"{sep}kd" if self.distilled else "")
+        return ((f"{sep}it{self.steps}" if self.steps > 1 else "") + (f"{sep}sl" if self.sparse else "")
+                + (f"{sep}kd" if self.distilled else ""))
 
     @property
     def architecture(self) -> str:
@@ -269,7 +278,7 @@ def plan_groups(cfg: SweepConfig) -> list[Group]:
     for model in cfg.models:
         groups += [Group(model, "structured", r, labels, distilled=cfg.distill_alpha > 0 and r > 0,
                          steps=cfg.iterative_steps if r > 0 else 1) for r in sorted(set(cfg.ratios))]
-        groups += [Group(model, "budget", k, labels, distilled=cfg.distill_alpha > 0)
+        groups += [Group(model, "budget", k, labels, distilled=cfg.distill_alpha > 0, sparse=cfg.sparse_epochs > 0)
                    for k in sorted(set(cfg.macs_keep), reverse=True)]
         groups += [Group(model, "retrained", k, labels, arch="" if arch == model else arch)
                    for arch in (cfg.prune_then_train_models or [model])
@@ -388,6 +397,18 @@ def _prune_and_finetune(parent: Parent, group: Group, cfg: SweepConfig) -> tuple
         done = len(info["history"])  # epochs count on across steps, so the history reads as one fine-tuning
         info["history"] += [{**row, "epoch": done + i, "pruning_step": step} for i, row in enumerate(fitted.history)]
 
+    if group.kind == "budget" and group.sparse:
+        sparse_cfg = dataclasses.replace(parent.train_cfg, epochs=cfg.sparse_epochs, lr=cfg.finetune_lr,
+                                         warmup_epochs=cfg.finetune_warmup_epochs, patience=0, pretrained=False,
+                                         ema_decay=0.0, freeze_stages=cfg.finetune_freeze_stages)
+        regularize = group_sparsity_regularizer(model, example_input=example, reg=cfg.sparse_reg,
+                                                keep_residual_stream=not cfg.prune_residual_stream)
+        seed_everything(sparse_cfg.seed)
+        fitted = fit(model, split=parent.split, cfg=sparse_cfg, device=resolve_device(sparse_cfg.device),
+                     after_backward=regularize, select_best=False)
+        model.to("cpu")
+        info["sparse_training"] = {"epochs": cfg.sparse_epochs, "reg": cfg.sparse_reg, "lr": cfg.finetune_lr}
+        info["history"] += [{**row, "sparse_training": 1} for row in fitted.history]  # before the pruning
     if group.kind == "budget":
         report = prune_to_macs(model, keep=group.amount, example_input=example, importance=cfg.importance,
                                max_layer_ratio=cfg.max_layer_ratio, keep_residual_stream=not cfg.prune_residual_stream,

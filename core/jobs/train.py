@@ -160,7 +160,7 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, *, criterion: nn.Modul
                     scheduler: torch.optim.lr_scheduler.LRScheduler, device: torch.device, epoch: int,
                     cfg: TrainConfig, frozen_norms: list[nn.Module] | None = None,
                     ema: nn.Module | None = None, distillation: Distillation | None = None,
-                    world: World = World()) -> dict[str, float]:
+                    world: World = World(), after_backward: Callable[[], None] | None = None) -> dict[str, float]:
     model.train()
     keep_frozen_eval(frozen_norms or [])
     use_amp = device.type == "cuda" and cfg.amp
@@ -182,6 +182,8 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, *, criterion: nn.Modul
                 loss = criterion(logits.float(), targets, distillation.teacher_logits(images))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if after_backward is not None:  # e.g. group-sparsity regularisation added to the gradients
+            after_backward()
         optimizer.step()
         scheduler.step()
         if ema is not None:
@@ -311,7 +313,8 @@ class FitResult:
 def fit(model: nn.Module, *, split: PreparedSplit, cfg: TrainConfig, device: torch.device,
         checkpoint: dict[str, Any] | None = None,
         on_epoch: Callable[[int, bool, dict[str, Any]], None] | None = None,
-        distillation: Distillation | None = None, world: World = World(), select_best: bool = True) -> FitResult:
+        distillation: Distillation | None = None, world: World = World(), select_best: bool = True,
+        after_backward: Callable[[], None] | None = None) -> FitResult:
     """Train ``model`` on the split's train rows, selecting on val balanced accuracy, with early stopping.
 
     Used for dense training and for fine-tuning pruned models. ``checkpoint`` resumes a previous fit;
@@ -377,7 +380,7 @@ def fit(model: nn.Module, *, split: PreparedSplit, cfg: TrainConfig, device: tor
         row = {"epoch": epoch, **train_one_epoch(trained, loader, criterion=criterion, optimizer=optimizer,
                                                  scheduler=scheduler, device=device, epoch=epoch, cfg=cfg,
                                                  frozen_norms=frozen_norms, ema=ema, distillation=distillation,
-                                                 world=world)}
+                                                 world=world, after_backward=after_backward)}
         val_logits = None
         if has_val:
             val_logits, val_labels = split_logits(evaluated, split, "val", batch_size=cfg.batch_size * 2,
