@@ -169,3 +169,23 @@ def test_folds_as_ray_tasks_give_the_sequential_figures(finished_cv, synthetic_r
 
     sequential, distributed = figures(cfg.db, result.cv_id), figures(par.db, on_ray.cv_id)
     assert sequential.keys() == distributed.keys() and sequential == pytest.approx(distributed, abs=1e-6)
+
+
+def test_two_stored_models_are_compared_paired_on_the_same_images(finished_cv, capsys) -> None:
+    """The student against the fold ensemble (or any two runs): figures and the paired difference, by lesion."""
+    from core.cli import run_cli
+    from scripts import compare_runs
+
+    cfg, result = finished_cv
+    args = ["--db", cfg.db, "--a", f"{fold_run_id(result.cv_id, 0)}:test", "--b", f"{result.cv_id}:test_ensemble",
+            "--lesions", str(result.folder / "folds.csv")]
+    assert run_cli(compare_runs.main, compare_runs.get_args_parser(), args) == 0
+    out = capsys.readouterr().out
+    assert "A - B (paired)" in out and "balanced_accuracy" in out and "images of" in out
+    same = ["--db", cfg.db, "--a", f"{result.cv_id}:test_ensemble", "--b", f"{result.cv_id}:test_ensemble",
+            "--lesions", str(result.folder / "folds.csv")]
+    assert run_cli(compare_runs.main, compare_runs.get_args_parser(), same) == 0
+    assert "+0.000 [+0.000, +0.000]" in capsys.readouterr().out  # a model against itself: exactly no difference
+    bad = ["--db", cfg.db, "--a", "nope", "--b", result.cv_id, "--lesions", str(result.folder / "folds.csv")]
+    assert run_cli(compare_runs.main, compare_runs.get_args_parser(), bad) == 2
+    assert "no stored predictions for run 'nope'" in capsys.readouterr().err

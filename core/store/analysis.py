@@ -35,6 +35,47 @@ def ratio_text(ratio: float, better: str, worse: str) -> str:
     return f"{ratio:.1f}x {better}" if ratio >= 1 else f"{1 / ratio:.1f}x {worse}"
 
 
+def _run_split(ref: str) -> tuple[str, str]:
+    run_id, _, split = ref.partition(":")
+    return run_id, split or "test"
+
+
+def paired_comparison(store: ResultsStore, a: str, b: str, *, lesions_csv: str | Path) -> pd.DataFrame:
+    """Figures of two stored runs' predictions (``run_id[:split]``) on the images both scored, and A - B paired
+    over the same lesion draws: rows per metric, columns A, B, A - B with their 95% intervals."""
+    from core.errors import ConfigError
+    from core.intervals import bootstrap_intervals, paired_differences
+
+    frames = []
+    for ref in (a, b):
+        run_id, split = _run_split(ref)
+        part = store.query("SELECT image_id, label, probs FROM predictions WHERE run_id = ? AND split = ? "
+                           "ORDER BY image_id", [run_id, split])
+        if part.empty:
+            raise ConfigError(f"no stored predictions for run {run_id!r} on split {split!r}")
+        frames.append(part.set_index("image_id"))
+    common = frames[0].index.intersection(frames[1].index)
+    if common.empty:
+        raise ConfigError(f"{a} and {b} scored no image in common")
+    first, second = frames[0].loc[common], frames[1].loc[common]
+    if (first["label"] != second["label"]).any():
+        raise ConfigError(f"{a} and {b} disagree on the labels of the same images: not the same data")
+    lesions = pd.read_csv(lesions_csv, usecols=["image_id", "lesion_id"]).drop_duplicates().set_index("image_id")
+    missing = common.difference(lesions.index)
+    if len(missing):
+        raise ConfigError(f"{lesions_csv}: no lesion id for {len(missing)} image(s), e.g. {', '.join(missing[:3])}")
+    groups = lesions.loc[common, "lesion_id"].to_numpy()
+    labels = first["label"].to_numpy()
+    pred_a, pred_b = (np.stack(f["probs"].to_numpy()).argmax(1) for f in (first, second))
+    ia, ib = bootstrap_intervals(labels, pred_a, groups), bootstrap_intervals(labels, pred_b, groups)
+    diff = paired_differences(labels, pred_a, pred_b, groups)
+    table = pd.DataFrame({"A": {k: str(v) for k, v in ia.items()}, "B": {k: str(v) for k, v in ib.items()},
+                          "A - B (paired)": {k: f"{v.point:+.3f} [{v.low:+.3f}, {v.high:+.3f}]"
+                                             for k, v in diff.items()}})
+    table.attrs.update(images=len(common), lesions=len(set(groups)))
+    return table
+
+
 def variants_frame(store: ResultsStore, *, split: str = "test") -> pd.DataFrame:
     """One row per run with its ``split`` metrics, deploy figures (size, latency) and ratios vs the dense parent.
 

@@ -1,0 +1,40 @@
+"""Two stored models on the same images: each one's figures and their paired difference with a lesion-level interval.
+
+    python -m scripts.compare_runs --db results/cv.duckdb --a <run id>[:split] --b <run id>[:split] \\
+        --lesions results/cv/<cv id>/folds.csv
+
+A run's split defaults to ``test`` (a cross-validation summary's fold ensemble is ``<cv id>:test_ensemble``).
+``--lesions`` is any CSV with ``image_id`` and ``lesion_id`` (a split.csv or folds.csv): images of one lesion are
+resampled together. Only images both runs scored are compared; their labels must agree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from core.cli import run_cli, script_parser
+from core.store.analysis import paired_comparison
+from core.store.results import DEFAULT_DB, ResultsStore
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    parser = script_parser("Paired comparison of two stored models on the same images", add_help=add_help)
+    parser.add_argument("--db", default=str(DEFAULT_DB), help="DuckDB results store (read-only)")
+    parser.add_argument("--a", required=True, help="run id[:split] of the first model")
+    parser.add_argument("--b", required=True, help="run id[:split] of the second model (the reference)")
+    parser.add_argument("--lesions", required=True, help="CSV with image_id and lesion_id columns")
+    return parser
+
+
+def main(args: argparse.Namespace) -> int:
+    with ResultsStore(args.db, read_only=True) as store:
+        table = paired_comparison(store, args.a, args.b, lesions_csv=args.lesions)
+    print(f"A = {args.a}\nB = {args.b}\n{table.attrs['images']} images of {table.attrs['lesions']} lesions; "
+          "95% bootstrap intervals over lesions (2,000 replicates), the difference paired")
+    print(table.to_string())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main, get_args_parser()))
