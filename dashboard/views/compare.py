@@ -36,7 +36,7 @@ if len(chosen) < 2:
     st.stop()
 side = df.set_index("run_id").reindex(columns=list(ROWS)).loc[chosen].T  # stores without a figure: blank rows
 side.columns = [names[c] for c in chosen]
-side.index = [ROWS[r][0] for r in side.index]
+side.index = pd.Index([ROWS[r][0] for r in side.index], name="figure")  # a named header (axe: no empty th)
 
 
 def _highlight(row: pd.Series) -> list[str]:
