@@ -265,6 +265,8 @@ def test_body_site_note_timeline_and_report(app: Flask, client: FlaskClient, aut
         ids.append(_detection_id(response))
     page = client.get(f"/detect/result/{ids[1]}").data.decode()
     assert "it changed" in page and "Earlier checks of the back" in page and f"/detect/result/{ids[0]}" in page
+    assert f"/detect/image/{ids[0]}" in page and "side by side" in page  # the earlier photo beside this one
+    assert "ABCDE" in page and "See a doctor now" in page
     report = client.get(f"/detect/report/{ids[1]}").data.decode()
     assert "LesionLite skin check report" in report and "it changed" in report and "Back" in report
     assert "trained on" in report and "not a diagnosis" in report
