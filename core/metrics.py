@@ -24,7 +24,7 @@ from sklearn.metrics import (
 from core.calibration import brier_score, calibrated_softmax, negative_log_likelihood
 from core.classes import CLASSES, ISIC_COLUMNS
 from core.intervals import bootstrap_intervals, interval_metrics, screening_intervals
-from core.triage import Triage, referral_metrics
+from core.triage import Triage, referral_metrics, sensitivity_specificity
 
 METRIC_NAMES = ("accuracy", "balanced_accuracy", "auc_macro_ovr", "kappa", "mcc", "ece", "nll", "brier")
 
@@ -104,10 +104,8 @@ def evaluate_predictions(y_true: np.ndarray, probs: np.ndarray, *, classes: tupl
             metrics.update(interval_metrics({f"triage_{name}": iv for name, iv in screening.items()}))
         else:
             for key in ("malignant", "melanoma"):
-                positive, referred = referrals[f"{key}_true"], referrals[f"{key}_referred"]
-                metrics[f"triage_{key}_sensitivity"] = float(referred[positive].mean()) if positive.any() else math.nan
-                metrics[f"triage_{key}_specificity"] = (float((~referred[~positive]).mean()) if (~positive).any()
-                                                        else math.nan)
+                metrics[f"triage_{key}_sensitivity"], metrics[f"triage_{key}_specificity"] = sensitivity_specificity(
+                    referrals[f"{key}_true"], referrals[f"{key}_referred"])
     per_class = pd.DataFrame({"precision": precision, "recall": recall, "f1": f1, "support": support},
                              index=pd.Index(classes, name="class"))
     return Evaluation(metrics, per_class, confusion_matrix(y_true, y_pred, labels=labels))

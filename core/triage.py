@@ -94,10 +94,16 @@ def fit_operating_point(labels: np.ndarray, probs: np.ndarray, *, group: Sequenc
         raise ValueError(f"fitting an operating point for {'+'.join(group)} needs images in and outside the group")
     ranked = np.sort(score[positive])[::-1]
     threshold = float(ranked[math.ceil(target_sensitivity * len(ranked) - 1e-9) - 1])
-    referred = score >= threshold
-    return OperatingPoint(tuple(group), threshold, target_sensitivity,
-                          val_sensitivity=float(referred[positive].mean()),
-                          val_specificity=float((~referred[~positive]).mean()), val_positives=int(positive.sum()))
+    sensitivity, specificity = sensitivity_specificity(positive, score >= threshold)
+    return OperatingPoint(tuple(group), threshold, target_sensitivity, val_sensitivity=sensitivity,
+                          val_specificity=specificity, val_positives=int(positive.sum()))
+
+
+def sensitivity_specificity(positive: np.ndarray, referred: np.ndarray) -> tuple[float, float]:
+    """Share of the positives referred and of the negatives not referred (NaN where a side has no image)."""
+    positive, referred = np.asarray(positive, bool), np.asarray(referred, bool)
+    return (float(referred[positive].mean()) if positive.any() else math.nan,
+            float((~referred[~positive]).mean()) if (~positive).any() else math.nan)
 
 
 @dataclass(frozen=True)
@@ -160,6 +166,10 @@ class Decision:
 
     def to_dict(self) -> dict[str, object]:
         return {**asdict(self), "next_step": self.next_step}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, object]) -> Decision:
+        return cls(**{f: d[f] for f in cls.__dataclass_fields__})  # type: ignore[arg-type]
 
 
 def decide(probs: Mapping[str, float] | np.ndarray, triage: Triage | None) -> Decision:

@@ -382,12 +382,16 @@ def _prune_and_finetune(parent: Parent, group: Group, cfg: SweepConfig) -> tuple
     def grad_batches() -> list[tuple[torch.Tensor, torch.Tensor]]:
         return _grad_batches(parent.split, parent.train_cfg.seed)
 
+    def recovery_cfg(epochs_now: int, ema_decay: float) -> TrainConfig:
+        """The parent's recipe with the sweep's own recovery settings (every pruned layer trainable by default)."""
+        return dataclasses.replace(parent.train_cfg, epochs=epochs_now, lr=cfg.finetune_lr,
+                                   warmup_epochs=cfg.finetune_warmup_epochs, patience=0, pretrained=False,
+                                   ema_decay=ema_decay, freeze_stages=cfg.finetune_freeze_stages)
+
     def finetune(step: int) -> None:
         if epochs[step] == 0:
             return
-        train_cfg = dataclasses.replace(parent.train_cfg, epochs=epochs[step], lr=cfg.finetune_lr,
-                                        warmup_epochs=cfg.finetune_warmup_epochs, patience=0, pretrained=False,
-                                        ema_decay=cfg.finetune_ema_decay, freeze_stages=cfg.finetune_freeze_stages)
+        train_cfg = recovery_cfg(epochs[step], cfg.finetune_ema_decay)
         seed_everything(train_cfg.seed + step)
         fitted = fit(model, split=parent.split, cfg=train_cfg, device=resolve_device(train_cfg.device),
                      distillation=distillation)
@@ -398,9 +402,7 @@ def _prune_and_finetune(parent: Parent, group: Group, cfg: SweepConfig) -> tuple
         info["history"] += [{**row, "epoch": done + i, "pruning_step": step} for i, row in enumerate(fitted.history)]
 
     if group.kind == "budget" and group.sparse:
-        sparse_cfg = dataclasses.replace(parent.train_cfg, epochs=cfg.sparse_epochs, lr=cfg.finetune_lr,
-                                         warmup_epochs=cfg.finetune_warmup_epochs, patience=0, pretrained=False,
-                                         ema_decay=0.0, freeze_stages=cfg.finetune_freeze_stages)
+        sparse_cfg = recovery_cfg(cfg.sparse_epochs, 0.0)
         regularize = group_sparsity_regularizer(model, example_input=example, reg=cfg.sparse_reg,
                                                 keep_residual_stream=not cfg.prune_residual_stream)
         seed_everything(sparse_cfg.seed)

@@ -79,11 +79,7 @@ def stored_decision(row: sqlite3.Row) -> Decision:
     """The decision made when the check was stored; checks stored before decisions were get one from their
     probabilities alone (no operating point)."""
     raw = row["decision"]
-    if raw:
-        d = json.loads(raw)
-        return Decision(d["malignant_probability"], d["melanoma_probability"], d["refer"], d["refer_melanoma"],
-                        d["urgency"], d["operating_point"])
-    return decide(json.loads(row["probs"]), None)
+    return Decision.from_dict(json.loads(raw)) if raw else decide(json.loads(row["probs"]), None)
 
 
 def explain(row: sqlite3.Row) -> tuple[Verdict, list[Bar]]:
@@ -92,7 +88,7 @@ def explain(row: sqlite3.Row) -> tuple[Verdict, list[Bar]]:
     decision = stored_decision(row)
     bars = sorted((Bar(clinical_name(c), probs[c], is_possibly_malignant(c)) for c in CLASSES), key=lambda b: -b.p)
     verdict = Verdict(clinical_name(top), is_possibly_malignant(top) or decision.refer, PLAIN_DESCRIPTIONS[top],
-                      decision.next_step, sum(probs[c] for c in POSSIBLY_MALIGNANT), decision.refer,
+                      decision.next_step, decision.malignant_probability, decision.refer,
                       decision.urgency == URGENT, is_possibly_malignant(top))
     return verdict, bars
 
