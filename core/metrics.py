@@ -12,14 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import (
-    accuracy_score,
-    cohen_kappa_score,
-    confusion_matrix,
-    matthews_corrcoef,
-    precision_recall_fscore_support,
-    roc_auc_score,
-)
 
 from core.calibration import brier_score, calibrated_softmax, negative_log_likelihood
 from core.classes import CLASSES, ISIC_COLUMNS
@@ -46,6 +38,8 @@ def balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
 
 def macro_auc_ovr(y_true: np.ndarray, probs: np.ndarray) -> float:
     """Mean one-vs-rest ROC-AUC over classes that have both positives and negatives (NaN if none)."""
+    from sklearn.metrics import roc_auc_score  # here, not at the top: the dashboard reads figures without sklearn
+
     aucs = [roc_auc_score(y_true == c, probs[:, c]) for c in range(probs.shape[1])
             if 0 < np.sum(y_true == c) < len(y_true)]
     return float(np.mean(aucs)) if aucs else math.nan
@@ -79,6 +73,14 @@ def evaluate_predictions(y_true: np.ndarray, probs: np.ndarray, *, classes: tupl
         raise ValueError(f"probs must have shape ({len(y_true)}, {len(classes)}), got {probs.shape}")
     if len(y_true) == 0:
         raise ValueError("cannot evaluate an empty set of predictions")
+    from sklearn.metrics import (
+        accuracy_score,
+        cohen_kappa_score,
+        confusion_matrix,
+        matthews_corrcoef,
+        precision_recall_fscore_support,
+    )
+
     y_pred = probs.argmax(axis=1)
     labels = list(range(len(classes)))
     precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)

@@ -10,8 +10,10 @@ import subprocess
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported where a device is described: reading a store must not load it
+    import torch
 
 _REPO = Path(__file__).resolve().parent.parent
 
@@ -36,6 +38,8 @@ def git_sha() -> str:
 
 
 def device_description(device: torch.device) -> str:
+    import torch
+
     if device.type == "cuda":
         return f"cuda:{torch.cuda.get_device_name(device)}"
     return f"cpu:{platform.machine()}x{torch.get_num_threads()}threads"

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+import plotly.graph_objects as go
+
 
 def log_ticks(values, unit: str) -> tuple[list[float], list[str]]:
     """Tick positions on a 1-2-5 sequence covering ``values`` and labels that carry their value and unit
@@ -21,3 +24,18 @@ def log_ticks(values, unit: str) -> tuple[list[float], list[str]]:
     if len(ticks) < 2:  # a narrow range: its ends
         ticks = sorted({low, high})
     return ticks, [f"{t:.3g} {unit}" for t in ticks]
+
+
+def cam_figure(crop: np.ndarray, cam: np.ndarray | None, *, title: str, colorbar: bool = False) -> go.Figure:
+    """The crop the model saw, with (``cam`` given) its Grad-CAM drawn over it at the same pixels in a jet scale;
+    ``colorbar`` adds the scale's legend."""
+    fig = go.Figure(go.Image(z=crop, hoverinfo="skip"))
+    if cam is not None:
+        fig.add_trace(go.Heatmap(z=cam, zmin=0, zmax=1, colorscale="Jet", opacity=0.5, showscale=colorbar,
+                                 hovertemplate="influence %{z:.2f}<extra></extra>",
+                                 colorbar={"title": {"text": "influence on<br>the prediction", "side": "right"},
+                                           "tickvals": [0, 0.5, 1], "ticktext": ["none", "half", "strongest"],
+                                           "thickness": 12}))
+    fig.update_layout(title={"text": title, "font": {"size": 13}}, margin={"l": 0, "r": 0, "t": 30, "b": 0},
+                      height=300, xaxis={"visible": False}, yaxis={"visible": False, "scaleanchor": "x"})
+    return fig

@@ -9,14 +9,17 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import streamlit as st
 
-from core.serve.ood import GATE_FILE, OodGate
-from core.serve.predict import Predictor, load_predictor
 from core.store.analysis import Filters, apply_filters, variants_frame
 from core.store.results import DEFAULT_DB, ResultsStore
+
+if TYPE_CHECKING:  # the model code (torch, ONNX Runtime) loads with the live panel, not with every page
+    from core.serve.ood import OodGate
+    from core.serve.predict import Predictor
 
 DB_ENV = "LESIONLITE_DB"
 SAMPLES_ENV = "LESIONLITE_SAMPLES"
@@ -63,17 +66,23 @@ def predictor(card_folder: str) -> Predictor:
 
 @st.cache_resource(show_spinner="Loading model ...")
 def _predictor(card_folder: str, version: float) -> Predictor:  # version: part of the cache key
+    from core.serve.predict import load_predictor
+
     return load_predictor(card_folder, threads=2)
 
 
 def gate(card_folder: str) -> OodGate | None:
     """The variant's out-of-distribution gate, or None where its folder has none; a gate fitted (or refitted)
     while the dashboard runs is picked up on the next run of the page: the cache key is the gate file's version."""
+    from core.serve.ood import GATE_FILE
+
     return _gate(card_folder, _stamp(Path(card_folder) / GATE_FILE))
 
 
 @st.cache_resource(show_spinner="Loading the lesion-photo gate ...")
 def _gate(card_folder: str, version: float) -> OodGate | None:  # version: part of the cache key
+    from core.serve.ood import OodGate
+
     return OodGate.load(Path(card_folder))
 
 

@@ -1,6 +1,12 @@
-"""Dashboard benchmark: page script-run times over a store of >= 1,000 variants, and live-test latency.
+"""Dashboard benchmark: page script-run times over a store of >= 1,000 variants, and live-test latency; with
+``--browser``, what a user waits for in Debian's Chromium instead.
 
     python -m scripts.bench_dashboard [--variants 1200] [--runs 5]
+    python -m scripts.bench_dashboard --browser [--variants 10000] [--restarts 3] [--runs 5]
+
+``--browser`` starts the dashboard as ``streamlit run`` does, on the synthetic store, and times a new browser
+session from navigation to the Trade-offs headline and to a drawn chart (Plotly's SVG in the page): the first visit
+after each server start (imports, the store's first query) and the later visits to the same server.
 
 The store is synthetic (random figures in the real schema, clearly not results): it only exercises the
 queries and plots at scale. Live-test latency is measured end to end (decode, preprocess, model) for an
@@ -12,10 +18,16 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -107,14 +119,114 @@ def live_latency(workdir: Path, runs: int) -> dict[str, tuple[float, float]]:
     return out
 
 
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-quic"]
+
+
+@contextmanager
+def dashboard_server(db: Path) -> Iterator[str]:
+    """``streamlit run dashboard/app.py`` on ``db`` at a free local port, as a user starts it; yields its URL."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", APP, "--server.port", str(port),
+                             "--server.address", "127.0.0.1", "--server.headless", "true"],
+                            env={**os.environ, "LESIONLITE_DB": str(db)}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2):
+                    break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the dashboard did not start (exit status {proc.poll()})") from None
+                time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def browser_times(db: Path, *, restarts: int, runs: int) -> dict[str, list[float]]:
+    """Seconds from navigation to the headline and to a drawn chart, per visit kind: "first" after a server start,
+    in a new browser profile (nothing cached); "later", a new tab of that profile (a new Streamlit session, the
+    browser's cache warm, as when a user comes back)."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError as exc:
+        raise SystemExit("--browser needs playwright (pip install -r requirements-dev.txt)") from exc
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        raise SystemExit("--browser needs Debian's chromium (apt-get install chromium)")
+    times: dict[str, list[float]] = {f"{visit} {what}": [] for visit in ("first", "later")
+                                     for what in ("headline", "chart")}
+    with sync_playwright() as p:
+        for restart in range(restarts):
+            # A profile on disk, as a user's: its HTTP and compiled-script caches serve the later visits.
+            with dashboard_server(db) as url, tempfile.TemporaryDirectory() as profile:
+                context = p.chromium.launch_persistent_context(profile, executable_path=chromium, args=CHROMIUM_ARGS,
+                                                               viewport={"width": 1440, "height": 900})
+                for visit in range(runs + 1):
+                    kind = "first" if visit == 0 else "later"
+                    page = context.new_page()
+                    start = time.perf_counter()
+                    page.goto(url)
+                    page.get_by_text("Recommended:").first.wait_for(timeout=120_000)
+                    times[f"{kind} headline"].append(time.perf_counter() - start)
+                    page.locator(".js-plotly-plot .main-svg").first.wait_for(timeout=120_000)
+                    times[f"{kind} chart"].append(time.perf_counter() - start)
+                    page.close()
+                context.close()
+            print(f"server start {restart + 1}/{restarts}: first visit {times['first chart'][-1]:.2f} s to the chart",
+                  flush=True)
+    return times
+
+
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser = script_parser("Benchmark the dashboard", add_help=add_help)
-    parser.add_argument("--variants", type=int, default=1200)
-    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--variants", type=int, default=None,
+                        help="variants in the synthetic store (default: 1200; 10000 with --browser)")
+    parser.add_argument("--runs", type=int, default=5, help="timed runs per page (with --browser: later visits)")
+    parser.add_argument("--browser", action="store_true",
+                        help="time page loads in Debian's Chromium against a running dashboard instead")
+    parser.add_argument("--restarts", type=int, default=3, help="--browser: server starts (one first visit each)")
+    parser.add_argument("--store", type=Path, default=None,
+                        help="--browser: keep the synthetic store at this path and reuse it when it exists "
+                             "(writing 10,000 variants takes minutes; the store itself is not timed)")
     return parser
 
 
+def main_browser(args: argparse.Namespace) -> int:
+    n = args.variants or 10_000
+    with tempfile.TemporaryDirectory() as tmp:
+        db = args.store or Path(tmp) / "bench.duckdb"
+        if db.is_file():
+            with ResultsStore(db, read_only=True) as store:
+                n = len(store.runs())
+            print(f"synthetic store: {n} variants in {db} (reused)", flush=True)
+        else:
+            t0 = time.perf_counter()
+            build_store(db, n)
+            print(f"synthetic store: {n} variants written in {time.perf_counter() - t0:.1f} s", flush=True)
+        times = browser_times(db, restarts=args.restarts, runs=args.runs)
+    budgets = {"first": 3.0, "later": 1.5}
+    print(f"\nChromium 1440x900, navigation to the Trade-offs page's headline and to a drawn chart; {n} variants; "
+          f"{args.restarts} server starts, {args.runs} later visits each (to the chart: first 3.0 s, later 1.5 s)")
+    print(f"{'visit':<16} {'n':>3} {'median s':>9} {'min s':>7} {'max s':>7} {'within':>7}")
+    for name, ts in times.items():
+        within = "yes" if max(ts) <= budgets[name.split()[0]] else "NO"
+        print(f"{name:<16} {len(ts):3d} {statistics.median(ts):9.2f} {min(ts):7.2f} {max(ts):7.2f} "
+              f"{within if name.endswith('chart') else '':>7}")
+    return 0
+
+
 def main(args: argparse.Namespace) -> int:
+    if args.browser:
+        return main_browser(args)
+    args.variants = args.variants or 1200
     with tempfile.TemporaryDirectory() as tmp:
         lat = live_latency(Path(tmp), args.runs)  # first: before Streamlit's runtime threads exist here
         db = Path(tmp) / "bench.duckdb"

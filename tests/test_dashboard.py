@@ -15,6 +15,7 @@ from core.errors import ModelError
 from core.store.analysis import (
     Filters,
     apply_filters,
+    chart_points,
     deployed_variant,
     pareto_front,
     recall_deltas,
@@ -33,6 +34,24 @@ PAGES = ["views/tradeoffs.py", "views/runs.py", "views/run_detail.py", "views/co
 def test_pareto_front() -> None:
     df = pd.DataFrame({"size": [1, 2, 3, 4], "acc": [0.5, 0.4, 0.7, 0.6]})
     assert pareto_front(df, x="size", y="acc")["size"].tolist() == [1, 3]
+
+
+def test_a_large_store_is_charted_by_its_frontier_and_the_best_of_each_kind() -> None:
+    rng = np.random.default_rng(0)
+    n = 5000
+    df = pd.DataFrame({"model": rng.choice(["a", "b"], n), "family": rng.choice(["dense", "macs"], n),
+                       "quantization": rng.choice(["fp32", "static", "dynamic"], n),
+                       "pruning_ratio": rng.choice([0.0, 0.5], n), "size": rng.uniform(1, 100, n),
+                       "acc": rng.uniform(0.3, 0.9, n)})
+    keep = pd.Series(False, index=df.index)
+    keep.iloc[[7, 4000]] = True  # e.g. the served variant and a baseline, whatever their scores
+    drawn = chart_points(df, x="size", y="acc", limit=1500, keep=keep)
+    assert len(drawn) < 100 and drawn.index.is_unique
+    assert set(pareto_front(df, x="size", y="acc").index) <= set(drawn.index)
+    assert {7, 4000} <= set(drawn.index)
+    best = df.groupby(["model", "family", "quantization", "pruning_ratio"])["acc"].idxmax()
+    assert set(best) <= set(drawn.index)  # every kind of variant keeps its best
+    assert chart_points(df.head(100), x="size", y="acc", limit=1500).equals(df.head(100))  # small: all of it
 
 
 def test_variants_frame_and_filters(sweep_store: Path) -> None:
@@ -179,7 +198,7 @@ def test_no_store_gives_a_friendly_page(tmp_path: Path, monkeypatch: pytest.Monk
 def test_tradeoffs_headline_recommends_within_the_budget(app_env: Path) -> None:
     at = _run()
     assert not at.exception and all("Synthetic demo data" in w.value for w in at.warning)  # only that warning
-    headline = next(h.value for h in at.subheader if "Recommend" in h.value or "No variant" in h.value)
+    headline = next(h.value for h in at.header if "Recommend" in h.value or "No variant" in h.value)
     with ResultsStore(app_env, read_only=True) as store:
         eager = variants_frame(store)
     df = eager.assign(size_x=eager["size_x_onnx"], speed_x=eager["speed_x_onnx"])  # the default: vs fp32 ONNX
@@ -187,11 +206,11 @@ def test_tradeoffs_headline_recommends_within_the_budget(app_env: Path) -> None:
     assert headline == (f"Recommended: {pick.headline}" if pick else "No variant fits this budget")
     at.number_input(key="to_loss").set_value(50.0).run()
     loose = recommend(df, max_loss=0.5)
-    assert f"Recommended: {loose.headline}" in [h.value for h in at.subheader]
+    assert f"Recommended: {loose.headline}" in [h.value for h in at.header]
     assert loose.size_x >= df[df["kind"] == "variant"]["size_x"].max() - 1e-9  # the smallest variant wins
     assert at.query_params["to_loss"] == "50.0"  # the view is in the address
     at.sidebar.radio(key="to_base").set_value("eager").run()  # the switch: ratios against PyTorch eager
-    assert f"Recommended: {recommend(eager, max_loss=0.5).headline}" in [h.value for h in at.subheader]
+    assert f"Recommended: {recommend(eager, max_loss=0.5).headline}" in [h.value for h in at.header]
     assert at.query_params["to_base"] == "eager"
 
 

@@ -42,7 +42,11 @@ def _settle(page) -> None:
     page.wait_for_timeout(500)
 
 
-def test_every_page_renders_in_chromium(dashboard_url: str, tmp_path: Path) -> None:
+def test_every_page_renders_in_chromium_and_passes_axe(dashboard_url: str, tmp_path: Path) -> None:
+    """Every page renders its heading and charts, and axe-core finds no accessibility violation on it (contrast,
+    heading order, table headers, ...)."""
+    axe = pytest.importorskip("axe_playwright_python.sync_playwright",
+                              reason="axe-playwright-python is not installed (requirements-dev.txt)").Axe()
     with chromium_page() as page:
         for path, heading in PAGES.items():
             page.goto(f"{dashboard_url}/{path}")
@@ -51,6 +55,9 @@ def test_every_page_renders_in_chromium(dashboard_url: str, tmp_path: Path) -> N
             assert page.locator('[data-testid="stException"]').count() == 0, f"error element on /{path}"
             if path in ("", "run_detail", "compare"):
                 page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
+            violations = axe.run(page).response["violations"]
+            assert not violations, f"/{path}: " + "; ".join(
+                f"{v['id']} ({len(v['nodes'])}x): {v['nodes'][0].get('failureSummary', '')[:160]}" for v in violations)
             page.screenshot(path=str(tmp_path / f"dashboard-{path or 'tradeoffs'}.png"), full_page=True)
         assert (tmp_path / "dashboard-tradeoffs.png").stat().st_size > 10_000
 

@@ -61,11 +61,11 @@ def test_interrupted_ray_driver_resumes_without_duplicates(trained_tiny: TrainRe
     real_store = sweep_mod.store_cell
     calls = []
 
-    def killed_after_one(store, record):
+    def killed_after_one(db, record):
         if calls:
             raise KeyboardInterrupt  # the driver dies with results still arriving
         calls.append(record.run_id)
-        return real_store(store, record)
+        return real_store(db, record)
 
     monkeypatch.setattr(sweep_mod, "store_cell", killed_after_one)
     with pytest.raises(KeyboardInterrupt):

@@ -496,3 +496,30 @@ def test_group_regularisation_pulls_channel_groups_towards_zero(trained_tiny: Tr
     moved = [p.grad.abs().sum().item() for p in model.parameters() if p.dim() == 4]
     assert sum(moved) > 0  # a gradient towards zero where there was none
     assert model.get_classifier().weight.grad.abs().sum() == 0  # the classifier is never regularised
+
+
+def test_the_store_stays_readable_by_another_process_while_a_sweep_builds(trained_tiny: TrainResult,
+                                                                          tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """DuckDB admits no reader process beside a writer: a sweep that held the store open for hours left the
+    dashboard saying "no results store" (seen on the real-data sweep). It opens the store only to read or write."""
+    import subprocess
+    import sys
+
+    import core.jobs.sweep as sweep_mod
+
+    cfg = _cfg(trained_tiny, tmp_path, ratios=[0.5], modes=["fp32"], unstructured=[])
+    ResultsStore(cfg.db).close()
+    real_build = sweep_mod.build_group
+    opened = []
+
+    def build_while_read(*args: object, **kwargs: object):
+        probe = subprocess.run([sys.executable, "-c", "import sys; from core.store.results import ResultsStore; "
+                                "ResultsStore(sys.argv[1], read_only=True).close()", cfg.db],
+                               cwd=REPO, capture_output=True, text=True, timeout=120)
+        opened.append(probe.returncode == 0 or probe.stderr[-300:])
+        return real_build(*args, **kwargs)
+
+    monkeypatch.setattr(sweep_mod, "build_group", build_while_read)
+    run_sweep(cfg)
+    assert opened == [True]

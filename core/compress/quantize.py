@@ -28,11 +28,11 @@ from onnxruntime.quantization import quantize_static as ort_quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 from torch import nn
 
+from core.compress import QUANT_MODES
 from core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-QUANT_MODES = ("torch_fp32", "fp32", "dynamic", "static", "fp16", "torch_dynamic", "qat")  # qat: core.compress.qat
 ONNX_MODES = ("fp32", "dynamic", "static", "fp16")
 CALIBRATION_METHODS = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                        "entropy": CalibrationMethod.Entropy}

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from core.jobs.cv import _Context
     from core.jobs.sweep import Group, SweepConfig
     from core.jobs.train import TrainConfig
-    from core.store.results import ResultsStore, RunRecord
+    from core.store.results import RunRecord
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +36,8 @@ def group_task(parent_dir: str, group: Group, todo: list[str], cfg: SweepConfig,
     return list(iter_cells(load_parent(parent_dir), group, todo, cfg))
 
 
-def run_groups_on_ray(store: ResultsStore, parents: dict[str, str], groups: list[Group], cfg: SweepConfig, *,
-                      address: str | None, time_on_driver: bool) -> list[str]:
+def run_groups_on_ray(parents: dict[str, str], groups: list[Group], cfg: SweepConfig, *, address: str | None,
+                      time_on_driver: bool) -> list[str]:
     """Submit every group with cells left to do; store each result as it arrives. Returns the parent run ids."""
     import ray
 
@@ -50,7 +50,7 @@ def run_groups_on_ray(store: ResultsStore, parents: dict[str, str], groups: list
         task = ray.remote(num_cpus=cfg.ray_cpus_per_task, num_gpus=cfg.ray_gpus_per_task)(group_task)
         pending = {}
         for group in groups:
-            todo = pending_modes(store, parent_ids[group.model], group)
+            todo = pending_modes(cfg.db, parent_ids[group.model], group)
             if not todo:
                 log.info("%s %s: all cells already stored, skipping", group.model, group.variant("*"))
                 continue
@@ -61,7 +61,7 @@ def run_groups_on_ray(store: ResultsStore, parents: dict[str, str], groups: list
             done, _ = ray.wait(list(pending), num_returns=1)
             group = pending.pop(done[0])
             for record in ray.get(done[0]):
-                store_cell(store, retime(record, cfg) if time_on_driver else record)
+                store_cell(cfg.db, retime(record, cfg) if time_on_driver else record)
             log.info("ray: %s %s stored; %d task(s) left", group.model, group.variant("*"), len(pending))
     finally:
         if started_here:

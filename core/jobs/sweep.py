@@ -31,6 +31,7 @@ from sklearn.metrics import balanced_accuracy_score
 from torch import nn
 
 from core.calibration import DEFAULT_TARGET_ACCURACY, fit_calibration
+from core.compress import QUANT_MODES
 from core.compress.distill import Distillation
 from core.compress.export import ExportCheck, check_export, export_onnx
 from core.compress.latency import Latency, predictor_latency
@@ -47,7 +48,6 @@ from core.compress.qat import export_qat_onnx, graph_logits, quantization_aware_
 from core.compress.quantize import (
     CALIBRATION_METHODS,
     EXCLUDE_PRESETS,
-    QUANT_MODES,
     quantize_onnx,
     torch_dynamic_quantize,
 )
@@ -659,9 +659,12 @@ def cell_record(parent: Parent, group: Group, label: str, built: _Built, predict
     )
 
 
-def store_cell(store: ResultsStore, record: RunRecord) -> str:
-    """Store one finished cell (one transaction: all of it or nothing); the driver is the only writer."""
-    store.record_run(record)
+def store_cell(db: str | Path, record: RunRecord) -> str:
+    """Store one finished cell (one transaction: all of it or nothing); the driver is the only writer. The store is
+    open only for this write: DuckDB admits no reader beside a writer process, and the dashboard must keep showing
+    the store while a sweep runs for hours."""
+    with ResultsStore(db) as store:
+        store.record_run(record)
     deploy = record.scalars["deploy"]
     log.info("%s %s: test bal-acc %.3f, %.2f MB, %.2f ms (timed on %s)", record.model, record.variant,
              record.evaluations["test"].metrics["balanced_accuracy"], deploy["size_mb"], deploy["latency_b1_ms"],
@@ -669,9 +672,10 @@ def store_cell(store: ResultsStore, record: RunRecord) -> str:
     return record.run_id
 
 
-def pending_modes(store: ResultsStore, parent_run_id: str, group: Group) -> list[str]:
+def pending_modes(db: str | Path, parent_run_id: str, group: Group) -> list[str]:
     """The modes of ``group`` whose cells are not stored yet (what a resumed sweep still has to do)."""
-    return [m for m in group.modes if not store.has_run(group.cell_id(parent_run_id, m))]
+    with ResultsStore(db, read_only=True) as store:
+        return [m for m in group.modes if not store.has_run(group.cell_id(parent_run_id, m))]
 
 
 def iter_cells(parent: Parent, group: Group, todo: list[str], cfg: SweepConfig) -> Iterator[RunRecord]:
@@ -684,14 +688,13 @@ def iter_cells(parent: Parent, group: Group, todo: list[str], cfg: SweepConfig) 
     shutil.rmtree(built.work)
 
 
-def run_group(parent: Parent, group: Group, cfg: SweepConfig, store: ResultsStore, *,
-              time_on_driver: bool = False) -> list[str]:
-    """Make, measure and store every missing cell of ``group``, each as soon as it is done."""
-    todo = pending_modes(store, parent.run_id, group)
+def run_group(parent: Parent, group: Group, cfg: SweepConfig, *, time_on_driver: bool = False) -> list[str]:
+    """Make, measure and store every missing cell of ``group`` (in ``cfg.db``), each as soon as it is done."""
+    todo = pending_modes(cfg.db, parent.run_id, group)
     if not todo:
         log.info("%s %s: all cells already stored, skipping", group.model, group.variant("*"))
         return []
-    return [store_cell(store, retime(record, cfg) if time_on_driver else record)
+    return [store_cell(cfg.db, retime(record, cfg) if time_on_driver else record)
             for record in iter_cells(parent, group, todo, cfg)]
 
 
@@ -708,19 +711,20 @@ def run_sweep(cfg: SweepConfig, *, ray_address: str | None = None, use_ray: bool
     groups = shard_groups(plan_groups(cfg), cfg.shard)
     log.info("sweep %s shard %s: %d group(s), %d cell(s)", sweep_id(cfg), cfg.shard, len(groups),
              sum(len(g.modes) for g in groups))
-    with ResultsStore(cfg.db) as store:
-        if use_ray:
-            from core.jobs.distributed import run_groups_on_ray
+    ResultsStore(cfg.db).close()  # created (or migrated) now: a store that cannot be written fails before any work
+    if use_ray:
+        from core.jobs.distributed import run_groups_on_ray
 
-            parent_ids = run_groups_on_ray(store, parents, groups, cfg, address=ray_address,
-                                           time_on_driver=time_on_driver)
-            return sweep_summary(store, parent_ids)
+        parent_ids = run_groups_on_ray(parents, groups, cfg, address=ray_address, time_on_driver=time_on_driver)
+    else:
         loaded: dict[str, Parent] = {}
         for group in groups:
             if group.model not in loaded:
                 loaded[group.model] = load_parent(parents[group.model])
-            run_group(loaded[group.model], group, cfg, store, time_on_driver=time_on_driver)
-        return sweep_summary(store, [p.run_id for p in loaded.values()])
+            run_group(loaded[group.model], group, cfg, time_on_driver=time_on_driver)
+        parent_ids = [p.run_id for p in loaded.values()]
+    with ResultsStore(cfg.db, read_only=True) as store:
+        return sweep_summary(store, parent_ids)
 
 
 def retime(record: RunRecord, cfg: SweepConfig) -> RunRecord:

@@ -1,7 +1,8 @@
-"""Grad-CAM for timm CNNs (Selvaraju et al. 2017) on the last feature map, and a heat-map overlay."""
+"""Grad-CAM for timm CNNs (Selvaraju et al. 2017) on the last feature map, over the crop the model saw."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -38,16 +39,18 @@ def grad_cam(model: nn.Module, image: torch.Tensor, *, target: int | None = None
     return (cam / cam.max()).numpy() if cam.max() > 0 else cam.numpy()
 
 
-def overlay(image: Image.Image, cam: np.ndarray, *, alpha: float = 0.45) -> Image.Image:
-    """Blend a red-to-yellow heat map of ``cam`` over ``image`` (resized to the map)."""
-    base = np.asarray(image.convert("RGB").resize(cam.shape[::-1]), dtype=np.float32)
-    heat = np.stack([np.ones_like(cam), cam, np.zeros_like(cam)], axis=-1) * 255  # red -> yellow
-    mixed = base * (1 - alpha * cam[..., None]) + heat * alpha * cam[..., None]
-    return Image.fromarray(np.clip(mixed, 0, 255).astype(np.uint8))
+@dataclass(frozen=True)
+class CamView:
+    """What the model saw (its centre crop, RGB uint8) and the Grad-CAM map over it (same height and width, [0, 1]):
+    drawn together they line up pixel for pixel."""
+
+    crop: np.ndarray
+    cam: np.ndarray
 
 
-def grad_cam_overlay(predictor: Predictor, image: Image.Image) -> Image.Image | None:
-    """Grad-CAM over the crop the model saw, for PyTorch predictors; None for ONNX or quantized ones."""
+def grad_cam_view(predictor: Predictor, image: Image.Image) -> CamView | None:
+    """Grad-CAM of the predicted class over the crop the model saw, for PyTorch predictors; None for ONNX or
+    quantized ones (no gradients)."""
     model = getattr(predictor, "model", None)
     if model is None or not hasattr(model, "forward_features"):
         return None
@@ -56,4 +59,4 @@ def grad_cam_overlay(predictor: Predictor, image: Image.Image) -> Image.Image | 
     prep = predictor.preprocessing
     cam = grad_cam(model, torch.from_numpy(image_array(image, prep)[None]))
     square = square_crop(image, size=prep.cache_size, interpolation=prep.interpolation)
-    return overlay(Image.fromarray(center_crop(square, prep.input_size)), cam)
+    return CamView(crop=center_crop(square, prep.input_size), cam=cam)

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import roc_curve
 
 from core.calibration import calibrated_softmax
 from core.classes import CLASSES
@@ -176,6 +175,19 @@ def pareto_front(df: pd.DataFrame, *, x: str, y: str, lower_y_better: bool = Fal
     return d.loc[front]
 
 
+def chart_points(df: pd.DataFrame, *, x: str, y: str, limit: int, keep: pd.Series | None = None) -> pd.DataFrame:
+    """At most about ``limit`` rows worth drawing: all of ``df`` when it fits; otherwise the Pareto front, the rows
+    ``keep`` marks (baselines, the served variant) and the best ``y`` of each architecture, family, quantization
+    mode and pruning level, so no kind of variant disappears from the chart. A browser draws 10,000 SVG markers
+    in seconds, and no one reads them."""
+    if len(df) <= limit:
+        return df
+    config = [c for c in ("model", "family", "quantization", "pruning_ratio") if c in df.columns]
+    best = df.dropna(subset=[y]).sort_values(y, ascending=False).drop_duplicates(config).head(limit)
+    extra = [pareto_front(df, x=x, y=y)] + ([df[keep]] if keep is not None else [])
+    return pd.concat([best, *extra]).loc[lambda d: ~d.index.duplicated()]
+
+
 @dataclass(frozen=True)
 class Recommendation:
     """The variant to deploy under a budget, with what it costs and gains against its dense parent."""
@@ -314,6 +326,8 @@ def confusion_matrix_frame(confusion: pd.DataFrame, split: str, *, normalize: bo
 
 def roc_curves(labels: np.ndarray, probs: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """One-vs-rest ROC curve (fpr, tpr) per class present with both outcomes."""
+    from sklearn.metrics import roc_curve  # here: the pages without ROC curves load faster without sklearn
+
     curves = {}
     for i, c in enumerate(CLASSES):
         positives = labels == i
@@ -326,6 +340,8 @@ def roc_curves(labels: np.ndarray, probs: np.ndarray) -> dict[str, tuple[np.ndar
 def group_roc(labels: np.ndarray, probs: np.ndarray, group: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, float]:
     """ROC (fpr, tpr) and AUC of the summed probability of ``group`` against everything else (the screening
     question: possibly malignant or not); empty where the split lacks one of the two sides."""
+    from sklearn.metrics import roc_curve
+
     from core.triage import group_probability
 
     positive = np.isin(labels, [CLASSES.index(c) for c in group])

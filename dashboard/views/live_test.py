@@ -13,12 +13,13 @@ from core.data.synthetic import synthetic_example
 from core.errors import ModelError
 from core.serve.artifacts import read_variant_card
 from core.serve.facts import model_facts
-from core.serve.gradcam import grad_cam_overlay
+from core.serve.gradcam import grad_cam_view
 from core.serve.imaging import ImageRejected, check_image, reencode_jpeg
 from core.serve.ood import NOT_A_LESION
 from core.serve.predict import DISCLAIMER, agreement, predict_image
 from core.store.analysis import deployed_variant, variant_card_paths
 from core.triage import NEXT_STEPS_SHORT, decide
+from dashboard.charts import cam_figure
 from dashboard.state import gate, predictor, reader, samples_dir
 
 st.title("Test an image")
@@ -97,9 +98,11 @@ results, overlays = [], {}
 for label in chosen:
     pred = predictor(labels[label])
     results.append(predict_image(pred, checked.image, name=label))
-    cam = grad_cam_overlay(pred, checked.image)
-    if cam is not None:
-        overlays[label] = cam
+    view = grad_cam_view(pred, checked.image)
+    if view is not None:
+        overlays[label] = view
+
+
 def _stored_latency(label: str) -> str:
     lat = cards_of[label].extra.get("latency_ms") or {}
     if "b1_median" not in lat:
@@ -120,26 +123,31 @@ summary = pd.DataFrame([{"variant": r.model, "prediction": r.top_name,
                          **({"correct": r.top == truth} if truth else {}), "confidence": r.confidence,
                          **_screening(r), "this image, ms (one run)": r.latency_ms,
                          "sweep median ms": _stored_latency(r.model)} for r in results])
-right.dataframe(summary, hide_index=True, width="stretch", key="live_summary",
-                column_config={"confidence": st.column_config.ProgressColumn(min_value=0, max_value=1, format="%.2f"),
-                               "possibly malignant": st.column_config.ProgressColumn(min_value=0, max_value=1,
-                                                                                     format="%.2f"),
-                               "this image, ms (one run)": st.column_config.NumberColumn(format="%.1f")})
-right.caption("'One run' is a single timing on this page (first calls include warm-up); the sweep's figure is "
-              "the median of many runs at batch 1 with fixed threads.")
-right.write(f"Agreement between variants: **{agreement(results):.0%}** on the top class.")
 probs = pd.DataFrame([{"variant": r.model, "class": clinical_name(c), "probability": float(r.probs[i])}
                       for r in results for i, c in enumerate(CLASSES)])
-st.plotly_chart(px.bar(probs, x="probability", y="class", color="variant", barmode="group", orientation="h",
-                       range_x=[0, 1], title="Per-class probabilities"), width="stretch", key="live_probs")
-st.subheader("Grad-CAM: where the model looked")
+right.plotly_chart(px.bar(probs, x="probability", y="class", color="variant", barmode="group", orientation="h",
+                          range_x=[0, 1], title="Per-class probabilities"), width="stretch", key="live_probs")
+right.write(f"Agreement between variants: **{agreement(results):.0%}** on the top class.")
+# Full width: at 1440 px the latency columns were cut off beside the image.
+st.dataframe(summary, hide_index=True, width="stretch", key="live_summary",
+             column_config={"confidence": st.column_config.ProgressColumn(min_value=0, max_value=1, format="%.2f"),
+                            "possibly malignant": st.column_config.ProgressColumn(min_value=0, max_value=1,
+                                                                                  format="%.2f"),
+                            "this image, ms (one run)": st.column_config.NumberColumn(format="%.1f")})
+st.caption("'One run' is a single timing on this page (first calls include warm-up); the sweep's figure is "
+           "the median of many runs at batch 1 with fixed threads.")
+st.header("Grad-CAM: where the model looked")
 if overlays:
+    first_view = next(iter(overlays.values()))
     cols = st.columns(len(overlays) + 1)
-    cols[0].image(checked.image, caption="original", width=320)
-    for col, (label, img) in zip(cols[1:], overlays.items(), strict=True):
-        col.image(img, caption=label, width=320)
-    st.caption("Colour scale (jet): dark blue = no influence on the predicted class, through green and yellow, to "
-               "red = strongest influence. Shown over the centre crop the model saw.")
+    cols[0].plotly_chart(cam_figure(first_view.crop, None, title="What the model saw (centre crop)"),
+                         width="stretch", key="live_cam_crop")
+    for i, (col, (label, view)) in enumerate(zip(cols[1:], overlays.items(), strict=True)):
+        col.plotly_chart(cam_figure(view.crop, view.cam, title=label, colorbar=i == len(overlays) - 1),
+                         width="stretch", key=f"live_cam_{i}")
+    st.caption("Same crop, same scale: the heat map sits on the pixels the model saw. Jet scale: blue = no influence "
+               "on the predicted class, through green and yellow, to red = strongest influence (each map scaled to "
+               "its own maximum).")
 no_cam = [label for label in chosen if label not in overlays]
 if no_cam:
     st.caption("No Grad-CAM for " + ", ".join(no_cam) + ": Grad-CAM needs gradients, which ONNX Runtime and "

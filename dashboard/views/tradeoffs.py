@@ -9,9 +9,16 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from core.compress.quantize import QUANT_MODES
+from core.compress import QUANT_MODES
 from core.errors import ModelError
-from core.store.analysis import BASELINE_VARIANT, METRIC_LABELS, deployed_variant, pareto_front, recommend
+from core.store.analysis import (
+    BASELINE_VARIANT,
+    METRIC_LABELS,
+    chart_points,
+    deployed_variant,
+    pareto_front,
+    recommend,
+)
 from dashboard.charts import log_ticks
 from dashboard.state import all_variants, filtered_variants, reader, remembered
 
@@ -22,6 +29,8 @@ X_AXES = {"size_mb": "Model size (MB, log scale)", "latency_ms": "Latency (ms pe
 # What "x smaller / x faster" is measured against: the dense model's fp32 ONNX export is what a deployment would
 # run anyway; PyTorch eager is 2-5x slower at batch 1 and flatters every variant.
 BASELINES = {"onnx": "dense fp32 ONNX Runtime", "eager": "dense PyTorch eager"}
+# Above this many variants the chart draws a summary (see chart_points) unless asked for every point.
+CHART_LIMIT = 1500
 
 
 
@@ -68,10 +77,10 @@ with st.container(border=True):
     latency_budget = b3.number_input("Latency budget (ms, optional)", min_value=0.0, key="to_latency")
     pick = recommend(deployable, max_loss=loss / 100, max_size_mb=size_budget, max_latency_ms=latency_budget)
     if pick is None:
-        st.subheader("No variant fits this budget")
+        st.header("No variant fits this budget")
         st.caption("Allow a larger loss or a larger size / latency budget.")
     else:
-        st.subheader(f"Recommended: {pick.headline}", anchor="recommended")
+        st.header(f"Recommended: {pick.headline}", anchor="recommended")
         st.markdown(f"**{pick.absolute}** ({split} split). Ratios against the {BASELINES[base_choice]} model of the "
                     "same sweep; Δ against its dense parent, paired.")
         if pick.noisy_timing:
@@ -90,10 +99,20 @@ x = c2.selectbox("Against", list(X_AXES), key="to_x",
                  format_func={"size_mb": "Model size (MB)", "latency_ms": "Latency (ms / image, batch 1)"}.get)
 log_x = c3.toggle("Log scale", key="to_log")
 
+served = deployed_folder()
+is_served = ((deployable["variant"] == served.name) & (deployable["parent_run_id"] == served.parent.name)
+             if served is not None else pd.Series(False, index=deployable.index))
+drawn = deployable
+if len(deployable) > CHART_LIMIT and not st.toggle(f"Draw all {len(deployable):,} variants (slow)", key="to_all"):
+    drawn = chart_points(deployable, x=x, y=metric, limit=CHART_LIMIT,
+                         keep=is_served | (deployable["variant"] == BASELINE_VARIANT))
+    st.caption(f"The chart shows {len(drawn):,} of the {len(deployable):,} variants: the Pareto frontier, the "
+               "baselines, the served variant and the best of each architecture, family, quantization mode and "
+               "pruning level. Narrow the filters in the sidebar, or draw all of them.")
 fig = go.Figure()
-iqr = deployable.get("latency_b1_iqr_ms")
-families = deployable["family"] if "family" in deployable.columns else pd.Series("dense", index=deployable.index)
-for (model, family), part in deployable.assign(family=families).groupby(["model", "family"]):
+iqr = drawn.get("latency_b1_iqr_ms")
+families = drawn["family"] if "family" in drawn.columns else pd.Series("dense", index=drawn.index)
+for (model, family), part in drawn.assign(family=families).groupby(["model", "family"]):
     error = ({"type": "data", "array": part["latency_b1_iqr_ms"] / 2, "visible": True, "thickness": 1}
              if x == "latency_ms" and iqr is not None else None)
     interval = None
@@ -126,9 +145,8 @@ for ratio in sorted(deployable["pruning_ratio"].unique()):  # legend entries: wh
 front = pareto_front(deployable, x=x, y=metric)
 fig.add_trace(go.Scatter(x=front[x], y=front[metric], mode="lines", name="Pareto frontier",
                          line={"dash": "dot", "color": "#555"}, hoverinfo="skip"))
-served = deployed_folder()
 if served is not None:
-    on_site = deployable[(deployable["variant"] == served.name) & (deployable["parent_run_id"] == served.parent.name)]
+    on_site = deployable[is_served]
     fig.add_trace(go.Scatter(x=on_site[x], y=on_site[metric], mode="markers", name="served by the site (default)",
                              marker={"symbol": "circle-open", "size": 28, "line": {"width": 3, "color": "#c0392b"}},
                              hoverinfo="skip"))
