@@ -57,6 +57,10 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE detections ADD COLUMN decision TEXT;
     """,
+    # 4: the photo-quality feedback given at check time (blur, glare, exposure), shown with the result
+    """
+    ALTER TABLE detections ADD COLUMN quality TEXT;
+    """,
 ]
 
 

@@ -10,7 +10,7 @@ from flask import current_app
 
 from core.serve.imaging import ImageRejected, check_image, reencode_jpeg
 from webapp.db import get_db
-from webapp.predictor import Detection, decision_json, detect, detection_json
+from webapp.predictor import Detection, decision_json, detect, detection_json, quality_json
 from webapp.storage import delete_image, store_with_row
 
 
@@ -32,9 +32,10 @@ def create(user_id: int, data: bytes, *, body_site: str = "", note: str = "") ->
 
     def insert(db: sqlite3.Connection, key: str) -> None:
         db.execute("INSERT INTO detections (id, user_id, image_key, model_version, top_class, confidence, probs, "
-                   "uncertain, body_site, note, decision) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                   "uncertain, body_site, note, decision, quality) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                    (detection_id, user_id, key, result.model_version, result.top_class, result.confidence,
-                    detection_json(result), int(result.uncertain), body_site, note.strip(), decision_json(result)))
+                    detection_json(result), int(result.uncertain), body_site, note.strip(), decision_json(result),
+                    quality_json(result)))
 
     store_with_row(reencode_jpeg(checked.image), insert)
     return detection_id, result
@@ -53,7 +54,8 @@ def export(user_id: int) -> list[tuple[dict[str, object], str]]:
     return [({"id": r["id"], "created_at": r["created_at"], "model": r["model_version"], "top_class": r["top_class"],
               "confidence": r["confidence"], "probabilities": json.loads(r["probs"]),
               "uncertain": bool(r["uncertain"]), "body_site": r["body_site"], "note": r["note"],
-              "decision": json.loads(r["decision"]) if r["decision"] else None, "photo": f"photos/{r['id']}.jpg"},
+              "decision": json.loads(r["decision"]) if r["decision"] else None,
+              "photo_quality": json.loads(r["quality"]) if r["quality"] else None, "photo": f"photos/{r['id']}.jpg"},
              r["image_key"]) for r in rows]
 
 

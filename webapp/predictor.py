@@ -27,6 +27,7 @@ from core.serve.facts import model_facts
 from core.serve.imaging import CheckedImage
 from core.serve.ood import GATE_FILE, NOT_A_LESION, OodGate
 from core.serve.predict import Predictor, load_predictor, predict_image
+from core.serve.quality import PhotoQuality, photo_quality
 from core.store.analysis import deployed_variant
 from core.store.results import ResultsStore
 from core.triage import Decision, Triage, decide
@@ -193,6 +194,7 @@ class Detection:
     model_version: str
     decision: Decision  # the screening decision: operating point referral and the next step
     triage: Triage | None  # the operating points it was made with (None: the card has none)
+    quality: PhotoQuality  # blur, glare, exposure: advice to retake, never a refusal
 
 
 def detect(checked: CheckedImage) -> Detection:
@@ -216,11 +218,15 @@ def detect(checked: CheckedImage) -> Detection:
     uncertain = result.confidence < float(threshold)
     triage = predictor.card.triage
     return Detection(result.top, clinical_name(result.top), result.confidence, probs, uncertain,
-                     predictor.card.label, decide(probs, triage), triage)
+                     predictor.card.label, decide(probs, triage), triage, photo_quality(checked.image))
 
 
 def detection_json(d: Detection) -> str:
     return json.dumps(d.probs)
+
+
+def quality_json(d: Detection) -> str:
+    return json.dumps(d.quality.as_dict())
 
 
 def decision_json(d: Detection) -> str:

@@ -17,6 +17,7 @@ from core.serve.gradcam import grad_cam_view
 from core.serve.imaging import ImageRejected, check_image, reencode_jpeg
 from core.serve.ood import NOT_A_LESION
 from core.serve.predict import DISCLAIMER, agreement, predict_image
+from core.serve.quality import photo_quality
 from core.store.analysis import deployed_variant, variant_card_paths
 from core.triage import NEXT_STEPS_SHORT, decide
 from dashboard.charts import cam_figure
@@ -89,6 +90,10 @@ if refusals:
 if not gates:
     st.warning("No photo check: none of the chosen variants has an out-of-distribution gate, so any picture gets a "
                "lesion class (fit one with `python -m scripts.fit_ood_gate --model <variant folder>`).")
+
+quality = photo_quality(checked.image)
+if not quality.ok:  # what the site tells a patient with the result
+    st.info("Photo check: " + " ".join(i.message for i in quality.issues), icon=":material/photo_camera:")
 
 left, right = st.columns([1, 2])
 left.image(checked.image, caption=f"{checked.width}x{checked.height} {checked.format}", width="stretch")

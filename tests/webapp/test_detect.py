@@ -360,3 +360,31 @@ def test_the_operating_point_frames_the_result_page_and_the_api(tmp_path: Path, 
     assert screening["operating_point"]["malignant"]["threshold"] == 0.0
     assert screening["possibly_malignant_probability"] == pytest.approx(
         sum(body["probabilities"][c] for c in MALIGNANT_GROUP))
+
+
+def test_a_blurred_photo_gets_retake_advice_and_a_sharp_one_none(app: Flask, client: FlaskClient, auth: AuthActions,
+                                                                  samples_dir: Path) -> None:
+    """Issue 22 item 15: photo-quality feedback with the result (advice, never a refusal), kept with the check,
+    in the data export and the API."""
+    from PIL import ImageFilter
+
+    auth.register()
+    auth.login()
+    sample = sorted(samples_dir.glob("*.jpg"))[0]
+    sharp = client.get(_upload(client, sample.read_bytes()).headers["Location"]).data.decode()
+    assert "Photo check" not in sharp
+    buf = io.BytesIO()
+    Image.open(sample).filter(ImageFilter.GaussianBlur(8)).save(buf, format="JPEG", quality=92)
+    response = _upload(client, buf.getvalue())
+    assert response.status_code == 302  # still checked: the advice is to retake, not a refusal
+    page = client.get(response.headers["Location"]).data.decode()
+    assert "Photo check" in page and "The photo looks blurred" in page and "Take and upload a new photo" in page
+    with app.app_context():
+        stored = [r["quality"] for r in get_db().execute("SELECT quality FROM detections ORDER BY rowid")]
+    assert '"issues": []' in stored[0] and '"issues": ["blur"]' in stored[1]
+    created = client.post("/auth/profile/tokens")
+    token = re.search(r'id="new-token">([^<]+)<', created.data.decode()).group(1)
+    body = app.test_client().post("/api/v1/predict", data={"image": (io.BytesIO(buf.getvalue()), "x.jpg")},
+                                  headers={"Authorization": f"Bearer {token}"},
+                                  content_type="multipart/form-data").json
+    assert body["photo_quality"]["issues"] == ["blur"] and "blurred" in body["photo_quality"]["advice"][0]

@@ -49,4 +49,6 @@ def predict():
                  "operating_point": result.triage.to_dict() if result.triage else None}
     return jsonify({"id": detection_id, "prediction": result.top_class, "clinical_name": result.clinical_name,
                     "confidence": result.confidence, "probabilities": result.probs, "uncertain": result.uncertain,
-                    "screening": screening, "model_version": result.model_version, "disclaimer": DISCLAIMER})
+                    "screening": screening, "photo_quality": {**result.quality.as_dict(), "advice": [
+                        i.message for i in result.quality.issues]},
+                    "model_version": result.model_version, "disclaimer": DISCLAIMER})

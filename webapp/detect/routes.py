@@ -22,6 +22,7 @@ from core.classes import (
 from core.serve.facts import ModelFacts
 from core.serve.imaging import ImageRejected
 from core.serve.predict import DISCLAIMER
+from core.serve.quality import ADVICE as QUALITY_ADVICE
 from core.triage import URGENT, Decision, decide
 from webapp import detections
 from webapp.auth.forms import ConfirmForm
@@ -93,11 +94,18 @@ def explain(row: sqlite3.Row) -> tuple[Verdict, list[Bar]]:
     return verdict, bars
 
 
+def quality_advice(row: sqlite3.Row) -> list[str]:
+    """The photo-quality advice given when the check was made (none for checks stored before it existed)."""
+    stored = json.loads(row["quality"]) if row["quality"] else {}
+    return [QUALITY_ADVICE[code] for code in stored.get("issues", []) if code in QUALITY_ADVICE]
+
+
 def render_check(template: str, row: sqlite3.Row, **context: object) -> str:
-    """A page about one check: its verdict, probability bars, body site and the disclaimer."""
+    """A page about one check: its verdict, probability bars, photo-quality advice, body site and the disclaimer."""
     verdict, bars = explain(row)
     return render_template(template, d=row, v=verdict, bars=bars, disclaimer=DISCLAIMER,
-                           site_name=BODY_SITE_NAMES.get(row["body_site"], ""), **context)
+                           quality=quality_advice(row), site_name=BODY_SITE_NAMES.get(row["body_site"], ""),
+                           **context)
 
 
 def render_upload(form: UploadForm, status: int = 200):
