@@ -39,7 +39,7 @@ def run() -> None:
         st.Page(VIEWS / "runs.py", title="Runs", icon=":material/table:"),
         st.Page(VIEWS / "run_detail.py", title="Run detail", icon=":material/insights:"),
         st.Page(VIEWS / "compare.py", title="Compare", icon=":material/compare:"),
-        st.Page(VIEWS / "live_test.py", title="Live test", icon=":material/photo_camera:"),
+        st.Page(VIEWS / "live_panel.py", title="Live test", icon=":material/photo_camera:", url_path="live"),
     ]
     try:
         st.navigation(pages).run()

@@ -48,7 +48,7 @@ from core.serve.imaging import check_image, reencode_jpeg
 from core.serve.predict import OnnxPredictor, TorchPredictor, predict_image
 from core.store.results import ResultsStore, RunRecord
 
-PAGES = ["views/tradeoffs.py", "views/runs.py", "views/run_detail.py", "views/compare.py", "views/live_test.py"]
+PAGES = ["views/tradeoffs.py", "views/runs.py", "views/run_detail.py", "views/compare.py", "views/live_panel.py"]
 APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
 
 

@@ -23,9 +23,10 @@ from core.data.device_images import DeviceImages
 from core.data.prepare import PreparedSplit, prepare_data
 from core.data.split import make_split
 from core.data.transforms import preprocessing_for
-from core.jobs.train import TrainConfig, train_loader
 from core.models import create_model
 from core.runtime import resolve_device, seed_everything
+from core.train.config import TrainConfig
+from core.train.loaders import train_loader
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:

@@ -3,7 +3,7 @@
     python -m scripts.bench_training [--model efficientnet_lite0] [--img-size 128] [--batch-size 32]
 
 Each setting times full training steps (forward, backward, AdamW step) on random images with the real
-code path (``core.jobs.train.make_optimizer``, ``core.models.freeze_stages``); the baseline is the same model
+code path (``core.train.loop.make_optimizer``, ``core.models.freeze_stages``); the baseline is the same model
 with contiguous tensors and nothing frozen, measured in the same process. Data loading is not included:
 the training log's img/s shows what an epoch achieves.
 """
@@ -20,8 +20,9 @@ import torch
 
 from core.cli import run_cli, script_parser
 from core.compress.latency import summarize, time_calls
-from core.jobs.train import TrainConfig, make_optimizer
 from core.models import ARCHITECTURES, create_model, freeze_stages, keep_frozen_eval
+from core.train.config import TrainConfig
+from core.train.loop import make_optimizer
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,9 +16,9 @@ import sys
 from core.cli import config_parser, run_cli
 from core.config import add_config_args, build_config
 from core.jobs.cv import CVConfig, run_cv
-from core.jobs.train import TrainConfig
 from core.store.analysis import cv_summary
 from core.store.results import ResultsStore
+from core.train.config import TrainConfig
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:

@@ -13,7 +13,7 @@ import sys
 
 from core.cli import config_parser, run_cli
 from core.config import config_from_args
-from core.jobs.ood import GateConfig, run_gate_fit
+from core.jobs.gate_fit import GateConfig, run_gate_fit
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:

@@ -19,9 +19,10 @@ from core.cli import config_parser, run_cli
 from core.config import build_config, config_from_args
 from core.jobs.calibrate import variant_folders
 from core.jobs.sweep import SweepConfig, run_sweep, sweep_summary
-from core.jobs.train import TrainConfig, run_training
+from core.jobs.train import run_training
 from core.store.results import ResultsStore
 from core.store.summary import run_summary
+from core.train.config import TrainConfig
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:

@@ -1,6 +1,6 @@
 """Train one model: ``python -m scripts.train -c configs/demo.yaml [--flag value ...]``.
 
-Flags override the YAML config; every key of :class:`core.jobs.train.TrainConfig` is a flag.
+Flags override the YAML config; every key of :class:`core.train.config.TrainConfig` is a flag.
 """
 
 from __future__ import annotations
@@ -10,8 +10,9 @@ import sys
 
 from core.cli import config_parser, run_cli
 from core.config import config_from_args
-from core.jobs.train import TrainConfig, run_training
+from core.jobs.train import run_training
 from core.metrics import format_evaluation
+from core.train.config import TrainConfig
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:

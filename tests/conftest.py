@@ -54,7 +54,8 @@ def synthetic_copy(synthetic_root: Path, tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def trained_tiny(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory):
     """A tiny model trained for a few epochs on the synthetic data, stored in its own results store."""
-    from core.jobs.train import TrainConfig, run_training
+    from core.jobs.train import run_training
+    from core.train.config import TrainConfig
 
     out = tmp_path_factory.mktemp("trained")
     cfg = TrainConfig(data_dir=str(synthetic_root), model="test_efficientnet", pretrained=False, img_size=32,
@@ -82,7 +83,7 @@ def sweep_store(trained_tiny, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def gated_variant(sweep_store: Path, trained_tiny, tmp_path_factory: pytest.TempPathFactory
                   ) -> tuple[Path, dict[str, float]]:
     """A copy of a sweep variant with an out-of-distribution gate fitted by the job, and the job's figures."""
-    from core.jobs.ood import GateConfig, run_gate_fit
+    from core.jobs.gate_fit import GateConfig, run_gate_fit
 
     out = tmp_path_factory.mktemp("gated")
     folder = out / "pruned-0.5-static"

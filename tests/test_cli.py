@@ -154,7 +154,7 @@ def test_workdir_keeps_every_output_in_one_folder(synthetic_root: Path, tmp_path
 
 def test_workdir_takes_the_generated_synthetic_data_too(tmp_path: Path) -> None:
     """Issue 22 item 16: --workdir with the synthetic default generates the data under the workdir, not ./data."""
-    from core.jobs.train import TrainConfig
+    from core.train.config import TrainConfig
     from scripts.pipeline import synthetic_data_dir
 
     assert synthetic_data_dir(TrainConfig(synthetic=True), str(tmp_path)) == {"data_dir": str(tmp_path / "synthetic")}

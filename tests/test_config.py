@@ -8,7 +8,7 @@ import pytest
 
 from core.config import build_config, config_from_args
 from core.errors import ConfigError
-from core.jobs.train import TrainConfig
+from core.train.config import TrainConfig
 from scripts.train import get_args_parser
 
 REPO = Path(__file__).resolve().parent.parent

@@ -9,16 +9,16 @@ import numpy as np
 import pytest
 import torch
 
-import core.jobs.train as train_mod
+import core.train.loop as train_mod
 from core.calibration import calibrated_softmax
 from core.data.folds import TEST_FOLD, load_folds
 from core.errors import ConfigError
 from core.jobs.cv import CVConfig, fold_run_id, run_cv
 from core.jobs.final import EnsembleTeacher, train_final
-from core.jobs.train import TrainConfig
 from core.serve.artifacts import read_trained_card
 from core.store.analysis import cv_summary
 from core.store.results import ResultsStore
+from core.train.config import TrainConfig
 
 K = 3
 

@@ -28,7 +28,7 @@ from core.store.analysis import (
 from core.store.results import ResultsStore
 
 APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
-PAGES = ["views/tradeoffs.py", "views/runs.py", "views/run_detail.py", "views/compare.py", "views/live_test.py"]
+PAGES = ["views/tradeoffs.py", "views/runs.py", "views/run_detail.py", "views/compare.py", "views/live_panel.py"]
 
 
 def test_pareto_front() -> None:
@@ -160,7 +160,7 @@ def _length(array: list | dict) -> int:
 
 
 def test_live_panel_predicts_a_synthetic_image(app_env: Path) -> None:
-    at = _run("views/live_test.py")
+    at = _run("views/live_panel.py")
     with ResultsStore(app_env, read_only=True) as store:
         deployed = deployed_variant(store)
     chosen = at.multiselect(key="live_variants").value
@@ -177,7 +177,7 @@ def test_live_panel_predicts_a_synthetic_image(app_env: Path) -> None:
 
 def test_live_panel_predicts_a_real_sample(app_env: Path, samples_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LESIONLITE_SAMPLES", str(samples_dir))
-    at = _run("views/live_test.py")
+    at = _run("views/live_panel.py")
     at.radio(key="live_source").set_value("Sample image").run()
     assert not at.exception, [e.value for e in at.exception]
     summary = at.dataframe[0].value

@@ -15,7 +15,7 @@ from tests.images import jpeg_bytes, png_bytes
 
 REPO = Path(__file__).resolve().parent.parent
 PAGES = {"": "Accuracy / size / latency trade-offs", "runs": "Runs", "run_detail": "Run detail",
-         "compare": "Compare variants", "live_test": "Test an image"}
+         "compare": "Compare variants", "live": "Test an image"}
 
 
 @pytest.fixture
@@ -79,7 +79,7 @@ def _upload(page, path: Path) -> None:
 def test_live_panel_refuses_bad_uploads_and_keeps_serving(dashboard_url: str, tmp_path: Path,
                                                           samples_dir: Path) -> None:
     with chromium_page() as page:
-        page.goto(f"{dashboard_url}/live_test")
+        page.goto(f"{dashboard_url}/live")
         _settle(page)
         for name, (data, reason) in BAD_UPLOADS.items():
             (tmp_path / name).write_bytes(data)

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from core.errors import ModelError
-from core.jobs.ood import bundled_photographs, generated_non_lesion_images
+from core.jobs.gate_fit import bundled_photographs, generated_non_lesion_images
 from core.serve.ood import GATE_FILE, OodGate
 from core.store.results import ResultsStore
 
@@ -120,8 +120,8 @@ def test_the_fitter_refuses_a_gate_that_turns_lesions_away(gated_variant: tuple[
     is not written, unless forced; the error names the figure and the limit."""
     import shutil
 
-    import core.jobs.ood as ood_mod
-    from core.jobs.ood import GateConfig, GateRefused, run_gate_fit
+    import core.jobs.gate_fit as ood_mod
+    from core.jobs.gate_fit import GateConfig, GateRefused, run_gate_fit
     from core.serve.ood import GATE_FILE
 
     source, _ = gated_variant

@@ -9,13 +9,15 @@ import pandas as pd
 import pytest
 import torch
 
-import core.jobs.train as train_mod
+import core.train.loop as train_mod
 from core.cli import run_cli
 from core.config import build_config
 from core.errors import ConfigError
-from core.jobs.sweep import SweepConfig, load_parent, plan_groups, run_sweep, shard_groups
-from core.jobs.train import TrainConfig, TrainResult
+from core.jobs.sweep import SweepConfig, plan_groups, run_sweep, shard_groups
+from core.jobs.train import TrainResult
 from core.store.results import ResultsStore, ingest
+from core.train.config import TrainConfig
+from core.train.parent import load_parent
 from scripts import evaluate as evaluate_cli
 
 REPO = Path(__file__).resolve().parent.parent
@@ -128,7 +130,7 @@ def test_fine_tuning_uses_the_sweep_ema_setting_not_the_parents(trained_tiny: Tr
         return real_fit(model, cfg=cfg, **kw)
 
     monkeypatch.setattr(sweep_mod, "fit", spy)
-    parent = sweep_mod.load_parent(str(trained_tiny.run_dir))
+    parent = load_parent(str(trained_tiny.run_dir))
     parent.train_cfg = dataclasses.replace(parent.train_cfg, ema_decay=0.99)  # a parent trained with EMA
     group = sweep_mod.Group("test_efficientnet", "structured", 0.5, ("fp32",))
     sweep_mod._prune_and_finetune(parent, group, _cfg(trained_tiny, tmp_path))
@@ -162,7 +164,7 @@ def test_distilled_fine_tuning_learns_from_the_frozen_dense_parent(trained_tiny:
         return real_fit(model, distillation=distillation, **kw)
 
     monkeypatch.setattr(sweep_mod, "fit", spy)
-    parent = sweep_mod.load_parent(str(trained_tiny.run_dir))
+    parent = load_parent(str(trained_tiny.run_dir))
     cfg = _cfg(trained_tiny, tmp_path, distill_alpha=0.5, distill_temperature=3.0)
     group = plan_groups(cfg)[1]
     _, info = sweep_mod._prune_and_finetune(parent, group, cfg)
@@ -201,7 +203,7 @@ def test_iterative_pruning_fine_tunes_after_every_step(trained_tiny: TrainResult
         return real_fit(model, cfg=cfg, **kw)
 
     monkeypatch.setattr(sweep_mod, "fit", spy)
-    parent = sweep_mod.load_parent(str(trained_tiny.run_dir))
+    parent = load_parent(str(trained_tiny.run_dir))
     cfg = _cfg(trained_tiny, tmp_path, finetune_epochs=2, iterative_steps=2)
     model, info = sweep_mod._prune_and_finetune(parent, plan_groups(cfg)[1], cfg)
     assert [epochs for epochs, _ in seen] == [1, 1]  # the same two epochs as one-shot, one after each step
@@ -294,7 +296,7 @@ def test_mac_budget_cells_recover_with_every_pruned_layer_trainable(trained_tiny
         return result
 
     monkeypatch.setattr(sweep_mod, "fit", spy)
-    parent = sweep_mod.load_parent(str(trained_tiny.run_dir))
+    parent = load_parent(str(trained_tiny.run_dir))
     parent.train_cfg = dataclasses.replace(parent.train_cfg, freeze_stages=2)  # a parent trained with frozen stages
     group = sweep_mod.Group("test_efficientnet", "budget", 0.8, ("fp32",))
     assert group.variant("fp32") == "macs-0.8-fp32"
@@ -384,7 +386,7 @@ def test_a_larger_architecture_is_pruned_to_the_parents_macs(trained_tiny: Train
                prune_then_train_models=["test_resnet"])
     group = plan_groups(cfg)[0]
     assert group.variant("fp32") == "ptt-test_resnet-1-fp32" and group.architecture == "test_resnet"
-    parent = sweep_mod.load_parent(str(trained_tiny.run_dir))
+    parent = load_parent(str(trained_tiny.run_dir))
     model, info, split = sweep_mod._train_from_pretrained(parent, group, cfg)
     assert info["architecture"] == "test_resnet" and split.prep.input_size == parent.split.prep.input_size
     assert split.rows("test")["image_id"].tolist() == parent.split.rows("test")["image_id"].tolist()
@@ -477,7 +479,7 @@ def test_sparse_training_before_pruning_makes_its_own_cells(trained_tiny: TrainR
                sparse_reg=1e-2, finetune_epochs=1)
     group = plan_groups(cfg)[0]
     assert group.variant("fp32") == "macs-0.8-sl-fp32" and group.sparse
-    parent = sweep_mod.load_parent(str(trained_tiny.run_dir))
+    parent = load_parent(str(trained_tiny.run_dir))
     _, info = sweep_mod._prune_and_finetune(parent, group, cfg)
     assert calls and info["sparse_training"] == {"epochs": 1, "reg": 1e-2, "lr": cfg.finetune_lr}
     assert [row.get("sparse_training", 0) for row in info["history"]] == [1, 0]  # sparse epoch, then recovery

@@ -38,7 +38,8 @@ def test_ensure_refuses_foreign_folder(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_small_cnn_learns_it_above_chance_but_not_perfectly(tmp_path: Path) -> None:
-    from core.jobs.train import TrainConfig, run_training
+    from core.jobs.train import run_training
+    from core.train.config import TrainConfig
 
     cfg = TrainConfig(data_dir=str(tmp_path / "data"), synthetic=True, synthetic_images=900, model="test_resnet",
                       pretrained=False, img_size=64, epochs=8, batch_size=32, lr=3e-3, patience=0, workers=0,

@@ -9,14 +9,17 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-import core.jobs.train as train_mod
+import core.jobs.train as train_job
+import core.train.loop as train_mod
 from core.data.dataset import balanced_sampler, class_weights
 from core.errors import ConfigError
-from core.jobs.train import TrainConfig, make_optimizer, run_training
+from core.jobs.train import run_training
 from core.losses import make_criterion
 from core.models import create_model
 from core.serve.artifacts import load_trained_model
 from core.store.results import ResultsStore
+from core.train.config import TrainConfig
+from core.train.loop import make_optimizer
 
 
 def tiny_config(data: Path, tmp_path: Path, **kw: object) -> TrainConfig:
@@ -110,7 +113,7 @@ def test_frozen_stages_keep_their_weights_and_statistics(synthetic_root: Path, t
         before.update({k: v.clone() for k, v in model.state_dict().items()})
         return model
 
-    monkeypatch.setattr(train_mod, "create_model", remember)
+    monkeypatch.setattr(train_job, "create_model", remember)
     result = run_training(cfg)
     after = torch.load(result.run_dir / "model.pt", weights_only=True)
     frozen = [k for k in before if k.startswith(("conv_stem.", "bn1.", "blocks.0."))]

@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.calibration import fit_calibration
-from core.jobs.sweep import Parent, load_parent
 from core.metrics import evaluate_logits
 from core.provenance import git_sha, utc_now
 from core.serve.artifacts import is_variant_folder, parent_model_dir, read_variant_card, write_variant
 from core.serve.predict import load_predictor, predict_logits
+from core.train.parent import Parent, load_parent
 from core.triage import fit_triage_on_logits
 
 log = logging.getLogger(__name__)

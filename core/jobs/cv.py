@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,14 +37,17 @@ from core.data.synthetic import ensure_synthetic_dataset, is_synthetic_dataset
 from core.data.transforms import Preprocessing, preprocessing_for
 from core.errors import ConfigError
 from core.intervals import interval_metrics, paired_differences
-from core.jobs.train import TrainConfig, fit, model_logits
 from core.metrics import Evaluation, evaluate_logits, evaluate_predictions
 from core.models import create_model, pretrained_provenance
 from core.provenance import Provenance, git_sha, new_run_id
+from core.ray_pool import ray_map
 from core.runtime import resolve_device, seed_everything
 from core.serve.artifacts import DATA_LICENCE, Card, atomic_torch_save, save_trained_model
 from core.serve.facts import training_data
 from core.store.results import Predictions, ResultsStore, RunRecord
+from core.train.config import TrainConfig
+from core.train.evaluation import model_logits
+from core.train.loop import fit
 from core.triage import fit_triage_on_logits
 
 log = logging.getLogger(__name__)
@@ -319,6 +323,22 @@ def summarise(ctx: _Context, store: ResultsStore) -> tuple[RunRecord, pd.DataFra
     return record, curve
 
 
+def fold_task(recipe: TrainConfig, folder: str, fold: int) -> RunRecord:
+    """Run on a Ray worker: one cross-validation fold, returned as its run record (nothing is stored)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return run_fold(open_cv(recipe, CVConfig(cv_resume=folder)), fold)
+
+
+def run_folds_on_ray(ctx: _Context, folds: list[int], *, address: str) -> Iterator[RunRecord]:
+    """Every fold of ``folds`` as a Ray task; yields each fold's run record as it finishes (the caller, the driver,
+    is the only writer of the store)."""
+    calls = {fold: (ctx.recipe, str(ctx.folder.resolve()), fold) for fold in folds}
+    for fold, record in ray_map(fold_task, calls, address=None if address == "local" else address,
+                                cpus_per_task=max(1, ctx.recipe.threads)):
+        log.info("ray: fold %d finished", fold)
+        yield record
+
+
 def run_cv(recipe: TrainConfig, cv: CVConfig) -> CVResult:
     """Train and score every fold not yet stored; store the summary once all are. Returns what is done."""
     ctx = open_cv(recipe, cv)
@@ -334,8 +354,6 @@ def run_cv(recipe: TrainConfig, cv: CVConfig) -> CVResult:
     log.info("cross-validation %s: %d folds, %d stored, %d to run now (%d epochs)", ctx.cv_id, ctx.cv.folds,
              len(stored), len(todo), epochs_left)
     if ctx.cv.ray:
-        from core.jobs.distributed import run_folds_on_ray
-
         records = run_folds_on_ray(ctx, todo, address=ctx.cv.ray)
     else:
         eta = _Eta(epochs_left)

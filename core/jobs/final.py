@@ -30,13 +30,15 @@ from core.data.split import save_split
 from core.data.synthetic import is_synthetic_dataset
 from core.errors import ConfigError
 from core.jobs.cv import CVConfig, fold_run_id, open_cv
-from core.jobs.train import TrainConfig, fit, model_logits
 from core.metrics import Evaluation, evaluate_logits
 from core.models import create_model, pretrained_provenance
 from core.provenance import Provenance, git_sha, new_run_id
 from core.serve.artifacts import DATA_LICENCE, Card, atomic_torch_save, load_trained_model, save_trained_model
 from core.serve.facts import card_metrics, training_data
 from core.store.results import Predictions, ResultsStore, RunRecord
+from core.train.config import TrainConfig
+from core.train.evaluation import model_logits
+from core.train.loop import fit
 
 log = logging.getLogger(__name__)
 

@@ -53,16 +53,17 @@ from core.compress.quantize import (
 )
 from core.config import build_config, option
 from core.data.prepare import PreparedSplit, prepare_data
-from core.data.split import apply_split, load_split
+from core.data.split import apply_split
 from core.data.synthetic import is_synthetic_dataset
 from core.data.transforms import preprocessing_for
 from core.errors import ConfigError
 from core.intervals import interval_metrics, paired_differences
-from core.jobs.train import TrainConfig, fit, model_logits, run_training, train_loader
+from core.jobs.train import run_training
 from core.losses import make_criterion
 from core.metrics import Evaluation, evaluate_logits
 from core.models import ARCHITECTURES, create_model
 from core.provenance import Provenance, git_sha, machine_description
+from core.ray_pool import ray_map
 from core.runtime import resolve_device, seed_everything
 from core.serve.artifacts import (
     DATA_LICENCE,
@@ -84,6 +85,10 @@ from core.serve.predict import (
     probabilities,
 )
 from core.store.results import DEFAULT_DB, Predictions, ResultsStore, RunRecord
+from core.train.config import TrainConfig
+from core.train.loaders import train_loader
+from core.train.loop import fit
+from core.train.parent import Parent, load_parent
 from core.triage import fit_triage_on_logits
 
 log = logging.getLogger(__name__)
@@ -299,27 +304,6 @@ def sweep_id(cfg: SweepConfig) -> str:
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
-@dataclass
-class Parent:
-    """A dense training run and the prepared data of its split."""
-
-    run_id: str
-    model_dir: Path
-    train_cfg: TrainConfig
-    split: PreparedSplit
-    _predictions: dict[str, np.ndarray] = dataclasses.field(default_factory=dict, repr=False)
-
-    def predictions(self, split: str) -> np.ndarray:
-        """The dense parent's own class predictions on ``split`` (in the split's row order): what every cell's
-        paired difference is taken against. Computed once per process."""
-        if split not in self._predictions:
-            model, _, _ = load_trained_model(self.model_dir)
-            for name in ("val", "test"):
-                logits, _ = model_logits(model, self.split.loader(name, batch_size=64), torch.device("cpu"))
-                self._predictions[name] = logits.argmax(1)
-        return self._predictions[split]
-
-
 def _resolve_parents(cfg: SweepConfig, train_cfg: TrainConfig) -> dict[str, str]:
     """Model -> dense run folder: given, remembered from an earlier run of this sweep, or trained now."""
     given = {}
@@ -341,17 +325,6 @@ def _resolve_parents(cfg: SweepConfig, train_cfg: TrainConfig) -> dict[str, str]
         memo.parent.mkdir(parents=True, exist_ok=True)
         memo.write_text(json.dumps(remembered, indent=2))
     return {m: given.get(m) or remembered[m] for m in cfg.models}
-
-
-def load_parent(model_dir: str) -> Parent:
-    """A trained run folder with its config and its split's prepared data (cache decoded, loaders ready)."""
-    model_dir_p = Path(model_dir)
-    train_cfg = build_config(TrainConfig, yaml_path=model_dir_p / "config.yaml")
-    card = read_trained_card(model_dir_p)
-    data = prepare_data(train_cfg.data_dir, prep=card.preprocessing, cache_dir=train_cfg.cache_dir,
-                        skip_bad=train_cfg.skip_bad, workers=train_cfg.workers)
-    table = apply_split(data.table, load_split(model_dir_p / "split.csv"))
-    return Parent(card.run_id, model_dir_p, train_cfg, PreparedSplit(data, table, card.preprocessing))
 
 
 def step_epochs(total: int, steps: int) -> list[int]:
@@ -713,8 +686,6 @@ def run_sweep(cfg: SweepConfig, *, ray_address: str | None = None, use_ray: bool
              sum(len(g.modes) for g in groups))
     ResultsStore(cfg.db).close()  # created (or migrated) now: a store that cannot be written fails before any work
     if use_ray:
-        from core.jobs.distributed import run_groups_on_ray
-
         parent_ids = run_groups_on_ray(parents, groups, cfg, address=ray_address, time_on_driver=time_on_driver)
     else:
         loaded: dict[str, Parent] = {}
@@ -725,6 +696,38 @@ def run_sweep(cfg: SweepConfig, *, ray_address: str | None = None, use_ray: bool
         parent_ids = [p.run_id for p in loaded.values()]
     with ResultsStore(cfg.db, read_only=True) as store:
         return sweep_summary(store, parent_ids)
+
+
+def group_task(parent_dir: str, group: Group, todo: list[str], cfg: SweepConfig, threads: int) -> list[RunRecord]:
+    """Run on a Ray worker: every cell of ``todo`` for ``group``, returned as run records (nothing is stored).
+
+    A task is one group (one prune + fine-tune serving every quantization mode): a task per cell would repeat the
+    fine-tuning for every mode. It writes its variant folders under ``variants_dir`` (on a cluster: a path every
+    worker can reach).
+    """
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    torch.set_num_threads(threads)  # the CPUs Ray reserved for this task, not every core of the node
+    return list(iter_cells(load_parent(parent_dir), group, todo, cfg))
+
+
+def run_groups_on_ray(parents: dict[str, str], groups: list[Group], cfg: SweepConfig, *, address: str | None,
+                      time_on_driver: bool) -> list[str]:
+    """Every group with cells left to do as a Ray task; each cell stored as its group finishes, one transaction per
+    cell, so an interrupted sweep resumes like a sequential one. Returns the parent run ids."""
+    parent_ids = {model: read_trained_card(folder).run_id for model, folder in parents.items()}
+    calls = {}
+    for i, group in enumerate(groups):
+        todo = pending_modes(cfg.db, parent_ids[group.model], group)
+        if todo:
+            calls[i] = (parents[group.model], group, todo, cfg, cfg.ray_cpus_per_task)
+        else:
+            log.info("%s %s: all cells already stored, skipping", group.model, group.variant("*"))
+    for i, records in ray_map(group_task, calls, address=address, cpus=cfg.ray_cpus or None,
+                              cpus_per_task=cfg.ray_cpus_per_task, gpus_per_task=cfg.ray_gpus_per_task):
+        for record in records:
+            store_cell(cfg.db, retime(record, cfg) if time_on_driver else record)
+        log.info("ray: %s %s stored", groups[i].model, groups[i].variant("*"))
+    return list(parent_ids.values())
 
 
 def retime(record: RunRecord, cfg: SweepConfig) -> RunRecord:

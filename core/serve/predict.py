@@ -83,7 +83,7 @@ class TorchPredictor:
 
 
 # Test-time augmentation: the image and its horizontal, vertical and double flips (axes of an N, C, H, W batch);
-# cross-validation measured exactly this (core.jobs.train.model_logits), and FlipTTAPredictor serves it.
+# cross-validation measured exactly this (core.train.evaluation.model_logits), and FlipTTAPredictor serves it.
 TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (3,), (2,), (2, 3))
 
 

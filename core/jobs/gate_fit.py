@@ -22,7 +22,6 @@ from core.config import option
 from core.data.prepare import PreparedSplit, prepare_data
 from core.data.split import apply_split, load_split
 from core.errors import ConfigError, ModelError
-from core.jobs.sweep import load_parent
 from core.provenance import Provenance, new_run_id
 from core.serve.artifacts import (
     DEFAULT_MODELS_DIR,
@@ -33,6 +32,7 @@ from core.serve.artifacts import (
 )
 from core.serve.ood import GATE_BACKBONE_FILE, GATE_FILE, Embedder, OodGate, fit_ood_gate
 from core.store.results import DEFAULT_DB, ResultsStore, RunRecord
+from core.train.parent import load_parent
 
 log = logging.getLogger(__name__)
 
