@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from werkzeug.serving import make_server
 
+from core.serve.quality import PhotoQuality
 from core.triage import decide
 from tests.browser import chromium_page, free_port
 from tests.webapp.conftest import PASSWORD, RELAXED_LIMITS
@@ -19,11 +20,14 @@ from webapp import create_app, detections
 from webapp.predictor import Detection
 from webapp.security import hash_password
 
+SHARP = PhotoQuality(sharpness=40.0, glare_share=0.0, brightness=150.0, issues=())
 _MEL_PROBS = {"mel": 0.91, "nv": 0.05, "bcc": 0.01, "akiec": 0.01, "bkl": 0.01, "df": 0.005, "vasc": 0.005}
-MELANOMA = Detection("mel", "Melanoma", 0.91, _MEL_PROBS, False, "test-model", decide(_MEL_PROBS, None), None)
+MELANOMA = Detection("mel", "Melanoma", 0.91, _MEL_PROBS, False, "test-model", decide(_MEL_PROBS, None), None,
+                     SHARP)
 # The issue's case: best guess melanoma at 55%, possibly-malignant share 64%, flagged uncertain.
 _LEANING = {"mel": 0.55, "nv": 0.30, "bcc": 0.05, "akiec": 0.04, "bkl": 0.06, "df": 0.0, "vasc": 0.0}
-UNCERTAIN_MELANOMA = Detection("mel", "Melanoma", 0.55, _LEANING, True, "test-model", decide(_LEANING, None), None)
+UNCERTAIN_MELANOMA = Detection("mel", "Melanoma", 0.55, _LEANING, True, "test-model", decide(_LEANING, None), None,
+                               SHARP)
 
 
 @pytest.fixture
