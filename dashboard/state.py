@@ -18,8 +18,7 @@ from core.store.analysis import Filters, apply_filters, variants_frame
 from core.store.results import DEFAULT_DB, ResultsStore
 
 if TYPE_CHECKING:  # the model code (torch, ONNX Runtime) loads with the live panel, not with every page
-    from core.serve.ood import OodGate
-    from core.serve.predict import Predictor
+    from core.serve.deployed import DeployedModel
 
 DB_ENV = "LESIONLITE_DB"
 SAMPLES_ENV = "LESIONLITE_SAMPLES"
@@ -58,32 +57,21 @@ def all_variants(split: str = "test") -> pd.DataFrame:
     return _variants(str(path), _stamp(path), split)
 
 
-def predictor(card_folder: str) -> Predictor:
-    """The variant's predictor, reloaded when its card or model file changes (a re-run sweep rewrites them)."""
+def deployed_model(card_folder: str) -> DeployedModel:
+    """The variant as the site serves it (gate, predictor, threshold), reloaded when its card, model or gate file
+    changes: a re-run sweep rewrites them, and a gate fitted while the dashboard runs counts on the next run."""
+    from core.serve.ood import GATE_FILE
+
     folder = Path(card_folder)
-    return _predictor(card_folder, max((_stamp(p) for p in folder.glob("model*")), default=0.0))
+    files = [*folder.glob("model*"), folder / GATE_FILE]
+    return _deployed(card_folder, tuple(_stamp(p) for p in files))
 
 
 @st.cache_resource(show_spinner="Loading model ...")
-def _predictor(card_folder: str, version: float) -> Predictor:  # version: part of the cache key
-    from core.serve.predict import load_predictor
+def _deployed(card_folder: str, versions: tuple[float, ...]) -> DeployedModel:  # versions: part of the cache key
+    from core.serve.deployed import DeployedModel
 
-    return load_predictor(card_folder, threads=2)
-
-
-def gate(card_folder: str) -> OodGate | None:
-    """The variant's out-of-distribution gate, or None where its folder has none; a gate fitted (or refitted)
-    while the dashboard runs is picked up on the next run of the page: the cache key is the gate file's version."""
-    from core.serve.ood import GATE_FILE
-
-    return _gate(card_folder, _stamp(Path(card_folder) / GATE_FILE))
-
-
-@st.cache_resource(show_spinner="Loading the lesion-photo gate ...")
-def _gate(card_folder: str, version: float) -> OodGate | None:  # version: part of the cache key
-    from core.serve.ood import OodGate
-
-    return OodGate.load(Path(card_folder))
+    return DeployedModel.load(card_folder, threads=2)
 
 
 # Widget keys that a shared link carries (?f_model=...&to_x=latency_ms), with how to read them back from text.

@@ -340,10 +340,10 @@ def test_a_gate_fitted_while_the_dashboard_runs_is_used(gated_variant, tmp_path:
     gate_files = {name: (folder / name).read_bytes() for name in (GATE_FILE, GATE_BACKBONE_FILE)}
     for name in gate_files:
         (folder / name).unlink()
-    assert state.gate(str(folder)) is None
+    assert state.deployed_model(str(folder)).gate is None
     for name, data in gate_files.items():
         (folder / name).write_bytes(data)
-    assert state.gate(str(folder)) is not None
+    assert state.deployed_model(str(folder)).gate is not None
 
 
 def test_views_keep_their_settings_across_pages_and_links_carry_run_and_comparison(app_env: Path) -> None:

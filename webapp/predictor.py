@@ -16,26 +16,22 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from flask import Flask, current_app
 from threadpoolctl import threadpool_limits
 
-from core.classes import CLASSES, clinical_name
 from core.errors import ConfigError, LesionLiteError, ModelError
 from core.serve.artifacts import Card, read_variant_card
+from core.serve.deployed import DeployedModel, resolve_uncertain_threshold
 from core.serve.facts import model_facts
 from core.serve.imaging import CheckedImage
-from core.serve.ood import GATE_FILE, NOT_A_LESION, OodGate
-from core.serve.predict import Predictor, load_predictor, predict_image
-from core.serve.quality import PhotoQuality, photo_quality
+from core.serve.ood import GATE_FILE, NOT_A_LESION
+from core.serve.quality import PhotoQuality
 from core.store.analysis import deployed_variant
 from core.store.results import ResultsStore
-from core.triage import Decision, Triage, decide
+from core.triage import Decision, Triage
 
 log = logging.getLogger(__name__)
 _lock = threading.Lock()
-_loaded: dict[str, Predictor] = {}
-_gates: dict[str, OodGate | None] = {}
 
 
 class ModelUnavailable(LesionLiteError):
@@ -105,23 +101,6 @@ def resolve_variant(app: Flask) -> tuple[Path, Card]:
     return folder.resolve(), read_variant_card(folder)
 
 
-UNCALIBRATED_THRESHOLD = 0.6  # only for variant cards written before calibration was recorded in them
-
-
-def uncertain_threshold(app: Flask, folder: Path, card: Card) -> float:
-    """The confidence below which a result says "uncertain": LESIONLITE_UNCERTAIN_THRESHOLD if set, else the
-    one the variant's card records (chosen on validation data when it was calibrated)."""
-    configured = app.config.get("UNCERTAIN_THRESHOLD")
-    if configured is not None:
-        return float(configured)
-    if card.uncertain_threshold is None:
-        log.warning("%s: the card has no calibrated 'uncertain' threshold (written before calibration); using %.2f "
-                    "on uncalibrated probabilities. Re-run the sweep or set LESIONLITE_UNCERTAIN_THRESHOLD",
-                    folder, UNCALIBRATED_THRESHOLD)
-        return UNCALIBRATED_THRESHOLD
-    return float(card.uncertain_threshold)
-
-
 def init_app(app: Flask) -> None:
     # One BLAS thread per worker process: gunicorn runs several workers on the same cores, and OpenBLAS threads
     # spinning against each other made every gated prediction ~3x slower (bench_webapp: 20 -> 55 predictions/s).
@@ -135,7 +114,9 @@ def init_app(app: Flask) -> None:
     try:
         folder, card = resolve_variant(app)
         app.config["DEPLOYED_VARIANT"] = folder
-        app.config["DEPLOYED_UNCERTAIN_THRESHOLD"] = uncertain_threshold(app, folder, card)
+        # Resolved once, here: an operator's LESIONLITE_UNCERTAIN_THRESHOLD, else the card's; the model uses it.
+        app.config["DEPLOYED_UNCERTAIN_THRESHOLD"] = resolve_uncertain_threshold(
+            card, app.config.get("UNCERTAIN_THRESHOLD"), folder=folder)
         app.config["DEPLOYED_FACTS"] = facts = model_facts(card)
         if facts.is_demo:
             log.warning("%s was trained on synthetic demo images: its results mean nothing for real skin", folder)
@@ -154,34 +135,22 @@ def init_app(app: Flask) -> None:
         log.warning("no deployable model (predictions will answer 503): %s", exc)
 
 
-def get_gate() -> OodGate | None:
-    """The deployed variant's "is this a lesion photo?" gate (None where its folder has none)."""
-    folder = current_app.config.get("DEPLOYED_VARIANT")
-    if folder is None:
-        return None
-    key = str(folder)
-    with _lock:
-        if key not in _gates:
-            try:
-                _gates[key] = OodGate.load(Path(key))
-            except ModelError as exc:
-                raise ModelUnavailable(str(exc)) from exc
-        return _gates[key]
-
-
-def get_predictor() -> Predictor:
+def get_model() -> DeployedModel:
+    """The deployed variant (gate, predictor, threshold), loaded on first use by each app in each process."""
     folder = current_app.config.get("DEPLOYED_VARIANT")
     if folder is None:
         raise ModelUnavailable(current_app.config.get("MODEL_PROBLEM", "no model configured"))
-    key = str(folder)
     with _lock:
-        if key not in _loaded:
+        model = current_app.extensions.get("lesionlite_model")
+        if model is None:
             try:
-                _loaded[key] = load_predictor(key, threads=1)
+                model = DeployedModel.load(folder, threads=1,
+                                           uncertain_threshold=current_app.config["DEPLOYED_UNCERTAIN_THRESHOLD"])
             except (ModelError, OSError, RuntimeError) as exc:  # files removed or damaged after start-up
-                raise ModelUnavailable(f"{key}: {exc}") from exc
-            log.info("loaded model %s", key)
-        return _loaded[key]
+                raise ModelUnavailable(f"{folder}: {exc}") from exc
+            current_app.extensions["lesionlite_model"] = model
+            log.info("loaded model %s", folder)
+        return model
 
 
 @dataclass
@@ -204,21 +173,12 @@ def detect(checked: CheckedImage) -> Detection:
         NotALesion: the gate refused the image (no class is given).
         ModelUnavailable: no model can be loaded.
     """
-    predictor = get_predictor()
-    gate = get_gate()
-    if gate is not None:
-        decision = gate.check(checked.image)
-        if not decision.accepted:
-            raise NotALesion(decision.reason)
-    result = predict_image(predictor, checked.image, name="deployed")
-    probs = {c: float(p) for c, p in zip(CLASSES, np.asarray(result.probs), strict=True)}
-    threshold = current_app.config.get("UNCERTAIN_THRESHOLD")  # a test or an operator may override it later
-    if threshold is None:
-        threshold = current_app.config["DEPLOYED_UNCERTAIN_THRESHOLD"]
-    uncertain = result.confidence < float(threshold)
-    triage = predictor.card.triage
-    return Detection(result.top, clinical_name(result.top), result.confidence, probs, uncertain,
-                     predictor.card.label, decide(probs, triage), triage, photo_quality(checked.image))
+    model = get_model()
+    answer = model.classify(checked.image)
+    if not answer.accepted:
+        raise NotALesion(answer.refusal_reason)
+    return Detection(answer.top, answer.clinical_name, answer.confidence, answer.probs, answer.uncertain,
+                     model.card.label, answer.decision, model.triage, answer.quality)
 
 
 def detection_json(d: Detection) -> str:

@@ -16,12 +16,11 @@ from core.serve.facts import model_facts
 from core.serve.gradcam import grad_cam_view
 from core.serve.imaging import ImageRejected, check_image, reencode_jpeg
 from core.serve.ood import NOT_A_LESION
-from core.serve.predict import DISCLAIMER, agreement, predict_image
-from core.serve.quality import photo_quality
+from core.serve.predict import DISCLAIMER, agreement
 from core.store.analysis import deployed_variant, variant_card_paths
-from core.triage import NEXT_STEPS_SHORT, decide
+from core.triage import NEXT_STEPS_SHORT
 from dashboard.charts import cam_figure
-from dashboard.state import gate, predictor, reader, samples_dir
+from dashboard.state import deployed_model, reader, samples_dir
 
 st.title("Test an image")
 st.warning(DISCLAIMER, icon=":material/medical_information:")
@@ -81,17 +80,18 @@ except ImageRejected as exc:
     st.error(f"This file cannot be used: {exc}.")
     st.stop()
 
-gates = {label: g for label in chosen if (g := gate(labels[label])) is not None}
-refusals = {label: d for label, g in gates.items() if not (d := g.check(checked.image)).accepted}
+models = {label: deployed_model(labels[label]) for label in chosen}
+answers = {label: model.classify(checked.image, name=label) for label, model in models.items()}
+refusals = [label for label, answer in answers.items() if not answer.accepted]
 if refusals:
     st.image(checked.image, width=300)
     st.error(f"{NOT_A_LESION} (judged by the gate of: {', '.join(refusals)}.)")
     st.stop()
-if not gates:
+if all(model.gate is None for model in models.values()):
     st.warning("No photo check: none of the chosen variants has an out-of-distribution gate, so any picture gets a "
                "lesion class (fit one with `python -m scripts.fit_ood_gate --model <variant folder>`).")
 
-quality = photo_quality(checked.image)
+quality = next(iter(answers.values())).quality
 if not quality.ok:  # what the site tells a patient with the result
     st.info("Photo check: " + " ".join(i.message for i in quality.issues), icon=":material/photo_camera:")
 
@@ -99,13 +99,9 @@ left, right = st.columns([1, 2])
 left.image(checked.image, caption=f"{checked.width}x{checked.height} {checked.format}", width="stretch")
 if truth is not None:
     left.markdown(f"Ground truth: **{clinical_name(truth)}** ({truth})")
-results, overlays = [], {}
-for label in chosen:
-    pred = predictor(labels[label])
-    results.append(predict_image(pred, checked.image, name=label))
-    view = grad_cam_view(pred, checked.image)
-    if view is not None:
-        overlays[label] = view
+results = [answer.prediction for answer in answers.values()]
+overlays = {label: view for label, model in models.items()
+            if (view := grad_cam_view(model.predictor, checked.image)) is not None}
 
 
 def _stored_latency(label: str) -> str:
@@ -117,9 +113,8 @@ def _stored_latency(label: str) -> str:
 
 def _screening(r) -> dict[str, object]:
     """The site's decision for this result: the card's operating point and the next step a patient would read."""
-    triage = cards_of[r.model].triage
-    d = decide(r.probs, triage)
-    refer = ("yes" if d.refer else "no") if triage else "no operating point"
+    d = answers[r.model].decision
+    refer = ("yes" if d.refer else "no") if models[r.model].triage else "no operating point"
     return {"possibly malignant": d.malignant_probability, "refer (operating point)": refer,
             "advice": NEXT_STEPS_SHORT[d.urgency]}
 

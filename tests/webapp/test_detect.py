@@ -50,7 +50,7 @@ def test_upload_real_sample_result_history_delete(app: Flask, client: FlaskClien
 
 
 def test_uncertain_state(app: Flask, client: FlaskClient, auth: AuthActions) -> None:
-    app.config["UNCERTAIN_THRESHOLD"] = 1.01
+    app.config["DEPLOYED_UNCERTAIN_THRESHOLD"] = 1.01  # as LESIONLITE_UNCERTAIN_THRESHOLD=1.01 sets it at start-up
     auth.register()
     auth.login()
     response = _upload(client, jpeg_bytes())

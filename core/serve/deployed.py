@@ -1,0 +1,113 @@
+"""One deployed model as every front end serves it: the photo gate, then the calibrated prediction, the "uncertain"
+threshold, the screening decision and the photo-quality advice, in one call.
+
+The site, its API and the dashboard's live panel all go through :class:`DeployedModel`, so a patient and a
+researcher looking at the same image and variant read the same answer.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from core.classes import CLASSES, clinical_name
+from core.serve.artifacts import Card
+from core.serve.ood import GATE_FILE, OodGate
+from core.serve.predict import Prediction, Predictor, load_predictor, predict_image
+from core.serve.quality import PhotoQuality, photo_quality
+from core.triage import Decision, Triage, decide
+
+log = logging.getLogger(__name__)
+
+UNCALIBRATED_THRESHOLD = 0.6  # only for variant cards written before calibration was recorded in them
+
+
+@dataclass(frozen=True)
+class Classification:
+    """What a deployed model says about one image. ``accepted`` False: the gate judged it not a lesion photo and
+    every other field is empty (no class may be shown)."""
+
+    accepted: bool
+    refusal_reason: str = ""  # the gate's test that refused it: for logs, never shown to the sender
+    prediction: Prediction | None = None
+    uncertain: bool = False
+    decision: Decision | None = None
+    quality: PhotoQuality | None = None
+
+    @property
+    def probs(self) -> dict[str, float]:
+        assert self.prediction is not None, "a refused image has no probabilities"
+        return {c: float(p) for c, p in zip(CLASSES, self.prediction.probs, strict=True)}
+
+    @property
+    def top(self) -> str:
+        assert self.prediction is not None, "a refused image has no class"
+        return self.prediction.top
+
+    @property
+    def clinical_name(self) -> str:
+        return clinical_name(self.top)
+
+    @property
+    def confidence(self) -> float:
+        assert self.prediction is not None, "a refused image has no confidence"
+        return self.prediction.confidence
+
+
+@dataclass
+class DeployedModel:
+    """A variant folder's predictor, its gate (None: the folder has none) and its "uncertain" threshold."""
+
+    folder: Path
+    predictor: Predictor
+    gate: OodGate | None
+    uncertain_threshold: float
+
+    @property
+    def card(self) -> Card:
+        return self.predictor.card
+
+    @property
+    def triage(self) -> Triage | None:
+        return self.card.triage
+
+    @classmethod
+    def load(cls, folder: str | Path, *, threads: int = 1, uncertain_threshold: float | None = None
+             ) -> DeployedModel:
+        """Load the variant in ``folder``; ``uncertain_threshold`` overrides the card's (an operator's setting).
+
+        Raises:
+            ModelError: the folder's card, model or gate is missing or damaged.
+        """
+        folder = Path(folder)
+        predictor = load_predictor(str(folder), threads=threads)
+        gate = OodGate.load(folder) if (folder / GATE_FILE).is_file() else None
+        return cls(folder, predictor, gate, resolve_uncertain_threshold(predictor.card, uncertain_threshold,
+                                                                        folder=folder))
+
+    def classify(self, image: Image.Image, *, name: str = "deployed") -> Classification:
+        """Gate, then predict; the decision and the advice come from the card's operating points."""
+        if self.gate is not None:
+            verdict = self.gate.check(image)
+            if not verdict.accepted:
+                return Classification(accepted=False, refusal_reason=verdict.reason)
+        prediction = predict_image(self.predictor, image, name=name)
+        probs = {c: float(p) for c, p in zip(CLASSES, prediction.probs, strict=True)}
+        return Classification(accepted=True, prediction=prediction,
+                              uncertain=prediction.confidence < self.uncertain_threshold,
+                              decision=decide(probs, self.triage), quality=photo_quality(image))
+
+
+def resolve_uncertain_threshold(card: Card, configured: float | None, *, folder: Path | str = "") -> float:
+    """The confidence below which a result says "uncertain": ``configured`` if set, else the card's (chosen on
+    validation data when it was calibrated)."""
+    if configured is not None:
+        return float(configured)
+    if card.uncertain_threshold is None:
+        log.warning("%s: the card has no calibrated 'uncertain' threshold (written before calibration); using %.2f "
+                    "on uncalibrated probabilities", folder, UNCALIBRATED_THRESHOLD)
+        return UNCALIBRATED_THRESHOLD
+    return float(card.uncertain_threshold)

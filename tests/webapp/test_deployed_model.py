@@ -1,0 +1,46 @@
+"""One deployed-model service (core.serve.deployed) behind the site, its API and the dashboard's live panel."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from core.classes import CLASSES
+from core.serve.deployed import DeployedModel
+from core.serve.imaging import check_image
+from tests.webapp.conftest import RELAXED_LIMITS
+
+
+def test_classify_gates_then_predicts_with_the_cards_threshold_and_operating_points(
+        gated_variant: tuple[Path, dict[str, float]], synthetic_root: Path) -> None:
+    folder, _ = gated_variant
+    model = DeployedModel.load(folder)
+    assert model.gate is not None and model.uncertain_threshold == model.card.uncertain_threshold
+    answers = [model.classify(check_image(p.read_bytes()).image) for p in sorted(synthetic_root.rglob("*.jpg"))[:8]]
+    answer = next(a for a in answers if a.accepted)  # the tiny test gate turns away ~10% of its own images
+    assert answer.top in CLASSES and sum(answer.probs.values()) == pytest.approx(1.0, abs=1e-5)
+    assert answer.uncertain == (answer.confidence < model.uncertain_threshold)
+    assert answer.decision is not None and answer.quality is not None
+    refused = model.classify(Image.new("RGB", (300, 300), (128, 128, 128)))  # a blank picture: not a lesion photo
+    assert not refused.accepted and refused.refusal_reason and refused.prediction is None
+    with pytest.raises(AssertionError, match="no class"):
+        _ = refused.top
+    assert DeployedModel.load(folder, uncertain_threshold=0.99).uncertain_threshold == 0.99
+
+
+def test_the_site_answers_what_the_service_answers(variant_folder: Path, samples_dir: Path, tmp_path: Path) -> None:
+    from webapp import create_app
+    from webapp.predictor import detect
+
+    app = create_app({"TESTING": True, "SECRET_KEY": "s" * 40, "INSTANCE_PATH": str(tmp_path / "i"),
+                      "LESIONLITE_VARIANT": str(variant_folder), "MAIL_SUPPRESS_SEND": True, **RELAXED_LIMITS})
+    checked = check_image(sorted(samples_dir.glob("*.jpg"))[3].read_bytes())
+    with app.app_context():
+        site = detect(checked)
+    service = DeployedModel.load(variant_folder).classify(checked.image)
+    assert site.top_class == service.top and site.uncertain == service.uncertain
+    assert np.allclose(list(site.probs.values()), list(service.probs.values()), atol=1e-6)
+    assert site.decision == service.decision and site.quality == service.quality
