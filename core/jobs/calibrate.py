@@ -8,13 +8,11 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.calibration import fit_calibration
 from core.metrics import evaluate_logits
 from core.provenance import git_sha, utc_now
 from core.serve.artifacts import is_variant_folder, parent_model_dir, read_variant_card, write_variant
 from core.serve.predict import load_predictor, predict_logits
 from core.train.parent import Parent, load_parent
-from core.triage import fit_triage_on_logits
 
 log = logging.getLogger(__name__)
 
@@ -51,14 +49,12 @@ def recalibrate(folders: list[Path], *, models_dir: str, target_accuracy: float,
         parent = parents[card.parent_run_id]
         logits, labels = predict_logits(load_predictor(str(folder), threads=threads),
                                         parent.split.loader("val", batch_size=64))
-        temperature, threshold = fit_calibration(logits, labels, target_accuracy=target_accuracy)
         before = evaluate_logits(labels, logits).metrics["ece"]
+        card.calibrate(logits, labels, target_accuracy=target_accuracy,
+                       refitted_at=utc_now().isoformat(timespec="seconds"), git_sha=git_sha(), val_ece_before=before)
+        temperature, threshold = card.temperature, card.uncertain_threshold
         after = evaluate_logits(labels, logits, temperature=temperature).metrics["ece"]
-        card.temperature, card.uncertain_threshold = temperature, threshold
-        card.triage = fit_triage_on_logits(logits, labels, temperature=temperature)
-        card.extra["calibration"] = {"fitted_on": "val", "target_accuracy": target_accuracy,
-                                     "refitted_at": utc_now().isoformat(timespec="seconds"), "git_sha": git_sha(),
-                                     "val_ece_before": before, "val_ece_after": after}
+        card.extra["calibration"]["val_ece_after"] = after
         write_variant(folder, model_file=str(card.file), card=card)
         log.info("%s: T %.3f, uncertain below %.3f, val ECE %.3f -> %.3f", folder.name, temperature, threshold,
                  before, after)

@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 import yaml
 
-from core.calibration import calibrated_softmax, fit_calibration
+from core.calibration import calibrated_softmax
 from core.classes import CLASSES
 from core.config import build_config, option, save_config
 from core.data.folds import apply_folds, fold_split, folds_hash, load_folds, make_folds, save_folds
@@ -48,7 +48,6 @@ from core.store.results import Predictions, ResultsStore, RunRecord
 from core.train.config import TrainConfig
 from core.train.evaluation import model_logits
 from core.train.loop import fit
-from core.triage import fit_triage_on_logits
 
 log = logging.getLogger(__name__)
 
@@ -222,20 +221,18 @@ def run_fold(ctx: _Context, fold: int, eta: _Eta | None = None) -> RunRecord:
             outputs[f"{name}_tta"] = (rows, model_logits(model, loader[name], ctx.device,
                                                          channels_last=recipe.channels_last, tta=True)[0])
     held_labels = held["label"].to_numpy()
-    temperature, threshold = fit_calibration(epoch_logits[-1], held_labels)
-    triage = fit_triage_on_logits(epoch_logits[-1], held_labels, temperature=temperature)
     card = Card(run_id=fold_run_id(ctx.cv_id, fold), architecture=recipe.model, preprocessing=ctx.prep,
-                classes=CLASSES, variant=f"fold{fold}", temperature=temperature, uncertain_threshold=threshold,
-                triage=triage,
+                classes=CLASSES, variant=f"fold{fold}",
                 extra={"drop_rate": recipe.drop_rate, "pretrained": recipe.pretrained,
                        "pretrained_weights": pretrained_provenance(recipe.model) if recipe.pretrained else None,
                        "cv_id": ctx.cv_id, "fold": fold, "split_hash": split.hash,
                        "dataset_fingerprint": ctx.data.fingerprint, "git_sha": git_sha(), "seed": recipe.seed,
                        "data_licence": DATA_LICENCE,
-                       "calibration": {"fitted_on": "held-out fold"},
                        "training_data": training_data(data_dir=recipe.data_dir,
                                                       synthetic=is_synthetic_dataset(recipe.data_dir),
                                                       images=len(split.rows("train")))})
+    card.calibrate(epoch_logits[-1], held_labels, fitted_on="held-out fold")
+    temperature = card.temperature
     save_trained_model(fold_dir, model, card)
     write_fold_run_files(ctx, fold)
     np.savez_compressed(fold_dir / "oof_epochs.npz", logits=np.stack(epoch_logits),
@@ -244,7 +241,7 @@ def run_fold(ctx: _Context, fold: int, eta: _Eta | None = None) -> RunRecord:
     for name, (rows, logits) in outputs.items():
         labels = rows["label"].to_numpy()
         evaluations[name] = evaluate_logits(labels, logits, temperature=temperature,
-                                            groups=ctx.groups(rows["image_id"]), triage=triage)
+                                            groups=ctx.groups(rows["image_id"]), triage=card.triage)
         predictions[name] = Predictions(rows["image_id"].tolist(), labels, calibrated_softmax(logits, temperature))
     provenance = Provenance.here(dataset=recipe.data_dir, dataset_fingerprint=ctx.data.fingerprint,
                                  split_hash=split.hash, seed=recipe.seed, device=ctx.device)

@@ -30,7 +30,7 @@ import torch
 from sklearn.metrics import balanced_accuracy_score
 from torch import nn
 
-from core.calibration import DEFAULT_TARGET_ACCURACY, fit_calibration
+from core.calibration import DEFAULT_TARGET_ACCURACY
 from core.compress import QUANT_MODES
 from core.compress.distill import Distillation
 from core.compress.export import ExportCheck, check_export, export_onnx
@@ -89,7 +89,6 @@ from core.train.config import TrainConfig
 from core.train.loaders import train_loader
 from core.train.loop import fit
 from core.train.parent import Parent, load_parent
-from core.triage import fit_triage_on_logits
 
 log = logging.getLogger(__name__)
 
@@ -571,10 +570,7 @@ def measure_cell(predictor: Predictor, parent: Parent, cfg: SweepConfig, split: 
     evaluations, predictions = {}, {}
     outputs = {name: predict_logits(predictor, split.loader(name, batch_size=64)) for name in ("val", "test")}
     card = predictor.card  # calibrated on validation; the card carries it to every later predictor of this file
-    card.temperature, card.uncertain_threshold = fit_calibration(
-        *outputs["val"], target_accuracy=cfg.uncertain_target_accuracy)
-    card.triage = fit_triage_on_logits(*outputs["val"], temperature=card.temperature)
-    card.extra["calibration"] = {"fitted_on": "val", "target_accuracy": cfg.uncertain_target_accuracy}
+    card.calibrate(*outputs["val"], target_accuracy=cfg.uncertain_target_accuracy)
     pooled = []
     for name, (logits, labels) in outputs.items():
         rows = split.rows(name)

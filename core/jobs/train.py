@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from core.calibration import calibrated_softmax, fit_calibration
+from core.calibration import calibrated_softmax
 from core.classes import CLASSES
 from core.config import build_config, save_config
 from core.data.prepare import PreparedSplit, prepare_data
@@ -46,7 +46,6 @@ from core.train.config import TrainConfig
 from core.train.evaluation import model_logits
 from core.train.loaders import check_global_batch
 from core.train.loop import fit
-from core.triage import fit_triage_on_logits
 from core.world import barrier, broadcast, finish, init_world
 
 log = logging.getLogger(__name__)
@@ -176,10 +175,7 @@ def _evaluate_best(run_dir: Path, model: nn.Module, split: PreparedSplit, cfg: T
     model.load_state_dict(torch.load(run_dir / "model.pt", map_location=device, weights_only=True))
     outputs = {name: model_logits(model, split.loader(name, batch_size=cfg.batch_size * 2), device,
                                   channels_last=cfg.channels_last) for name in ("val", "test")}
-    card.temperature, card.uncertain_threshold = fit_calibration(
-        *outputs["val"], target_accuracy=cfg.uncertain_target_accuracy)
-    card.triage = fit_triage_on_logits(*outputs["val"], temperature=card.temperature)
-    card.extra["calibration"] = {"fitted_on": "val", "target_accuracy": cfg.uncertain_target_accuracy}
+    card.calibrate(*outputs["val"], target_accuracy=cfg.uncertain_target_accuracy)
     log.info("calibrated on val: temperature %.3f, uncertain below confidence %.3f (target accuracy %.2f)",
              card.temperature, card.uncertain_threshold, cfg.uncertain_target_accuracy)
     evaluations, predictions = {}, {}

@@ -18,13 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
+from core.calibration import DEFAULT_TARGET_ACCURACY, fit_calibration
 from core.classes import CLASSES
 from core.data.transforms import Preprocessing
 from core.errors import ModelError
 from core.models import create_model
-from core.triage import Triage
+from core.triage import Triage, fit_triage_on_logits
 
 MODEL_FORMAT = "lesionlite-model/1"
 VARIANT_FORMAT = "lesionlite-variant/1"
@@ -62,6 +64,16 @@ class Card:
     def label(self) -> str:
         """One line naming the model, e.g. ``efficientnet_lite0 pruned-0.5-static (<run id>)``."""
         return f"{self.architecture} {self.variant} ({self.run_id})"
+
+    def calibrate(self, logits: np.ndarray, labels: np.ndarray, *,
+                  target_accuracy: float = DEFAULT_TARGET_ACCURACY, fitted_on: str = "val",
+                  **note: object) -> None:
+        """Fit the temperature, the "uncertain" threshold and the screening operating points on held-out logits
+        (validation, or a fold's held-out images) and record them, with where they were fitted and ``note``, in
+        this card. The one place a card is calibrated; the caller writes the card."""
+        self.temperature, self.uncertain_threshold = fit_calibration(logits, labels, target_accuracy=target_accuracy)
+        self.triage = fit_triage_on_logits(logits, labels, temperature=self.temperature)
+        self.extra["calibration"] = {"fitted_on": fitted_on, "target_accuracy": target_accuracy, **note}
 
     def to_dict(self) -> dict[str, Any]:
         head = {"format": VARIANT_FORMAT if self.file else MODEL_FORMAT, "run_id": self.run_id,
