@@ -102,7 +102,7 @@ def bootstrap_intervals(y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarr
     return {name: _percentiles(values[0], values[1:], level) for name, values in figures.items()}
 
 
-def paired_differences(y_true: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, groups: np.ndarray, *,
+def paired_differences(y_true: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, *, groups: np.ndarray,
                        replicates: int = DEFAULT_REPLICATES, level: float = 0.95, seed: int = 0
                        ) -> dict[str, Interval]:
     """``a - b`` for each metric on the same images, with an interval from the same lesion draws for both."""

@@ -71,14 +71,14 @@ def test_paired_difference_is_tighter_than_unpaired_and_finds_a_real_gain() -> N
     _, lesion = np.unique(groups, return_inverse=True)
     fixed = rng.random(lesion.max() + 1) < 0.25
     better = np.where(fixed[lesion], labels, base)
-    diff = paired_differences(labels, better, base, groups, replicates=1000)
+    diff = paired_differences(labels, better, base, groups=groups, replicates=1000)
     gain = diff["balanced_accuracy"]
     assert gain.point > 0 and gain.low > 0, gain  # a gain outside the noise
     a = bootstrap_intervals(labels, better, groups, replicates=1000, seed=1)["balanced_accuracy"]
     b = bootstrap_intervals(labels, base, groups, replicates=1000, seed=2)["balanced_accuracy"]
     # unpaired, the difference of two such estimates would be about sqrt(2) times as wide as either alone
     assert gain.high - gain.low < ((a.high - a.low) + (b.high - b.low)) / 2
-    same = paired_differences(labels, base, base, groups, replicates=200)["balanced_accuracy"]
+    same = paired_differences(labels, base, base, groups=groups, replicates=200)["balanced_accuracy"]
     assert same.point == same.low == same.high == 0.0
 
 
@@ -86,7 +86,7 @@ def test_no_gain_interval_includes_zero() -> None:
     labels, groups = _population(800, seed=9)
     a = _predict(labels, groups, 0.7, seed=10)
     b = _predict(labels, groups, 0.7, seed=11)  # same skill, different luck
-    assert paired_differences(labels, a, b, groups, replicates=1000)["balanced_accuracy"].contains(0.0)
+    assert paired_differences(labels, a, b, groups=groups, replicates=1000)["balanced_accuracy"].contains(0.0)
 
 
 def test_evaluation_stores_intervals_with_lesion_ids_and_errors_are_clear() -> None:

@@ -297,7 +297,7 @@ def summarise(ctx: _Context, store: ResultsStore) -> tuple[RunRecord, pd.DataFra
         predictions[name] = Predictions(ids, labels, probs)
     if "oof_tta" in pooled:
         ids, labels, plain = pooled["oof"]
-        gain = paired_differences(labels, pooled["oof_tta"][2].argmax(1), plain.argmax(1), ctx.groups(ids))
+        gain = paired_differences(labels, pooled["oof_tta"][2].argmax(1), plain.argmax(1), groups=ctx.groups(ids))
         scalars["oof_tta_vs_oof"] = interval_metrics(gain, prefix="delta_")
     for name in ("test", "test_tta"):
         part = preds[preds["split"] == name]

@@ -467,7 +467,7 @@ class _Built:
     build_seconds: float  # pruning + fine-tuning, or the whole training of a retrained cell
 
 
-def build_group(parent: Parent, group: Group, todo: list[str], cfg: SweepConfig) -> _Built:
+def build_group(parent: Parent, *, group: Group, todo: list[str], cfg: SweepConfig) -> _Built:
     """Prune + fine-tune (or train) once, export once, draw the calibration images once, for every mode in
     ``todo``."""
     start = time.perf_counter()
@@ -494,7 +494,7 @@ def build_group(parent: Parent, group: Group, todo: list[str], cfg: SweepConfig)
     return _Built(model, info, params, macs, weight_sparsity(model), work, check, calibration, split, build_seconds)
 
 
-def make_cell(parent: Parent, group: Group, label: str, built: _Built, cfg: SweepConfig) -> tuple[Predictor, Path]:
+def make_cell(parent: Parent, *, group: Group, label: str, built: _Built, cfg: SweepConfig) -> tuple[Predictor, Path]:
     """The deployable file of one cell in its folder, and the one predictor that measures it."""
     mode = base_mode(label)
     folder = Path(cfg.variants_dir) / parent.run_id / group.variant(label)
@@ -557,7 +557,7 @@ class _Measured:
     paired: dict[str, float]  # delta_<metric> (+ interval) vs the dense parent, on val and test pooled
 
 
-def measure_cell(predictor: Predictor, parent: Parent, cfg: SweepConfig, split: PreparedSplit | None = None
+def measure_cell(predictor: Predictor, *, parent: Parent, cfg: SweepConfig, split: PreparedSplit | None = None
                  ) -> _Measured:
     """Accuracy (val chooses what to deploy, test reports it) and latency, through the same predictor.
 
@@ -580,16 +580,16 @@ def measure_cell(predictor: Predictor, parent: Parent, cfg: SweepConfig, split: 
         predictions[name] = Predictions(rows["image_id"].tolist(), labels, probabilities(predictor, logits))
         reference = parent.predictions(name)
         evaluations[name].metrics.update(interval_metrics(
-            paired_differences(labels, logits.argmax(1), reference, groups), prefix="delta_"))
+            paired_differences(labels, logits.argmax(1), reference, groups=groups), prefix="delta_"))
         pooled.append((labels, logits.argmax(1), reference, groups))
     labels, preds, reference, groups = (np.concatenate(parts) for parts in zip(*pooled, strict=True))
-    paired = interval_metrics(paired_differences(labels, preds, reference, groups), prefix="delta_")
+    paired = interval_metrics(paired_differences(labels, preds, reference, groups=groups), prefix="delta_")
     latency = predictor_latency(predictor, input_size=split.prep.input_size, threads=cfg.threads,
                                 runs=cfg.latency_runs)
     return _Measured(evaluations, predictions, latency, paired)
 
 
-def cell_record(parent: Parent, group: Group, label: str, built: _Built, predictor: Predictor, folder: Path,
+def cell_record(parent: Parent, *, group: Group, label: str, built: _Built, predictor: Predictor, folder: Path,
                 measured: _Measured, cfg: SweepConfig) -> RunRecord:
     """Write the cell's card (with its figures) and return its run record, a child run of the dense parent."""
     mode = base_mode(label)
@@ -647,13 +647,14 @@ def pending_modes(db: str | Path, parent_run_id: str, group: Group) -> list[str]
         return [m for m in group.modes if not store.has_run(group.cell_id(parent_run_id, m))]
 
 
-def iter_cells(parent: Parent, group: Group, todo: list[str], cfg: SweepConfig) -> Iterator[RunRecord]:
+def iter_cells(parent: Parent, *, group: Group, todo: list[str], cfg: SweepConfig) -> Iterator[RunRecord]:
     """Build (prune, fine-tune, export) once, then make and measure each cell of ``todo``; yields their records."""
-    built = build_group(parent, group, todo, cfg)
+    built = build_group(parent, group=group, todo=todo, cfg=cfg)
     for label in todo:
-        predictor, folder = make_cell(parent, group, label, built, cfg)
-        measured = measure_cell(predictor, parent, cfg, built.split)
-        yield cell_record(parent, group, label, built, predictor, folder, measured, cfg)
+        predictor, folder = make_cell(parent, group=group, label=label, built=built, cfg=cfg)
+        measured = measure_cell(predictor, parent=parent, cfg=cfg, split=built.split)
+        yield cell_record(parent, group=group, label=label, built=built, predictor=predictor, folder=folder,
+                          measured=measured, cfg=cfg)
     shutil.rmtree(built.work)
 
 
@@ -664,7 +665,7 @@ def run_group(parent: Parent, group: Group, cfg: SweepConfig, *, time_on_driver:
         log.info("%s %s: all cells already stored, skipping", group.model, group.variant("*"))
         return []
     return [store_cell(cfg.db, retime(record, cfg) if time_on_driver else record)
-            for record in iter_cells(parent, group, todo, cfg)]
+            for record in iter_cells(parent, group=group, todo=todo, cfg=cfg)]
 
 
 def run_sweep(cfg: SweepConfig, *, ray_address: str | None = None, use_ray: bool = False,
@@ -703,7 +704,7 @@ def group_task(parent_dir: str, group: Group, todo: list[str], cfg: SweepConfig,
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(threads)  # the CPUs Ray reserved for this task, not every core of the node
-    return list(iter_cells(load_parent(parent_dir), group, todo, cfg))
+    return list(iter_cells(load_parent(parent_dir), group=group, todo=todo, cfg=cfg))
 
 
 def run_groups_on_ray(parents: dict[str, str], groups: list[Group], cfg: SweepConfig, *, address: str | None,

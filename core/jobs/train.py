@@ -156,7 +156,7 @@ def run_training(cfg: TrainConfig) -> TrainResult:
         return TrainResult(run_id, run_dir, {}, history, cfg)
     pd.DataFrame(history).to_csv(run_dir / "history.csv", index=False)
 
-    evaluations, predictions = _evaluate_best(run_dir, model, split, cfg, device, card)
+    evaluations, predictions = _evaluate_best(run_dir, model=model, split=split, cfg=cfg, device=device, card=card)
     provenance = Provenance.here(dataset=cfg.data_dir, dataset_fingerprint=data.fingerprint, split_hash=split.hash,
                                  seed=cfg.seed, device=device)
     record = RunRecord(run_id=run_id, kind="train", model=cfg.model, variant=cfg.variant, config=asdict(cfg),
@@ -169,7 +169,7 @@ def run_training(cfg: TrainConfig) -> TrainResult:
     return TrainResult(run_id, run_dir, evaluations, history, cfg)
 
 
-def _evaluate_best(run_dir: Path, model: nn.Module, split: PreparedSplit, cfg: TrainConfig, device: torch.device,
+def _evaluate_best(run_dir: Path, *, model: nn.Module, split: PreparedSplit, cfg: TrainConfig, device: torch.device,
                    card: Card) -> tuple[dict[str, Evaluation], dict[str, Predictions]]:
     """Score the selected weights on val and test with probabilities calibrated on val (recorded in the card)."""
     model.load_state_dict(torch.load(run_dir / "model.pt", map_location=device, weights_only=True))

@@ -67,7 +67,7 @@ def paired_comparison(store: ResultsStore, a: str, b: str, *, lesions_csv: str |
     labels = first["label"].to_numpy()
     pred_a, pred_b = (np.stack(f["probs"].to_numpy()).argmax(1) for f in (first, second))
     ia, ib = bootstrap_intervals(labels, pred_a, groups), bootstrap_intervals(labels, pred_b, groups)
-    diff = paired_differences(labels, pred_a, pred_b, groups)
+    diff = paired_differences(labels, pred_a, pred_b, groups=groups)
     table = pd.DataFrame({"A": {k: str(v) for k, v in ia.items()}, "B": {k: str(v) for k, v in ib.items()},
                           "A - B (paired)": {k: f"{v.point:+.3f} [{v.low:+.3f}, {v.high:+.3f}]"
                                              for k, v in diff.items()}})
