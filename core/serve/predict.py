@@ -1,8 +1,10 @@
 """Prediction: one :class:`Predictor` per deployable model (PyTorch or ONNX Runtime), for one image or many.
 
-Every front end (web app, dashboard, sweep, evaluation on a folder) goes through :func:`load_predictor` and a
-predictor's :meth:`~Predictor.logits`; single images are preprocessed by the one NumPy implementation in
-:mod:`core.data.transforms` (the same crop and normalisation as evaluation, pinned by a test).
+The front ends and evaluation on a folder go through :func:`load_predictor` (the site and the live panel through
+:class:`core.serve.deployed.DeployedModel`); the sweep wraps the file it has just written in the same predictor
+classes (ONNX cells are read back from that file; PyTorch cells measure the module it saved) before its card
+exists. Every path ends in a predictor's :meth:`~Predictor.logits`; single images are preprocessed by the one NumPy
+implementation in :mod:`core.data.transforms` (the same crop and normalisation as evaluation, pinned by a test).
 """
 
 from __future__ import annotations
