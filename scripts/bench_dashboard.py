@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from core.artifacts.card import Card
 from core.classes import CLASSES
 from core.cli import run_cli, script_parser
 from core.compress.export import export_onnx
@@ -43,7 +44,6 @@ from core.data.transforms import preprocessing_for
 from core.metrics import evaluate_predictions
 from core.models import create_model
 from core.provenance import Provenance
-from core.serve.artifacts import Card
 from core.serve.imaging import check_image, reencode_jpeg
 from core.serve.predict import OnnxPredictor, TorchPredictor, predict_image
 from core.store.results import ResultsStore, RunRecord

@@ -9,11 +9,11 @@ from __future__ import annotations
 import argparse
 import sys
 
+from core.artifacts.card import DEFAULT_MODELS_DIR
 from core.calibration import DEFAULT_TARGET_ACCURACY
 from core.cli import run_cli, script_parser
 from core.errors import ConfigError
 from core.jobs.calibrate import recalibrate, variant_folders
-from core.serve.artifacts import DEFAULT_MODELS_DIR
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:

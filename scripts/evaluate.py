@@ -8,11 +8,11 @@ from __future__ import annotations
 import argparse
 import sys
 
+from core.artifacts.card import DEFAULT_MODELS_DIR
 from core.cli import run_cli, script_parser
 from core.data.cache import DEFAULT_CACHE_DIR
 from core.jobs.evaluate import evaluate_on_folder
 from core.metrics import format_evaluation
-from core.serve.artifacts import DEFAULT_MODELS_DIR
 from core.store.results import DEFAULT_DB
 
 

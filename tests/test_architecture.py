@@ -15,7 +15,7 @@ FRONT_ENDS = ("dashboard", "webapp", "scripts")
 CORE_LAYERS = [
     {"classes", "errors", "config", "cli", "provenance", "progress", "runtime", "metrics", "calibration", "intervals",
      "triage", "pretrained", "world", "ray_pool"},
-    {"data", "models", "losses"},
+    {"data", "models", "losses", "artifacts"},
     {"compress", "serve", "store"},
     {"train"},
     {"jobs"},

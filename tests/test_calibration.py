@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.artifacts.card import Card, read_variant_card
 from core.calibration import calibrated_softmax, fit_calibration, fit_temperature, uncertain_threshold
 from core.metrics import evaluate_logits, expected_calibration_error
-from core.serve.artifacts import Card, read_variant_card
 from core.serve.predict import load_predictor, predict_batches
 
 

@@ -10,15 +10,16 @@ import pytest
 import torch
 from torch import nn
 
+from core.artifacts.card import artifact_bytes
+from core.artifacts.onnx_runtime import ort_logits, ort_session
 from core.compress.benchmark import benchmark_architecture, state_dict_bytes
-from core.compress.export import check_export, export_onnx, ort_logits, ort_session
+from core.compress.export import check_export, export_onnx
 from core.compress.latency import summarize, time_calls
 from core.compress.prune import structured_prune, unstructured_prune, weight_sparsity
 from core.compress.quantize import depthwise_conv_nodes, quantize_onnx, torch_dynamic_quantize
 from core.errors import ConfigError
 from core.jobs.train import TrainResult
 from core.models import create_model
-from core.serve.artifacts import artifact_bytes
 from tests.test_models import STUDY
 
 
@@ -81,8 +82,8 @@ def test_onnx_export_matches_torch(tmp_path: Path) -> None:
 
 
 def _test_images(trained: TrainResult, n: int = 64) -> np.ndarray:
+    from core.artifacts.card import load_trained_model
     from core.data.prepare import eval_loader, prepare_data
-    from core.serve.artifacts import load_trained_model
 
     _, card, _ = load_trained_model(trained.run_dir)
     data = prepare_data(trained.config.data_dir, prep=card.preprocessing, cache_dir=trained.config.cache_dir)
@@ -92,7 +93,7 @@ def _test_images(trained: TrainResult, n: int = 64) -> np.ndarray:
 
 @pytest.mark.parametrize("mode", ["fp32", "dynamic", "static", "fp16"])
 def test_onnx_quantization_modes_agree_with_fp32(trained_tiny: TrainResult, tmp_path: Path, mode: str) -> None:
-    from core.serve.artifacts import load_trained_model
+    from core.artifacts.card import load_trained_model
 
     model, card, _ = load_trained_model(trained_tiny.run_dir)
     fp32 = tmp_path / "fp32.onnx"
@@ -107,7 +108,7 @@ def test_onnx_quantization_modes_agree_with_fp32(trained_tiny: TrainResult, tmp_
 
 
 def test_static_options_and_errors(trained_tiny: TrainResult, tmp_path: Path) -> None:
-    from core.serve.artifacts import load_trained_model
+    from core.artifacts.card import load_trained_model
 
     model, card, _ = load_trained_model(trained_tiny.run_dir)
     fp32 = tmp_path / "fp32.onnx"
@@ -155,8 +156,8 @@ def test_latency_harness_and_benchmark_table(tmp_path: Path) -> None:
 def test_sensitive_nodes_stay_fp32(trained_tiny: TrainResult, tmp_path: Path) -> None:
     import onnx
 
+    from core.artifacts.card import load_trained_model
     from core.compress.quantize import sensitive_nodes
-    from core.serve.artifacts import load_trained_model
 
     model, card, _ = load_trained_model(trained_tiny.run_dir)
     fp32 = tmp_path / "fp32.onnx"

@@ -10,12 +10,12 @@ import pytest
 import torch
 
 import core.train.loop as train_mod
+from core.artifacts.card import read_trained_card
 from core.calibration import calibrated_softmax
 from core.data.folds import TEST_FOLD, load_folds
 from core.errors import ConfigError
 from core.jobs.cv import CVConfig, fold_run_id, run_cv
 from core.jobs.final import EnsembleTeacher, train_final
-from core.serve.artifacts import read_trained_card
 from core.store.analysis import cv_summary
 from core.store.results import ResultsStore
 from core.train.config import TrainConfig

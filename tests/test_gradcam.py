@@ -6,10 +6,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from core.artifacts.card import Card
 from core.data.synthetic import synthetic_example
 from core.data.transforms import preprocessing_for
 from core.models import create_model
-from core.serve.artifacts import Card
 from core.serve.gradcam import grad_cam_view
 from core.serve.imaging import check_image, reencode_jpeg
 from core.serve.predict import TorchPredictor

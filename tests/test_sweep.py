@@ -154,7 +154,7 @@ def test_distilled_fine_tuning_learns_from_the_frozen_dense_parent(trained_tiny:
     import torch
 
     import core.jobs.sweep as sweep_mod
-    from core.serve.artifacts import load_trained_model
+    from core.artifacts.card import load_trained_model
 
     seen = []
     real_fit = sweep_mod.fit
@@ -236,8 +236,8 @@ def test_quantization_aware_cells_are_int8_onnx(trained_tiny: TrainResult, tmp_p
 
 def test_qat_returns_the_converted_epoch_that_scored_best(trained_tiny: TrainResult) -> None:
     """Issue 19: QAT checkpoints are chosen on the converted model, not on the fake-quant graph."""
+    from core.artifacts.card import load_trained_model
     from core.compress.qat import quantization_aware_finetune
-    from core.serve.artifacts import load_trained_model
 
     model, _, _ = load_trained_model(trained_tiny.run_dir)
     parent = load_parent(str(trained_tiny.run_dir))
@@ -313,8 +313,8 @@ def test_qat_converted_model_agrees_with_its_fake_quant_graph(trained_tiny: Trai
     conversion recomputes the weight scales (and eps 1e-3 batch norms are not the trained model)."""
     import copy
 
+    from core.artifacts.card import load_trained_model
     from core.compress.qat import convert_qat, match_bn_eps, prepare_qat, top1_agreement
-    from core.serve.artifacts import load_trained_model
 
     model, _, _ = load_trained_model(trained_tiny.run_dir)
     for m in model.modules():  # eps as in tf_efficientnet_lite*: what the QAT graph does not assume
@@ -350,7 +350,7 @@ def test_prune_then_train_and_lower_resolution_cells(trained_tiny: TrainResult, 
     """Issue 19: a 'ptt-<f>' cell prunes the network to a share of the *parent's* MACs before training it with the
     parent's recipe; a 'res-<px>' cell trains the recipe at a lower input size. Both are scored on the parent's
     images (paired), carry their family, the MACs they reached and their build time."""
-    from core.serve.artifacts import read_variant_card
+    from core.artifacts.card import read_variant_card
     from core.store.analysis import variants_frame
 
     cfg = _cfg(trained_tiny, tmp_path, ratios=[0.0], unstructured=[], modes=["fp32"], prune_then_train=[0.75],
@@ -412,7 +412,7 @@ def test_a_cross_validation_fold_is_a_sweep_parent(tmp_path: Path, synthetic_roo
                                     db=str(tmp_path / "sweep.duckdb")))
     assert summary["variant"].tolist() == ["dense-fp32"]
     # the gate fitter and recalibration find the fold parent from the variant's card (it is not under models/)
-    from core.serve.artifacts import parent_model_dir, read_variant_card
+    from core.artifacts.card import parent_model_dir, read_variant_card
 
     card = read_variant_card(tmp_path / "variants" / parent.run_id / "dense-fp32")
     assert parent_model_dir(card, models_dir=tmp_path / "no-models-here") == fold.resolve()
@@ -487,8 +487,8 @@ def test_sparse_training_before_pruning_makes_its_own_cells(trained_tiny: TrainR
 
 
 def test_group_regularisation_pulls_channel_groups_towards_zero(trained_tiny: TrainResult) -> None:
+    from core.artifacts.card import load_trained_model
     from core.compress.prune import group_sparsity_regularizer
-    from core.serve.artifacts import load_trained_model
 
     model, _, _ = load_trained_model(trained_tiny.run_dir)
     regularize = group_sparsity_regularizer(model, example_input=torch.randn(1, 3, 32, 32), reg=0.1)

@@ -11,12 +11,12 @@ from torch.nn import functional as F
 
 import core.jobs.train as train_job
 import core.train.loop as train_mod
+from core.artifacts.card import load_trained_model
 from core.data.dataset import balanced_sampler, class_weights
 from core.errors import ConfigError
 from core.jobs.train import run_training
 from core.losses import make_criterion
 from core.models import create_model
-from core.serve.artifacts import load_trained_model
 from core.store.results import ResultsStore
 from core.train.config import TrainConfig
 from core.train.loop import make_optimizer

@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from core.artifacts.card import Card
 from core.classes import CLASSES
 from core.data.transforms import Preprocessing
 from core.metrics import evaluate_predictions
-from core.serve.artifacts import Card
 from core.triage import (
     ADVICE_FLOOR,
     APPOINTMENT,
@@ -118,7 +118,7 @@ def test_a_plausible_malignant_class_or_the_operating_point_raises_the_advice() 
 def test_training_and_sweep_cells_fit_and_report_the_operating_points(trained_tiny, sweep_store) -> None:
     """Every trained model's and every sweep cell's card carries both operating points fitted on val, and their
     test sensitivity / specificity is stored with intervals."""
-    from core.serve.artifacts import read_trained_card
+    from core.artifacts.card import read_trained_card
     from core.store.results import ResultsStore
 
     card = read_trained_card(trained_tiny.run_dir)

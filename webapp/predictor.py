@@ -19,8 +19,8 @@ from pathlib import Path
 from flask import Flask, current_app
 from threadpoolctl import threadpool_limits
 
+from core.artifacts.card import Card, read_variant_card
 from core.errors import ConfigError, LesionLiteError, ModelError
-from core.serve.artifacts import Card, read_variant_card
 from core.serve.deployed import DeployedModel, resolve_uncertain_threshold
 from core.serve.facts import model_facts
 from core.serve.imaging import CheckedImage

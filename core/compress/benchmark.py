@@ -16,12 +16,12 @@ import numpy as np
 import pandas as pd
 import torch
 
+from core.artifacts.card import artifact_bytes
 from core.compress.export import export_onnx
 from core.compress.latency import Latency, onnx_latency, torch_latency
 from core.compress.prune import count_macs_params, structured_prune, unstructured_prune
 from core.compress.quantize import depthwise_conv_nodes, quantize_onnx, torch_dynamic_quantize
 from core.models import create_model
-from core.serve.artifacts import artifact_bytes
 
 log = logging.getLogger(__name__)
 

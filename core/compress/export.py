@@ -10,9 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import torch
 from torch import nn
+
+from core.artifacts.onnx_runtime import ort_logits, ort_session
 
 log = logging.getLogger(__name__)
 
@@ -52,21 +53,6 @@ def export_onnx(model: nn.Module, path: str | Path, *, input_size: int, opset: i
         exporter = "torchscript"
     onnx.checker.check_model(str(path))
     return exporter
-
-
-def ort_session(path: str | Path, *, threads: int = 0) -> ort.InferenceSession:
-    """An ONNX Runtime CPU session; ``threads`` > 0 fixes the intra-op thread count."""
-    opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-
-
-def ort_logits(session: ort.InferenceSession, images: np.ndarray) -> np.ndarray:
-    name = session.get_inputs()[0].name
-    return session.run(None, {name: images.astype(np.float32, copy=False)})[0]
 
 
 @torch.inference_mode()

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.compress.export import ort_logits, ort_session
+from core.artifacts.onnx_runtime import ort_logits, ort_session
 
 if TYPE_CHECKING:
     from core.serve.predict import Predictor

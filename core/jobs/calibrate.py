@@ -8,9 +8,9 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.artifacts.card import is_variant_folder, parent_model_dir, read_variant_card, write_variant
 from core.metrics import evaluate_logits
 from core.provenance import git_sha, utc_now
-from core.serve.artifacts import is_variant_folder, parent_model_dir, read_variant_card, write_variant
 from core.serve.predict import load_predictor, predict_logits
 from core.train.parent import Parent, load_parent
 

@@ -27,6 +27,7 @@ import pandas as pd
 import torch
 import yaml
 
+from core.artifacts.card import DATA_LICENCE, Card, atomic_torch_save, save_trained_model
 from core.calibration import calibrated_softmax
 from core.classes import CLASSES
 from core.config import build_config, option, save_config
@@ -42,7 +43,6 @@ from core.models import create_model, pretrained_provenance
 from core.provenance import Provenance, git_sha, new_run_id
 from core.ray_pool import ray_map
 from core.runtime import resolve_device, seed_everything
-from core.serve.artifacts import DATA_LICENCE, Card, atomic_torch_save, save_trained_model
 from core.serve.facts import training_data
 from core.store.results import Predictions, ResultsStore, RunRecord
 from core.train.config import TrainConfig

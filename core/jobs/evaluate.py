@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from core.artifacts.card import DEFAULT_MODELS_DIR
 from core.data.cache import DEFAULT_CACHE_DIR
 from core.data.prepare import PreparedSplit, prepare_data
 from core.metrics import Evaluation, evaluate_predictions, write_isic_submission
 from core.provenance import Provenance, new_run_id
-from core.serve.artifacts import DEFAULT_MODELS_DIR
 from core.serve.predict import load_predictor, predict_batches
 from core.store.results import DEFAULT_DB, Predictions, ResultsStore, RunRecord
 

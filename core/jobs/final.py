@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from core.artifacts.card import DATA_LICENCE, Card, atomic_torch_save, load_trained_model, save_trained_model
 from core.calibration import calibrated_softmax
 from core.classes import CLASSES
 from core.compress.distill import Distillation
@@ -33,7 +34,6 @@ from core.jobs.cv import CVConfig, fold_run_id, open_cv
 from core.metrics import Evaluation, evaluate_logits
 from core.models import create_model, pretrained_provenance
 from core.provenance import Provenance, git_sha, new_run_id
-from core.serve.artifacts import DATA_LICENCE, Card, atomic_torch_save, load_trained_model, save_trained_model
 from core.serve.facts import card_metrics, training_data
 from core.store.results import Predictions, ResultsStore, RunRecord
 from core.train.config import TrainConfig

@@ -18,18 +18,18 @@ import numpy as np
 import torch
 from PIL import Image
 
-from core.config import option
-from core.data.prepare import PreparedSplit, prepare_data
-from core.data.split import apply_split, load_split
-from core.errors import ConfigError, ModelError
-from core.provenance import Provenance, new_run_id
-from core.serve.artifacts import (
+from core.artifacts.card import (
     DEFAULT_MODELS_DIR,
     is_variant_folder,
     parent_model_dir,
     read_variant_card,
     resolve_model_dir,
 )
+from core.config import option
+from core.data.prepare import PreparedSplit, prepare_data
+from core.data.split import apply_split, load_split
+from core.errors import ConfigError, ModelError
+from core.provenance import Provenance, new_run_id
 from core.serve.ood import GATE_BACKBONE_FILE, GATE_FILE, Embedder, OodGate, fit_ood_gate
 from core.store.results import DEFAULT_DB, ResultsStore, RunRecord
 from core.train.parent import load_parent

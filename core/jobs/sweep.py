@@ -30,6 +30,16 @@ import torch
 from sklearn.metrics import balanced_accuracy_score
 from torch import nn
 
+from core.artifacts.card import (
+    DATA_LICENCE,
+    VARIANT_CARD_NAME,
+    Card,
+    load_trained_model,
+    read_trained_card,
+    read_variant_card,
+    resolve_model_dir,
+    write_variant,
+)
 from core.calibration import DEFAULT_TARGET_ACCURACY
 from core.compress import QUANT_MODES
 from core.compress.distill import Distillation
@@ -65,16 +75,6 @@ from core.models import ARCHITECTURES, create_model
 from core.provenance import Provenance, git_sha, machine_description
 from core.ray_pool import ray_map
 from core.runtime import resolve_device, seed_everything
-from core.serve.artifacts import (
-    DATA_LICENCE,
-    VARIANT_CARD_NAME,
-    Card,
-    load_trained_model,
-    read_trained_card,
-    read_variant_card,
-    resolve_model_dir,
-    write_variant,
-)
 from core.serve.facts import card_metrics, training_data
 from core.serve.predict import (
     OnnxPredictor,

@@ -17,6 +17,13 @@ import pandas as pd
 import torch
 from torch import nn
 
+from core.artifacts.card import (
+    DATA_LICENCE,
+    Card,
+    atomic_torch_save,
+    save_card,
+    save_trained_model,
+)
 from core.calibration import calibrated_softmax
 from core.classes import CLASSES
 from core.config import build_config, save_config
@@ -33,13 +40,6 @@ from core.models import (
 )
 from core.provenance import Provenance, git_sha, new_run_id
 from core.runtime import resolve_device, seed_everything
-from core.serve.artifacts import (
-    DATA_LICENCE,
-    Card,
-    atomic_torch_save,
-    save_card,
-    save_trained_model,
-)
 from core.serve.facts import card_metrics, training_data
 from core.store.results import Predictions, ResultsStore, RunRecord
 from core.train.config import TrainConfig

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from PIL import Image
 
+from core.artifacts.card import Card
 from core.classes import CLASSES, clinical_name
-from core.serve.artifacts import Card
 from core.serve.ood import GATE_FILE, OodGate
 from core.serve.predict import Prediction, Predictor, load_predictor, predict_image
 from core.serve.quality import PhotoQuality, photo_quality

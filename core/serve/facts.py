@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from core.artifacts.card import Card
 from core.metrics import Evaluation
-from core.serve.artifacts import Card
 
 NOT_RECORDED = "not recorded in the model card"
 

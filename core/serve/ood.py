@@ -31,7 +31,8 @@ import torch
 from PIL import Image, ImageFilter, ImageStat
 from sklearn.covariance import LedoitWolf
 
-from core.compress.export import export_onnx, ort_logits, ort_session
+from core.artifacts.onnx_runtime import ort_logits, ort_session
+from core.compress.export import export_onnx
 from core.data.transforms import Preprocessing, image_array, preprocessing_for
 from core.errors import ModelError
 from core.models import create_model

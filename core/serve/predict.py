@@ -20,12 +20,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from core.calibration import calibrated_softmax
-from core.classes import CLASSES, clinical_name
-from core.compress.export import ort_logits, ort_session
-from core.data.transforms import Preprocessing, image_array
-from core.errors import ModelError
-from core.serve.artifacts import (
+from core.artifacts.card import (
     DEFAULT_MODELS_DIR,
     Card,
     is_variant_folder,
@@ -33,6 +28,11 @@ from core.serve.artifacts import (
     read_variant_card,
     resolve_model_dir,
 )
+from core.artifacts.onnx_runtime import ort_logits, ort_session
+from core.calibration import calibrated_softmax
+from core.classes import CLASSES, clinical_name
+from core.data.transforms import Preprocessing, image_array
+from core.errors import ModelError
 
 DISCLAIMER = ("Research tool, not a diagnosis. The output of this model must not be used to make medical "
               "decisions; see a clinician about any skin lesion that worries you.")

@@ -5,6 +5,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from core.artifacts.card import (
+    DEFAULT_MODELS_DIR,
+)
 from core.calibration import DEFAULT_TARGET_ACCURACY
 from core.config import option
 from core.data.cache import DEFAULT_CACHE_DIR
@@ -14,9 +17,6 @@ from core.models import (
     ARCHITECTURES,
 )
 from core.runtime import DEVICES
-from core.serve.artifacts import (
-    DEFAULT_MODELS_DIR,
-)
 from core.store.results import DEFAULT_DB
 
 log = logging.getLogger(__name__)

@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.config import build_config
-from core.data.prepare import PreparedSplit, prepare_data
-from core.data.split import apply_split, load_split
-from core.serve.artifacts import (
+from core.artifacts.card import (
     load_trained_model,
     read_trained_card,
 )
+from core.config import build_config
+from core.data.prepare import PreparedSplit, prepare_data
+from core.data.split import apply_split, load_split
 from core.train.config import TrainConfig
 from core.train.evaluation import model_logits
 

@@ -8,10 +8,10 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
+from core.artifacts.card import read_variant_card
 from core.classes import CLASSES, clinical_name
 from core.data.synthetic import synthetic_example
 from core.errors import ModelError
-from core.serve.artifacts import read_variant_card
 from core.serve.facts import model_facts
 from core.serve.gradcam import grad_cam_view
 from core.serve.imaging import ImageRejected, check_image, reencode_jpeg

@@ -210,8 +210,8 @@ def test_uncertain_threshold_is_the_deployed_cards_unless_configured(tmp_path: P
     import json
     import shutil
 
+    from core.artifacts.card import read_variant_card
     from core.errors import ConfigError
-    from core.serve.artifacts import read_variant_card
     from tests.webapp.conftest import RELAXED_LIMITS
     from webapp import create_app
 
@@ -322,7 +322,7 @@ def test_the_operating_point_frames_the_result_page_and_the_api(tmp_path: Path, 
     the advice it was given when the card changes later."""
     import shutil
 
-    from core.serve.artifacts import read_variant_card, write_variant
+    from core.artifacts.card import read_variant_card, write_variant
     from core.triage import MALIGNANT_GROUP, MELANOMA_GROUP, OperatingPoint, Triage
     from tests.webapp.conftest import RELAXED_LIMITS
     from webapp import create_app
