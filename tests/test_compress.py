@@ -203,3 +203,29 @@ def test_pruning_to_a_mac_budget_keeps_the_residual_stream() -> None:
     assert any(m.out_channels != stream[name] for name, m in whole.named_modules() if name in stream)
     with pytest.raises(ConfigError, match="fraction of the dense MACs"):
         prune_to_macs(whole, keep=1.5, example_input=example)
+
+
+def test_batchnorm_statistics_are_re_estimated_after_pruning_a_pretrained_network() -> None:
+    """A network pruned before training (prune-then-train) keeps ImageNet statistics that no longer fit its
+    channels; frozen stages never update them. Re-estimated, each batch norm's running mean is the mean of what
+    it now receives, and the weights are untouched."""
+    from core.compress.prune import prune_to_macs, recalibrate_batchnorm
+
+    torch.manual_seed(0)
+    model = create_model("test_efficientnet", pretrained=False).eval()
+    for m in model.modules():  # stale statistics, as a pruned pretrained network has
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.fill_(3.0)
+            m.running_var.fill_(9.0)
+    prune_to_macs(model, keep=0.5, example_input=torch.randn(1, 3, 64, 64), max_layer_ratio=0.85)
+    weights = {k: v.clone() for k, v in model.state_dict().items() if "running" not in k and "num_batches" not in k}
+    images = torch.randn(96, 3, 64, 64)
+    assert recalibrate_batchnorm(model, (images[i:i + 32] for i in range(0, 96, 32))) == 96
+    assert not any(m.training for m in model.modules())  # modes restored
+    norm = model.bn1  # the stem's norm: its input is the stem conv's output
+    with torch.no_grad():
+        stem = model.conv_stem(images)
+    assert torch.allclose(norm.running_mean, stem.mean((0, 2, 3)), atol=1e-4)
+    assert torch.allclose(norm.running_var, stem.var((0, 2, 3)), rtol=1e-3, atol=1e-4)
+    assert norm.momentum == 0.1  # the moving average is back for training
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in weights.items())

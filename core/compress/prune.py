@@ -9,7 +9,7 @@ kernels run no faster. Both are measured the same way so the tables show the dif
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
@@ -214,6 +214,31 @@ def group_sparsity_regularizer(model: nn.Module, *, example_input: torch.Tensor,
                                            reg=reg, global_pruning=True, ignored_layers=ignored)
     model.train(was_training)
     return lambda: pruner.regularize(model)
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor]) -> int:
+    """Re-estimate every batch norm's running mean and variance from ``batches`` (images only; the weights do not
+    change). Pruning a block's expanded channels changes what its projection conv feeds the next batch norm, so
+    the ImageNet statistics no longer fit: layers kept frozen (eval mode) never update them, and an EMA of the
+    weights averages them in for hundreds of steps. Returns the number of images seen."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.training, m.momentum) for m in norms]
+    was_training = model.training
+    model.eval()
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over every batch, not a moving one
+        m.train()
+    seen = 0
+    for images in batches:
+        model(images)
+        seen += len(images)
+    for m, (training, momentum) in zip(norms, saved, strict=True):
+        m.train(training)
+        m.momentum = momentum
+    model.train(was_training)
+    return seen
 
 
 def _prunable_weights(model: nn.Module) -> list[tuple[nn.Module, str]]:

@@ -50,6 +50,7 @@ from core.compress.prune import (
     count_macs_params,
     group_sparsity_regularizer,
     prune_to_macs,
+    recalibrate_batchnorm,
     structured_prune,
     unstructured_prune,
     weight_sparsity,
@@ -433,6 +434,9 @@ def _train_from_pretrained(parent: Parent, group: Group, cfg: SweepConfig
                                    grad_batches=(lambda: _grad_batches(split, recipe.seed))
                                    if cfg.importance == "taylor" else None)
             info.update(params_before=report.params_before, params_after=report.params_after)
+            x, _ = split.arrays("train", 512, seed=recipe.seed)  # eval preprocessing: statistics of clean images
+            info["batchnorm_recalibrated_on"] = recalibrate_batchnorm(
+                model, (torch.from_numpy(x[i:i + 64]) for i in range(0, len(x), 64)))
         info.update(macs_budget=group.amount, max_layer_ratio=cfg.max_layer_ratio,
                     residual_stream_kept=not cfg.prune_residual_stream)
     train_cfg = dataclasses.replace(recipe, model=group.architecture, img_size=size, pretrained=False)
