@@ -22,18 +22,21 @@ CORE_LAYERS = [
 ]
 
 
-def imported_packages(path: Path) -> set[str]:
-    """Dotted names this file imports at run time (imports under ``if TYPE_CHECKING:`` excluded)."""
+def runtime_imports(path: Path) -> list[ast.Import | ast.ImportFrom]:
+    """The import statements of a file that run (inside functions too; not those under ``if TYPE_CHECKING:``)."""
     tree = ast.parse(path.read_text())
     skipped = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
                and getattr(node.test, "id", None) == "TYPE_CHECKING" for n in ast.walk(node)}
+    return [n for n in ast.walk(tree) if isinstance(n, ast.Import | ast.ImportFrom) and id(n) not in skipped]
+
+
+def imported_packages(path: Path) -> set[str]:
+    """Dotted names this file imports at run time."""
     names = set()
-    for node in ast.walk(tree):
-        if id(node) in skipped:
-            continue
+    for node in runtime_imports(path):
         if isinstance(node, ast.Import):
             names |= {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+        elif node.module and node.level == 0:
             names.add(node.module)
     return names
 
@@ -62,11 +65,6 @@ def test_core_layers_only_import_downward() -> None:
                 assert layer_of(name) <= own, f"{rel} (layer {own}) imports {name} (layer {layer_of(name)})"
 
 
-def core_module_names() -> set[str]:
-    return {".".join(p.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__")
-            for p in (REPO / "core").rglob("*.py")}
-
-
 def import_graph(root: Path = REPO, package: str = "core") -> dict[str, set[str]]:
     """Module -> the modules of ``package`` it imports at run time, imports inside functions included (``from a
     import b`` counts as importing ``a.b`` where that is a module)."""
@@ -74,13 +72,8 @@ def import_graph(root: Path = REPO, package: str = "core") -> dict[str, set[str]
                for p in (root / package).rglob("*.py")}
     graph: dict[str, set[str]] = {}
     for name, path in modules.items():
-        tree = ast.parse(path.read_text())
-        skipped = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
-                   and getattr(node.test, "id", None) == "TYPE_CHECKING" for n in ast.walk(node)}
         edges = set()
-        for node in ast.walk(tree):
-            if id(node) in skipped:
-                continue
+        for node in runtime_imports(path):
             if isinstance(node, ast.Import):
                 edges |= {a.name for a in node.names if a.name in modules}
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0 and node.module in modules:

@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
-from core.artifacts.card import (
-    DEFAULT_MODELS_DIR,
-)
+from core.artifacts.card import DEFAULT_MODELS_DIR
 from core.calibration import DEFAULT_TARGET_ACCURACY
 from core.config import option
 from core.data.cache import DEFAULT_CACHE_DIR
 from core.data.dataset import IMBALANCE_MODES
 from core.errors import ConfigError
-from core.models import (
-    ARCHITECTURES,
-)
+from core.models import ARCHITECTURES
 from core.runtime import DEVICES
 from core.store.results import DEFAULT_DB
-
-log = logging.getLogger(__name__)
 
 
 @dataclass

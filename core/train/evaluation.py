@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 import torch
 from torch import nn
@@ -12,8 +10,6 @@ from torch.utils.data import DataLoader
 from core.data.prepare import PreparedSplit
 from core.serve.predict import TTA_FLIPS
 from core.world import World, gather_arrays
-
-log = logging.getLogger(__name__)
 
 
 # Test-time augmentation: dermatoscopic images have no preferred orientation, so flips are label-preserving.

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 import torch
 from torch.utils.data import DataLoader, RandomSampler, Sampler
 
@@ -15,8 +13,6 @@ from core.data.transforms import train_transform
 from core.errors import ConfigError
 from core.train.config import TrainConfig
 from core.world import World
-
-log = logging.getLogger(__name__)
 
 
 def check_global_batch(cfg: TrainConfig, world: World) -> None:
