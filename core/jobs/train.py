@@ -30,7 +30,7 @@ from core.config import build_config, save_config
 from core.data.prepare import PreparedSplit, prepare_data
 from core.data.split import apply_split, load_split, make_split, save_split
 from core.data.synthetic import ensure_synthetic_dataset, is_synthetic_dataset
-from core.data.transforms import preprocessing_for
+from core.data.transforms import Preprocessing, preprocessing_for
 from core.errors import ConfigError
 from core.metrics import Evaluation, evaluate_logits
 from core.models import (
@@ -46,7 +46,7 @@ from core.train.config import TrainConfig
 from core.train.evaluation import model_logits
 from core.train.loaders import check_global_batch
 from core.train.loop import fit
-from core.world import barrier, broadcast, finish, init_world
+from core.world import World, barrier, broadcast, finish, init_world
 
 log = logging.getLogger(__name__)
 
@@ -78,60 +78,19 @@ def _resume_state(cfg: TrainConfig) -> tuple[TrainConfig, Path, dict[str, Any]]:
 
 def run_training(cfg: TrainConfig) -> TrainResult:
     """Data -> split -> train -> evaluate (val, test) -> store. Returns the run's figures."""
-    checkpoint: dict[str, Any] | None = None
-    if cfg.resume:
-        cfg, run_dir, checkpoint = _resume_state(cfg)
-        run_id = run_dir.name
-    else:
-        run_id = new_run_id(cfg.model)  # rank 0's, on every rank (below)
-        run_dir = Path(cfg.output_dir) / run_id
-    seed_everything(cfg.seed)
-    if cfg.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device)
-    world = init_world(device.type)
-    check_global_batch(cfg, world)  # before anything is written
-    if world.distributed:
-        if device.type == "cuda":
-            device = torch.device("cuda", world.local_rank)
-        if checkpoint is None:
-            run_id = broadcast(world, run_id)
-            run_dir = Path(cfg.output_dir) / run_id
-
+    cfg, run_dir, checkpoint, device, world = _start(cfg)
+    run_id = run_dir.name
     model = create_model(cfg.model, pretrained=cfg.pretrained and checkpoint is None, drop_rate=cfg.drop_rate)
     check_freeze_stages(model, cfg.freeze_stages)
     prep = preprocessing_for(model, cfg.img_size)
-    for turn in ("main", "others"):  # rank 0 generates and caches first; the others then read what it wrote
-        if (turn == "main") == world.is_main:
-            if cfg.synthetic:
-                ensure_synthetic_dataset(cfg.data_dir, num_images=cfg.synthetic_images, seed=cfg.seed)
-            data = prepare_data(cfg.data_dir, prep=prep, cache_dir=cfg.cache_dir, skip_bad=cfg.skip_bad,
-                                workers=cfg.workers)
-        barrier(world)
-    if checkpoint is not None:
-        table = apply_split(data.table, load_split(run_dir / "split.csv"))
-    elif cfg.split_file:
-        table = apply_split(data.table, load_split(cfg.split_file))
-    else:
-        table = make_split(data.table, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction, seed=cfg.seed)
-    split = PreparedSplit(data, table, prep)
+    split = _prepare_split(cfg, prep=prep, world=world, split_csv=run_dir / "split.csv" if checkpoint else None)
     if checkpoint is None and world.is_main:
         run_dir.mkdir(parents=True, exist_ok=False)
         save_config(cfg, run_dir / "config.yaml")
-        save_split(table, run_dir / "split.csv")
+        save_split(split.table, run_dir / "split.csv")
     log.info("run %s: %s on %s (%d train / %d val / %d test images), split %s, device %s", run_id, cfg.model,
              cfg.data_dir, *(len(split.rows(s)) for s in ("train", "val", "test")), split.hash, device)
-
-    card = Card(run_id=run_id, architecture=cfg.model, preprocessing=prep, classes=CLASSES,
-                extra={"drop_rate": cfg.drop_rate, "pretrained": cfg.pretrained,
-                       "pretrained_weights": pretrained_provenance(cfg.model) if cfg.pretrained else None,
-                       "split_hash": split.hash, "dataset_fingerprint": data.fingerprint, "git_sha": git_sha(),
-                       "seed": cfg.seed, "data_licence": DATA_LICENCE,
-                       "training_data": training_data(data_dir=cfg.data_dir,
-                                                      synthetic=is_synthetic_dataset(cfg.data_dir),
-                                                      images=len(split.rows("train")))})
+    card = _new_card(cfg, run_id=run_id, split=split)
 
     def on_epoch(epoch: int, improved: bool, state: dict[str, Any]) -> None:
         if not world.is_main:  # one writer of the run folder
@@ -155,18 +114,78 @@ def run_training(cfg: TrainConfig) -> TrainResult:
         finish(world)
         return TrainResult(run_id, run_dir, {}, history, cfg)
     pd.DataFrame(history).to_csv(run_dir / "history.csv", index=False)
-
     evaluations, predictions = _evaluate_best(run_dir, model=model, split=split, cfg=cfg, device=device, card=card)
-    provenance = Provenance.here(dataset=cfg.data_dir, dataset_fingerprint=data.fingerprint, split_hash=split.hash,
-                                 seed=cfg.seed, device=device)
-    record = RunRecord(run_id=run_id, kind="train", model=cfg.model, variant=cfg.variant, config=asdict(cfg),
+    _store(cfg, run_dir=run_dir, split=split, device=device, evaluations=evaluations, history=history,
+           predictions=predictions)
+    finish(world)
+    return TrainResult(run_id, run_dir, evaluations, history, cfg)
+
+
+def _start(cfg: TrainConfig) -> tuple[TrainConfig, Path, dict[str, Any] | None, torch.device, World]:
+    """The run's folder (new, or the one resumed with its checkpoint), seeds, threads, device and process world."""
+    checkpoint: dict[str, Any] | None = None
+    if cfg.resume:
+        cfg, run_dir, checkpoint = _resume_state(cfg)
+    else:
+        run_dir = Path(cfg.output_dir) / new_run_id(cfg.model)  # rank 0's, on every rank (below)
+    seed_everything(cfg.seed)
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    world = init_world(device.type)
+    check_global_batch(cfg, world)  # before anything is written
+    if world.distributed:
+        if device.type == "cuda":
+            device = torch.device("cuda", world.local_rank)
+        if checkpoint is None:
+            run_dir = Path(cfg.output_dir) / broadcast(world, run_dir.name)
+    return cfg, run_dir, checkpoint, device, world
+
+
+def _prepare_split(cfg: TrainConfig, *, prep: Preprocessing, world: World, split_csv: Path | None) -> PreparedSplit:
+    """The dataset decoded for ``prep`` and split: a resumed run's stored split, a given split file, or a new
+    lesion-grouped one. Rank 0 generates and caches first; the other ranks then read what it wrote."""
+    for turn in ("main", "others"):
+        if (turn == "main") == world.is_main:
+            if cfg.synthetic:
+                ensure_synthetic_dataset(cfg.data_dir, num_images=cfg.synthetic_images, seed=cfg.seed)
+            data = prepare_data(cfg.data_dir, prep=prep, cache_dir=cfg.cache_dir, skip_bad=cfg.skip_bad,
+                                workers=cfg.workers)
+        barrier(world)
+    if split_csv is not None:
+        table = apply_split(data.table, load_split(split_csv))
+    elif cfg.split_file:
+        table = apply_split(data.table, load_split(cfg.split_file))
+    else:
+        table = make_split(data.table, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction, seed=cfg.seed)
+    return PreparedSplit(data, table, prep)
+
+
+def _new_card(cfg: TrainConfig, *, run_id: str, split: PreparedSplit) -> Card:
+    return Card(run_id=run_id, architecture=cfg.model, preprocessing=split.prep, classes=CLASSES,
+                extra={"drop_rate": cfg.drop_rate, "pretrained": cfg.pretrained,
+                       "pretrained_weights": pretrained_provenance(cfg.model) if cfg.pretrained else None,
+                       "split_hash": split.hash, "dataset_fingerprint": split.data.fingerprint, "git_sha": git_sha(),
+                       "seed": cfg.seed, "data_licence": DATA_LICENCE,
+                       "training_data": training_data(data_dir=cfg.data_dir,
+                                                      synthetic=is_synthetic_dataset(cfg.data_dir),
+                                                      images=len(split.rows("train")))})
+
+
+def _store(cfg: TrainConfig, *, run_dir: Path, split: PreparedSplit, device: torch.device,
+           evaluations: dict[str, Evaluation], history: list[dict[str, float]],
+           predictions: dict[str, Predictions]) -> None:
+    """One atomic results-store write for the finished run."""
+    provenance = Provenance.here(dataset=cfg.data_dir, dataset_fingerprint=split.data.fingerprint,
+                                 split_hash=split.hash, seed=cfg.seed, device=device)
+    record = RunRecord(run_id=run_dir.name, kind="train", model=cfg.model, variant=cfg.variant, config=asdict(cfg),
                        provenance=provenance, evaluations=evaluations, history=history, predictions=predictions,
                        artifacts={"weights": run_dir / "model.pt", "config": run_dir / "config.yaml",
                                   "split": run_dir / "split.csv"})
     with ResultsStore(cfg.db) as store:
         store.record_run(record)
-    finish(world)
-    return TrainResult(run_id, run_dir, evaluations, history, cfg)
 
 
 def _evaluate_best(run_dir: Path, *, model: nn.Module, split: PreparedSplit, cfg: TrainConfig, device: torch.device,

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
@@ -125,6 +126,76 @@ def fit(model: nn.Module, *, split: PreparedSplit, cfg: TrainConfig, device: tor
     ``world`` of several ranks (torchrun), the model trains under DistributedDataParallel on each rank's share of
     every global batch (``batch_size`` stays the global batch), and validation metrics are over all ranks.
     """
+    t = _setup(model, split=split, cfg=cfg, device=device, world=world, distillation=distillation)
+    history: list[dict[str, float]] = []
+    best, best_epoch, start_epoch = -1.0, -1, 0
+    best_state: dict[str, torch.Tensor] | None = None
+    if checkpoint is not None:
+        history, best, best_epoch, start_epoch = t.resume(model, checkpoint)
+    has_val = len(split.rows("val")) > 0
+    for epoch in range(start_epoch, cfg.epochs):
+        if cfg.patience and best_epoch >= 0 and epoch - best_epoch > cfg.patience:
+            log.info("early stopping: no val balanced-accuracy gain for %d epochs", cfg.patience)
+            break
+        loader = train_loader(split, cfg, cfg.seed + epoch, world, t.on_device)
+        row = {"epoch": epoch, **train_one_epoch(t.trained, loader, criterion=t.criterion, optimizer=t.optimizer,
+                                                 scheduler=t.scheduler, device=device, epoch=epoch, cfg=cfg,
+                                                 frozen_norms=t.frozen_norms, ema=t.ema, distillation=distillation,
+                                                 world=world, after_backward=after_backward)}
+        val_logits = _validate(t.evaluated, split, row, cfg=cfg, device=device, world=world) if has_val else None
+        history.append(row)
+        score = row.get("val_balanced_accuracy", float(epoch))
+        improved = score > best if select_best else True
+        if improved:
+            best, best_epoch = score, epoch
+            if select_best:
+                best_state = _cpu_copy(t.evaluated)
+        if on_epoch is not None:
+            on_epoch(epoch, improved, {**t.state(model), "epoch": epoch, "history": history, "best": best,
+                                       "best_epoch": best_epoch, "val_logits": val_logits})
+        _log_epoch(row, epoch=epoch, cfg=cfg, has_val=has_val, best=improved and select_best)
+    if not select_best:  # the last epoch's (EMA) weights: a fixed epoch count, nothing chosen on validation
+        best_state = _cpu_copy(t.evaluated)
+    if t.ema is not None and best_state is not None:
+        model.load_state_dict(best_state)  # the caller gets the selected weights, as without EMA via best_state
+    if cfg.channels_last:  # hand back an ordinary model: exporters and pruners expect contiguous weights
+        model.to(memory_format=torch.contiguous_format)
+    return FitResult(history, best, best_epoch, best_state)
+
+
+@dataclass
+class _Training:
+    """What one fit trains with: the (DDP-wrapped) model, loss, optimiser, schedule, EMA and data on device."""
+
+    trained: nn.Module
+    evaluated: nn.Module  # the EMA weights when ema_decay is set, else the model
+    criterion: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    frozen_norms: list[nn.Module]
+    ema: nn.Module | None
+    on_device: DeviceImages | None
+
+    def resume(self, model: nn.Module, checkpoint: dict[str, Any]) -> tuple[list[dict[str, float]], float, int, int]:
+        """Load a checkpoint's weights and optimiser state; returns its history, best score, best and next epoch."""
+        model.load_state_dict(checkpoint["model"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.scheduler.load_state_dict(checkpoint["lr_scheduler"])
+        if self.ema is not None:
+            self.ema.load_state_dict(checkpoint["ema"])
+        return checkpoint["history"], checkpoint["best"], checkpoint["best_epoch"], checkpoint["epoch"] + 1
+
+    def state(self, model: nn.Module) -> dict[str, Any]:
+        """The resumable part of a checkpoint, and the weights that were validated (``"evaluated"``)."""
+        return {"model": model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "lr_scheduler": self.scheduler.state_dict(),
+                **({"ema": self.ema.state_dict()} if self.ema is not None else {}),
+                "evaluated": self.evaluated.state_dict()}
+
+
+def _setup(model: nn.Module, *, split: PreparedSplit, cfg: TrainConfig, device: torch.device, world: World,
+           distillation: Distillation | None) -> _Training:
+    """Place the model, freeze its first stages, and build the loss, optimiser, schedule, EMA and DDP wrapper."""
     check_global_batch(cfg, world)
     model.to(device)
     if cfg.channels_last:
@@ -157,56 +228,25 @@ def fit(model: nn.Module, *, split: PreparedSplit, cfg: TrainConfig, device: tor
 
         ema = ModelEmaV3(model, decay=cfg.ema_decay)
     evaluated = ema.module if ema is not None else model
+    return _Training(trained, evaluated, criterion, optimizer, scheduler, frozen_norms, ema, on_device)
 
-    has_val = len(split.rows("val")) > 0
-    history: list[dict[str, float]] = []
-    best, best_epoch, start_epoch = -1.0, -1, 0
-    best_state: dict[str, torch.Tensor] | None = None
-    if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["lr_scheduler"])
-        if ema is not None:
-            ema.load_state_dict(checkpoint["ema"])
-        history, best, best_epoch = checkpoint["history"], checkpoint["best"], checkpoint["best_epoch"]
-        start_epoch = checkpoint["epoch"] + 1
-    for epoch in range(start_epoch, cfg.epochs):
-        if cfg.patience and best_epoch >= 0 and epoch - best_epoch > cfg.patience:
-            log.info("early stopping: no val balanced-accuracy gain for %d epochs", cfg.patience)
-            break
-        loader = train_loader(split, cfg, cfg.seed + epoch, world, on_device)
-        row = {"epoch": epoch, **train_one_epoch(trained, loader, criterion=criterion, optimizer=optimizer,
-                                                 scheduler=scheduler, device=device, epoch=epoch, cfg=cfg,
-                                                 frozen_norms=frozen_norms, ema=ema, distillation=distillation,
-                                                 world=world, after_backward=after_backward)}
-        val_logits = None
-        if has_val:
-            val_logits, val_labels = split_logits(evaluated, split, "val", batch_size=cfg.batch_size * 2,
-                                                  device=device, channels_last=cfg.channels_last, world=world)
-            val = evaluate_predictions(val_labels, calibrated_softmax(val_logits))
-            row.update({f"val_{k}": v for k, v in val.metrics.items()})
-        history.append(row)
-        score = row.get("val_balanced_accuracy", float(epoch))
-        improved = score > best if select_best else True
-        if improved:
-            best, best_epoch = score, epoch
-            if select_best:
-                best_state = {k: v.detach().to("cpu", copy=True) for k, v in evaluated.state_dict().items()}
-        if on_epoch is not None:
-            on_epoch(epoch, improved, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                       "lr_scheduler": scheduler.state_dict(), "epoch": epoch, "history": history,
-                                       "best": best, "best_epoch": best_epoch,
-                                       **({"ema": ema.state_dict()} if ema is not None else {}),
-                                       "evaluated": evaluated.state_dict(), "val_logits": val_logits})
-        log.info("epoch %d/%d  loss %.4f  train acc %.3f%s%s  (%.0f img/s, %.0fs)", epoch + 1, cfg.epochs,
-                 row["train_loss"], row["train_accuracy"],
-                 f"  val acc {row['val_accuracy']:.3f}  val bal-acc {row['val_balanced_accuracy']:.3f}"
-                 if has_val else "", "  *best*" if improved and select_best else "", row["train_images_per_s"],
-                 row["epoch_seconds"])
-    if not select_best:  # the last epoch's (EMA) weights: a fixed epoch count, nothing chosen on validation
-        best_state = {k: v.detach().to("cpu", copy=True) for k, v in evaluated.state_dict().items()}
-    if ema is not None and best_state is not None:
-        model.load_state_dict(best_state)  # the caller gets the selected weights, as without EMA via best_state
-    if cfg.channels_last:  # hand back an ordinary model: exporters and pruners expect contiguous weights
-        model.to(memory_format=torch.contiguous_format)
-    return FitResult(history, best, best_epoch, best_state)
+
+def _validate(evaluated: nn.Module, split: PreparedSplit, row: dict[str, float], *, cfg: TrainConfig,
+              device: torch.device, world: World) -> np.ndarray:
+    """Score ``evaluated`` on the validation rows (all ranks together) into ``row``; returns the logits."""
+    val_logits, val_labels = split_logits(evaluated, split, "val", batch_size=cfg.batch_size * 2, device=device,
+                                          channels_last=cfg.channels_last, world=world)
+    val = evaluate_predictions(val_labels, calibrated_softmax(val_logits))
+    row.update({f"val_{k}": v for k, v in val.metrics.items()})
+    return val_logits
+
+
+def _cpu_copy(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+
+
+def _log_epoch(row: dict[str, float], *, epoch: int, cfg: TrainConfig, has_val: bool, best: bool) -> None:
+    log.info("epoch %d/%d  loss %.4f  train acc %.3f%s%s  (%.0f img/s, %.0fs)", epoch + 1, cfg.epochs,
+             row["train_loss"], row["train_accuracy"],
+             f"  val acc {row['val_accuracy']:.3f}  val bal-acc {row['val_balanced_accuracy']:.3f}"
+             if has_val else "", "  *best*" if best else "", row["train_images_per_s"], row["epoch_seconds"])
