@@ -125,15 +125,26 @@ summary = pd.DataFrame([{"variant": r.model, "prediction": r.top_name,
                          "sweep median ms": _stored_latency(r.model)} for r in results])
 probs = pd.DataFrame([{"variant": r.model, "class": clinical_name(c), "probability": float(r.probs[i])}
                       for r in results for i, c in enumerate(CLASSES)])
-right.plotly_chart(px.bar(probs, x="probability", y="class", color="variant", barmode="group", orientation="h",
-                          range_x=[0, 1], title="Per-class probabilities"), width="stretch", key="live_probs")
+probs_chart = px.bar(probs, x="probability", y="class", color="variant", barmode="group", orientation="h",
+                     range_x=[0, 1], title="Per-class probabilities")
+probs_chart.update_layout(yaxis_title=None, legend={"orientation": "h", "y": -0.25})  # long class names need the room
+right.plotly_chart(probs_chart, width="stretch", key="live_probs")
 right.write(f"Agreement between variants: **{agreement(results):.0%}** on the top class.")
-# Full width: at 1440 px the latency columns were cut off beside the image.
+# Full width, and narrow columns for the figures: at 1440 px the latency columns were cut off beside the image.
 st.dataframe(summary, hide_index=True, width="stretch", key="live_summary",
-             column_config={"confidence": st.column_config.ProgressColumn(min_value=0, max_value=1, format="%.2f"),
+             column_config={"variant": st.column_config.TextColumn(width="small"),
+                            "prediction": st.column_config.TextColumn(width="medium"),
+                            "correct": st.column_config.CheckboxColumn(width="small"),
+                            "confidence": st.column_config.ProgressColumn(min_value=0, max_value=1, format="%.2f",
+                                                                          width="small"),
                             "possibly malignant": st.column_config.ProgressColumn(min_value=0, max_value=1,
-                                                                                  format="%.2f"),
-                            "this image, ms (one run)": st.column_config.NumberColumn(format="%.1f")})
+                                                                                  format="%.2f", width="small"),
+                            "refer (operating point)": st.column_config.TextColumn("refer", width="small"),
+                            "advice": st.column_config.TextColumn(width="small"),
+                            "this image, ms (one run)": st.column_config.NumberColumn("ms, this run", format="%.1f",
+                                                                                      width="small"),
+                            "sweep median ms": st.column_config.TextColumn("ms, sweep median (IQR)",
+                                                                           width="small")})
 st.caption("'One run' is a single timing on this page (first calls include warm-up); the sweep's figure is "
            "the median of many runs at batch 1 with fixed threads.")
 st.header("Grad-CAM: where the model looked")
