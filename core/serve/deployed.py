@@ -108,6 +108,7 @@ def resolve_uncertain_threshold(card: Card, configured: float | None, *, folder:
         return float(configured)
     if card.uncertain_threshold is None:
         log.warning("%s: the card has no calibrated 'uncertain' threshold (written before calibration); using %.2f "
-                    "on uncalibrated probabilities", folder, UNCALIBRATED_THRESHOLD)
+                    "on uncalibrated probabilities. Re-run the sweep or set LESIONLITE_UNCERTAIN_THRESHOLD", folder,
+                    UNCALIBRATED_THRESHOLD)
         return UNCALIBRATED_THRESHOLD
     return float(card.uncertain_threshold)
