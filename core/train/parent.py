@@ -12,11 +12,16 @@ import torch
 
 from core.artifacts.card import (
     load_trained_model,
+    parent_model_dir,
     read_trained_card,
+    read_variant_card,
+    save_trained_model,
 )
-from core.config import build_config
+from core.config import build_config, save_config
 from core.data.prepare import PreparedSplit, prepare_data
 from core.data.split import apply_split, load_split
+from core.errors import ModelError
+from core.models import create_model
 from core.train.config import TrainConfig
 from core.train.evaluation import model_logits
 
@@ -51,3 +56,39 @@ def load_parent(model_dir: str) -> Parent:
                         skip_bad=train_cfg.skip_bad, workers=train_cfg.workers)
     table = apply_split(data.table, load_split(model_dir_p / "split.csv"))
     return Parent(card.run_id, model_dir_p, train_cfg, PreparedSplit(data, table, card.preprocessing))
+
+
+
+def promote_variant(variant_dir: str | Path, out_dir: str | Path) -> Path:
+    """Turn a dense PyTorch variant (e.g. a lower-resolution cell, ``res-128-torch_fp32``) into a trained-model folder
+    that a sweep can take as its parent: its weights as a state dict, its card as a trained model's card (lineage
+    kept in ``promoted_from``), its source parent's config at the variant's input size, and the same split.
+
+    Chained compression (lower resolution, then pruning) builds on this; paired differences against the original
+    dense parent come from the stored predictions (same split, same images)."""
+    variant_dir, out_dir = Path(variant_dir), Path(out_dir)
+    card = read_variant_card(variant_dir)
+    if card.file != "model.pt":
+        raise ModelError(f"{variant_dir}: only a PyTorch variant (model.pt) can become a parent; this one ships "
+                         f"{card.file}")
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise ModelError(f"{out_dir} exists and is not empty: choose a new folder")
+    module = torch.load(variant_dir / "model.pt", map_location="cpu", weights_only=False)  # our own sweep's module
+    dense = create_model(card.architecture, pretrained=False, num_classes=len(card.classes),
+                         drop_rate=float(card.extra.get("drop_rate", 0.0)))
+    try:
+        dense.load_state_dict(module.state_dict())
+    except RuntimeError:
+        raise ModelError(f"{variant_dir}: not a dense {card.architecture} (a pruned variant's shapes are not the "
+                         f"architecture's, so it cannot be a parent)") from None
+    source_dir = parent_model_dir(card)
+    train_cfg = build_config(TrainConfig, yaml_path=source_dir / "config.yaml")
+    train_cfg = dataclasses.replace(train_cfg, img_size=card.preprocessing.input_size)
+    lineage = {"variant_dir": str(variant_dir), "parent_run_id": card.parent_run_id, "variant": card.variant}
+    promoted = dataclasses.replace(card, variant="trained", parent_run_id=None, file=None,
+                                   extra={**card.extra, "promoted_from": lineage})
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_config(train_cfg, out_dir / "config.yaml")
+    (out_dir / "split.csv").write_bytes((source_dir / "split.csv").read_bytes())
+    save_trained_model(out_dir, dense, promoted)
+    return out_dir
