@@ -63,7 +63,8 @@ def test_sweep_cells_are_stored_as_children_and_resume(trained_tiny: TrainResult
     code = run_cli(evaluate_cli.main, evaluate_cli.get_args_parser(),
                    ["--model", str(variant), "--data", trained_tiny.config.data_dir, "--no-store",
                     "--cache-dir", str(tmp_path / "cache")])
-    assert code == 0 and "balanced_accuracy=" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert code == 0 and "balanced_accuracy=" in out and "uncertain_share=" in out  # scored as deployed
 
 
 def test_shards_partition_the_grid_and_ingest_once(trained_tiny: TrainResult, tmp_path: Path) -> None:

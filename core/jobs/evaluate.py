@@ -1,4 +1,5 @@
-"""Score a trained model or deployable variant (PyTorch or ONNX) on any dataset folder; every image is test.
+"""Score a trained model or deployable variant (PyTorch or ONNX) on any dataset folder, as it is deployed (its
+calibration and "uncertain" threshold, through :class:`~core.serve.deployed.DeployedModel`); every image is test.
 
 The result is stored as a run.
 
@@ -20,7 +21,7 @@ from core.data.cache import DEFAULT_CACHE_DIR
 from core.data.prepare import PreparedSplit, prepare_data
 from core.metrics import Evaluation, evaluate_predictions, write_isic_submission
 from core.provenance import Provenance, new_run_id
-from core.serve.predict import load_predictor, predict_batches
+from core.serve.deployed import DeployedModel
 from core.store.results import DEFAULT_DB, Predictions, ResultsStore, RunRecord
 
 log = logging.getLogger(__name__)
@@ -52,12 +53,14 @@ def evaluate_on_folder(
 
     The result is stored as an ``eval`` run whose parent is the model's training run, unless ``db`` is None.
     """
-    predictor = load_predictor(model_ref, models_dir=models_dir, tta=tta)
-    card = predictor.card
+    deployed = DeployedModel.load(model_ref, models_dir=models_dir, tta=tta, threads=0)
+    card = deployed.card
     data = prepare_data(data_dir, prep=card.preprocessing, cache_dir=cache_dir, skip_bad=skip_bad, workers=workers)
     split = PreparedSplit(data, data.table.assign(split="test"), card.preprocessing)
-    probs, labels = predict_batches(predictor, split.loader("test", batch_size=batch_size))
+    scores = deployed.score(split.loader("test", batch_size=batch_size))
+    probs, labels = scores.probs, scores.labels
     ev = evaluate_predictions(labels, probs, groups=split.table["lesion_id"].to_numpy(), triage=card.triage)
+    ev.metrics.update(scores.deployment_metrics())
     run_id = new_run_id(card.architecture, kind="eval")
     image_ids = split.table["image_id"].tolist()
     if submission:

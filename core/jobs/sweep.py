@@ -76,6 +76,7 @@ from core.models import ARCHITECTURES, create_model
 from core.provenance import Provenance, git_sha, machine_description
 from core.ray_pool import ray_map
 from core.runtime import resolve_device, seed_everything
+from core.serve.deployed import Scores
 from core.serve.facts import card_metrics, training_data
 from core.serve.predict import (
     OnnxPredictor,
@@ -581,7 +582,11 @@ def measure_cell(predictor: Predictor, *, parent: Parent, cfg: SweepConfig, spli
         groups = rows["lesion_id"].to_numpy()
         evaluations[name] = evaluate_logits(labels, logits, temperature=card.temperature, groups=groups,
                                             triage=card.triage)
-        predictions[name] = Predictions(rows["image_id"].tolist(), labels, probabilities(predictor, logits))
+        probs = probabilities(predictor, logits)
+        predictions[name] = Predictions(rows["image_id"].tolist(), labels, probs)
+        # what the deployed model shows (core.serve.deployed): the "uncertain" share at the card's threshold
+        evaluations[name].metrics.update(
+            Scores(probs, labels, probs.max(axis=1) < card.uncertain_threshold).deployment_metrics())
         reference = parent.predictions(name)
         evaluations[name].metrics.update(interval_metrics(
             paired_differences(labels, logits.argmax(1), reference, groups=groups), prefix="delta_"))

@@ -11,12 +11,14 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
+from torch.utils.data import DataLoader
 
-from core.artifacts.card import Card
+from core.artifacts.card import DEFAULT_MODELS_DIR, Card
 from core.classes import CLASSES, clinical_name
 from core.serve.ood import GATE_FILE, OodGate
-from core.serve.predict import Prediction, Predictor, load_predictor, predict_image
+from core.serve.predict import Prediction, Predictor, load_predictor, predict_batches, predict_image
 from core.serve.quality import PhotoQuality, photo_quality
 from core.triage import Decision, Triage, decide
 
@@ -57,6 +59,22 @@ class Classification:
         return self.prediction.confidence
 
 
+@dataclass(frozen=True)
+class Scores:
+    """A deployed model's answers on many images, in order."""
+
+    probs: np.ndarray  # calibrated, (n, classes)
+    labels: np.ndarray
+    uncertain: np.ndarray  # bool: shown as "uncertain" (confidence below the deployed threshold)
+
+    def deployment_metrics(self) -> dict[str, float]:
+        """The share shown as "uncertain" and the accuracy of the rest: what a user of the site meets."""
+        confident = ~self.uncertain
+        correct = self.probs.argmax(axis=1) == self.labels
+        return {"uncertain_share": float(self.uncertain.mean()),
+                "accuracy_confident": float(correct[confident].mean()) if confident.any() else float("nan")}
+
+
 @dataclass
 class DeployedModel:
     """A variant folder's predictor, its gate (None: the folder has none) and its "uncertain" threshold."""
@@ -75,18 +93,25 @@ class DeployedModel:
         return self.card.triage
 
     @classmethod
-    def load(cls, folder: str | Path, *, threads: int = 1, uncertain_threshold: float | None = None
-             ) -> DeployedModel:
-        """Load the variant in ``folder``; ``uncertain_threshold`` overrides the card's (an operator's setting).
+    def load(cls, folder: str | Path, *, threads: int = 1, uncertain_threshold: float | None = None,
+             models_dir: str | Path = DEFAULT_MODELS_DIR, tta: bool = False) -> DeployedModel:
+        """Load the variant in ``folder`` (or a trained model: folder or run id under ``models_dir``);
+        ``uncertain_threshold`` overrides the card's (an operator's setting).
 
         Raises:
             ModelError: the folder's card, model or gate is missing or damaged.
         """
+        predictor = load_predictor(str(folder), threads=threads, models_dir=models_dir, tta=tta)
         folder = Path(folder)
-        predictor = load_predictor(str(folder), threads=threads)
         gate = OodGate.load(folder) if (folder / GATE_FILE).is_file() else None
         return cls(folder, predictor, gate, resolve_uncertain_threshold(predictor.card, uncertain_threshold,
                                                                         folder=folder))
+
+    def score(self, loader: DataLoader) -> Scores:
+        """Many preprocessed lesion images (an evaluation; the gate judges photos, not tensors): calibrated
+        probabilities, labels, and which predictions the site would show as "uncertain"."""
+        probs, labels = predict_batches(self.predictor, loader)
+        return Scores(probs, labels, probs.max(axis=1) < self.uncertain_threshold)
 
     def classify(self, image: Image.Image, *, name: str = "deployed") -> Classification:
         """Gate, then predict; the decision and the advice come from the card's operating points."""

@@ -44,3 +44,14 @@ def test_the_site_answers_what_the_service_answers(variant_folder: Path, samples
     assert site.top_class == service.top and site.uncertain == service.uncertain
     assert np.allclose(list(site.probs.values()), list(service.probs.values()), atol=1e-6)
     assert site.decision == service.decision and site.quality == service.quality
+
+
+def test_scores_say_what_a_user_would_see_uncertain_and_the_accuracy_of_the_rest() -> None:
+    from core.serve.deployed import Scores
+
+    probs = np.array([[0.9, 0.1], [0.55, 0.45], [0.2, 0.8], [0.6, 0.4]])
+    labels = np.array([0, 1, 1, 1])
+    scores = Scores(probs, labels, probs.max(axis=1) < 0.7)
+    assert scores.deployment_metrics() == {"uncertain_share": 0.5, "accuracy_confident": 1.0}
+    everything_uncertain = Scores(probs, labels, np.ones(4, dtype=bool)).deployment_metrics()
+    assert everything_uncertain["uncertain_share"] == 1.0 and np.isnan(everything_uncertain["accuracy_confident"])
