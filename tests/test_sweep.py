@@ -526,3 +526,38 @@ def test_the_store_stays_readable_by_another_process_while_a_sweep_builds(traine
     monkeypatch.setattr(sweep_mod, "build_group", build_while_read)
     run_sweep(cfg)
     assert opened == [True]
+
+
+def test_phone_formats_are_sweep_cells_run_back_by_their_runtimes(trained_tiny: TrainResult, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from core.artifacts.card import read_variant_card
+    from core.compress.mobile import MOBILE_MODES
+    from core.serve.predict import MobilePredictor, load_predictor
+
+    modes = list(MOBILE_MODES)
+    cfg = _cfg(trained_tiny, tmp_path, ratios=[0.0], unstructured=[], modes=modes)
+    run_sweep(cfg)
+    folder = Path(cfg.variants_dir) / trained_tiny.run_id
+    with ResultsStore(cfg.db, read_only=True) as store:
+        runs = store.runs().set_index("variant")
+        deploy = store.query("SELECT run_id, name, value FROM metrics WHERE split='deploy' AND "
+                             "name='export_top1_agreement'").set_index("run_id")["value"]
+    assert sorted(runs.index) == sorted(f"dense-{m}" for m in modes)
+    for mode in modes:
+        card = read_variant_card(folder / f"dense-{mode}")
+        suffix = MOBILE_MODES[mode][0]
+        assert card.file == f"model{suffix}" and card.extra["runtime"]["version"]
+        assert card.extra["runtime"]["operators"] == ("required_operators.config" if suffix == ".ort" else None)
+        agreement = card.extra["export_check"]["top1_agreement"]
+        assert deploy[runs.loc[f"dense-{mode}", "run_id"]] == agreement
+        if not mode.endswith(("int8", "static")):
+            assert agreement >= 0.99
+        assert isinstance(load_predictor(folder / f"dense-{mode}"), MobilePredictor)
+
+    # A phone file that does not agree with its source is not kept (nor stored), and the sweep says why.
+    import core.jobs.sweep as sweep_module
+
+    monkeypatch.setattr(sweep_module, "MIN_FP32_AGREEMENT", 1.01)
+    again = _cfg(trained_tiny, tmp_path, ratios=[0.0], unstructured=[], modes=["pte_fp32"],
+                 db=str(tmp_path / "strict.duckdb"), variants_dir=str(tmp_path / "strict"))
+    assert run_sweep(again).empty

@@ -40,11 +40,13 @@ from core.artifacts.card import (
     resolve_model_dir,
     write_variant,
 )
+from core.artifacts.mobile_runtimes import runtime_of, runtime_version
 from core.calibration import DEFAULT_TARGET_ACCURACY
 from core.compress import QUANT_MODES
 from core.compress.distill import Distillation
 from core.compress.export import ExportCheck, check_export, export_onnx
 from core.compress.latency import Latency, predictor_latency
+from core.compress.mobile import MOBILE_MODES, OPERATORS_FILE, export_mobile, is_int8
 from core.compress.prune import (
     IMPORTANCES,
     count_macs_params,
@@ -67,7 +69,7 @@ from core.data.prepare import PreparedSplit, prepare_data
 from core.data.split import apply_split
 from core.data.synthetic import is_synthetic_dataset
 from core.data.transforms import preprocessing_for
-from core.errors import ConfigError
+from core.errors import ConfigError, ModelError
 from core.intervals import interval_metrics, paired_differences
 from core.jobs.train import run_training
 from core.losses import make_criterion
@@ -79,6 +81,7 @@ from core.runtime import resolve_device, seed_everything
 from core.serve.deployed import Scores
 from core.serve.facts import card_metrics, training_data
 from core.serve.predict import (
+    MobilePredictor,
     OnnxPredictor,
     Predictor,
     TorchPredictor,
@@ -495,7 +498,7 @@ def build_group(parent: Parent, *, group: Group, todo: list[str], cfg: SweepConf
         log.info("ONNX export (%s): max |logit diff| %.2e, top-1 agreement %.3f", exporter,
                  check.max_abs_logit_diff, check.top1_agreement)
     calibration = (split.arrays("train", cfg.calibration_images, seed=1)[0]
-                   if any(base_mode(m) == "static" for m in todo) else None)
+                   if any(base_mode(m) == "static" or is_int8(base_mode(m)) for m in todo) else None)
     return _Built(model, info, params, macs, weight_sparsity(model), work, check, calibration, split, build_seconds)
 
 
@@ -547,11 +550,64 @@ def make_cell(parent: Parent, *, group: Group, label: str, built: _Built, cfg: S
         torch.save(module, folder / "model.pt")
         card.file = "model.pt"
         return TorchPredictor(module, card), folder
-    quantize_onnx(built.work / "fp32.onnx", folder / "model.onnx", mode=mode, calibration=built.calibration,
-                  method=cfg.calibration_method, per_channel=cfg.per_channel, exclude=cfg.static_exclude,
-                  keep_fp32=cfg.static_keep_fp32)
+    if mode in MOBILE_MODES:
+        return _mobile_cell(card, folder=folder, mode=mode, built=built, cfg=cfg), folder
+    _quantized_onnx(built, mode=mode, out=folder / "model.onnx", cfg=cfg)
     card.file = "model.onnx"
     return OnnxPredictor(folder / "model.onnx", card, threads=cfg.threads), folder
+
+
+def _quantized_onnx(built: _Built, *, mode: str, out: Path, cfg: SweepConfig) -> Path:
+    """The group's fp32 ONNX export in ``mode`` (fp32, dynamic, static, fp16), written to ``out``."""
+    quantize_onnx(built.work / "fp32.onnx", out, mode=mode, calibration=built.calibration,
+                  method=cfg.calibration_method, per_channel=cfg.per_channel, exclude=cfg.static_exclude,
+                  keep_fp32=cfg.static_keep_fp32)
+    return out
+
+
+class ExportRejected(ModelError):
+    """A phone file that ran back but does not agree with its source: not kept, not reported."""
+
+
+MIN_FP32_AGREEMENT = 0.99  # an fp32 phone file must give its source's top-1 class on 99% of validation images
+
+
+def _mobile_cell(card: Card, *, folder: Path, mode: str, built: _Built, cfg: SweepConfig) -> MobilePredictor:
+    """Export ``mode``'s phone file, run it back in its runtime, and check it against its source on every validation
+    image (top-1 agreement, largest logit difference), recorded in the card; fp32 files below
+    :data:`MIN_FP32_AGREEMENT` raise :class:`ExportRejected`. int8 files are judged by their accuracy instead."""
+    suffix, source = MOBILE_MODES[mode]
+    source_onnx = {}
+
+    def onnx_file(onnx_mode: str) -> Path:
+        out = built.work / f"{onnx_mode}.onnx"
+        if not out.is_file():
+            _quantized_onnx(built, mode=onnx_mode, out=out, cfg=cfg)
+        source_onnx[onnx_mode] = out
+        return out
+
+    path = export_mobile(mode, folder / f"model{suffix}", model=built.model, onnx_file=onnx_file,
+                         input_size=built.split.prep.input_size, calibration=built.calibration)
+    card.file = path.name
+    operators = path.with_name(OPERATORS_FILE)
+    card.extra["runtime"] = {"name": runtime_of(path), "version": runtime_version(path),
+                             "operators": operators.name if operators.is_file() else None,
+                             "timed_as": "x86 proxy (phones differ)"}
+    predictor = MobilePredictor(path, card, threads=cfg.threads)  # a file its runtime cannot load raises here
+    reference: Predictor = (OnnxPredictor(next(iter(source_onnx.values())), card, threads=cfg.threads)
+                            if source_onnx else TorchPredictor(built.model, card))
+    loader = built.split.loader("val", batch_size=64)
+    got, _ = predict_logits(predictor, loader)
+    want, _ = predict_logits(reference, loader)
+    agreement = float(np.mean(got.argmax(1) == want.argmax(1)))
+    card.extra["mobile_check"] = {"source": source if source_onnx else "torch", "on": "val",
+                                  "max_abs_logit_diff": float(np.abs(got - want).max()), "top1_agreement": agreement}
+    log.info("%s: %s %s, top-1 agreement with its source %.4f on %d validation images", card.variant,
+             card.extra["runtime"]["name"], card.extra["runtime"]["version"], agreement, len(got))
+    if not is_int8(mode) and agreement < MIN_FP32_AGREEMENT:
+        raise ExportRejected(f"{card.variant}: agrees with its source on {agreement:.1%} of validation images "
+                             f"(< {MIN_FP32_AGREEMENT:.0%}); not kept")
+    return predictor
 
 
 @dataclass
@@ -604,7 +660,8 @@ def cell_record(parent: Parent, *, group: Group, label: str, built: _Built, pred
     mode = base_mode(label)
     card = predictor.card
     here = machine_description()
-    export = dataclasses.asdict(built.export) if built.export and mode != "torch_fp32" else None
+    export = (card.extra.pop("mobile_check") if mode in MOBILE_MODES
+              else dataclasses.asdict(built.export) if built.export and mode != "torch_fp32" else None)
     card.extra.update(metrics=card_metrics(measured.evaluations),
                       latency_ms={"b1_median": measured.latency.median_ms, "b1_iqr": measured.latency.iqr_ms,
                                   "threads": cfg.threads, **here}, export_check=export)
@@ -660,7 +717,11 @@ def iter_cells(parent: Parent, *, group: Group, todo: list[str], cfg: SweepConfi
     """Build (prune, fine-tune, export) once, then make and measure each cell of ``todo``; yields their records."""
     built = build_group(parent, group=group, todo=todo, cfg=cfg)
     for label in todo:
-        predictor, folder = make_cell(parent, group=group, label=label, built=built, cfg=cfg)
+        try:
+            predictor, folder = make_cell(parent, group=group, label=label, built=built, cfg=cfg)
+        except ExportRejected as exc:
+            log.error("%s", exc)
+            continue
         measured = measure_cell(predictor, parent=parent, cfg=cfg, split=built.split)
         yield cell_record(parent, group=group, label=label, built=built, predictor=predictor, folder=folder,
                           measured=measured, cfg=cfg)

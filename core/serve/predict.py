@@ -1,4 +1,5 @@
-"""Prediction: one :class:`Predictor` per deployable model (PyTorch or ONNX Runtime), for one image or many.
+"""Prediction: one :class:`Predictor` per deployable model (PyTorch, ONNX Runtime, or a phone runtime), for one
+image or many.
 
 The front ends and evaluation on a folder go through :func:`load_predictor` (the site and the live panel through
 :class:`core.serve.deployed.DeployedModel`); the sweep wraps the file it has just written in the same predictor
@@ -28,6 +29,7 @@ from core.artifacts.card import (
     read_variant_card,
     resolve_model_dir,
 )
+from core.artifacts.mobile_runtimes import RUNTIMES, MobileRunner
 from core.artifacts.onnx_runtime import ort_logits, ort_session
 from core.calibration import calibrated_softmax
 from core.classes import CLASSES, clinical_name
@@ -67,6 +69,21 @@ class OnnxPredictor:
 
     def logits(self, images: np.ndarray) -> np.ndarray:
         return ort_logits(self.session, images)
+
+
+class MobilePredictor:
+    """A phone file (``.ort``, ``.pte``, ``.tflite``) run by its own runtime, one image at a time."""
+
+    def __init__(self, path: Path, card: Card, *, threads: int = 0):
+        self.path, self.card = path, card
+        self.runner = MobileRunner(path, threads=threads)
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        return self.card.preprocessing
+
+    def logits(self, images: np.ndarray) -> np.ndarray:
+        return self.runner.logits(images)
 
 
 class TorchPredictor:
@@ -128,6 +145,8 @@ def _load_predictor(ref: str | Path, *, models_dir: str | Path, threads: int) ->
         path = Path(ref) / str(card.file)
         if path.suffix == ".onnx":
             return OnnxPredictor(path, card, threads=threads)
+        if path.suffix in RUNTIMES:
+            return MobilePredictor(path, card, threads=threads)
         if not path.is_file():
             raise ModelError(f"variant file missing: {path}")
         model = torch.load(path, map_location="cpu", weights_only=False)  # whole pruned module, written by us
