@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 import streamlit as st
 
+from core.compress import RUNTIMES
 from core.store.analysis import Filters, apply_filters, variants_frame
 from core.store.results import DEFAULT_DB, ResultsStore
 
@@ -76,6 +77,7 @@ def _deployed(card_folder: str, versions: tuple[float, ...]) -> DeployedModel:  
 
 # Widget keys that a shared link carries (?f_model=...&to_x=latency_ms), with how to read them back from text.
 SHAREABLE: dict[str, type] = {"f_split": str, "f_dataset": list, "f_model": list, "f_ratio": list, "f_quant": list,
+                              "f_runtime": list, "to_runtime": str,
                               "to_metric": str, "to_x": str, "to_log": bool, "to_loss": float, "to_size": float,
                               "to_latency": float, "to_base": str, "detail_run": str, "compare_pick": list}
 KEPT = "_kept_view"  # the last value of every shareable widget, kept while its page is not shown
@@ -142,6 +144,7 @@ def sidebar_filters(df: pd.DataFrame) -> None:
                "f_model": sorted(df["model"].dropna().unique()),
                "f_ratio": sorted(df["pruning_ratio"].dropna().unique()),
                "f_quant": sorted(df["quantization"].dropna().unique()),
+               "f_runtime": sorted(df["runtime"].dropna().unique()) if "runtime" in df.columns else [],
                "to_metric": ["accuracy", "balanced_accuracy", "auc_macro_ovr", "kappa", "mcc"],
                "to_x": ["size_mb", "latency_ms"]}
     restore_view(options)
@@ -152,6 +155,8 @@ def sidebar_filters(df: pd.DataFrame) -> None:
     sb.multiselect("Architecture", options["f_model"], key="f_model")
     sb.multiselect("Pruning ratio", options["f_ratio"], key="f_ratio")
     sb.multiselect("Quantization", options["f_quant"], key="f_quant")
+    sb.multiselect("Runtime", options["f_runtime"], key="f_runtime", format_func=lambda r: RUNTIMES.get(r, r),
+                   help="which runtime runs the file: ONNX Runtime, PyTorch, or a phone runtime")
     sb.caption(f"Store: `{db_path()}`. The address bar links to this view.")
 
 
@@ -160,4 +165,5 @@ def filtered_variants() -> pd.DataFrame:
     ss = st.session_state
     df = all_variants(ss.get("f_split", "test"))
     return apply_filters(df, Filters(datasets=tuple(ss.get("f_dataset", ())), models=tuple(ss.get("f_model", ())),
-                                     ratios=tuple(ss.get("f_ratio", ())), quantizations=tuple(ss.get("f_quant", ()))))
+                                     ratios=tuple(ss.get("f_ratio", ())), quantizations=tuple(ss.get("f_quant", ())),
+                                     runtimes=tuple(ss.get("f_runtime", ()))))

@@ -212,6 +212,13 @@ def test_tradeoffs_headline_recommends_within_the_budget(app_env: Path) -> None:
     at.sidebar.radio(key="to_base").set_value("eager").run()  # the switch: ratios against PyTorch eager
     assert f"Recommended: {recommend(eager, max_loss=0.5).headline}" in [h.value for h in at.header]
     assert at.query_params["to_base"] == "eager"
+    at.selectbox(key="to_runtime").set_value("pytorch").run()  # the headline asked for one runtime's files
+    in_pytorch = eager[eager["runtime"] == "pytorch"]
+    assert set(in_pytorch["quantization"]) == {"torch_fp32"} and len(in_pytorch) < len(eager)
+    assert f"Recommended: {recommend(in_pytorch, max_loss=0.5).headline}" in [h.value for h in at.header]
+    assert at.query_params["to_runtime"] == "pytorch"
+    at.sidebar.multiselect(key="f_runtime").set_value(["onnxruntime"]).run()  # the sidebar filter: ONNX only
+    assert not at.exception and at.selectbox(key="to_runtime").value == "any"  # pytorch is no longer offered
 
 
 def test_recommend_rules() -> None:

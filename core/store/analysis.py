@@ -15,6 +15,7 @@ import pandas as pd
 
 from core.calibration import calibrated_softmax
 from core.classes import CLASSES
+from core.compress import runtime_of_mode
 from core.errors import ModelError
 from core.metrics import METRIC_NAMES
 from core.store.results import ResultsStore
@@ -78,8 +79,8 @@ def paired_comparison(store: ResultsStore, a: str, b: str, *, lesions_csv: str |
 def variants_frame(store: ResultsStore, *, split: str = "test") -> pd.DataFrame:
     """One row per run with its ``split`` metrics, deploy figures (size, latency) and ratios vs the dense parent.
 
-    Columns: run_id, parent_run_id, kind, model, variant, quantization, pruning_ratio, family (how the variant was
-    made smaller: dense, pruned after training, pruned then trained, lower resolution, ...), dataset,
+    Columns: run_id, parent_run_id, kind, model, variant, quantization, runtime, pruning_ratio, family (how the
+    variant was made smaller: dense, pruned after training, pruned then trained, lower resolution, ...), dataset,
     dataset_fingerprint, split_hash, seed, git_sha, created_at, the metrics, size_mb, latency_ms, params, macs,
     size_x, speed_x, bal_acc_delta (the last three against the parent's dense PyTorch fp32 cell), size_x_onnx and
     speed_x_onnx (against the parent's dense fp32 ONNX cell, the deployable baseline), bal_acc_delta's paired 95%
@@ -98,6 +99,7 @@ def variants_frame(store: ResultsStore, *, split: str = "test") -> pd.DataFrame:
             df[col] = np.nan
     df = df.rename(columns={"latency_b1_ms": "latency_ms"})
     df["quantization"] = df["mode"].fillna("torch_fp32")
+    df["runtime"] = df["quantization"].map(runtime_of_mode)  # which runtime runs the file (core.compress.RUNTIMES)
     df["pruning_ratio"] = df["pruning_ratio"].fillna(0.0)
     df["family"] = df["family"].fillna(df["variant"].map(_family_from_name))  # stored before families were named
     df = df.drop(columns=["mode"])
@@ -153,12 +155,13 @@ class Filters:
     models: tuple[str, ...] = ()
     ratios: tuple[float, ...] = ()
     quantizations: tuple[str, ...] = ()
+    runtimes: tuple[str, ...] = ()
 
 
 def apply_filters(df: pd.DataFrame, f: Filters) -> pd.DataFrame:
     mask = pd.Series(True, index=df.index)
     for col, wanted in (("dataset", f.datasets), ("model", f.models), ("pruning_ratio", f.ratios),
-                        ("quantization", f.quantizations)):
+                        ("quantization", f.quantizations), ("runtime", f.runtimes)):
         if wanted:
             mask &= df[col].isin(wanted)
     return df[mask]

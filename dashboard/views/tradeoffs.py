@@ -9,7 +9,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from core.compress import QUANT_MODES
+from core.compress import QUANT_MODES, RUNTIMES
 from core.errors import ModelError
 from core.store.analysis import (
     BASELINE_VARIANT,
@@ -23,14 +23,16 @@ from dashboard.charts import log_ticks
 from dashboard.state import all_variants, filtered_variants, reader, remembered
 
 # One symbol per quantization mode whatever the filter, so a square always means the same thing.
-QUANT_SYMBOLS = dict(zip(QUANT_MODES, ["circle", "diamond", "x", "square", "triangle-up", "cross", "hexagon"],
-                         strict=True))
+QUANT_SYMBOLS = dict(zip(QUANT_MODES, ["circle", "diamond", "x", "square", "triangle-up", "cross", "hexagon",
+                                       "circle-open", "square-open", "pentagon", "pentagon-open", "star-triangle-up",
+                                       "star-triangle-up-open"], strict=True))
 X_AXES = {"size_mb": "Model size (MB, log scale)", "latency_ms": "Latency (ms per image, batch 1)"}
 # What "x smaller / x faster" is measured against: the dense model's fp32 ONNX export is what a deployment would
 # run anyway; PyTorch eager is 2-5x slower at batch 1 and flatters every variant.
 BASELINES = {"onnx": "dense fp32 ONNX Runtime", "eager": "dense PyTorch eager"}
 # Above this many variants the chart draws a summary (see chart_points) unless asked for every point.
 CHART_LIMIT = 1500
+ANY_RUNTIME = "any"
 
 
 
@@ -46,7 +48,7 @@ def deployed_folder() -> Path | None:
 st.title("Accuracy / size / latency trade-offs")
 ss = st.session_state
 for key, default in (("to_metric", "balanced_accuracy"), ("to_x", "size_mb"), ("to_log", True), ("to_loss", 1.0),
-                     ("to_size", None), ("to_latency", None), ("to_base", "onnx")):
+                     ("to_size", None), ("to_latency", None), ("to_base", "onnx"), ("to_runtime", ANY_RUNTIME)):
     ss.setdefault(key, remembered(key, default))
 if ss["to_base"] not in BASELINES:  # a shared link with an unknown value
     ss["to_base"] = "onnx"
@@ -70,12 +72,19 @@ if deployable.empty:
     st.stop()
 
 with st.container(border=True):
-    b1, b2, b3 = st.columns(3)
+    b1, b2, b3, b4 = st.columns(4)
     loss = b1.number_input("Allowed balanced-accuracy loss (pts)", min_value=0.0, max_value=50.0, step=0.5,
                            key="to_loss", help="against each variant's own dense PyTorch FP32 parent")
     size_budget = b2.number_input("Size budget (MB, optional)", min_value=0.0, key="to_size")
     latency_budget = b3.number_input("Latency budget (ms, optional)", min_value=0.0, key="to_latency")
-    pick = recommend(deployable, max_loss=loss / 100, max_size_mb=size_budget, max_latency_ms=latency_budget)
+    runtimes = [ANY_RUNTIME, *sorted(deployable["runtime"].dropna().unique())]
+    if ss["to_runtime"] not in runtimes:  # a shared link naming a runtime this store has no variant for
+        ss["to_runtime"] = ANY_RUNTIME
+    runtime = b4.selectbox("Runtime", runtimes, key="to_runtime",
+                           format_func=lambda r: "any runtime" if r == ANY_RUNTIME else RUNTIMES.get(r, r),
+                           help="recommend a file for this runtime (phone runtimes timed here as an x86 proxy)")
+    candidates = deployable if runtime == ANY_RUNTIME else deployable[deployable["runtime"] == runtime]
+    pick = recommend(candidates, max_loss=loss / 100, max_size_mb=size_budget, max_latency_ms=latency_budget)
     if pick is None:
         st.header("No variant fits this budget")
         st.caption("Allow a larger loss or a larger size / latency budget.")
