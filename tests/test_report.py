@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from core.cli import run_cli
@@ -71,3 +72,20 @@ def test_the_budget_table_picks_each_familys_cell_on_validation_not_test() -> No
         [1.0, "dense", "dense-fp32"], [0.65, "lower resolution", "res-128-fp32"],
         [0.5, "pruned after training", "macs-0.5-fp32"], [0.5, "pruned, then trained", "ptt-0.5-fp32"]]
     assert table.set_index("variant").loc["macs-0.5-fp32", "balanced_accuracy"] == 0.60  # test figure shown
+
+
+def test_the_runtime_table_sets_each_file_beside_its_own_runtimes_dense_fp32() -> None:
+    from core.store.report import runtime_table
+
+    df = pd.DataFrame({"variant": ["dense-torch_fp32", "dense-fp32", "dense-static", "dense-pte_fp32",
+                                   "dense-pte_int8", "macs-0.5-pte_int8"],
+                       "runtime": ["pytorch", "onnxruntime", "onnxruntime", "executorch-xnnpack",
+                                   "executorch-xnnpack", "executorch-xnnpack"],
+                       "size_mb": [14.0, 13.6, 3.9, 13.5, 3.6, 1.8], "latency_ms": [40.0, 4.0, 4.2, 6.0, 3.0, 1.5],
+                       "pruning_ratio": [0.0, 0.0, 0.0, 0.0, 0.0, 0.5]})
+    table = runtime_table(df).set_index("variant")
+    assert table.loc["dense-pte_int8", "size_x_runtime"] == pytest.approx(13.5 / 3.6)
+    assert table.loc["macs-0.5-pte_int8", "speed_x_runtime"] == pytest.approx(6.0 / 1.5)
+    assert table.loc["dense-static", "speed_x_runtime"] == pytest.approx(4.0 / 4.2)  # ONNX Runtime's own fp32
+    assert table.loc["dense-torch_fp32", "size_x_runtime"] == pytest.approx(1.0)
+    assert list(table["runtime"]) == sorted(table["runtime"])  # grouped by runtime

@@ -533,6 +533,7 @@ def test_phone_formats_are_sweep_cells_run_back_by_their_runtimes(trained_tiny: 
     from core.artifacts.card import read_variant_card
     from core.compress.mobile import MOBILE_MODES
     from core.serve.predict import MobilePredictor, load_predictor
+    from core.store.report import write_report
 
     modes = list(MOBILE_MODES)
     cfg = _cfg(trained_tiny, tmp_path, ratios=[0.0], unstructured=[], modes=modes)
@@ -553,6 +554,10 @@ def test_phone_formats_are_sweep_cells_run_back_by_their_runtimes(trained_tiny: 
         if not mode.endswith(("int8", "static")):
             assert agreement >= 0.99
         assert isinstance(load_predictor(folder / f"dense-{mode}"), MobilePredictor)
+
+    with ResultsStore(cfg.db, read_only=True) as store:
+        report = write_report(store, tmp_path / "report").markdown.read_text()
+    assert "## Per runtime" in report and "ExecuTorch (XNNPACK)" in report and "LiteRT (TFLite)" in report
 
     # A phone file that does not agree with its source is not kept (nor stored), and the sweep says why.
     import core.jobs.sweep as sweep_module

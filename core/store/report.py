@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from core.compress import RUNTIMES
 from core.provenance import git_sha
 from core.store.analysis import BASELINE_VARIANT, cv_summary, frontier_by_budget, pareto_front, variants_frame
 from core.store.results import ResultsStore
@@ -65,7 +66,7 @@ def _fmt(value: object, column: str) -> str:
     if isinstance(value, float):
         if value != value:  # NaN
             return "—"
-        if column in ("size_x", "speed_x", "size_x_onnx", "speed_x_onnx"):
+        if column in ("size_x", "speed_x", "size_x_onnx", "speed_x_onnx", "size_x_runtime", "speed_x_runtime"):
             return f"{value:.1f}x"
         if column in ("bal_acc_delta", "mel_delta", "pooled_delta_balanced_accuracy", "pooled_delta_mel_recall"):
             return f"{value * 100:+.1f} pts"
@@ -165,6 +166,49 @@ def _side_by_side(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+RUNTIME_COLUMNS = {"runtime": "runtime", "variant": "variant", "quantization": "mode",
+                   "export_top1_agreement": "agrees with source (val)", "balanced_accuracy": "bal. acc.",
+                   "recall_mel": "mel recall", "bal_acc_delta": "Δ bal. acc.", "size_mb": "size MB",
+                   "latency_ms": "latency ms", "latency_b1_iqr_ms": "IQR ms", "size_x_runtime": "smaller vs its fp32",
+                   "speed_x_runtime": "faster vs its fp32", "size_x_onnx": "smaller vs ONNX",
+                   "speed_x_onnx": "faster vs ONNX"}
+
+
+def runtime_table(part: pd.DataFrame) -> pd.DataFrame:
+    """One parent's cells of every runtime, each beside the same runtime's dense fp32 file (size and speed ratios
+    against it): "which file do I ship with this runtime?"."""
+    part = part.copy()
+    dense_fp32 = {"onnxruntime": "dense-fp32", "pytorch": BASELINE_VARIANT}
+    for runtime in part["runtime"].dropna().unique():
+        name = dense_fp32.get(runtime) or next(
+            (v for v in part.loc[part["runtime"] == runtime, "variant"] if v.startswith("dense-")
+             and v.endswith("_fp32")), None)
+        base = part[part["variant"] == name]
+        mask = part["runtime"] == runtime
+        part.loc[mask, "size_x_runtime"] = base["size_mb"].iloc[0] / part.loc[mask, "size_mb"] if len(base) else None
+        part.loc[mask, "speed_x_runtime"] = (base["latency_ms"].iloc[0] / part.loc[mask, "latency_ms"]
+                                             if len(base) else None)
+    for column in RUNTIME_COLUMNS:
+        if column not in part.columns:
+            part[column] = float("nan")
+    return part.sort_values(["runtime", "pruning_ratio", "variant"])
+
+
+def _phone_runtimes(df: pd.DataFrame) -> list[str]:
+    """A table per parent that has phone-format cells (.ort, .pte, .tflite), grouped by runtime."""
+    sections = []
+    for parent, part in df.groupby("parent_run_id", sort=True):
+        if not part["runtime"].isin(["onnxruntime-mobile", "executorch-xnnpack", "litert"]).any():
+            continue
+        table = runtime_table(part).replace({"runtime": RUNTIMES})
+        sections.append(f"## Per runtime (dense run `{parent}`)\n\nEach file run back by its own runtime on this "
+                        "x86 CPU at 2 threads (an x86 proxy: phones differ); 'agrees with source' is the share of "
+                        "validation images on which it gives its source's top-1 class (fp32 files below 99% are "
+                        "not kept). Ratios against the same runtime's dense fp32 file, and against dense fp32 ONNX "
+                        "Runtime.\n\n" + markdown_table(table, RUNTIME_COLUMNS))
+    return sections
+
+
 def _cross_validations(store: ResultsStore) -> list[str]:
     """A section per stored cross-validation summary: out-of-fold figures with intervals, the fold ensemble."""
     runs = store.query("SELECT run_id, model, created_at FROM runs WHERE kind = 'cv' ORDER BY created_at")
@@ -225,6 +269,7 @@ def write_report(store: ResultsStore, out_dir: str | Path, *, split: str = "test
                          "and each way of getting there, the ONNX cell with the best validation balanced accuracy; "
                          "figures on the test split, Δ paired against the dense parent on validation and test "
                          "pooled.\n\n" + markdown_table(part, FRONTIER_COLUMNS))
+    parts += _phone_runtimes(df)
     parts += _cross_validations(store)
     path = out_dir / "REPORT.md"
     path.parent.mkdir(parents=True, exist_ok=True)
