@@ -1,7 +1,7 @@
 """Make a dense PyTorch variant a parent for further compression (e.g. prune the 128-px model).
 
-    python -m scripts.promote_variant results/variants/<parent run id>/res-128-torch_fp32 results/models/<new folder>
-    python -m scripts.sweep -c configs/sweep-ham10000-chain.yaml --parents efficientnet_lite0=results/models/<new folder>
+    python -m scripts.promote_variant results/variants/<parent run id>/res-128-torch_fp32 results/models/<new>
+    python -m scripts.sweep -c configs/sweep-ham10000-chain.yaml --parents efficientnet_lite0=results/models/<new>
 """
 
 from __future__ import annotations

@@ -559,6 +559,22 @@ def test_phone_formats_are_sweep_cells_run_back_by_their_runtimes(trained_tiny: 
         report = write_report(store, tmp_path / "report").markdown.read_text()
     assert "## Per runtime" in report and "ExecuTorch (XNNPACK)" in report and "LiteRT (TFLite)" in report
 
+    # One command packs them for an app, with the card's input and output facts.
+    from scripts import pack_mobile as pack_cli
+
+    out = tmp_path / "app"
+    assert run_cli(pack_cli.main, pack_cli.get_args_parser(), [str(folder), "--model", "dense", "--out", str(out)]) == 0
+    app = json.loads((out / "lesionlite-app.json").read_text())
+    card = read_variant_card(folder / "dense-pte_int8")
+    assert app["input"]["height"] == card.preprocessing.input_size and app["input"]["mean"] == list(
+        card.preprocessing.mean)
+    assert app["output"]["classes"] == list(card.classes)
+    assert {f["file"] for f in app["files"]} == {f"dense-{m}{MOBILE_MODES[m][0]}" for m in modes}
+    assert all((out / f["file"]).is_file() for f in app["files"])
+    assert (out / "dense-ort_fp32.required_operators.config").is_file()
+    pte = next(f for f in app["files"] if f["variant"] == "dense-pte_int8")
+    assert pte["temperature"] == card.temperature and pte["runtime"] == "executorch-xnnpack"
+
     # A phone file that does not agree with its source is not kept (nor stored), and the sweep says why.
     import core.jobs.sweep as sweep_module
 

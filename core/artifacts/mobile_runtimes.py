@@ -22,6 +22,8 @@ RUNTIMES: dict[str, tuple[str, str]] = {
     ".tflite": ("litert", "ai-edge-litert"),
 }
 
+OPERATORS_FILE = "required_operators.config"  # ONNX Runtime's operator list for a reduced (smaller) build
+
 
 def runtime_of(path: str | Path) -> str:
     """The runtime that runs ``path``, from its suffix; a :class:`ModelError` listing the known ones otherwise."""

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from core.artifacts.mobile_runtimes import OPERATORS_FILE
 from core.errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,6 @@ MOBILE_MODES: dict[str, tuple[str, str]] = {
     "tflite_fp32": (".tflite", "torch"),
     "tflite_int8": (".tflite", "torch"),
 }
-OPERATORS_FILE = "required_operators.config"
 
 
 def is_int8(mode: str) -> bool:

@@ -1,0 +1,88 @@
+"""One variant's phone files and an app-facing JSON of its card, in one folder for a mobile developer.
+
+The JSON says everything an app needs and nothing it must guess: the input (size, resize-then-centre-crop,
+interpolation, mean / std, RGB, NCHW float32), the output (class order, clinical names, the temperature that turns
+logits into calibrated probabilities, the "uncertain" threshold, the screening operating points), and per file the
+runtime, its version, the operator list where the runtime makes one, and how well the file agreed with its source.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from core.artifacts.card import VARIANT_CARD_NAME, Card, is_variant_folder, read_variant_card
+from core.artifacts.mobile_runtimes import OPERATORS_FILE, RUNTIMES
+from core.classes import clinical_name
+from core.errors import ModelError
+
+APP_CARD_NAME = "lesionlite-app.json"
+APP_FORMAT = "lesionlite-app/1"
+
+
+def mobile_folders(variants_dir: str | Path, stem: str) -> list[Path]:
+    """The phone-format cells of one model in a sweep's variants folder: ``<stem>-ort_*``, ``<stem>-pte_*``,
+    ``<stem>-tflite_*`` (e.g. stem ``dense`` or ``macs-0.5``)."""
+    folders = sorted(p for p in Path(variants_dir).glob(f"{stem}-*")
+                     if is_variant_folder(p) and Path(str(read_variant_card(p).file)).suffix in RUNTIMES)
+    if not folders:
+        raise ModelError(f"{variants_dir}: no phone-format cells named {stem}-ort_*, {stem}-pte_* or "
+                         f"{stem}-tflite_* (run the sweep with modes ort_fp32, pte_fp32, tflite_fp32, ...)")
+    return folders
+
+
+def app_card(card: Card, files: list[dict[str, Any]]) -> dict[str, Any]:
+    """What an app reads: input, output and the files (each with its own calibration, fitted on validation), from
+    the variants' cards (never typed in by hand)."""
+    prep = card.preprocessing
+    return {
+        "format": APP_FORMAT,
+        "model": {"architecture": card.architecture, "run_id": card.run_id, "parent_run_id": card.parent_run_id,
+                  "git_sha": card.extra.get("git_sha"), "data_licence": card.extra.get("data_licence")},
+        "input": {"layout": "NCHW", "dtype": "float32", "batch": 1, "channels": "RGB",
+                  "height": prep.input_size, "width": prep.input_size,
+                  "resize_shorter_side_to": prep.cache_size, "interpolation": prep.interpolation,
+                  "then": f"centre crop {prep.input_size}x{prep.input_size}, divide by 255, subtract mean, "
+                          "divide by std (per channel)",
+                  "mean": list(prep.mean), "std": list(prep.std)},
+        "output": {"logits": len(card.classes), "classes": list(card.classes),
+                   "clinical_names": [clinical_name(c) for c in card.classes],
+                   "probabilities": "softmax(logits / temperature), with each file's own temperature",
+                   "uncertain": "top probability below the file's uncertain_below_confidence"},
+        "files": files,
+        "disclaimer": "Research tool, not a diagnosis.",
+    }
+
+
+def pack_mobile(folders: list[Path], out_dir: str | Path) -> Path:
+    """Copy each folder's phone file (and its operator list) into ``out_dir`` and write :data:`APP_CARD_NAME`.
+    The folders must be cells of one model (same parent run and preprocessing)."""
+    out_dir = Path(out_dir)
+    cards = [read_variant_card(f) for f in folders]
+    if len({(c.parent_run_id, c.preprocessing) for c in cards}) != 1:
+        raise ModelError("these variants come from different models (parent run or preprocessing differ): "
+                         + ", ".join(c.variant for c in cards))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = []
+    for folder, card in zip(folders, cards, strict=True):
+        runtime = card.extra.get("runtime") or {}
+        name = f"{card.variant}{Path(str(card.file)).suffix}"
+        shutil.copyfile(folder / str(card.file), out_dir / name)
+        operators = None
+        if (folder / OPERATORS_FILE).is_file():
+            operators = f"{card.variant}.{OPERATORS_FILE}"
+            shutil.copyfile(folder / OPERATORS_FILE, out_dir / operators)
+        metrics = card.extra.get("metrics", {}).get("test", {})
+        files.append({"file": name, "variant": card.variant, "runtime": runtime.get("name"),
+                      "runtime_version": runtime.get("version"), "operators": operators,
+                      "size_bytes": card.extra.get("size_bytes"), "export_check": card.extra.get("export_check"),
+                      "test_balanced_accuracy": metrics.get("balanced_accuracy"),
+                      "latency_ms_x86_proxy": (card.extra.get("latency_ms") or {}).get("b1_median"),
+                      "temperature": card.temperature, "uncertain_below_confidence": card.uncertain_threshold,
+                      "screening": card.triage.to_dict() if card.triage else None,
+                      "source_card": f"{folder.name}/{VARIANT_CARD_NAME}"})
+    app = app_card(cards[0], files)
+    (out_dir / APP_CARD_NAME).write_text(json.dumps(app, indent=2, default=str))
+    return out_dir / APP_CARD_NAME
