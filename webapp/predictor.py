@@ -21,7 +21,7 @@ from threadpoolctl import threadpool_limits
 
 from core.artifacts.card import Card, read_variant_card
 from core.errors import ConfigError, LesionLiteError, ModelError
-from core.serve.deployed import DeployedModel, resolve_uncertain_threshold
+from core.serve.deployed import Classification, DeployedModel, resolve_uncertain_threshold
 from core.serve.facts import model_facts
 from core.serve.imaging import CheckedImage
 from core.serve.ood import GATE_FILE, NOT_A_LESION
@@ -153,17 +153,44 @@ def get_model() -> DeployedModel:
         return model
 
 
-@dataclass
+@dataclass(frozen=True)
 class Detection:
-    top_class: str
-    clinical_name: str
-    confidence: float
-    probs: dict[str, float]
-    uncertain: bool
+    """The deployed model's answer for one accepted image, with the model's version and the operating points it
+    was decided with: what a check stores and every page and the API show."""
+
+    answer: Classification  # accepted: the gate let the image through
     model_version: str
-    decision: Decision  # the screening decision: operating point referral and the next step
-    triage: Triage | None  # the operating points it was made with (None: the card has none)
-    quality: PhotoQuality  # blur, glare, exposure: advice to retake, never a refusal
+    triage: Triage | None  # the operating points the decision was made with (None: the card has none)
+
+    @property
+    def top_class(self) -> str:
+        return self.answer.top
+
+    @property
+    def clinical_name(self) -> str:
+        return self.answer.clinical_name
+
+    @property
+    def confidence(self) -> float:
+        return self.answer.confidence
+
+    @property
+    def probs(self) -> dict[str, float]:
+        return self.answer.probs
+
+    @property
+    def uncertain(self) -> bool:
+        return self.answer.uncertain
+
+    @property
+    def decision(self) -> Decision:
+        assert self.answer.decision is not None, "an accepted image always has a decision"
+        return self.answer.decision
+
+    @property
+    def quality(self) -> PhotoQuality:
+        assert self.answer.quality is not None, "an accepted image always has its photo-quality check"
+        return self.answer.quality
 
 
 def detect(checked: CheckedImage) -> Detection:
@@ -177,8 +204,7 @@ def detect(checked: CheckedImage) -> Detection:
     answer = model.classify(checked.image)
     if not answer.accepted:
         raise NotALesion(answer.refusal_reason)
-    return Detection(answer.top, answer.clinical_name, answer.confidence, answer.probs, answer.uncertain,
-                     model.card.label, answer.decision, model.triage, answer.quality)
+    return Detection(answer, model.card.label, model.triage)
 
 
 def detection_json(d: Detection) -> str:

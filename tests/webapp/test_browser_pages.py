@@ -9,9 +9,13 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from werkzeug.serving import make_server
 
+from core.classes import CLASSES
+from core.serve.deployed import Classification
+from core.serve.predict import Prediction
 from core.serve.quality import PhotoQuality
 from core.triage import decide
 from tests.browser import chromium_page, free_port
@@ -22,12 +26,18 @@ from webapp.security import hash_password
 
 SHARP = PhotoQuality(sharpness=40.0, glare_share=0.0, brightness=150.0, issues=())
 _MEL_PROBS = {"mel": 0.91, "nv": 0.05, "bcc": 0.01, "akiec": 0.01, "bkl": 0.01, "df": 0.005, "vasc": 0.005}
-MELANOMA = Detection("mel", "Melanoma", 0.91, _MEL_PROBS, False, "test-model", decide(_MEL_PROBS, None), None,
-                     SHARP)
+
+
+def _detection(probs: dict[str, float], *, uncertain: bool) -> Detection:
+    prediction = Prediction("test-model", np.array([probs[c] for c in CLASSES]), 1.0)
+    return Detection(Classification(accepted=True, prediction=prediction, uncertain=uncertain,
+                                    decision=decide(probs, None), quality=SHARP), "test-model", None)
+
+
+MELANOMA = _detection(_MEL_PROBS, uncertain=False)
 # The issue's case: best guess melanoma at 55%, possibly-malignant share 64%, flagged uncertain.
 _LEANING = {"mel": 0.55, "nv": 0.30, "bcc": 0.05, "akiec": 0.04, "bkl": 0.06, "df": 0.0, "vasc": 0.0}
-UNCERTAIN_MELANOMA = Detection("mel", "Melanoma", 0.55, _LEANING, True, "test-model", decide(_LEANING, None), None,
-                               SHARP)
+UNCERTAIN_MELANOMA = _detection(_LEANING, uncertain=True)
 
 
 @pytest.fixture
