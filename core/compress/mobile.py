@@ -78,7 +78,7 @@ def _exportable(model: nn.Module) -> nn.Module:
     return model.to(memory_format=torch.contiguous_format)
 
 
-def _pt2e_int8(model: nn.Module, example: torch.Tensor, calibration: np.ndarray, quantizer: object, *,
+def _pt2e_int8(model: nn.Module, *, example: torch.Tensor, calibration: np.ndarray, quantizer: object,
                fold_quantize: bool = True) -> nn.Module:
     """Post-training int8 through PT2E: prepare with ``quantizer``, observe ``calibration`` one image at a time
     (the mobile graph has a batch of 1), convert (``fold_quantize`` False keeps the fp32 weights with their
@@ -107,7 +107,7 @@ def export_pte(model: nn.Module, out_path: str | Path, *, input_size: int, calib
         )
 
         quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
-        model = _pt2e_int8(model, example, calibration, quantizer)
+        model = _pt2e_int8(model, example=example, calibration=calibration, quantizer=quantizer)
     program = to_edge_transform_and_lower(torch.export.export(model, (example,)),
                                           partitioner=[XnnpackPartitioner()]).to_executorch()
     out_path = Path(out_path)
@@ -129,7 +129,8 @@ def export_tflite(model: nn.Module, out_path: str | Path, *, input_size: int,
         from litert_torch.quantize.quant_config import QuantConfig
 
         quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
-        model = _pt2e_int8(model, example, calibration, quantizer, fold_quantize=False)
+        model = _pt2e_int8(model, example=example, calibration=calibration, quantizer=quantizer,
+                           fold_quantize=False)
         quant_config = QuantConfig(pt2e_quantizer=quantizer)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)

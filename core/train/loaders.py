@@ -21,19 +21,20 @@ def check_global_batch(cfg: TrainConfig, world: World) -> None:
                           "processes")
 
 
-def shared_order(dataset: CachedImageDataset, cfg: TrainConfig, epoch_seed: int, world: World) -> Sampler[int]:
+def shared_order(dataset: CachedImageDataset, cfg: TrainConfig, epoch_seed: int, *, world: World
+                 ) -> Sampler[int]:
     """The epoch's order drawn alike on every rank (balanced or shuffled), of which each rank keeps its share."""
     base = (balanced_sampler(dataset.labels, seed=epoch_seed) if cfg.imbalance == "balanced_sampler"
             else RandomSampler(dataset, generator=torch.Generator().manual_seed(epoch_seed)))
     return RankShard(base, rank=world.rank, world=world.size) if world.distributed else base
 
 
-def train_loader(split: PreparedSplit, cfg: TrainConfig, epoch_seed: int, world: World = World(),
+def train_loader(split: PreparedSplit, cfg: TrainConfig, epoch_seed: int, *, world: World = World(),
                  on_device: DeviceImages | None = None) -> DataLoader | DeviceBatches:
     augment = dict(scale_min=cfg.aug_scale_min, color_jitter=cfg.aug_color_jitter)
     if on_device is not None:  # the same order as the DataLoader paths below; augmentation on the device
         dataset = split.dataset("train", transform=None)
-        return on_device.batches(shared_order(dataset, cfg, epoch_seed, world),
+        return on_device.batches(shared_order(dataset, cfg, epoch_seed, world=world),
                                  batch_size=cfg.batch_size // world.size,
                                  transform=train_transform(split.prep, **augment, from_tensor=True),
                                  drop_last=len(dataset) > cfg.batch_size)
@@ -41,7 +42,7 @@ def train_loader(split: PreparedSplit, cfg: TrainConfig, epoch_seed: int, world:
     generator = torch.Generator().manual_seed(epoch_seed)
     if world.distributed:  # every rank draws the epoch's order, keeps its interleaved share: same global batches
         return DataLoader(dataset, batch_size=cfg.batch_size // world.size, num_workers=cfg.workers,
-                          sampler=shared_order(dataset, cfg, epoch_seed, world),
+                          sampler=shared_order(dataset, cfg, epoch_seed, world=world),
                           drop_last=len(dataset) > cfg.batch_size, generator=generator)
     if cfg.imbalance == "balanced_sampler":
         sampler = balanced_sampler(dataset.labels, seed=epoch_seed)

@@ -137,7 +137,7 @@ def fit(model: nn.Module, *, split: PreparedSplit, cfg: TrainConfig, device: tor
         if cfg.patience and best_epoch >= 0 and epoch - best_epoch > cfg.patience:
             log.info("early stopping: no val balanced-accuracy gain for %d epochs", cfg.patience)
             break
-        loader = train_loader(split, cfg, cfg.seed + epoch, world, t.on_device)
+        loader = train_loader(split, cfg, cfg.seed + epoch, world=world, on_device=t.on_device)
         row = {"epoch": epoch, **train_one_epoch(t.trained, loader, criterion=t.criterion, optimizer=t.optimizer,
                                                  scheduler=t.scheduler, device=device, epoch=epoch, cfg=cfg,
                                                  frozen_norms=t.frozen_norms, ema=t.ema, distillation=distillation,
@@ -212,7 +212,7 @@ def _setup(model: nn.Module, *, split: PreparedSplit, cfg: TrainConfig, device: 
     on_device = None
     if cfg.data_on_device:
         on_device = DeviceImages(split.dataset("train", transform=None), device=device)  # uploaded once per fit
-    steps_per_epoch = len(train_loader(split, cfg, cfg.seed, world, on_device))
+    steps_per_epoch = len(train_loader(split, cfg, cfg.seed, world=world, on_device=on_device))
     if cfg.max_train_batches:
         steps_per_epoch = min(steps_per_epoch, cfg.max_train_batches)
     scheduler = cosine_with_warmup(optimizer, warmup_steps=max(1, round(cfg.warmup_epochs * steps_per_epoch)),
