@@ -20,9 +20,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from core.artifacts.card import variant_folders
 from core.cli import run_cli, script_parser
 from core.compress.latency import summarize, time_calls
-from core.jobs.calibrate import variant_folders
 from core.provenance import git_sha, machine_description
 from core.serve.predict import load_predictor
 from core.store.analysis import BASELINE_VARIANT, ONNX_BASELINE_VARIANT

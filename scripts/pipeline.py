@@ -15,9 +15,9 @@ import sys
 import time
 from pathlib import Path
 
+from core.artifacts.card import variant_folders
 from core.cli import config_parser, run_cli
 from core.config import build_config, config_from_args
-from core.jobs.calibrate import variant_folders
 from core.jobs.sweep import SweepConfig, run_sweep, sweep_summary
 from core.jobs.train import run_training
 from core.store.results import ResultsStore

@@ -12,6 +12,7 @@ import pytest
 
 from core.artifacts.card import Card, read_variant_card
 from core.calibration import calibrated_softmax, fit_calibration, fit_temperature, uncertain_threshold
+from core.errors import ModelError
 from core.metrics import evaluate_logits, expected_calibration_error
 from core.serve.predict import load_predictor, predict_batches
 
@@ -65,17 +66,20 @@ def test_card_round_trip_and_every_predictor_applies_the_temperature(sweep_store
     assert card.extra["calibration"]["fitted_on"] == "val"
     again = Card.from_dict(json.loads(json.dumps(card.to_dict())))
     assert (again.temperature, again.uncertain_threshold) == (card.temperature, card.uncertain_threshold)
-    old = card.to_dict()
-    del old["temperature"], old["uncertain_threshold"]
-    assert Card.from_dict(old).temperature == 1.0 and Card.from_dict(old).uncertain_threshold is None
+    incomplete = card.to_dict()
+    del incomplete["temperature"], incomplete["uncertain_threshold"]
+    with pytest.raises(ModelError, match="missing temperature, uncertain_threshold"):  # never a silent T = 1
+        Card.from_dict(incomplete)
+    with pytest.raises(ModelError, match=r"card format 'lesionlite-variant/1'.*scripts.upgrade_artifacts"):
+        Card.from_dict({**card.to_dict(), "format": "lesionlite-variant/1"})
 
-    from core.jobs.sweep import load_parent
+    from core.train.parent import load_parent
 
     loader = load_parent(str(trained_tiny.run_dir)).split.loader("val", batch_size=64)
     calibrated, labels = predict_batches(load_predictor(folder), loader)
-    raw = json.loads((folder / "model_card.json").read_text())
+    raw = json.loads((folder / "card.json").read_text())
     raw["temperature"] = 1.0
-    (folder / "model_card.json").write_text(json.dumps(raw))
+    (folder / "card.json").write_text(json.dumps(raw))
     plain, _ = predict_batches(load_predictor(folder), loader)
     assert (calibrated.argmax(1) == plain.argmax(1)).all()
     if card.temperature != pytest.approx(1.0, abs=1e-3):
@@ -91,27 +95,51 @@ def test_raw_softmax_is_recovered_from_stored_calibrated_probabilities() -> None
     np.testing.assert_allclose(uncalibrated_probs(stored, 2.5), calibrated_softmax(logits), atol=1e-9)
 
 
-def test_old_variant_folders_get_calibrated_cards(sweep_store: Path, trained_tiny, tmp_path: Path,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_artifacts_of_earlier_versions_are_refused_with_the_command_that_upgrades_them_once(
+        sweep_store: Path, trained_tiny, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from core.cli import run_cli
-    from scripts import calibrate_variants
+    from core.store.results import ResultsStore
+    from scripts import upgrade_artifacts
 
+    # An earlier trained-model folder (model.json) and two earlier variants (model_card.json), one never calibrated.
+    parent = tmp_path / "models" / trained_tiny.run_id
+    shutil.copytree(trained_tiny.run_dir, parent)
+    card = json.loads((parent / "card.json").read_text())
+    (parent / "card.json").unlink()
+    (parent / "model.json").write_text(json.dumps({**card, "format": "lesionlite-model/1"}))
     root = tmp_path / "variants"
     for name in ("dense-static", "pruned-0.5-fp32"):
         shutil.copytree(next((sweep_store.parent / "variants").glob(f"*/{name}")), root / name)
-    old = root / "dense-static" / "model_card.json"
-    card = json.loads(old.read_text())
-    for key in ("uncertain_threshold", "calibration"):
-        card.pop(key, None)
-    card["temperature"] = 1.0
-    old.write_text(json.dumps(card))  # as cards were written before calibration existed
-    args = [str(root), "--models-dir", str(trained_tiny.run_dir.parent)]
-    assert run_cli(calibrate_variants.main, calibrate_variants.get_args_parser(), args) == 0
+        raw = json.loads((root / name / "card.json").read_text())
+        (root / name / "card.json").unlink()
+        raw.update(format="lesionlite-variant/1", parent_dir=str(parent))
+        if name == "dense-static":  # as cards were written before calibration existed
+            for key in ("uncertain_threshold", "calibration", "temperature", "triage"):
+                raw.pop(key, None)
+        (root / name / "model_card.json").write_text(json.dumps(raw))
+    for folder in (parent, root / "dense-static"):
+        with pytest.raises(ModelError, match=f"earlier version.*upgrade_artifacts {folder}"):
+            load_predictor(str(folder))
+    db = tmp_path / "old.duckdb"
+    shutil.copyfile(sweep_store, db)
+    with ResultsStore(db) as store:  # as stores were written before card.json and before families were named
+        store.con.execute("UPDATE artifacts SET path = replace(path, 'card.json', 'model_card.json')")
+        store.con.execute("UPDATE runs SET config = json_merge_patch(config, '{\"family\": null}') "
+                          "WHERE variant = 'pruned-0.5-static'")
+
+    args = [str(tmp_path / "models"), str(root), "--db", str(db), "--models-dir", str(tmp_path / "models")]
+    assert run_cli(upgrade_artifacts.main, upgrade_artifacts.get_args_parser(), args) == 0
     out = capsys.readouterr().out
-    assert "1 of 2 variant folders calibrated" in out  # the calibrated one is left alone without --force
-    fixed = json.loads(old.read_text())
-    assert fixed["uncertain_threshold"] is not None and fixed["calibration"]["fitted_on"] == "val"
-    assert fixed["temperature"] != 1.0 and "val_ece_after" in fixed["calibration"]
-    assert load_predictor(str(root / "dense-static")).card.temperature == fixed["temperature"]
-    assert run_cli(calibrate_variants.main, calibrate_variants.get_args_parser(), [*args, "--force"]) == 0
-    assert "2 of 2 variant folders calibrated" in capsys.readouterr().out
+    assert "3 folder(s) upgraded, 1 of them calibrated now" in out
+    assert out.index(str(parent)) < out.index(str(root / "dense-static"))  # the parent first: variants read it
+    fixed = read_variant_card(root / "dense-static")
+    assert fixed.uncertain_threshold is not None and fixed.temperature != 1.0 and fixed.triage is not None
+    assert fixed.extra["calibration"]["by"] == "upgrade" and "val_ece_after" in fixed.extra["calibration"]
+    assert not list(tmp_path.rglob("model_card.json")) and not list(tmp_path.rglob("model.json"))
+    assert load_predictor(str(parent)).card.run_id == trained_tiny.run_id
+    with ResultsStore(db, read_only=True) as store:
+        assert store.query("SELECT count(*) n FROM artifacts WHERE path LIKE '%model_card.json'")["n"][0] == 0
+        assert store.query("SELECT count(*) n FROM runs WHERE kind = 'variant' AND "
+                           "json_extract_string(config, '$.family') IS NULL")["n"][0] == 0
+    assert run_cli(upgrade_artifacts.main, upgrade_artifacts.get_args_parser(), args) == 0  # once: nothing left
+    assert "0 folder(s) upgraded" in capsys.readouterr().out

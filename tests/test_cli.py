@@ -145,7 +145,7 @@ def test_workdir_keeps_every_output_in_one_folder(synthetic_root: Path, tmp_path
     assert code == 0, err
     assert sorted(p.name for p in work.iterdir()) == ["cache", "models", "results.duckdb", "variants"]
     run_id = next((work / "models").iterdir()).name
-    assert (work / "variants" / run_id / "dense-fp32" / "model_card.json").is_file()
+    assert (work / "variants" / run_id / "dense-fp32" / "card.json").is_file()
     assert f"results store: {work / 'results.duckdb'}" in out
     assert f"streamlit run dashboard/app.py -- --db {work / 'results.duckdb'}" in out  # how to look at it
     with ResultsStore(work / "results.duckdb", read_only=True) as store:

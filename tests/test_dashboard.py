@@ -75,7 +75,7 @@ def test_deployed_variant_is_chosen_on_validation_not_test(sweep_store: Path, tm
         chosen = deployed_variant(store)
     assert set(static["split"]) == {"val", "test"}  # the sweep stores both
     val = static[static["split"] == "val"].set_index("variant")["value"]
-    assert chosen.name == val.idxmax() and (chosen / "model_card.json").is_file()
+    assert chosen.name == val.idxmax() and (chosen / "card.json").is_file()
     # Make the other static cell the best on test but not on validation: the choice must not move.
     other = next(v for v in val.index if v != chosen.name)
     db = tmp_path / "copy.duckdb"
@@ -197,7 +197,9 @@ def test_no_store_gives_a_friendly_page(tmp_path: Path, monkeypatch: pytest.Monk
 
 def test_tradeoffs_headline_recommends_within_the_budget(app_env: Path) -> None:
     at = _run()
-    assert not at.exception and all("Synthetic demo data" in w.value for w in at.warning)  # only that warning
+    # only that warning (and, where the fixture sweep was timed on a busy machine, the noisy-timing one)
+    assert not at.exception and all("Synthetic demo data" in w.value or w.value.startswith("Noisy timing")
+                                    for w in at.warning)
     headline = next(h.value for h in at.header if "Recommend" in h.value or "No variant" in h.value)
     with ResultsStore(app_env, read_only=True) as store:
         eager = variants_frame(store)

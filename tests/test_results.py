@@ -108,13 +108,13 @@ def test_predictions_stored_and_v1_store_migrated(tmp_path: Path) -> None:
 def test_artifact_paths_resolve_from_anywhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "results" / "variants").mkdir(parents=True)
-    card = tmp_path / "results" / "variants" / "model_card.json"
+    card = tmp_path / "results" / "variants" / "card.json"
     card.write_text("{}")
     db = tmp_path / "results" / "results.duckdb"
     with ResultsStore(db) as store:
-        store.record_run(_record("r1", tmp_path, artifacts={"card": Path("results/variants/model_card.json")}))
+        store.record_run(_record("r1", tmp_path, artifacts={"card": Path("results/variants/card.json")}))
         stored = store.query("SELECT path FROM artifacts")["path"].iloc[0]
     assert Path(stored).is_absolute() and Path(stored) == card  # new rows: absolute
     monkeypatch.chdir(tmp_path / "results")  # elsewhere, an older row's repository-relative path still resolves
     with ResultsStore(db, read_only=True) as store:
-        assert store.resolve_artifact("results/variants/model_card.json") == card
+        assert store.resolve_artifact("results/variants/card.json") == card

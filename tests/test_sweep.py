@@ -59,7 +59,7 @@ def test_sweep_cells_are_stored_as_children_and_resume(trained_tiny: TrainResult
         assert len(store.runs()) == 7
     # Any variant folder is evaluable by the evaluate CLI (ONNX here).
     variant = Path(cfg.variants_dir) / trained_tiny.run_id / "pruned-0.5-static"
-    assert (variant / "model_card.json").is_file() and (variant / "model.onnx").is_file()
+    assert (variant / "card.json").is_file() and (variant / "model.onnx").is_file()
     code = run_cli(evaluate_cli.main, evaluate_cli.get_args_parser(),
                    ["--model", str(variant), "--data", trained_tiny.config.data_dir, "--no-store",
                     "--cache-dir", str(tmp_path / "cache")])
@@ -121,7 +121,7 @@ def test_fine_tuning_uses_the_sweep_ema_setting_not_the_parents(trained_tiny: Tr
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     import dataclasses
 
-    import core.jobs.sweep as sweep_mod
+    import core.jobs.sweep.build as sweep_mod
 
     seen: list[float] = []
     real_fit = sweep_mod.fit
@@ -154,7 +154,7 @@ def test_distilled_fine_tuning_learns_from_the_frozen_dense_parent(trained_tiny:
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
-    import core.jobs.sweep as sweep_mod
+    import core.jobs.sweep.build as sweep_mod
     from core.artifacts.card import load_trained_model
 
     seen = []
@@ -178,7 +178,7 @@ def test_distilled_fine_tuning_learns_from_the_frozen_dense_parent(trained_tiny:
 
 
 def test_iterative_pruning_makes_its_own_cells_and_shares_the_epoch_budget() -> None:
-    from core.jobs.sweep import step_epochs
+    from core.jobs.sweep.build import step_epochs
 
     one_shot = plan_groups(SweepConfig(ratios=[0.0, 0.5], modes=["static"]))
     iterative = plan_groups(SweepConfig(ratios=[0.0, 0.5], modes=["static"], iterative_steps=3, distill_alpha=0.5))
@@ -194,7 +194,7 @@ def test_iterative_pruning_makes_its_own_cells_and_shares_the_epoch_budget() -> 
 
 def test_iterative_pruning_fine_tunes_after_every_step(trained_tiny: TrainResult, tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    import core.jobs.sweep as sweep_mod
+    import core.jobs.sweep.build as sweep_mod
 
     seen: list[tuple[int, int]] = []  # (epochs asked, parameters of the model handed to fit)
     real_fit = sweep_mod.fit
@@ -227,7 +227,7 @@ def test_quantization_aware_cells_are_int8_onnx(trained_tiny: TrainResult, tmp_p
     qat = summary.set_index("variant").loc["pruned-0.5-qat"]
     static = summary.set_index("variant").loc["pruned-0.5-static"]
     assert qat["size_mb"] < 1.5 * static["size_mb"] and 0 <= qat["balanced_accuracy"] <= 1
-    card = json.loads((folder / "model_card.json").read_text())
+    card = json.loads((folder / "card.json").read_text())
     assert card["qat"]["epochs"] == 2 and card["quantization"] == "qat"
     # the deployed epoch was chosen on the *converted* graph's validation balanced accuracy
     chosen = card["qat"]["selection"]
@@ -284,7 +284,7 @@ def test_mac_budget_cells_recover_with_every_pruned_layer_trainable(trained_tiny
     whatever freeze_stages the parent was trained with."""
     import dataclasses
 
-    import core.jobs.sweep as sweep_mod
+    import core.jobs.sweep.build as sweep_mod
 
     seen: list[int] = []
     real_fit = sweep_mod.fit
@@ -380,7 +380,7 @@ def test_prune_then_train_and_lower_resolution_cells(trained_tiny: TrainResult, 
 def test_a_larger_architecture_is_pruned_to_the_parents_macs(trained_tiny: TrainResult, tmp_path: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """Issue 19: 'ptt-<arch>-1' prunes a larger network until it has the parent's MACs (Lite1 to Lite0's)."""
-    import core.jobs.sweep as sweep_mod
+    import core.jobs.sweep.build as sweep_mod
 
     monkeypatch.setattr(sweep_mod, "fit", lambda model, **kw: train_mod.FitResult([], 0.0, 0, None))
     cfg = _cfg(trained_tiny, tmp_path, ratios=[], unstructured=[], modes=["fp32"], prune_then_train=[1.0],
@@ -466,7 +466,7 @@ def test_sparse_training_before_pruning_makes_its_own_cells(trained_tiny: TrainR
     """Issue 19 item 4: '-sl' cells train the parent with torch-pruning's group regularisation (added to the
     gradients after every backward pass) before pruning to the MAC budget; the regularisation shrinks the groups."""
     import core.compress.prune as prune_mod
-    import core.jobs.sweep as sweep_mod
+    import core.jobs.sweep.build as sweep_mod
 
     calls: list[int] = []
     real = prune_mod.group_sparsity_regularizer
@@ -509,7 +509,7 @@ def test_the_store_stays_readable_by_another_process_while_a_sweep_builds(traine
     import subprocess
     import sys
 
-    import core.jobs.sweep as sweep_mod
+    import core.jobs.sweep.cells as sweep_mod
 
     cfg = _cfg(trained_tiny, tmp_path, ratios=[0.5], modes=["fp32"], unstructured=[])
     ResultsStore(cfg.db).close()
@@ -576,7 +576,7 @@ def test_phone_formats_are_sweep_cells_run_back_by_their_runtimes(trained_tiny: 
     assert pte["temperature"] == card.temperature and pte["runtime"] == "executorch-xnnpack"
 
     # A phone file that does not agree with its source is not kept (nor stored), and the sweep says why.
-    import core.jobs.sweep as sweep_module
+    import core.jobs.sweep.cells as sweep_module
 
     monkeypatch.setattr(sweep_module, "MIN_FP32_AGREEMENT", 1.01)
     again = _cfg(trained_tiny, tmp_path, ratios=[0.0], unstructured=[], modes=["pte_fp32"],

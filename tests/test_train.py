@@ -42,7 +42,7 @@ def test_train_stores_run_and_model_reloads(synthetic_root: Path, tmp_path: Path
         assert {"accuracy", "balanced_accuracy", "auc_macro_ovr", "kappa", "mcc", "ece"} <= set(metrics["name"])
         assert sorted(store.query("SELECT DISTINCT epoch FROM history")["epoch"]) == [0, 1]
         assert len(store.query("SELECT * FROM artifacts")) == 3
-    for name in ("model.pt", "model.json", "config.yaml", "split.csv", "history.csv", "checkpoint.pth"):
+    for name in ("model.pt", "card.json", "config.yaml", "split.csv", "history.csv", "checkpoint.pth"):
         assert (result.run_dir / name).is_file(), name
     # Reload by run id and by path: identical outputs.
     model_a, card, _ = load_trained_model(result.run_id, models_dir=cfg.output_dir)

@@ -2,12 +2,15 @@
 
 Two kinds of folder, one :class:`Card`:
 
-- a trained model, ``results/models/<run_id>/``: ``model.pt`` (best weights, state dict), ``model.json`` (the
-  card), ``config.yaml``, ``split.csv``, ``history.csv`` and the last training ``checkpoint.pth``;
-- a deployable variant, ``<variants_dir>/<parent_run_id>/<variant>/``: ``model.onnx`` (or ``model.pt``, a whole
-  pruned module written by the sweep) and ``model_card.json`` (the card, with metrics, size and latency).
+- a trained model, ``results/models/<run_id>/``: ``model.pt`` (best weights, state dict), ``card.json``,
+  ``config.yaml``, ``split.csv``, ``history.csv`` and the last training ``checkpoint.pth``;
+- a deployable variant, ``<variants_dir>/<parent_run_id>/<variant>/``: its file (``model.onnx``, ``model.pt`` (a
+  whole pruned module written by the sweep), ``model.ort``, ``model.pte`` or ``model.tflite``) and ``card.json``
+  (which names the file, with metrics, size and latency).
 
-Both reload by path, a trained model also by run id; :func:`load_predictor` serves either.
+One file name and one format version (:data:`CARD_FORMAT`) for both. Both reload by path, a trained model also by
+run id; :func:`load_predictor` serves either. A card of an earlier version is a one-line error that names the
+upgrade command (``python -m scripts.upgrade_artifacts``), which rewrites it once.
 """
 
 from __future__ import annotations
@@ -28,10 +31,11 @@ from core.errors import ModelError
 from core.models import create_model
 from core.triage import Triage, fit_triage_on_logits
 
-MODEL_FORMAT = "lesionlite-model/1"
-VARIANT_FORMAT = "lesionlite-variant/1"
-MODEL_CARD_NAME = "model.json"
-VARIANT_CARD_NAME = "model_card.json"
+CARD_FORMAT = "lesionlite-card/2"
+CARD_NAME = "card.json"
+# Earlier versions (file name -> format): read only by the upgrade command (core.jobs.upgrade).
+EARLIER_CARDS = {"model.json": "lesionlite-model/1", "model_card.json": "lesionlite-variant/1"}
+UPGRADE_COMMAND = "python -m scripts.upgrade_artifacts"
 DEFAULT_MODELS_DIR = Path("results/models")
 DATA_LICENCE = "HAM10000: CC BY-NC 4.0, Tschandl et al. 2018, doi:10.7910/DVN/DBW86T (if trained on it)"
 _FIELDS = ("format", "run_id", "architecture", "classes", "preprocessing", "variant", "parent_run_id", "file",
@@ -76,31 +80,37 @@ class Card:
         self.extra["calibration"] = {"fitted_on": fitted_on, "target_accuracy": target_accuracy, **note}
 
     def to_dict(self) -> dict[str, Any]:
-        head = {"format": VARIANT_FORMAT if self.file else MODEL_FORMAT, "run_id": self.run_id,
+        head = {"format": CARD_FORMAT, "run_id": self.run_id,
                 "architecture": self.architecture, "classes": list(self.classes),
                 "preprocessing": self.preprocessing.to_dict(), "variant": self.variant}
         if self.parent_run_id:
             head["parent_run_id"] = self.parent_run_id
         if self.file:
             head["file"] = self.file
-        head["temperature"] = self.temperature
-        if self.uncertain_threshold is not None:
-            head["uncertain_threshold"] = self.uncertain_threshold
-        if self.triage is not None:
-            head["triage"] = self.triage.to_dict()
+        head.update(temperature=self.temperature, uncertain_threshold=self.uncertain_threshold,
+                    triage=self.triage.to_dict() if self.triage is not None else None)
         return {**head, **self.extra}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], *, source: str = "card") -> Card:
-        missing = [k for k in ("run_id", "architecture", "preprocessing") if k not in d]
+        """A card of :data:`CARD_FORMAT`; anything else is a :class:`ModelError` naming the problem."""
+        if d.get("format") != CARD_FORMAT:
+            raise ModelError(f"{source}: card format {d.get('format')!r}, this code reads {CARD_FORMAT!r}; "
+                             f"upgrade it once: {UPGRADE_COMMAND} <folder>")
+        missing = [k for k in ("run_id", "architecture", "preprocessing", "classes", "variant", "temperature",
+                               "uncertain_threshold", "triage") if k not in d]
         if missing:
-            raise ModelError(f"{source}: not a model card (missing {', '.join(missing)})")
+            raise ModelError(f"{source}: not a complete model card (missing {', '.join(missing)})")
+        return cls._from_fields(d, source=source)
+
+    @classmethod
+    def _from_fields(cls, d: dict[str, Any], *, source: str) -> Card:
         card = cls(run_id=str(d["run_id"]), architecture=str(d["architecture"]),
                    preprocessing=Preprocessing.from_dict(d["preprocessing"]),
                    classes=tuple(d.get("classes", ())), variant=str(d.get("variant", "trained")),
                    parent_run_id=d.get("parent_run_id"), file=d.get("file"),
-                   temperature=float(d.get("temperature", 1.0)),  # cards written before calibration: T = 1
-                   uncertain_threshold=d.get("uncertain_threshold"), triage=Triage.from_dict(d.get("triage")),
+                   temperature=float(d.get("temperature", 1.0)), uncertain_threshold=d.get("uncertain_threshold"),
+                   triage=Triage.from_dict(d.get("triage")),
                    extra={k: v for k, v in d.items() if k not in _FIELDS})
         if card.classes != CLASSES:
             raise ModelError(f"{source}: class order {card.classes} differs from this code's {CLASSES}")
@@ -111,6 +121,10 @@ def _read_card(path: Path) -> Card:
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
+        earlier = [name for name in EARLIER_CARDS if (path.parent / name).is_file()]
+        if earlier:
+            raise ModelError(f"{path.parent}: its card is of an earlier version ({earlier[0]}); upgrade it once: "
+                             f"{UPGRADE_COMMAND} {path.parent}") from None
         raise ModelError(f"no model card: {path} is missing") from None
     except json.JSONDecodeError as exc:
         raise ModelError(f"{path}: not valid JSON ({exc})") from None
@@ -143,8 +157,8 @@ def save_trained_model(run_dir: Path, weights: torch.nn.Module | dict[str, torch
 
 
 def save_card(run_dir: Path, card: Card) -> Path:
-    """Write (or rewrite, e.g. once calibrated) a trained model's ``model.json``."""
-    path = run_dir / MODEL_CARD_NAME
+    """Write (or rewrite, e.g. once calibrated) a trained model's card."""
+    path = run_dir / CARD_NAME
     path.write_text(json.dumps(card.to_dict(), indent=2, default=str))
     return path
 
@@ -152,9 +166,9 @@ def save_card(run_dir: Path, card: Card) -> Path:
 def resolve_model_dir(ref: str | Path, *, models_dir: str | Path = DEFAULT_MODELS_DIR) -> Path:
     """A trained-model folder from a path or a run id (looked up under ``models_dir``)."""
     for candidate in (Path(ref), Path(models_dir) / str(ref)):
-        if (candidate / MODEL_CARD_NAME).is_file():
-            return candidate
-    raise ModelError(f"no trained model at {ref!r}: expected a folder with {MODEL_CARD_NAME}, "
+        if (candidate / CARD_NAME).is_file() or any((candidate / name).is_file() for name in EARLIER_CARDS):
+            return candidate  # an earlier card is found here, and refused by _read_card with the upgrade command
+    raise ModelError(f"no trained model at {ref!r}: expected a folder with {CARD_NAME}, "
                      f"or a run id under {models_dir}")
 
 
@@ -167,21 +181,21 @@ def parent_model_dir(card: Card, *, models_dir: str | Path = DEFAULT_MODELS_DIR)
         return resolve_model_dir(card.parent_run_id, models_dir=models_dir)
     except ModelError:
         recorded = card.extra.get("parent_dir")
-        if recorded and (Path(recorded) / MODEL_CARD_NAME).is_file():
+        if recorded and (Path(recorded) / CARD_NAME).is_file():
             return Path(recorded)
         raise
 
 
 def read_trained_card(ref: str | Path, *, models_dir: str | Path = DEFAULT_MODELS_DIR) -> Card:
     """A trained model's card, by run id or folder path, without loading its weights."""
-    return _read_card(resolve_model_dir(ref, models_dir=models_dir) / MODEL_CARD_NAME)
+    return _read_card(resolve_model_dir(ref, models_dir=models_dir) / CARD_NAME)
 
 
 def load_trained_model(ref: str | Path, *, models_dir: str | Path = DEFAULT_MODELS_DIR,
                        device: str | torch.device = "cpu") -> tuple[torch.nn.Module, Card, Path]:
     """Reload a trained model (eval mode) with its card, by run id or folder path."""
     model_dir = resolve_model_dir(ref, models_dir=models_dir)
-    card = _read_card(model_dir / MODEL_CARD_NAME)
+    card = _read_card(model_dir / CARD_NAME)
     model = create_model(card.architecture, pretrained=False, num_classes=len(card.classes),
                          drop_rate=float(card.extra.get("drop_rate", 0.0)))
     state = torch.load(model_dir / "model.pt", map_location=device, weights_only=True)
@@ -192,24 +206,43 @@ def load_trained_model(ref: str | Path, *, models_dir: str | Path = DEFAULT_MODE
 # Deployable variants -------------------------------------------------------------------------------------------
 
 def write_variant(folder: str | Path, *, model_file: str, card: Card) -> Card:
-    """Write ``model_card.json`` beside ``model_file`` in ``folder``; the size is measured from the file."""
+    """Write the card beside ``model_file`` in ``folder``; the size is measured from the file."""
     folder = Path(folder)
     path = folder / model_file
     if not path.is_file():
         raise ModelError(f"variant file missing: {path}")
     card.file = model_file
     card.extra["size_bytes"] = artifact_bytes(path)
-    (folder / VARIANT_CARD_NAME).write_text(json.dumps(card.to_dict(), indent=2, default=str))
+    (folder / CARD_NAME).write_text(json.dumps(card.to_dict(), indent=2, default=str))
     return card
 
 
 def read_variant_card(folder: str | Path) -> Card:
     """The card of a variant folder; a :class:`ModelError` naming the problem if it is not one."""
-    card = _read_card(Path(folder) / VARIANT_CARD_NAME)
+    card = _read_card(Path(folder) / CARD_NAME)
     if not card.file:
-        raise ModelError(f"{Path(folder) / VARIANT_CARD_NAME}: no model file named in the card")
+        raise ModelError(f"{Path(folder) / CARD_NAME}: a trained model's card, not a variant's (it names no file)")
     return card
 
 
 def is_variant_folder(folder: str | Path) -> bool:
-    return (Path(folder) / VARIANT_CARD_NAME).is_file()
+    """Whether ``folder`` holds a deployable variant (its card names a model file). A variant card of an earlier
+    version counts, so that reading it says how to upgrade; a damaged card too, so that reading it says so."""
+    folder = Path(folder)
+    if (folder / "model_card.json").is_file():
+        return True
+    path = folder / CARD_NAME
+    if not path.is_file():
+        return False
+    try:
+        return bool(json.loads(path.read_text()).get("file"))
+    except (json.JSONDecodeError, AttributeError):
+        return True
+
+
+def variant_folders(root: str | Path) -> list[Path]:
+    """``root`` if it is a variant folder, else the variant folders directly below it (sorted)."""
+    root = Path(root)
+    if is_variant_folder(root):
+        return [root]
+    return sorted(p for p in root.iterdir() if p.is_dir() and is_variant_folder(p))

@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from core.artifacts.card import VARIANT_CARD_NAME, Card, is_variant_folder, read_variant_card
+from core.artifacts.card import CARD_NAME, Card, is_variant_folder, read_variant_card
 from core.artifacts.mobile_runtimes import OPERATORS_FILE, RUNTIMES
 from core.classes import clinical_name
 from core.errors import ModelError
@@ -82,7 +82,7 @@ def pack_mobile(folders: list[Path], out_dir: str | Path) -> Path:
                       "latency_ms_x86_proxy": (card.extra.get("latency_ms") or {}).get("b1_median"),
                       "temperature": card.temperature, "uncertain_below_confidence": card.uncertain_threshold,
                       "screening": card.triage.to_dict() if card.triage else None,
-                      "source_card": f"{folder.name}/{VARIANT_CARD_NAME}"})
+                      "source_card": f"{folder.name}/{CARD_NAME}"})
     app = app_card(cards[0], files)
     (out_dir / APP_CARD_NAME).write_text(json.dumps(app, indent=2, default=str))
     return out_dir / APP_CARD_NAME

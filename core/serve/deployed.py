@@ -17,14 +17,13 @@ from torch.utils.data import DataLoader
 
 from core.artifacts.card import DEFAULT_MODELS_DIR, Card
 from core.classes import CLASSES, clinical_name
+from core.errors import ModelError
 from core.serve.ood import GATE_FILE, OodGate
 from core.serve.predict import Prediction, Predictor, load_predictor, predict_batches, predict_image
 from core.serve.quality import PhotoQuality, photo_quality
 from core.triage import Decision, Triage, decide
 
 log = logging.getLogger(__name__)
-
-UNCALIBRATED_THRESHOLD = 0.6  # only for variant cards written before calibration was recorded in them
 
 
 @dataclass(frozen=True)
@@ -132,8 +131,6 @@ def resolve_uncertain_threshold(card: Card, configured: float | None, *, folder:
     if configured is not None:
         return float(configured)
     if card.uncertain_threshold is None:
-        log.warning("%s: the card has no calibrated 'uncertain' threshold (written before calibration); using %.2f "
-                    "on uncalibrated probabilities. Re-run the sweep or set LESIONLITE_UNCERTAIN_THRESHOLD", folder,
-                    UNCALIBRATED_THRESHOLD)
-        return UNCALIBRATED_THRESHOLD
+        raise ModelError(f"{folder}: the card has no calibrated 'uncertain' threshold (the model was never "
+                         "calibrated on validation): re-run the sweep for it, or set LESIONLITE_UNCERTAIN_THRESHOLD")
     return float(card.uncertain_threshold)

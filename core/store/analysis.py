@@ -101,7 +101,7 @@ def variants_frame(store: ResultsStore, *, split: str = "test") -> pd.DataFrame:
     df["quantization"] = df["mode"].fillna("torch_fp32")
     df["runtime"] = df["quantization"].map(runtime_of_mode)  # which runtime runs the file (core.compress.RUNTIMES)
     df["pruning_ratio"] = df["pruning_ratio"].fillna(0.0)
-    df["family"] = df["family"].fillna(df["variant"].map(_family_from_name))  # stored before families were named
+    df["family"] = df["family"].fillna("dense")  # training and evaluation runs: dense models (variants name theirs)
     df = df.drop(columns=["mode"])
     base = df[df["variant"] == BASELINE_VARIANT].set_index("parent_run_id")
     base = base[~base.index.duplicated()]
@@ -136,15 +136,6 @@ def synthetic_share(df: pd.DataFrame) -> float:
     synthetic = {d for d in df["dataset"].dropna().unique()
                  if "synthetic" in str(d).lower() or is_synthetic_dataset(str(d))}
     return float(df["dataset"].isin(synthetic).mean())
-
-
-def _family_from_name(variant: object) -> str:
-    name = str(variant)
-    for prefix, family in (("macs-", "pruned after training"), ("pruned-", "pruned (per-layer ratio)"),
-                           ("unstructured-", "unstructured sparsity")):
-        if name.startswith(prefix):
-            return family
-    return "dense"
 
 
 @dataclass(frozen=True)
@@ -401,7 +392,7 @@ def short_names(df: pd.DataFrame) -> dict[str, str]:
 
 
 def variant_card_paths(store: ResultsStore) -> pd.DataFrame:
-    """run_id, variant, model and the model_card.json path (resolved) of every stored deployable variant."""
+    """run_id, variant, model and the card path (resolved) of every stored deployable variant."""
     df = store.query("SELECT a.run_id, r.variant, r.model, a.path FROM artifacts a JOIN runs r USING (run_id) "
                      "WHERE a.kind = 'card' ORDER BY r.model, r.variant")
     df["path"] = df["path"].map(lambda p: str(store.resolve_artifact(p)))

@@ -205,8 +205,7 @@ def test_no_model_answers_503_with_a_clear_message(tmp_path: Path) -> None:
 
 
 def test_uncertain_threshold_is_the_deployed_cards_unless_configured(tmp_path: Path, variant_folder: Path,
-                                                                     monkeypatch: pytest.MonkeyPatch,
-                                                                     caplog: pytest.LogCaptureFixture) -> None:
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     import json
     import shutil
 
@@ -229,19 +228,22 @@ def test_uncertain_threshold_is_the_deployed_cards_unless_configured(tmp_path: P
     with pytest.raises(ConfigError, match="LESIONLITE_UNCERTAIN_THRESHOLD='high' is not a number"):
         make(variant_folder)
     monkeypatch.delenv("LESIONLITE_UNCERTAIN_THRESHOLD")
-    old = tmp_path / "old-variant"  # a card written before calibration: said at start-up, not silent
-    shutil.copytree(variant_folder, old)
-    raw = json.loads((old / "model_card.json").read_text())
-    del raw["temperature"], raw["uncertain_threshold"]
-    (old / "model_card.json").write_text(json.dumps(raw))
-    assert make(old).config["DEPLOYED_UNCERTAIN_THRESHOLD"] == 0.6
-    assert "no calibrated 'uncertain' threshold" in caplog.text
+    uncalibrated = tmp_path / "uncalibrated"  # a card with no threshold: refused at start-up, not guessed
+    shutil.copytree(variant_folder, uncalibrated)
+    raw = json.loads((uncalibrated / "card.json").read_text())
+    raw["uncertain_threshold"] = None
+    (uncalibrated / "card.json").write_text(json.dumps(raw))
+    refused = make(uncalibrated)  # outside production the site starts and says why predictions answer 503
+    assert refused.config["DEPLOYED_VARIANT"] is None
+    assert "no calibrated 'uncertain' threshold" in refused.config["MODEL_PROBLEM"]
+    monkeypatch.setenv("LESIONLITE_UNCERTAIN_THRESHOLD", "0.5")  # unless the operator sets one
+    assert make(uncalibrated).config["DEPLOYED_UNCERTAIN_THRESHOLD"] == 0.5
 
 
 def test_pages_say_what_the_model_card_says(client: FlaskClient, auth: AuthActions, variant_folder: Path) -> None:
     import json
 
-    card = json.loads((variant_folder / "model_card.json").read_text())
+    card = json.loads((variant_folder / "card.json").read_text())
     assert card["training_data"]["synthetic"] is True and "recall_mel" in card["metrics"]["test"]
     auth.register()
     auth.login()

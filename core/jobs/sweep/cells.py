@@ -1,0 +1,304 @@
+"""A cell: one deployable file of a group's model (a quantization mode or a phone format), measured (accuracy on
+validation and test, paired differences against the dense parent, latency), recorded with its card, and stored."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.metrics import balanced_accuracy_score
+from torch import nn
+
+from core.artifacts.card import (
+    CARD_NAME,
+    DATA_LICENCE,
+    Card,
+    read_variant_card,
+    write_variant,
+)
+from core.artifacts.mobile_runtimes import runtime_of, runtime_version
+from core.compress.latency import Latency, predictor_latency
+from core.compress.mobile import MOBILE_MODES, OPERATORS_FILE, export_mobile, is_int8
+from core.compress.qat import export_qat_onnx, graph_logits, quantization_aware_finetune
+from core.compress.quantize import (
+    quantize_onnx,
+    torch_dynamic_quantize,
+)
+from core.data.prepare import PreparedSplit
+from core.data.synthetic import is_synthetic_dataset
+from core.errors import ConfigError, ModelError
+from core.intervals import interval_metrics, paired_differences
+from core.jobs.sweep.build import BuiltGroup, build_group
+from core.jobs.sweep.config import TORCH_MODES, Group, SweepConfig, base_mode, sweep_id
+from core.losses import make_criterion
+from core.metrics import Evaluation, evaluate_logits
+from core.provenance import Provenance, git_sha, machine_description
+from core.serve.deployed import Scores
+from core.serve.facts import card_metrics, training_data
+from core.serve.predict import (
+    MobilePredictor,
+    OnnxPredictor,
+    Predictor,
+    TorchPredictor,
+    load_predictor,
+    predict_logits,
+    probabilities,
+)
+from core.store.results import Predictions, ResultsStore, RunRecord
+from core.train.loaders import train_loader
+from core.train.parent import Parent
+
+log = logging.getLogger(__name__)
+
+log = logging.getLogger(__name__)
+
+
+def make_cell(parent: Parent, *, group: Group, label: str, built: BuiltGroup, cfg: SweepConfig
+              ) -> tuple[Predictor, Path]:
+    """The deployable file of one cell in its folder, and the one predictor that measures it."""
+    mode = base_mode(label)
+    folder = Path(cfg.variants_dir) / parent.run_id / group.variant(label)
+    if folder.exists():
+        shutil.rmtree(folder)  # a leftover of an interrupted run: never stored, rebuilt from scratch
+    folder.mkdir(parents=True)
+    split = built.split
+    card = Card(run_id=group.cell_id(parent.run_id, label), architecture=group.architecture,
+                preprocessing=split.prep, variant=group.variant(label), parent_run_id=parent.run_id,
+                extra={"pruning": group.kind, "pruning_ratio": group.amount, "quantization": mode,
+                       "split_hash": split.hash, "dataset_fingerprint": split.data.fingerprint,
+                       "git_sha": git_sha(), "seed": parent.train_cfg.seed, "data_licence": DATA_LICENCE,
+                       "parent_dir": str(parent.model_dir.resolve()), "params": built.params, "macs": built.macs,
+                       "sparsity": built.sparsity,
+                       "distillation": built.info.get("distillation"),
+                       "training_data": training_data(data_dir=parent.train_cfg.data_dir,
+                                                      synthetic=is_synthetic_dataset(parent.train_cfg.data_dir),
+                                                      images=len(split.rows("train")))})
+    if mode == "qat":
+        card.extra["qat"] = {"epochs": cfg.qat_epochs, "lr": cfg.qat_lr,
+                             "flow": "torchao PT2E, X86InductorQuantizer (per-channel int8 weights), ONNX QDQ"}
+        train_cfg = parent.train_cfg
+        selection: list[dict[str, float]] = []
+
+        def converted_val_balanced_accuracy(graph: nn.Module) -> float:
+            logits, labels = graph_logits(graph, split.loader("val", batch_size=64))
+            return float(balanced_accuracy_score(labels.numpy(), logits.argmax(1).numpy()))
+
+        converted = quantization_aware_finetune(
+            copy.deepcopy(built.model),
+            batches=lambda epoch: train_loader(split, train_cfg, train_cfg.seed + epoch),
+            criterion=make_criterion(train_cfg.imbalance, split.labels("train"),
+                                     label_smoothing=train_cfg.label_smoothing,
+                                     logit_adjust_tau=train_cfg.logit_adjust_tau),
+            epochs=cfg.qat_epochs, lr=cfg.qat_lr, example=torch.from_numpy(split.arrays("train", 4)[0]),
+            max_batches=train_cfg.max_train_batches, score=converted_val_balanced_accuracy, history=selection)
+        card.extra["qat"]["selection"] = {"on": "converted graph, val balanced accuracy", "epochs": selection,
+                                          "chosen_epoch": max(selection, key=lambda r: r["converted_score"])["epoch"]}
+        export_qat_onnx(converted, folder / "model.onnx", input_size=split.prep.input_size)
+        card.file = "model.onnx"
+        return OnnxPredictor(folder / "model.onnx", card, threads=cfg.threads), folder
+    if mode in TORCH_MODES:
+        module = torch_dynamic_quantize(copy.deepcopy(built.model)) if mode == "torch_dynamic" else built.model
+        module.zero_grad(set_to_none=True)
+        torch.save(module, folder / "model.pt")
+        card.file = "model.pt"
+        return TorchPredictor(module, card), folder
+    if mode in MOBILE_MODES:
+        return _mobile_cell(card, folder=folder, mode=mode, built=built, cfg=cfg), folder
+    _quantized_onnx(built, mode=mode, out=folder / "model.onnx", cfg=cfg)
+    card.file = "model.onnx"
+    return OnnxPredictor(folder / "model.onnx", card, threads=cfg.threads), folder
+
+
+def _quantized_onnx(built: BuiltGroup, *, mode: str, out: Path, cfg: SweepConfig) -> Path:
+    """The group's fp32 ONNX export in ``mode`` (fp32, dynamic, static, fp16), written to ``out``."""
+    quantize_onnx(built.work / "fp32.onnx", out, mode=mode, calibration=built.calibration,
+                  method=cfg.calibration_method, per_channel=cfg.per_channel, exclude=cfg.static_exclude,
+                  keep_fp32=cfg.static_keep_fp32)
+    return out
+
+
+class ExportRejected(ModelError):
+    """A phone file that ran back but does not agree with its source: not kept, not reported."""
+
+
+MIN_FP32_AGREEMENT = 0.99  # an fp32 phone file must give its source's top-1 class on 99% of validation images
+
+
+def _mobile_cell(card: Card, *, folder: Path, mode: str, built: BuiltGroup, cfg: SweepConfig) -> MobilePredictor:
+    """Export ``mode``'s phone file, run it back in its runtime, and check it against its source on every validation
+    image (top-1 agreement, largest logit difference), recorded in the card; fp32 files below
+    :data:`MIN_FP32_AGREEMENT` raise :class:`ExportRejected`. int8 files are judged by their accuracy instead."""
+    suffix, source = MOBILE_MODES[mode]
+    source_onnx = {}
+
+    def onnx_file(onnx_mode: str) -> Path:
+        out = built.work / f"{onnx_mode}.onnx"
+        if not out.is_file():
+            _quantized_onnx(built, mode=onnx_mode, out=out, cfg=cfg)
+        source_onnx[onnx_mode] = out
+        return out
+
+    path = export_mobile(mode, folder / f"model{suffix}", model=built.model, onnx_file=onnx_file,
+                         input_size=built.split.prep.input_size, calibration=built.calibration)
+    card.file = path.name
+    operators = path.with_name(OPERATORS_FILE)
+    card.extra["runtime"] = {"name": runtime_of(path), "version": runtime_version(path),
+                             "operators": operators.name if operators.is_file() else None,
+                             "timed_as": "x86 proxy (phones differ)"}
+    predictor = MobilePredictor(path, card, threads=cfg.threads)  # a file its runtime cannot load raises here
+    reference: Predictor = (OnnxPredictor(next(iter(source_onnx.values())), card, threads=cfg.threads)
+                            if source_onnx else TorchPredictor(built.model, card))
+    loader = built.split.loader("val", batch_size=64)
+    got, _ = predict_logits(predictor, loader)
+    want, _ = predict_logits(reference, loader)
+    agreement = float(np.mean(got.argmax(1) == want.argmax(1)))
+    card.extra["mobile_check"] = {"source": source if source_onnx else "torch", "on": "val",
+                                  "max_abs_logit_diff": float(np.abs(got - want).max()), "top1_agreement": agreement}
+    log.info("%s: %s %s, top-1 agreement with its source %.4f on %d validation images", card.variant,
+             card.extra["runtime"]["name"], card.extra["runtime"]["version"], agreement, len(got))
+    if not is_int8(mode) and agreement < MIN_FP32_AGREEMENT:
+        raise ExportRejected(f"{card.variant}: agrees with its source on {agreement:.1%} of validation images "
+                             f"(< {MIN_FP32_AGREEMENT:.0%}); not kept")
+    return predictor
+
+
+@dataclass
+class Measured:
+    evaluations: dict[str, Evaluation]
+    predictions: dict[str, Predictions]
+    latency: Latency
+    paired: dict[str, float]  # delta_<metric> (+ interval) vs the dense parent, on val and test pooled
+
+
+def measure_cell(predictor: Predictor, *, parent: Parent, cfg: SweepConfig, split: PreparedSplit | None = None
+                 ) -> Measured:
+    """Accuracy (val chooses what to deploy, test reports it) and latency, through the same predictor.
+
+    ``split``: the cell's own (the parent's rows at another input size); paired differences need the same images.
+    """
+    split = split or parent.split
+    if split is not parent.split and any(
+            split.rows(s)["image_id"].tolist() != parent.split.rows(s)["image_id"].tolist() for s in ("val", "test")):
+        raise ConfigError("a cell is scored on other images than its parent: paired differences need the same rows")
+    evaluations, predictions = {}, {}
+    outputs = {name: predict_logits(predictor, split.loader(name, batch_size=64)) for name in ("val", "test")}
+    card = predictor.card  # calibrated on validation; the card carries it to every later predictor of this file
+    card.calibrate(*outputs["val"], target_accuracy=cfg.uncertain_target_accuracy)
+    pooled = []
+    for name, (logits, labels) in outputs.items():
+        rows = split.rows(name)
+        groups = rows["lesion_id"].to_numpy()
+        evaluations[name] = evaluate_logits(labels, logits, temperature=card.temperature, groups=groups,
+                                            triage=card.triage)
+        probs = probabilities(predictor, logits)
+        predictions[name] = Predictions(rows["image_id"].tolist(), labels, probs)
+        # what the deployed model shows (core.serve.deployed): the "uncertain" share at the card's threshold
+        evaluations[name].metrics.update(
+            Scores(probs, labels, probs.max(axis=1) < card.uncertain_threshold).deployment_metrics())
+        reference = parent.predictions(name)
+        evaluations[name].metrics.update(interval_metrics(
+            paired_differences(labels, logits.argmax(1), reference, groups=groups), prefix="delta_"))
+        pooled.append((labels, logits.argmax(1), reference, groups))
+    labels, preds, reference, groups = (np.concatenate(parts) for parts in zip(*pooled, strict=True))
+    paired = interval_metrics(paired_differences(labels, preds, reference, groups=groups), prefix="delta_")
+    latency = predictor_latency(predictor, input_size=split.prep.input_size, threads=cfg.threads,
+                                runs=cfg.latency_runs)
+    return Measured(evaluations, predictions, latency, paired)
+
+
+def cell_record(parent: Parent, *, group: Group, label: str, built: BuiltGroup, predictor: Predictor, folder: Path,
+                measured: Measured, cfg: SweepConfig) -> RunRecord:
+    """Write the cell's card (with its figures) and return its run record, a child run of the dense parent."""
+    mode = base_mode(label)
+    card = predictor.card
+    here = machine_description()
+    export = (card.extra.pop("mobile_check") if mode in MOBILE_MODES
+              else dataclasses.asdict(built.export) if built.export and mode != "torch_fp32" else None)
+    card.extra.update(metrics=card_metrics(measured.evaluations),
+                      latency_ms={"b1_median": measured.latency.median_ms, "b1_iqr": measured.latency.iqr_ms,
+                                  "threads": cfg.threads, **here}, export_check=export)
+    write_variant(folder, model_file=str(card.file), card=card)
+    size_bytes = card.extra["size_bytes"]
+    deploy = {"size_bytes": float(size_bytes), "size_mb": size_bytes / 1e6,
+              "latency_b1_ms": measured.latency.median_ms, "latency_b1_iqr_ms": measured.latency.iqr_ms,
+              "params": float(built.params), "macs": built.macs, "sparsity": built.sparsity,
+              "pruning_ratio": group.amount if group.kind in ("structured", "unstructured") else 0.0,
+              "build_seconds": built.build_seconds}
+    if "macs_before" in built.info:  # of the dense parent, counted like macs_after on the same input
+        deploy["macs_kept"] = built.info["macs_after"] / built.info["macs_before"]
+        if group.kind != "structured":  # a budget cell's "ratio" is the share of MACs removed (its budget is named)
+            deploy["pruning_ratio"] = 1 - deploy["macs_kept"]
+    if export:
+        deploy.update(export_max_abs_logit_diff=export["max_abs_logit_diff"],
+                      export_top1_agreement=export["top1_agreement"])
+    provenance = Provenance.here(dataset=parent.train_cfg.data_dir, dataset_fingerprint=built.split.data.fingerprint,
+                                 split_hash=built.split.hash, seed=parent.train_cfg.seed, device=torch.device("cpu"))
+    return RunRecord(
+        run_id=card.run_id, kind="variant", scalars={"deploy": deploy, "val_test": measured.paired},
+        model=group.model,  # the parent's: a larger architecture pruned down is named in the variant and card
+        variant=group.variant(label), parent_run_id=parent.run_id, provenance=provenance,
+        config={"sweep": dataclasses.asdict(cfg), "sweep_id": sweep_id(cfg), "group": dataclasses.asdict(group),
+                "family": group.family, "mode": mode,
+                "pruning": {k: v for k, v in built.info.items() if k != "history"},
+                "timed_on": here},
+        evaluations=measured.evaluations, history=built.info["history"], predictions=measured.predictions,
+        artifacts={"model": folder / str(card.file), "card": folder / CARD_NAME},
+    )
+
+
+def store_cell(db: str | Path, record: RunRecord) -> str:
+    """Store one finished cell (one transaction: all of it or nothing); the driver is the only writer. The store is
+    open only for this write: DuckDB admits no reader beside a writer process, and the dashboard must keep showing
+    the store while a sweep runs for hours."""
+    with ResultsStore(db) as store:
+        store.record_run(record)
+    deploy = record.scalars["deploy"]
+    log.info("%s %s: test bal-acc %.3f, %.2f MB, %.2f ms (timed on %s)", record.model, record.variant,
+             record.evaluations["test"].metrics["balanced_accuracy"], deploy["size_mb"], deploy["latency_b1_ms"],
+             record.config["timed_on"]["host"])
+    return record.run_id
+
+
+def pending_modes(db: str | Path, parent_run_id: str, group: Group) -> list[str]:
+    """The modes of ``group`` whose cells are not stored yet (what a resumed sweep still has to do)."""
+    with ResultsStore(db, read_only=True) as store:
+        return [m for m in group.modes if not store.has_run(group.cell_id(parent_run_id, m))]
+
+
+def iter_cells(parent: Parent, *, group: Group, todo: list[str], cfg: SweepConfig) -> Iterator[RunRecord]:
+    """Build (prune, fine-tune, export) once, then make and measure each cell of ``todo``; yields their records."""
+    built = build_group(parent, group=group, todo=todo, cfg=cfg)
+    for label in todo:
+        try:
+            predictor, folder = make_cell(parent, group=group, label=label, built=built, cfg=cfg)
+        except ExportRejected as exc:
+            log.error("%s", exc)
+            continue
+        measured = measure_cell(predictor, parent=parent, cfg=cfg, split=built.split)
+        yield cell_record(parent, group=group, label=label, built=built, predictor=predictor, folder=folder,
+                          measured=measured, cfg=cfg)
+    shutil.rmtree(built.work)
+
+
+def retime(record: RunRecord, cfg: SweepConfig) -> RunRecord:
+    """Measure the cell's latency again on this machine (its card and record updated) before it is stored."""
+    folder = Path(record.artifacts["card"]).parent
+    predictor = load_predictor(str(folder), threads=cfg.threads)
+    latency = predictor_latency(predictor, input_size=predictor.card.preprocessing.input_size, threads=cfg.threads,
+                                runs=cfg.latency_runs)
+    here = machine_description()
+    card = read_variant_card(folder)
+    card.extra["latency_ms"] = {"b1_median": latency.median_ms, "b1_iqr": latency.iqr_ms, "threads": cfg.threads,
+                                **here, "retimed_on_driver": True}
+    write_variant(folder, model_file=str(card.file), card=card)
+    record.scalars["deploy"].update(latency_b1_ms=latency.median_ms, latency_b1_iqr_ms=latency.iqr_ms)
+    record.config["timed_on"] = {**here, "retimed_on_driver": True,
+                                 "built_on": record.config["timed_on"]["host"]}
+    return record
