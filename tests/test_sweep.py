@@ -150,6 +150,16 @@ def test_distillation_makes_its_own_cells() -> None:
         SweepConfig(distill_alpha=1.5)
 
 
+def test_a_channel_importance_other_than_magnitude_makes_its_own_cells() -> None:
+    plain = plan_groups(SweepConfig(ratios=[0.0, 0.5], macs_keep=[0.75], modes=["fp32"], distill_alpha=0.5))
+    taylor = plan_groups(SweepConfig(ratios=[0.0, 0.5], macs_keep=[0.75], modes=["fp32"], distill_alpha=0.5,
+                                     importance="taylor"))
+    assert taylor[0] == plain[0]  # the dense cells are not pruned: the same cells
+    assert [g.variant("fp32") for g in taylor[1:]] == ["pruned-0.5-kd-taylor-fp32", "macs-0.75-kd-taylor-fp32"]
+    assert [g.variant("fp32") for g in plain[1:]] == ["pruned-0.5-kd-fp32", "macs-0.75-kd-fp32"]
+    assert {g.cell_id("r", "fp32") for g in taylor[1:]}.isdisjoint(g.cell_id("r", "fp32") for g in plain)
+
+
 def test_distilled_fine_tuning_learns_from_the_frozen_dense_parent(trained_tiny: TrainResult, tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     import torch

@@ -144,10 +144,11 @@ class Group:
     steps: int = 1  # pruned in this many steps with fine-tuning after each: its own cells ("-itN")
     arch: str = ""  # "retrained": the architecture pruned and trained, when it is not the parent's
     sparse: bool = False  # "budget": sparse training before pruning, its own cells ("-sl")
+    importance: str = ""  # channel importance other than the default (magnitude): its own cells ("-taylor")
 
     def _options(self, sep: str) -> str:
         return ((f"{sep}it{self.steps}" if self.steps > 1 else "") + (f"{sep}sl" if self.sparse else "")
-                + (f"{sep}kd" if self.distilled else ""))
+                + (f"{sep}kd" if self.distilled else "") + (f"{sep}{self.importance}" if self.importance else ""))
 
     @property
     def architecture(self) -> str:
@@ -213,11 +214,13 @@ def plan_groups(cfg: SweepConfig) -> list[Group]:
     """The whole grid in a fixed order (the same on every machine, so shards partition it)."""
     groups = []
     labels = tuple(mode_label(m, cfg) for m in cfg.modes)
+    importance = "" if cfg.importance == "magnitude" else cfg.importance  # the default names no cells
     for model in cfg.models:
         groups += [Group(model, "structured", r, labels, distilled=cfg.distill_alpha > 0 and r > 0,
-                         steps=cfg.iterative_steps if r > 0 else 1) for r in sorted(set(cfg.ratios))]
-        groups += [Group(model, "budget", k, labels, distilled=cfg.distill_alpha > 0, sparse=cfg.sparse_epochs > 0)
-                   for k in sorted(set(cfg.macs_keep), reverse=True)]
+                         steps=cfg.iterative_steps if r > 0 else 1, importance=importance if r > 0 else "")
+                   for r in sorted(set(cfg.ratios))]
+        groups += [Group(model, "budget", k, labels, distilled=cfg.distill_alpha > 0, sparse=cfg.sparse_epochs > 0,
+                         importance=importance) for k in sorted(set(cfg.macs_keep), reverse=True)]
         groups += [Group(model, "retrained", k, labels, arch="" if arch == model else arch)
                    for arch in (cfg.prune_then_train_models or [model])
                    for k in sorted(set(cfg.prune_then_train), reverse=True)]
