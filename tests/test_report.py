@@ -89,3 +89,12 @@ def test_the_runtime_table_sets_each_file_beside_its_own_runtimes_dense_fp32() -
     assert table.loc["dense-static", "speed_x_runtime"] == pytest.approx(4.0 / 4.2)  # ONNX Runtime's own fp32
     assert table.loc["dense-torch_fp32", "size_x_runtime"] == pytest.approx(1.0)
     assert list(table["runtime"]) == sorted(table["runtime"])  # grouped by runtime
+
+
+def test_a_plot_with_more_modes_than_markers(tmp_path: Path) -> None:
+    from core.store.report import pareto_plot
+
+    modes = [f"mode{i}" for i in range(14)]  # every quantization mode and phone format of one parent
+    df = pd.DataFrame({"quantization": modes, "size_mb": [1.0 + i for i in range(14)],
+                       "balanced_accuracy": [0.5 + i / 100 for i in range(14)], "pruning_ratio": 0.0})
+    assert pareto_plot(df, x="size_mb", title="t", path=tmp_path / "p.png").is_file()

@@ -6,6 +6,7 @@ sets the original study's claims, which came from a split that let images of one
 
 from __future__ import annotations
 
+import itertools
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -118,7 +119,8 @@ def pareto_plot(df: pd.DataFrame, *, x: str, title: str, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    markers = dict(zip(sorted(df["quantization"].unique()), "osD^vPX*", strict=False))
+    modes = sorted(df["quantization"].unique())
+    markers = dict(zip(modes, itertools.islice(itertools.cycle("osD^vPX*<>ph"), len(modes)), strict=True))
     if "balanced_accuracy_ci_low" in df.columns and df["balanced_accuracy_ci_low"].notna().any():
         ax.errorbar(df[x], df["balanced_accuracy"], fmt="none", ecolor="grey", elinewidth=0.8, alpha=0.6,
                     yerr=[df["balanced_accuracy"] - df["balanced_accuracy_ci_low"],
