@@ -10,9 +10,9 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
-def ray_map(fn: Callable[..., Any], calls: dict[Any, tuple], *, address: str | None, cpus: int | None = None,
-            cpus_per_task: float = 1, gpus_per_task: float = 0) -> Iterator[tuple[Any, Any]]:
-    """Run ``fn(*args)`` for every ``key: args`` of ``calls`` as a Ray task; yield ``(key, result)`` in the order
+def ray_map(fn: Callable[..., Any], calls: dict[Any, dict[str, Any]], *, address: str | None,
+            cpus: int | None = None, cpus_per_task: float = 1, gpus_per_task: float = 0) -> Iterator[tuple[Any, Any]]:
+    """Run ``fn(**kwargs)`` for every ``key: kwargs`` of ``calls`` as a Ray task; yield ``(key, result)`` in the order
     the tasks finish. ``address``: an existing cluster or ``"auto"``; None starts a private local instance with
     ``cpus`` CPUs for this call and shuts it down afterwards."""
     import ray
@@ -20,7 +20,7 @@ def ray_map(fn: Callable[..., Any], calls: dict[Any, tuple], *, address: str | N
     started_here = _start_ray(address, cpus)
     try:
         task = ray.remote(num_cpus=cpus_per_task, num_gpus=gpus_per_task)(fn)
-        pending = {task.remote(*args): key for key, args in calls.items()}
+        pending = {task.remote(**kwargs): key for key, kwargs in calls.items()}
         log.info("ray: %d task(s) submitted to %s", len(pending), ray.get_runtime_context().gcs_address)
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)

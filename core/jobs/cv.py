@@ -320,7 +320,7 @@ def summarise(ctx: _Context, store: ResultsStore) -> tuple[RunRecord, pd.DataFra
     return record, curve
 
 
-def fold_task(recipe: TrainConfig, folder: str, fold: int) -> RunRecord:
+def fold_task(*, recipe: TrainConfig, folder: str, fold: int) -> RunRecord:
     """Run on a Ray worker: one cross-validation fold, returned as its run record (nothing is stored)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return run_fold(open_cv(recipe, CVConfig(cv_resume=folder)), fold)
@@ -329,7 +329,7 @@ def fold_task(recipe: TrainConfig, folder: str, fold: int) -> RunRecord:
 def run_folds_on_ray(ctx: _Context, folds: list[int], *, address: str) -> Iterator[RunRecord]:
     """Every fold of ``folds`` as a Ray task; yields each fold's run record as it finishes (the caller, the driver,
     is the only writer of the store)."""
-    calls = {fold: (ctx.recipe, str(ctx.folder.resolve()), fold) for fold in folds}
+    calls = {fold: {"recipe": ctx.recipe, "folder": str(ctx.folder.resolve()), "fold": fold} for fold in folds}
     for fold, record in ray_map(fold_task, calls, address=None if address == "local" else address,
                                 cpus_per_task=max(1, ctx.recipe.threads)):
         log.info("ray: fold %d finished", fold)

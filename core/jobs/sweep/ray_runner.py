@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 log = logging.getLogger(__name__)
 
 
-def group_task(parent_dir: str, group: Group, todo: list[str], cfg: SweepConfig, threads: int) -> list[RunRecord]:
+def group_task(*, parent_dir: str, group: Group, todo: list[str], cfg: SweepConfig, threads: int) -> list[RunRecord]:
     """Run on a Ray worker: every cell of ``todo`` for ``group``, returned as run records (nothing is stored).
 
     A task is one group (one prune + fine-tune serving every quantization mode): a task per cell would repeat the
@@ -41,7 +41,8 @@ def run_groups_on_ray(parents: dict[str, str], groups: list[Group], cfg: SweepCo
     for i, group in enumerate(groups):
         todo = pending_modes(cfg.db, parent_ids[group.model], group)
         if todo:
-            calls[i] = (parents[group.model], group, todo, cfg, cfg.ray_cpus_per_task)
+            calls[i] = {"parent_dir": parents[group.model], "group": group, "todo": todo, "cfg": cfg,
+                        "threads": cfg.ray_cpus_per_task}
         else:
             log.info("%s %s: all cells already stored, skipping", group.model, group.variant("*"))
     for i, records in ray_map(group_task, calls, address=address, cpus=cfg.ray_cpus or None,
