@@ -30,6 +30,8 @@ MELANOMA_GROUP: tuple[str, ...] = ("mel",)
 
 # Urgency of the next step, most urgent last; the text a patient reads for each.
 WATCH, APPOINTMENT, URGENT = 0, 1, 2
+DISCLAIMER = ("Research tool, not a diagnosis. The output of this model must not be used to make medical "
+              "decisions; see a clinician about any skin lesion that worries you.")  # beside every answer, every app
 NEXT_STEPS = {
     URGENT: ("See a dermatologist or your doctor as soon as possible, within two weeks: tell them a skin check "
              "suggested a possible skin cancer and bring this report."),

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from core.artifacts.card import Card
+from core.artifacts.records import Origin
 from core.classes import CLASSES
 from core.cli import run_cli, script_parser
 from core.compress.export import export_onnx
@@ -105,7 +106,7 @@ def live_latency(workdir: Path, runs: int) -> dict[str, tuple[float, float]]:
     export_onnx(model, fp32, input_size=224)
     calib = np.random.default_rng(0).standard_normal((16, 3, 224, 224), dtype=np.float32)
     int8 = quantize_onnx(fp32, workdir / "int8.onnx", mode="static", calibration=calib)
-    card = Card(run_id="bench", architecture="efficientnet_b0", preprocessing=prep)
+    card = Card(run_id="bench", architecture="efficientnet_b0", preprocessing=prep, origin=Origin.untrained())
     image = check_image(reencode_jpeg(synthetic_example("mel", width=600, height=450)))
     out = {}
     for name, predictor in (("torch eager fp32", TorchPredictor(model, card)),

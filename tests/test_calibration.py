@@ -3,6 +3,7 @@ every predictor."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -63,13 +64,17 @@ def test_card_round_trip_and_every_predictor_applies_the_temperature(sweep_store
     shutil.copytree(next((sweep_store.parent / "variants").glob("*/pruned-0.5-static")), folder)
     card = read_variant_card(folder)
     assert card.temperature > 0 and card.uncertain_threshold is not None  # the sweep calibrated it on val
-    assert card.extra["calibration"]["fitted_on"] == "val"
+    assert card.calibration.fitted_on == "val"
     again = Card.from_dict(json.loads(json.dumps(card.to_dict())))
-    assert (again.temperature, again.uncertain_threshold) == (card.temperature, card.uncertain_threshold)
+    assert again == card and again.deployment.latency.threads == 1 and again.compression.quantization == "static"
     incomplete = card.to_dict()
-    del incomplete["temperature"], incomplete["uncertain_threshold"]
-    with pytest.raises(ModelError, match="missing temperature, uncertain_threshold"):  # never a silent T = 1
+    del incomplete["calibration"]["temperature"]
+    with pytest.raises(ModelError, match="incomplete calibration record.*temperature"):  # never a silent T = 1
         Card.from_dict(incomplete)
+    with pytest.raises(ModelError, match="missing calibration"):
+        Card.from_dict({k: v for k, v in card.to_dict().items() if k != "calibration"})
+    with pytest.raises(ModelError, match="unknown deployment field.*size_mb.*allowed: export_check, latency"):
+        Card.from_dict({**card.to_dict(), "deployment": {**card.to_dict()["deployment"], "size_mb": 1.0}})
     with pytest.raises(ModelError, match=r"card format 'lesionlite-variant/1'.*scripts.upgrade_artifacts"):
         Card.from_dict({**card.to_dict(), "format": "lesionlite-variant/1"})
 
@@ -78,7 +83,7 @@ def test_card_round_trip_and_every_predictor_applies_the_temperature(sweep_store
     loader = load_parent(str(trained_tiny.run_dir)).split.loader("val", batch_size=64)
     calibrated, labels = predict_batches(load_predictor(folder), loader)
     raw = json.loads((folder / "card.json").read_text())
-    raw["temperature"] = 1.0
+    raw["calibration"]["temperature"] = 1.0
     (folder / "card.json").write_text(json.dumps(raw))
     plain, _ = predict_batches(load_predictor(folder), loader)
     assert (calibrated.argmax(1) == plain.argmax(1)).all()
@@ -95,31 +100,52 @@ def test_raw_softmax_is_recovered_from_stored_calibrated_probabilities() -> None
     np.testing.assert_allclose(uncalibrated_probs(stored, 2.5), calibrated_softmax(logits), atol=1e-9)
 
 
+def as_flat(card: dict) -> dict:
+    """A card as versions 1 and 2 wrote it: every fact at the top level (no typed records)."""
+    flat = {k: v for k, v in card.items() if k not in ("origin", "calibration", "compression", "deployment")}
+    calibration = dict(card["calibration"])
+    flat.update(card["origin"], temperature=calibration.pop("temperature"),
+                uncertain_threshold=calibration.pop("uncertain_threshold"),
+                calibration={**calibration.pop("notes"), **calibration})
+    flat.update(card["compression"] or {})
+    if card["deployment"]:
+        deployment = card["deployment"]
+        flat.update(size_bytes=deployment["size_bytes"], runtime=deployment["runtime"],
+                    latency_ms=deployment["latency"], export_check=deployment["export_check"])
+    return flat
+
+
 def test_artifacts_of_earlier_versions_are_refused_with_the_command_that_upgrades_them_once(
         sweep_store: Path, trained_tiny, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from core.cli import run_cli
     from core.store.results import ResultsStore
     from scripts import upgrade_artifacts
 
-    # An earlier trained-model folder (model.json) and two earlier variants (model_card.json), one never calibrated.
+    # An earlier trained-model folder (model.json, version 1), an earlier variant never calibrated (model_card.json,
+    # version 1) and one of version 2 (card.json, every fact at the top level).
     parent = tmp_path / "models" / trained_tiny.run_id
     shutil.copytree(trained_tiny.run_dir, parent)
     card = json.loads((parent / "card.json").read_text())
     (parent / "card.json").unlink()
-    (parent / "model.json").write_text(json.dumps({**card, "format": "lesionlite-model/1"}))
+    (parent / "model.json").write_text(json.dumps({**as_flat(card), "format": "lesionlite-model/1"}))
     root = tmp_path / "variants"
     for name in ("dense-static", "pruned-0.5-fp32"):
         shutil.copytree(next((sweep_store.parent / "variants").glob(f"*/{name}")), root / name)
-        raw = json.loads((root / name / "card.json").read_text())
-        (root / name / "card.json").unlink()
-        raw.update(format="lesionlite-variant/1", parent_dir=str(parent))
+        raw = as_flat(json.loads((root / name / "card.json").read_text()))
+        raw.update(parent_dir=str(parent))
         if name == "dense-static":  # as cards were written before calibration existed
             for key in ("uncertain_threshold", "calibration", "temperature", "triage"):
                 raw.pop(key, None)
-        (root / name / "model_card.json").write_text(json.dumps(raw))
+            (root / name / "card.json").unlink()
+            (root / name / "model_card.json").write_text(json.dumps({**raw, "format": "lesionlite-variant/1"}))
+        else:
+            (root / name / "card.json").write_text(json.dumps({**raw, "format": "lesionlite-card/2"}))
+    kept = read_variant_card(next((sweep_store.parent / "variants").glob("*/pruned-0.5-fp32")))
     for folder in (parent, root / "dense-static"):
         with pytest.raises(ModelError, match=f"earlier version.*upgrade_artifacts {folder}"):
             load_predictor(str(folder))
+    with pytest.raises(ModelError, match="card format 'lesionlite-card/2'.*upgrade it once: python -m scripts"):
+        load_predictor(str(root / "pruned-0.5-fp32"))
     db = tmp_path / "old.duckdb"
     shutil.copyfile(sweep_store, db)
     with ResultsStore(db) as store:  # as stores were written before card.json and before families were named
@@ -134,8 +160,11 @@ def test_artifacts_of_earlier_versions_are_refused_with_the_command_that_upgrade
     assert out.index(str(parent)) < out.index(str(root / "dense-static"))  # the parent first: variants read it
     fixed = read_variant_card(root / "dense-static")
     assert fixed.uncertain_threshold is not None and fixed.temperature != 1.0 and fixed.triage is not None
-    assert fixed.extra["calibration"]["by"] == "upgrade" and "val_ece_after" in fixed.extra["calibration"]
+    assert fixed.calibration.notes["by"] == "upgrade" and "val_ece_after" in fixed.calibration.notes
     assert not list(tmp_path.rglob("model_card.json")) and not list(tmp_path.rglob("model.json"))
+    upgraded = read_variant_card(root / "pruned-0.5-fp32")  # every fact of version 2 is in its typed record
+    assert dataclasses.replace(upgraded, origin=dataclasses.replace(upgraded.origin, parent_dir=None)) == \
+        dataclasses.replace(kept, origin=dataclasses.replace(kept.origin, parent_dir=None))
     assert load_predictor(str(parent)).card.run_id == trained_tiny.run_id
     with ResultsStore(db, read_only=True) as store:
         assert store.query("SELECT count(*) n FROM artifacts WHERE path LIKE '%model_card.json'")["n"][0] == 0

@@ -132,10 +132,10 @@ def test_the_fold_ensemble_is_distilled_into_one_stored_model(finished_cv, tmp_p
     final = train_final(result.cv_id, db=cfg.db, cv_dir=str(result.folder.parent), distill=True, epochs=1,
                         output_dir=str(tmp_path / "models"))
     card = read_trained_card(final.run_dir)
-    assert card.variant == "student" and card.extra["distillation"]["teacher"].startswith(f"{K}-fold ensemble")
-    assert card.extra["cv_id"] == result.cv_id
+    assert card.variant == "student" and card.origin.distillation["teacher"].startswith(f"{K}-fold ensemble")
+    assert card.origin.cv_id == result.cv_id
     folds = load_folds(result.folder / "folds.csv")
-    assert card.extra["training_data"]["images"] == int((folds["fold"] != TEST_FOLD).sum())  # train + val
+    assert card.origin.training_data.images == int((folds["fold"] != TEST_FOLD).sum())  # train + val
     with ResultsStore(cfg.db, read_only=True) as store:
         run = store.runs().set_index("run_id").loc[final.run_id]
         assert run["kind"] == "train" and run["variant"] == "student"

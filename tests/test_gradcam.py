@@ -7,6 +7,7 @@ import torch
 from PIL import Image
 
 from core.artifacts.card import Card
+from core.artifacts.records import Origin
 from core.data.synthetic import synthetic_example
 from core.data.transforms import preprocessing_for
 from core.models import create_model
@@ -19,7 +20,7 @@ def _predictor(size: int = 64) -> TorchPredictor:
     torch.manual_seed(0)
     model = create_model("test_efficientnet", pretrained=False)
     return TorchPredictor(model, Card(run_id="t", architecture="test_efficientnet",
-                                      preprocessing=preprocessing_for(model, size)))
+                                      preprocessing=preprocessing_for(model, size), origin=Origin.untrained()))
 
 
 def test_cam_lines_up_with_the_crop_the_model_saw() -> None:

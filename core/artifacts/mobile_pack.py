@@ -8,15 +8,17 @@ runtime, its version, the operator list where the runtime makes one, and how wel
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
 from typing import Any
 
 from core.artifacts.card import CARD_NAME, Card, is_variant_folder, read_variant_card
-from core.artifacts.mobile_runtimes import OPERATORS_FILE, RUNTIMES
+from core.artifacts.mobile_runtimes import OPERATORS_FILE
 from core.classes import clinical_name
 from core.errors import ModelError
+from core.triage import DISCLAIMER
 
 APP_CARD_NAME = "lesionlite-app.json"
 APP_FORMAT = "lesionlite-app/1"
@@ -25,12 +27,16 @@ APP_FORMAT = "lesionlite-app/1"
 def mobile_folders(variants_dir: str | Path, stem: str) -> list[Path]:
     """The phone-format cells of one model in a sweep's variants folder: ``<stem>-ort_*``, ``<stem>-pte_*``,
     ``<stem>-tflite_*`` (e.g. stem ``dense`` or ``macs-0.5``)."""
-    folders = sorted(p for p in Path(variants_dir).glob(f"{stem}-*")
-                     if is_variant_folder(p) and Path(str(read_variant_card(p).file)).suffix in RUNTIMES)
+    folders = sorted(p for p in Path(variants_dir).glob(f"{stem}-*") if is_variant_folder(p) and _runtime_of(p))
     if not folders:
         raise ModelError(f"{variants_dir}: no phone-format cells named {stem}-ort_*, {stem}-pte_* or "
                          f"{stem}-tflite_* (run the sweep with modes ort_fp32, pte_fp32, tflite_fp32, ...)")
     return folders
+
+
+def _runtime_of(folder: Path) -> str | None:
+    deployment = read_variant_card(folder).deployment
+    return deployment.runtime.name if deployment and deployment.runtime else None
 
 
 def app_card(card: Card, files: list[dict[str, Any]]) -> dict[str, Any]:
@@ -40,7 +46,7 @@ def app_card(card: Card, files: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "format": APP_FORMAT,
         "model": {"architecture": card.architecture, "run_id": card.run_id, "parent_run_id": card.parent_run_id,
-                  "git_sha": card.extra.get("git_sha"), "data_licence": card.extra.get("data_licence")},
+                  "git_sha": card.origin.git_sha, "data_licence": card.origin.data_licence},
         "input": {"layout": "NCHW", "dtype": "float32", "batch": 1, "channels": "RGB",
                   "height": prep.input_size, "width": prep.input_size,
                   "resize_shorter_side_to": prep.cache_size, "interpolation": prep.interpolation,
@@ -52,7 +58,7 @@ def app_card(card: Card, files: list[dict[str, Any]]) -> dict[str, Any]:
                    "probabilities": "softmax(logits / temperature), with each file's own temperature",
                    "uncertain": "top probability below the file's uncertain_below_confidence"},
         "files": files,
-        "disclaimer": "Research tool, not a diagnosis.",
+        "disclaimer": DISCLAIMER,
     }
 
 
@@ -67,19 +73,22 @@ def pack_mobile(folders: list[Path], out_dir: str | Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     files = []
     for folder, card in zip(folders, cards, strict=True):
-        runtime = card.extra.get("runtime") or {}
+        deployment = card.deployment
+        if deployment is None or deployment.runtime is None:
+            raise ModelError(f"{folder}: not a phone-format cell (its card names no runtime)")
         name = f"{card.variant}{Path(str(card.file)).suffix}"
         shutil.copyfile(folder / str(card.file), out_dir / name)
         operators = None
         if (folder / OPERATORS_FILE).is_file():
             operators = f"{card.variant}.{OPERATORS_FILE}"
             shutil.copyfile(folder / OPERATORS_FILE, out_dir / operators)
-        metrics = card.extra.get("metrics", {}).get("test", {})
-        files.append({"file": name, "variant": card.variant, "runtime": runtime.get("name"),
-                      "runtime_version": runtime.get("version"), "operators": operators,
-                      "size_bytes": card.extra.get("size_bytes"), "export_check": card.extra.get("export_check"),
-                      "test_balanced_accuracy": metrics.get("balanced_accuracy"),
-                      "latency_ms_x86_proxy": (card.extra.get("latency_ms") or {}).get("b1_median"),
+        check, latency = deployment.export_check, deployment.latency
+        files.append({"file": name, "variant": card.variant, "runtime": deployment.runtime.name,
+                      "runtime_version": deployment.runtime.version, "operators": operators,
+                      "size_bytes": deployment.size_bytes,
+                      "export_check": dataclasses.asdict(check) if check else None,
+                      "test_balanced_accuracy": card.metrics.get("test", {}).get("balanced_accuracy"),
+                      "latency_ms_x86_proxy": latency.b1_median if latency else None,
                       "temperature": card.temperature, "uncertain_below_confidence": card.uncertain_threshold,
                       "screening": card.triage.to_dict() if card.triage else None,
                       "source_card": f"{folder.name}/{CARD_NAME}"})

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,20 +13,12 @@ import torch
 from torch import nn
 
 from core.artifacts.onnx_runtime import ort_logits, ort_session
+from core.artifacts.records import ExportCheck
 
 log = logging.getLogger(__name__)
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "logits"
-
-
-@dataclass(frozen=True)
-class ExportCheck:
-    """Agreement between the PyTorch model and its ONNX export on the same inputs."""
-
-    max_abs_logit_diff: float
-    top1_agreement: float
-    exporter: str
 
 
 def export_onnx(model: nn.Module, path: str | Path, *, input_size: int, opset: int = 18) -> str:
@@ -60,5 +51,5 @@ def check_export(model: nn.Module, path: str | Path, images: torch.Tensor, *, ex
     """Compare logits of ``model`` and the ONNX file on ``images`` (real inputs, not only random noise)."""
     reference = model.eval()(images).float().numpy()
     got = ort_logits(ort_session(path), images.numpy())
-    return ExportCheck(float(np.abs(reference - got).max()),
-                       float(np.mean(reference.argmax(1) == got.argmax(1))), exporter)
+    return ExportCheck(max_abs_logit_diff=float(np.abs(reference - got).max()),
+                       top1_agreement=float(np.mean(reference.argmax(1) == got.argmax(1))), exporter=exporter)

@@ -27,27 +27,27 @@ import pandas as pd
 import torch
 import yaml
 
-from core.artifacts.card import DATA_LICENCE, Card, atomic_torch_save, save_trained_model
+from core.artifacts.card import Card, atomic_torch_save, save_trained_model
 from core.calibration import calibrated_softmax
 from core.classes import CLASSES
 from core.config import build_config, option, save_config
 from core.data.folds import apply_folds, fold_split, folds_hash, load_folds, make_folds, save_folds
 from core.data.prepare import PreparedData, PreparedSplit, prepare_data
 from core.data.split import apply_split, load_split, make_split, save_split
-from core.data.synthetic import ensure_synthetic_dataset, is_synthetic_dataset
+from core.data.synthetic import ensure_synthetic_dataset
 from core.data.transforms import Preprocessing, preprocessing_for
 from core.errors import ConfigError
 from core.intervals import interval_metrics, paired_differences
 from core.metrics import Evaluation, evaluate_logits, evaluate_predictions
-from core.models import create_model, pretrained_provenance
-from core.provenance import Provenance, git_sha, new_run_id
+from core.models import create_model
+from core.provenance import Provenance, new_run_id
 from core.ray_pool import ray_map
 from core.runtime import resolve_device, seed_everything
-from core.serve.facts import training_data
 from core.store.results import Predictions, ResultsStore, RunRecord
 from core.train.config import TrainConfig
 from core.train.evaluation import model_logits
 from core.train.loop import fit
+from core.train.origin import origin_of
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def fold_run_id(cv_id: str, fold: int) -> str:
 
 
 @dataclass
-class _Context:
+class CVContext:
     """What every fold of one cross-validation shares."""
 
     cv_id: str
@@ -135,7 +135,7 @@ def _open(recipe: TrainConfig, cv: CVConfig) -> tuple[str, Path, TrainConfig, CV
     return folder.name, folder, recipe, resumed, True
 
 
-def open_cv(recipe: TrainConfig, cv: CVConfig) -> _Context:
+def open_cv(recipe: TrainConfig, cv: CVConfig) -> CVContext:
     cv_id, folder, recipe, cv, resumed = _open(recipe, cv)
     seed_everything(recipe.seed)
     if recipe.threads:
@@ -156,7 +156,7 @@ def open_cv(recipe: TrainConfig, cv: CVConfig) -> _Context:
         folder.mkdir(parents=True, exist_ok=False)
         save_folds(folds, folder / "folds.csv")
         (folder / CV_FILE).write_text(yaml.safe_dump({"recipe": asdict(recipe), "cv": asdict(cv)}, sort_keys=False))
-    return _Context(cv_id, folder, recipe, cv, data, folds, prep, device)
+    return CVContext(cv_id, folder, recipe, cv, data, folds, prep, device)
 
 
 class _Eta:
@@ -173,7 +173,7 @@ class _Eta:
                  remaining // 60, remaining % 60)
 
 
-def write_fold_run_files(ctx: _Context, fold: int) -> Path:
+def write_fold_run_files(ctx: CVContext, fold: int) -> Path:
     """Make a fold's folder a complete trained-run folder (its recipe as ``config.yaml``, its split as
     ``split.csv``: the held-out fold as val), so it can be a sweep's parent: paired differences are then taken on
     the held-out fold (out of fold) and the test split."""
@@ -188,7 +188,7 @@ def _checkpoint(fold_dir: Path) -> dict[str, Any] | None:
     return torch.load(path, map_location="cpu", weights_only=False) if path.is_file() else None
 
 
-def run_fold(ctx: _Context, fold: int, eta: _Eta | None = None) -> RunRecord:
+def run_fold(ctx: CVContext, fold: int, eta: _Eta | None = None) -> RunRecord:
     """Train fold ``fold``'s model on the other folds and score it on its own fold and on test."""
     recipe, fold_dir = ctx.recipe, ctx.folder / f"fold{fold}"
     fold_dir.mkdir(parents=True, exist_ok=True)
@@ -211,38 +211,23 @@ def run_fold(ctx: _Context, fold: int, eta: _Eta | None = None) -> RunRecord:
 
     fitted = fit(model, split=split, cfg=recipe, device=ctx.device, checkpoint=checkpoint, on_epoch=on_epoch,
                  select_best=False)
-    held, test = split.rows("val"), split.rows("test")
-    outputs = {"oof": (held, epoch_logits[-1])}
-    loader = {"oof": split.loader("val", batch_size=recipe.batch_size * 2),
-              "test": split.loader("test", batch_size=recipe.batch_size * 2)}
-    outputs["test"] = (test, model_logits(model, loader["test"], ctx.device, channels_last=recipe.channels_last)[0])
-    if ctx.cv.tta:
-        for name, rows in (("oof", held), ("test", test)):
-            outputs[f"{name}_tta"] = (rows, model_logits(model, loader[name], ctx.device,
-                                                         channels_last=recipe.channels_last, tta=True)[0])
-    held_labels = held["label"].to_numpy()
+    held = split.rows("val")
+    outputs = _fold_outputs(model, ctx=ctx, split=split, oof_logits=epoch_logits[-1])
     card = Card(run_id=fold_run_id(ctx.cv_id, fold), architecture=recipe.model, preprocessing=ctx.prep,
-                classes=CLASSES, variant=f"fold{fold}",
-                extra={"drop_rate": recipe.drop_rate, "pretrained": recipe.pretrained,
-                       "pretrained_weights": pretrained_provenance(recipe.model) if recipe.pretrained else None,
-                       "cv_id": ctx.cv_id, "fold": fold, "split_hash": split.hash,
-                       "dataset_fingerprint": ctx.data.fingerprint, "git_sha": git_sha(), "seed": recipe.seed,
-                       "data_licence": DATA_LICENCE,
-                       "training_data": training_data(data_dir=recipe.data_dir,
-                                                      synthetic=is_synthetic_dataset(recipe.data_dir),
-                                                      images=len(split.rows("train")))})
-    card.calibrate(epoch_logits[-1], held_labels, fitted_on="held-out fold")
-    temperature = card.temperature
+                classes=CLASSES, variant=f"fold{fold}", drop_rate=recipe.drop_rate,
+                origin=origin_of(recipe, split=split, cv_id=ctx.cv_id, fold=fold))
+    card.calibrate(epoch_logits[-1], held["label"].to_numpy(), fitted_on="held-out fold")
     save_trained_model(fold_dir, model, card)
     write_fold_run_files(ctx, fold)
     np.savez_compressed(fold_dir / "oof_epochs.npz", logits=np.stack(epoch_logits),
-                        image_ids=held["image_id"].to_numpy(dtype=str), labels=held_labels)
+                        image_ids=held["image_id"].to_numpy(dtype=str), labels=held["label"].to_numpy())
     evaluations, predictions = {}, {}
     for name, (rows, logits) in outputs.items():
         labels = rows["label"].to_numpy()
-        evaluations[name] = evaluate_logits(labels, logits, temperature=temperature,
+        evaluations[name] = evaluate_logits(labels, logits, temperature=card.temperature,
                                             groups=ctx.groups(rows["image_id"]), triage=card.triage)
-        predictions[name] = Predictions(rows["image_id"].tolist(), labels, calibrated_softmax(logits, temperature))
+        predictions[name] = Predictions(rows["image_id"].tolist(), labels,
+                                        calibrated_softmax(logits, card.temperature))
     provenance = Provenance.here(dataset=recipe.data_dir, dataset_fingerprint=ctx.data.fingerprint,
                                  split_hash=split.hash, seed=recipe.seed, device=ctx.device)
     return RunRecord(run_id=fold_run_id(ctx.cv_id, fold), kind="cv_fold", model=recipe.model,
@@ -250,6 +235,23 @@ def run_fold(ctx: _Context, fold: int, eta: _Eta | None = None) -> RunRecord:
                                                                               "fold": fold}},
                      provenance=provenance, evaluations=evaluations, history=fitted.history,
                      predictions=predictions, artifacts={"weights": fold_dir / "model.pt"})
+
+
+def _fold_outputs(model: torch.nn.Module, *, ctx: CVContext, split: PreparedSplit, oof_logits: np.ndarray
+                  ) -> dict[str, tuple[pd.DataFrame, np.ndarray]]:
+    """The fold model's logits with the rows they score: its held-out fold (``oof``, from the last epoch) and test,
+    each also with test-time augmentation where the cross-validation asks for it."""
+    recipe = ctx.recipe
+    held, test = split.rows("val"), split.rows("test")
+    loader = {"oof": split.loader("val", batch_size=recipe.batch_size * 2),
+              "test": split.loader("test", batch_size=recipe.batch_size * 2)}
+    outputs = {"oof": (held, oof_logits),
+               "test": (test, model_logits(model, loader["test"], ctx.device, channels_last=recipe.channels_last)[0])}
+    if ctx.cv.tta:
+        for name, rows in (("oof", held), ("test", test)):
+            outputs[f"{name}_tta"] = (rows, model_logits(model, loader[name], ctx.device,
+                                                         channels_last=recipe.channels_last, tta=True)[0])
+    return outputs
 
 
 def _fold_predictions(store: ResultsStore, cv_id: str, k: int) -> pd.DataFrame:
@@ -262,7 +264,7 @@ def _stack(frame: pd.DataFrame) -> tuple[list[str], np.ndarray, np.ndarray]:
     return frame["image_id"].tolist(), frame["label"].to_numpy(), np.stack(frame["probs"].to_numpy())
 
 
-def oof_curve(ctx: _Context) -> pd.DataFrame:
+def oof_curve(ctx: CVContext) -> pd.DataFrame:
     """Pooled out-of-fold accuracy, balanced accuracy and melanoma recall after each epoch (argmax figures:
     calibration does not move them)."""
     per_fold = [np.load(ctx.folder / f"fold{i}" / "oof_epochs.npz") for i in range(ctx.cv.folds)]
@@ -280,7 +282,7 @@ def oof_curve(ctx: _Context) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def summarise(ctx: _Context, store: ResultsStore) -> tuple[RunRecord, pd.DataFrame]:
+def summarise(ctx: CVContext, store: ResultsStore) -> tuple[RunRecord, pd.DataFrame]:
     """The pooled out-of-fold figures, TTA's paired gain and the fold ensemble on test, as one ``cv`` run."""
     preds = _fold_predictions(store, ctx.cv_id, ctx.cv.folds)
     evaluations: dict[str, Evaluation] = {}
@@ -326,7 +328,7 @@ def fold_task(*, recipe: TrainConfig, folder: str, fold: int) -> RunRecord:
     return run_fold(open_cv(recipe, CVConfig(cv_resume=folder)), fold)
 
 
-def run_folds_on_ray(ctx: _Context, folds: list[int], *, address: str) -> Iterator[RunRecord]:
+def run_folds_on_ray(ctx: CVContext, folds: list[int], *, address: str) -> Iterator[RunRecord]:
     """Every fold of ``folds`` as a Ray task; yields each fold's run record as it finishes (the caller, the driver,
     is the only writer of the store)."""
     calls = {fold: {"recipe": ctx.recipe, "folder": str(ctx.folder.resolve()), "fold": fold} for fold in folds}

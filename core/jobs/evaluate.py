@@ -68,7 +68,7 @@ def evaluate_on_folder(
         log.info("wrote ISIC 2018 Task 3 submission: %s", submission)
     if db is not None:
         provenance = Provenance.here(dataset=data_dir, dataset_fingerprint=data.fingerprint, split_hash=split.hash,
-                                     seed=int(card.extra.get("seed", 0)), device=torch.device("cpu"))
+                                     seed=card.origin.seed, device=torch.device("cpu"))
         record = RunRecord(
             run_id=run_id, kind="eval", model=card.architecture, variant=card.variant + ("+tta" if tta else ""),
             provenance=provenance,

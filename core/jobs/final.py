@@ -20,7 +20,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from core.artifacts.card import DATA_LICENCE, Card, atomic_torch_save, load_trained_model, save_trained_model
+from core.artifacts.card import Card, atomic_torch_save, load_trained_model, save_trained_model
+from core.artifacts.records import Calibration
 from core.calibration import calibrated_softmax
 from core.classes import CLASSES
 from core.compress.distill import Distillation
@@ -28,17 +29,17 @@ from core.config import save_config
 from core.data.folds import all_labelled_split, folds_hash
 from core.data.prepare import PreparedSplit
 from core.data.split import save_split
-from core.data.synthetic import is_synthetic_dataset
 from core.errors import ConfigError
-from core.jobs.cv import CVConfig, fold_run_id, open_cv
+from core.jobs.cv import CVConfig, CVContext, fold_run_id, open_cv
 from core.metrics import Evaluation, evaluate_logits
-from core.models import create_model, pretrained_provenance
-from core.provenance import Provenance, git_sha, new_run_id
-from core.serve.facts import card_metrics, training_data
+from core.models import create_model
+from core.provenance import Provenance, new_run_id
+from core.serve.facts import card_metrics
 from core.store.results import Predictions, ResultsStore, RunRecord
 from core.train.config import TrainConfig
 from core.train.evaluation import model_logits
 from core.train.loop import fit
+from core.train.origin import origin_of
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ class EnsembleTeacher(nn.Module):
         return probs.mean(0).clamp_min(1e-12).log()
 
 
-def load_fold_ensemble(cv_folder: Path, k: int) -> tuple[EnsembleTeacher, list[Any]]:
+def load_fold_ensemble(cv_folder: Path, k: int) -> tuple[EnsembleTeacher, list[Card]]:
     """The k fold models of a cross-validation folder (every fold must be finished) and their cards."""
     members, cards = [], []
     for fold in range(k):
@@ -88,11 +89,7 @@ def train_final(cv_ref: str, *, db: str, cv_dir: str = "results/cv", distill: bo
     ctx = open_cv(recipe, CVConfig(cv_dir=cv_dir, cv_resume=cv_ref))
     cfg = replace(ctx.recipe, epochs=epochs or ctx.recipe.epochs, patience=0,
                   output_dir=output_dir or ctx.recipe.output_dir, db=db)
-    with ResultsStore(db, read_only=True) as store:
-        missing = [i for i in range(ctx.cv.folds) if not store.has_run(fold_run_id(ctx.cv_id, i))]
-    if missing:
-        raise ConfigError(f"cross-validation {ctx.cv_id} has fold(s) {missing} not stored in {db}; "
-                          f"finish it first (scripts.cv --cv-resume {ctx.cv_id})")
+    _require_stored_folds(ctx, db)
     teacher, fold_cards = load_fold_ensemble(ctx.folder, ctx.cv.folds)
     variant = "student" if distill else "final"
     table = all_labelled_split(ctx.folds)
@@ -115,38 +112,54 @@ def train_final(cv_ref: str, *, db: str, cv_dir: str = "results/cv", distill: bo
 
     fitted = fit(model, split=split, cfg=cfg, device=ctx.device, on_epoch=on_epoch, distillation=distillation,
                  select_best=False)
-    thresholds = [c.uncertain_threshold for c in fold_cards if c.uncertain_threshold is not None]
+    taught_by = ({"teacher": f"{ctx.cv.folds}-fold ensemble of {ctx.cv_id}", "alpha": alpha,
+                  "temperature": temperature} if distill else None)
     card = Card(run_id=run_id, architecture=cfg.model, preprocessing=ctx.prep, classes=CLASSES, variant=variant,
-                temperature=float(np.mean([c.temperature for c in fold_cards])),
-                uncertain_threshold=float(np.mean(thresholds)) if thresholds else None,
-                extra={"drop_rate": cfg.drop_rate, "pretrained": cfg.pretrained,
-                       "pretrained_weights": pretrained_provenance(cfg.model) if cfg.pretrained else None,
-                       "split_hash": split.hash, "dataset_fingerprint": ctx.data.fingerprint, "git_sha": git_sha(),
-                       "seed": cfg.seed, "data_licence": DATA_LICENCE, "cv_id": ctx.cv_id,
-                       "folds_hash": folds_hash(ctx.folds),
-                       "distillation": {"teacher": f"{ctx.cv.folds}-fold ensemble of {ctx.cv_id}", "alpha": alpha,
-                                        "temperature": temperature} if distill else None,
-                       "calibration": {"fitted_on": "mean of the fold models' held-out calibrations"},
-                       "training_data": training_data(data_dir=cfg.data_dir,
-                                                      synthetic=is_synthetic_dataset(cfg.data_dir),
-                                                      images=len(split.rows("train")))})
+                drop_rate=cfg.drop_rate, calibration=_mean_calibration(fold_cards),
+                origin=origin_of(cfg, split=split, cv_id=ctx.cv_id, folds_hash=folds_hash(ctx.folds),
+                                 distillation=taught_by))
+    config = {**asdict(cfg), "cv_id": ctx.cv_id, "distill": distill, "distill_alpha": alpha,
+              "distill_temperature": temperature}
+    evaluations = _score_and_store(model, card=card, ctx=ctx, cfg=cfg, split=split, run_dir=run_dir,
+                                   history=fitted.history, config=config)
+    return FinalResult(run_id, run_dir, evaluations)
+
+
+def _require_stored_folds(ctx: CVContext, db: str) -> None:
+    with ResultsStore(db, read_only=True) as store:
+        missing = [i for i in range(ctx.cv.folds) if not store.has_run(fold_run_id(ctx.cv_id, i))]
+    if missing:
+        raise ConfigError(f"cross-validation {ctx.cv_id} has fold(s) {missing} not stored in {db}; "
+                          f"finish it first (scripts.cv --cv-resume {ctx.cv_id})")
+
+
+def _mean_calibration(fold_cards: list[Card]) -> Calibration:
+    """No validation split is left for the final model: its calibration is the mean of the fold models'."""
+    thresholds = [c.uncertain_threshold for c in fold_cards if c.uncertain_threshold is not None]
+    return Calibration(temperature=float(np.mean([c.temperature for c in fold_cards])),
+                       uncertain_threshold=float(np.mean(thresholds)) if thresholds else None,
+                       fitted_on="mean of the fold models' held-out calibrations")
+
+
+def _score_and_store(model: nn.Module, *, card: Card, ctx: CVContext, cfg: TrainConfig, split: PreparedSplit,
+                     run_dir: Path, history: list[dict[str, float]], config: dict[str, Any]
+                     ) -> dict[str, Evaluation]:
+    """Score on the test folds once, write the model with its card, and store the run."""
     test = split.rows("test")
     logits, labels = model_logits(model, split.loader("test", batch_size=cfg.batch_size * 2), ctx.device)
     evaluations = {"test": evaluate_logits(labels, logits, temperature=card.temperature,
                                            groups=test["lesion_id"].to_numpy())}
-    card.extra["metrics"] = card_metrics(evaluations)
+    card.metrics = card_metrics(evaluations)
     save_trained_model(run_dir, model, card)
-    pd.DataFrame(fitted.history).to_csv(run_dir / "history.csv", index=False)
+    pd.DataFrame(history).to_csv(run_dir / "history.csv", index=False)
     provenance = Provenance.here(dataset=cfg.data_dir, dataset_fingerprint=ctx.data.fingerprint,
                                  split_hash=split.hash, seed=cfg.seed, device=ctx.device)
-    record = RunRecord(run_id=run_id, kind="train", model=cfg.model, variant=variant,
-                       config={**asdict(cfg), "cv_id": ctx.cv_id, "distill": distill, "distill_alpha": alpha,
-                               "distill_temperature": temperature},
-                       provenance=provenance, evaluations=evaluations, history=fitted.history,
+    record = RunRecord(run_id=card.run_id, kind="train", model=cfg.model, variant=card.variant, config=config,
+                       provenance=provenance, evaluations=evaluations, history=history,
                        predictions={"test": Predictions(test["image_id"].tolist(), labels,
                                                         calibrated_softmax(logits, card.temperature))},
                        artifacts={"weights": run_dir / "model.pt", "config": run_dir / "config.yaml",
                                   "split": run_dir / "split.csv"})
-    with ResultsStore(db) as store:
+    with ResultsStore(cfg.db) as store:
         store.record_run(record)
-    return FinalResult(run_id, run_dir, evaluations)
+    return evaluations

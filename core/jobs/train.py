@@ -18,7 +18,6 @@ import torch
 from torch import nn
 
 from core.artifacts.card import (
-    DATA_LICENCE,
     Card,
     atomic_torch_save,
     save_card,
@@ -29,23 +28,23 @@ from core.classes import CLASSES
 from core.config import build_config, save_config
 from core.data.prepare import PreparedSplit, prepare_data
 from core.data.split import apply_split, load_split, make_split, save_split
-from core.data.synthetic import ensure_synthetic_dataset, is_synthetic_dataset
+from core.data.synthetic import ensure_synthetic_dataset
 from core.data.transforms import Preprocessing, preprocessing_for
 from core.errors import ConfigError
 from core.metrics import Evaluation, evaluate_logits
 from core.models import (
     check_freeze_stages,
     create_model,
-    pretrained_provenance,
 )
-from core.provenance import Provenance, git_sha, new_run_id
+from core.provenance import Provenance, new_run_id
 from core.runtime import resolve_device, seed_everything
-from core.serve.facts import card_metrics, training_data
+from core.serve.facts import card_metrics
 from core.store.results import Predictions, ResultsStore, RunRecord
 from core.train.config import TrainConfig
 from core.train.evaluation import model_logits
 from core.train.loaders import check_global_batch
 from core.train.loop import fit
+from core.train.origin import origin_of
 from core.world import World, barrier, broadcast, finish, init_world
 
 log = logging.getLogger(__name__)
@@ -165,13 +164,7 @@ def _prepare_split(cfg: TrainConfig, *, prep: Preprocessing, world: World, split
 
 def _new_card(cfg: TrainConfig, *, run_id: str, split: PreparedSplit) -> Card:
     return Card(run_id=run_id, architecture=cfg.model, preprocessing=split.prep, classes=CLASSES,
-                extra={"drop_rate": cfg.drop_rate, "pretrained": cfg.pretrained,
-                       "pretrained_weights": pretrained_provenance(cfg.model) if cfg.pretrained else None,
-                       "split_hash": split.hash, "dataset_fingerprint": split.data.fingerprint, "git_sha": git_sha(),
-                       "seed": cfg.seed, "data_licence": DATA_LICENCE,
-                       "training_data": training_data(data_dir=cfg.data_dir,
-                                                      synthetic=is_synthetic_dataset(cfg.data_dir),
-                                                      images=len(split.rows("train")))})
+                drop_rate=cfg.drop_rate, origin=origin_of(cfg, split=split))
 
 
 def _store(cfg: TrainConfig, *, run_dir: Path, split: PreparedSplit, device: torch.device,
@@ -203,6 +196,6 @@ def _evaluate_best(run_dir: Path, *, model: nn.Module, split: PreparedSplit, cfg
                                             groups=split.rows(name)["lesion_id"].to_numpy(), triage=card.triage)
         predictions[name] = Predictions(split.rows(name)["image_id"].tolist(), labels,
                                         calibrated_softmax(logits, card.temperature))
-    card.extra["metrics"] = card_metrics(evaluations)
+    card.metrics = card_metrics(evaluations)
     save_card(run_dir, card)
     return evaluations, predictions

@@ -1,9 +1,10 @@
 """Upgrade artifacts of earlier versions, once, so that the rest of the code reads one version only.
 
-- Cards: ``model.json`` (trained models, ``lesionlite-model/1``) and ``model_card.json`` (variants,
-  ``lesionlite-variant/1``) are rewritten as ``card.json`` (:data:`~core.artifacts.card.CARD_FORMAT`); a variant that
-  was never calibrated gets its temperature, "uncertain" threshold and screening operating points fitted on its
-  parent's validation split now (what the sweep does for every new cell).
+- Cards: ``model.json`` (trained models, ``lesionlite-model/1``), ``model_card.json`` (variants,
+  ``lesionlite-variant/1``) and flat ``card.json`` files (``lesionlite-card/2``) are rewritten as ``card.json`` with
+  typed records (:data:`~core.artifacts.card.CARD_FORMAT`); a variant that was never calibrated gets its temperature,
+  "uncertain" threshold and screening operating points fitted on its parent's validation split now (what the sweep
+  does for every new cell).
 - Stores: artifact paths that name an earlier card file point to ``card.json``; variant runs stored before the
   sweep named their family (pruned after training, lower resolution, ...) get it, from their variant name.
 
@@ -13,17 +14,31 @@ nothing to do.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from core.artifacts.card import CARD_NAME, EARLIER_CARDS, Card, parent_model_dir, save_card, write_variant
+from core.artifacts.card import (
+    CARD_NAME,
+    EARLIER_CARDS,
+    EARLIER_FORMATS,
+    Card,
+    parent_model_dir,
+    save_card,
+    write_variant,
+)
+from core.artifacts.records import Calibration, Compression, Deployment, Origin
+from core.classes import CLASSES
+from core.data.transforms import Preprocessing
 from core.metrics import evaluate_logits
 from core.provenance import git_sha, utc_now
 from core.serve.predict import load_predictor, predict_logits
 from core.store.results import ResultsStore
 from core.train.parent import Parent, load_parent
+from core.triage import Triage
 
 log = logging.getLogger(__name__)
 
@@ -37,20 +52,77 @@ class Upgraded:
     calibrated: bool  # whether calibration was fitted now (the earlier card had none)
 
 
+def _is_earlier(card_json: Path) -> bool:
+    try:
+        return json.loads(card_json.read_text()).get("format") in EARLIER_FORMATS
+    except (json.JSONDecodeError, AttributeError):
+        return False  # damaged: reading it says so, the upgrade cannot mend it
+
+
 def earlier_folders(root: str | Path) -> list[Path]:
     """Folders at or below ``root`` with a card of an earlier version: trained models first, then variants."""
     root = Path(root)
     found = {p.parent for name in EARLIER_CARDS for p in [*root.glob(name), *root.rglob(name)]}
-    return sorted(found, key=lambda f: ((f / VARIANT_CARD).is_file(), str(f)))
+    found |= {p.parent for p in [*root.glob(CARD_NAME), *root.rglob(CARD_NAME)] if _is_earlier(p)}
+    return sorted(found, key=lambda f: (_is_variant(f), str(f)))
+
+
+def _is_variant(folder: Path) -> bool:
+    return (folder / VARIANT_CARD).is_file() or bool(json.loads(_earlier_card(folder).read_text()).get("file"))
+
+
+def _earlier_card(folder: Path) -> Path:
+    return next(folder / n for n in (VARIANT_CARD, TRAINED_CARD, CARD_NAME) if (folder / n).is_file())
 
 
 def _read_earlier(folder: Path) -> tuple[Card, Path]:
-    name = VARIANT_CARD if (folder / VARIANT_CARD).is_file() else TRAINED_CARD
-    path = folder / name
+    path = _earlier_card(folder)
     data = json.loads(path.read_text())
-    if data.get("format", EARLIER_CARDS[name]) != EARLIER_CARDS[name]:
-        raise ValueError(f"{path}: format {data.get('format')!r}, expected {EARLIER_CARDS[name]!r}")
-    return Card._from_fields(data, source=str(path)), path
+    expected = EARLIER_CARDS.get(path.name, "lesionlite-card/2")
+    if data.get("format", expected) != expected:
+        raise ValueError(f"{path}: format {data.get('format')!r}, expected {expected!r}")
+    return card_from_flat(data, source=str(path)), path
+
+
+_TOP = ("run_id", "architecture", "classes", "preprocessing", "variant", "parent_run_id", "file", "triage",
+        "drop_rate", "metrics")
+_ORIGIN = ("git_sha", "seed", "split_hash", "dataset_fingerprint", "training_data", "data_licence",
+           "pretrained_weights", "distillation", "cv_id", "fold", "folds_hash", "parent_dir", "promoted_from")
+_COMPRESSION = ("pruning", "pruning_ratio", "quantization", "params", "macs", "sparsity", "qat")
+_DEPLOYMENT = ("size_bytes", "runtime", "latency_ms", "export_check")
+_CALIBRATION = ("temperature", "uncertain_threshold", "calibration")
+_IMPLIED = ("format", "pretrained")  # the version tag; "pretrained" is implied by pretrained_weights
+
+
+def card_from_flat(d: dict[str, Any], *, source: str) -> Card:
+    """A card of version 1 or 2 (every fact at the top level) as typed records. A key this does not know is an
+    error naming it: the upgrade loses nothing silently."""
+    unknown = sorted(set(d) - {*_TOP, *_ORIGIN, *_COMPRESSION, *_DEPLOYMENT, *_CALIBRATION, *_IMPLIED})
+    if unknown:
+        raise ValueError(f"{source}: unknown card field(s) {', '.join(unknown)}; not upgraded")
+    noted = dict(d.get("calibration") or {})
+    calibration = Calibration(temperature=float(d.get("temperature", 1.0)),
+                              uncertain_threshold=d.get("uncertain_threshold"), fitted_on=noted.pop("fitted_on", None),
+                              target_accuracy=noted.pop("target_accuracy", None), notes=noted)
+    origin = {k: d[k] for k in _ORIGIN if k in d}
+    origin.setdefault("training_data", {"name": "not recorded before the upgrade", "synthetic": False, "images": 0,
+                                        "data_dir": ""})
+    for key, unknown_value in (("git_sha", "unknown"), ("seed", 0), ("split_hash", "unknown"),
+                               ("dataset_fingerprint", "unknown")):
+        origin.setdefault(key, unknown_value)
+    compression = deployment = None
+    if d.get("file"):  # a promoted parent's card kept its variant's facts: a trained card has neither record
+        if "quantization" in d:
+            compression = Compression.from_dict({k: d[k] for k in _COMPRESSION if k in d}, source=source)
+        deployment = Deployment.from_dict(
+            {"size_bytes": d.get("size_bytes", 0), "runtime": d.get("runtime"), "latency": d.get("latency_ms"),
+             "export_check": d.get("export_check")}, source=source)
+    return Card(run_id=str(d["run_id"]), architecture=str(d["architecture"]),
+                preprocessing=Preprocessing.from_dict(d["preprocessing"]), classes=tuple(d.get("classes", CLASSES)),
+                variant=str(d.get("variant", "trained")), parent_run_id=d.get("parent_run_id"), file=d.get("file"),
+                drop_rate=float(d.get("drop_rate", 0.0)), origin=Origin.from_dict(origin, source=source),
+                calibration=calibration, triage=Triage.from_dict(d.get("triage")), compression=compression,
+                deployment=deployment, metrics=d.get("metrics") or {})
 
 
 def _calibrate(card: Card, folder: Path, parent: Parent, *, target_accuracy: float, threads: int) -> None:
@@ -59,8 +131,8 @@ def _calibrate(card: Card, folder: Path, parent: Parent, *, target_accuracy: flo
     before = evaluate_logits(labels, logits).metrics["ece"]
     card.calibrate(logits, labels, target_accuracy=target_accuracy, fitted_at=utc_now().isoformat(timespec="seconds"),
                    git_sha=git_sha(), val_ece_before=before, by="upgrade")
-    card.extra["calibration"]["val_ece_after"] = evaluate_logits(labels, logits,
-                                                                 temperature=card.temperature).metrics["ece"]
+    after = evaluate_logits(labels, logits, temperature=card.temperature).metrics["ece"]
+    card.calibration = dataclasses.replace(card.calibration, notes={**card.calibration.notes, "val_ece_after": after})
 
 
 def upgrade_folders(root: str | Path, *, models_dir: str | Path, target_accuracy: float,
@@ -83,7 +155,8 @@ def upgrade_folders(root: str | Path, *, models_dir: str | Path, target_accuracy
                 calibrated = True
         else:
             save_card(folder, card)
-        old.unlink()
+        if old.name != CARD_NAME:
+            old.unlink()
         log.info("%s: %s -> %s%s", folder, old.name, CARD_NAME, " (calibrated on validation now)" if calibrated else "")
         done.append(Upgraded(folder, "variant" if card.file else "trained", calibrated))
     return done

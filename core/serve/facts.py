@@ -1,15 +1,12 @@
 """What a model card says about the model, in the terms a patient or clinician needs: the data it was trained on,
-how well it did on held-out test images, and its version. Cards written before a fact was recorded say so."""
+how well it did on held-out test images, and its version."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from core.artifacts.card import Card
 from core.metrics import Evaluation
-
-NOT_RECORDED = "not recorded in the model card"
 
 
 @dataclass(frozen=True)
@@ -19,13 +16,13 @@ class ModelFacts:
     name: str  # architecture and variant, e.g. "efficientnet_lite0 dense-static-percentile"
     version: str  # the variant's run id
     trained_on: str  # e.g. "HAM10000 (8,601 images)" or "synthetic demo images"
-    synthetic: bool | None  # None where the card predates the record
+    synthetic: bool
     test_balanced_accuracy: float | None
     test_melanoma_recall: float | None
 
     @property
     def is_demo(self) -> bool:
-        return bool(self.synthetic)
+        return self.synthetic
 
     @property
     def plain_name(self) -> str:
@@ -65,20 +62,12 @@ def _plain_variant(variant: str) -> list[str]:
     return parts
 
 
-def training_data(*, data_dir: str, synthetic: bool, images: int) -> dict[str, Any]:
-    """The card entry that says which data a model was trained on."""
-    name = "synthetic demo images" if synthetic else ("HAM10000" if "ham10000" in data_dir.lower() else data_dir)
-    return {"name": name, "synthetic": synthetic, "images": images, "data_dir": data_dir}
-
-
 def model_facts(card: Card) -> ModelFacts:
-    data = card.extra.get("training_data") or {}
-    test = (card.extra.get("metrics") or {}).get("test") or {}
-    trained_on = data.get("name", NOT_RECORDED)
-    if data.get("images") and not data.get("synthetic"):
-        trained_on = f"{trained_on} ({data['images']:,} training images)"
+    data = card.origin.training_data
+    test = card.metrics.get("test", {})  # a model scored on no test split (a fold model) has none
+    trained_on = data.name if data.synthetic else f"{data.name} ({data.images:,} training images)"
     return ModelFacts(name=f"{card.architecture} {card.variant}", version=card.run_id, trained_on=trained_on,
-                      synthetic=data.get("synthetic"), test_balanced_accuracy=test.get("balanced_accuracy"),
+                      synthetic=data.synthetic, test_balanced_accuracy=test.get("balanced_accuracy"),
                       test_melanoma_recall=test.get("recall_mel"))
 
 

@@ -36,9 +36,6 @@ from core.classes import CLASSES, clinical_name
 from core.data.transforms import Preprocessing, image_array
 from core.errors import ModelError
 
-DISCLAIMER = ("Research tool, not a diagnosis. The output of this model must not be used to make medical "
-              "decisions; see a clinician about any skin lesion that worries you.")
-
 
 class Predictor(Protocol):
     """Anything that turns preprocessed images (N, 3, H, W float32) into logits; carries its card."""

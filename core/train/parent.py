@@ -75,7 +75,7 @@ def promote_variant(variant_dir: str | Path, out_dir: str | Path) -> Path:
         raise ModelError(f"{out_dir} exists and is not empty: choose a new folder")
     module = torch.load(variant_dir / "model.pt", map_location="cpu", weights_only=False)  # our own sweep's module
     dense = create_model(card.architecture, pretrained=False, num_classes=len(card.classes),
-                         drop_rate=float(card.extra.get("drop_rate", 0.0)))
+                         drop_rate=card.drop_rate)
     try:
         dense.load_state_dict(module.state_dict())
     except RuntimeError:
@@ -85,8 +85,8 @@ def promote_variant(variant_dir: str | Path, out_dir: str | Path) -> Path:
     train_cfg = build_config(TrainConfig, yaml_path=source_dir / "config.yaml")
     train_cfg = dataclasses.replace(train_cfg, img_size=card.preprocessing.input_size)
     lineage = {"variant_dir": str(variant_dir), "parent_run_id": card.parent_run_id, "variant": card.variant}
-    promoted = dataclasses.replace(card, variant="trained", parent_run_id=None, file=None,
-                                   extra={**card.extra, "promoted_from": lineage})
+    promoted = dataclasses.replace(card, variant="trained", parent_run_id=None, file=None, compression=None,
+                                   deployment=None, origin=dataclasses.replace(card.origin, promoted_from=lineage))
     out_dir.mkdir(parents=True, exist_ok=True)
     save_config(train_cfg, out_dir / "config.yaml")
     (out_dir / "split.csv").write_bytes((source_dir / "split.csv").read_bytes())

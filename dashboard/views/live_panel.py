@@ -16,9 +16,9 @@ from core.serve.facts import model_facts
 from core.serve.gradcam import grad_cam_view
 from core.serve.imaging import ImageRejected, check_image, reencode_jpeg
 from core.serve.ood import NOT_A_LESION
-from core.serve.predict import DISCLAIMER, agreement
+from core.serve.predict import agreement
 from core.store.analysis import deployed_variant, variant_card_paths
-from core.triage import NEXT_STEPS_SHORT
+from core.triage import DISCLAIMER, NEXT_STEPS_SHORT
 from dashboard.charts import cam_figure
 from dashboard.state import deployed_model, reader, samples_dir
 
@@ -105,10 +105,10 @@ overlays = {label: view for label, model in models.items()
 
 
 def _stored_latency(label: str) -> str:
-    lat = cards_of[label].extra.get("latency_ms") or {}
-    if "b1_median" not in lat:
-        return "not stored"
-    return f"{lat['b1_median']:.2f} (IQR {lat['b1_iqr']:.2f})"
+    deployment = cards_of[label].deployment
+    if deployment is None or deployment.latency is None:
+        return "not stored"  # a trained model's own card: timed in the sweep's cells, not here
+    return f"{deployment.latency.b1_median:.2f} (IQR {deployment.latency.b1_iqr:.2f})"
 
 
 def _screening(r) -> dict[str, object]:

@@ -231,7 +231,7 @@ def test_uncertain_threshold_is_the_deployed_cards_unless_configured(tmp_path: P
     uncalibrated = tmp_path / "uncalibrated"  # a card with no threshold: refused at start-up, not guessed
     shutil.copytree(variant_folder, uncalibrated)
     raw = json.loads((uncalibrated / "card.json").read_text())
-    raw["uncertain_threshold"] = None
+    raw["calibration"]["uncertain_threshold"] = None
     (uncalibrated / "card.json").write_text(json.dumps(raw))
     refused = make(uncalibrated)  # outside production the site starts and says why predictions answer 503
     assert refused.config["DEPLOYED_VARIANT"] is None
@@ -244,7 +244,7 @@ def test_pages_say_what_the_model_card_says(client: FlaskClient, auth: AuthActio
     import json
 
     card = json.loads((variant_folder / "card.json").read_text())
-    assert card["training_data"]["synthetic"] is True and "recall_mel" in card["metrics"]["test"]
+    assert card["origin"]["training_data"]["synthetic"] is True and "recall_mel" in card["metrics"]["test"]
     auth.register()
     auth.login()
     page = client.get("/detect/").data.decode()

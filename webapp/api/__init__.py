@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, current_app, jsonify, request
 
 from core.serve.imaging import ImageRejected
-from core.serve.predict import DISCLAIMER
+from core.triage import DISCLAIMER
 from webapp import detections, tokens
 from webapp.extensions import csrf, limiter
 from webapp.predictor import ModelUnavailable, NotALesion

@@ -21,9 +21,8 @@ from core.classes import (
 )
 from core.serve.facts import ModelFacts
 from core.serve.imaging import ImageRejected
-from core.serve.predict import DISCLAIMER
 from core.serve.quality import ADVICE as QUALITY_ADVICE
-from core.triage import URGENT, Decision, decide
+from core.triage import DISCLAIMER, URGENT, Decision, decide
 from webapp import detections
 from webapp.auth.forms import ConfirmForm
 from webapp.detect import bp

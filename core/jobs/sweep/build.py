@@ -19,8 +19,9 @@ from torch import nn
 from core.artifacts.card import (
     load_trained_model,
 )
+from core.artifacts.records import ExportCheck
 from core.compress.distill import Distillation
-from core.compress.export import ExportCheck, check_export, export_onnx
+from core.compress.export import check_export, export_onnx
 from core.compress.mobile import is_int8
 from core.compress.prune import (
     count_macs_params,
@@ -51,6 +52,53 @@ def step_epochs(total: int, steps: int) -> list[int]:
     return [total // steps + (1 if i >= steps - total % steps else 0) for i in range(steps)]
 
 
+def _recovery_cfg(parent: Parent, cfg: SweepConfig, *, epochs: int, ema_decay: float) -> TrainConfig:
+    """The parent's recipe with the sweep's own recovery settings (every pruned layer trainable by default)."""
+    return dataclasses.replace(parent.train_cfg, epochs=epochs, lr=cfg.finetune_lr,
+                               warmup_epochs=cfg.finetune_warmup_epochs, patience=0, pretrained=False,
+                               ema_decay=ema_decay, freeze_stages=cfg.finetune_freeze_stages)
+
+
+def _teacher(parent: Parent, group: Group, cfg: SweepConfig, info: dict[str, Any]) -> Distillation | None:
+    """The dense parent as a distillation teacher for a distilled group's recovery (recorded in ``info``)."""
+    if not group.distilled or cfg.finetune_epochs == 0:
+        return None
+    teacher, _, _ = load_trained_model(parent.model_dir)  # a fresh dense copy: the student is pruned in place
+    info["distillation"] = {"alpha": cfg.distill_alpha, "temperature": cfg.distill_temperature,
+                            "teacher_run_id": parent.run_id}
+    return Distillation(teacher, alpha=cfg.distill_alpha, temperature=cfg.distill_temperature)
+
+
+def _recover(model: nn.Module, *, parent: Parent, cfg: SweepConfig, epochs: int, step: int,
+             distillation: Distillation | None, info: dict[str, Any]) -> None:
+    """Fine-tune the pruned ``model`` in place for ``epochs`` (pruning step ``step``), keeping its best epoch."""
+    if epochs == 0:
+        return
+    train_cfg = _recovery_cfg(parent, cfg, epochs=epochs, ema_decay=cfg.finetune_ema_decay)
+    seed_everything(train_cfg.seed + step)
+    fitted = fit(model, split=parent.split, cfg=train_cfg, device=resolve_device(train_cfg.device),
+                 distillation=distillation)
+    if fitted.best_state is not None:
+        model.load_state_dict(fitted.best_state)
+    model.to("cpu")
+    done = len(info["history"])  # epochs count on across steps, so the history reads as one fine-tuning
+    info["history"] += [{**row, "epoch": done + i, "pruning_step": step} for i, row in enumerate(fitted.history)]
+
+
+def _sparse_training(model: nn.Module, *, parent: Parent, cfg: SweepConfig, example: torch.Tensor,
+                     info: dict[str, Any]) -> None:
+    """Group-sparsity regularised training before pruning (torch-pruning's group regularisation), in place."""
+    sparse_cfg = _recovery_cfg(parent, cfg, epochs=cfg.sparse_epochs, ema_decay=0.0)
+    regularize = group_sparsity_regularizer(model, example_input=example, reg=cfg.sparse_reg,
+                                            keep_residual_stream=not cfg.prune_residual_stream)
+    seed_everything(sparse_cfg.seed)
+    fitted = fit(model, split=parent.split, cfg=sparse_cfg, device=resolve_device(sparse_cfg.device),
+                 after_backward=regularize, select_best=False)
+    model.to("cpu")
+    info["sparse_training"] = {"epochs": cfg.sparse_epochs, "reg": cfg.sparse_reg, "lr": cfg.finetune_lr}
+    info["history"] += [{**row, "sparse_training": 1} for row in fitted.history]  # before the pruning
+
+
 def _prune_and_finetune(parent: Parent, group: Group, cfg: SweepConfig) -> tuple[nn.Module, dict[str, Any]]:
     model, card, _ = load_trained_model(parent.model_dir)
     size = card.preprocessing.input_size
@@ -62,59 +110,28 @@ def _prune_and_finetune(parent: Parent, group: Group, cfg: SweepConfig) -> tuple
         return model, info
     example = torch.randn(1, 3, min(64, size), min(64, size))
     epochs = step_epochs(cfg.finetune_epochs, group.steps)
-    distillation = None
-    if group.distilled and cfg.finetune_epochs > 0:
-        teacher, _, _ = load_trained_model(parent.model_dir)  # a fresh dense copy: ``model`` is pruned in place
-        distillation = Distillation(teacher, alpha=cfg.distill_alpha, temperature=cfg.distill_temperature)
-        info["distillation"] = {"alpha": cfg.distill_alpha, "temperature": cfg.distill_temperature,
-                                "teacher_run_id": parent.run_id}
+    distillation = _teacher(parent, group, cfg, info)
     if group.steps > 1:
         info["iterative"] = {"steps": group.steps, "epochs_per_step": epochs}
 
-    def grad_batches() -> list[tuple[torch.Tensor, torch.Tensor]]:
-        return _grad_batches(parent.split, parent.train_cfg.seed)
-
-    def recovery_cfg(epochs_now: int, ema_decay: float) -> TrainConfig:
-        """The parent's recipe with the sweep's own recovery settings (every pruned layer trainable by default)."""
-        return dataclasses.replace(parent.train_cfg, epochs=epochs_now, lr=cfg.finetune_lr,
-                                   warmup_epochs=cfg.finetune_warmup_epochs, patience=0, pretrained=False,
-                                   ema_decay=ema_decay, freeze_stages=cfg.finetune_freeze_stages)
-
     def finetune(step: int) -> None:
-        if epochs[step] == 0:
-            return
-        train_cfg = recovery_cfg(epochs[step], cfg.finetune_ema_decay)
-        seed_everything(train_cfg.seed + step)
-        fitted = fit(model, split=parent.split, cfg=train_cfg, device=resolve_device(train_cfg.device),
-                     distillation=distillation)
-        if fitted.best_state is not None:
-            model.load_state_dict(fitted.best_state)
-        model.to("cpu")
-        done = len(info["history"])  # epochs count on across steps, so the history reads as one fine-tuning
-        info["history"] += [{**row, "epoch": done + i, "pruning_step": step} for i, row in enumerate(fitted.history)]
+        _recover(model, parent=parent, cfg=cfg, epochs=epochs[step], step=step, distillation=distillation, info=info)
 
-    if group.kind == "budget" and group.sparse:
-        sparse_cfg = recovery_cfg(cfg.sparse_epochs, 0.0)
-        regularize = group_sparsity_regularizer(model, example_input=example, reg=cfg.sparse_reg,
-                                                keep_residual_stream=not cfg.prune_residual_stream)
-        seed_everything(sparse_cfg.seed)
-        fitted = fit(model, split=parent.split, cfg=sparse_cfg, device=resolve_device(sparse_cfg.device),
-                     after_backward=regularize, select_best=False)
-        model.to("cpu")
-        info["sparse_training"] = {"epochs": cfg.sparse_epochs, "reg": cfg.sparse_reg, "lr": cfg.finetune_lr}
-        info["history"] += [{**row, "sparse_training": 1} for row in fitted.history]  # before the pruning
+    grad_batches = ((lambda: _grad_batches(parent.split, parent.train_cfg.seed)) if cfg.importance == "taylor"
+                    else None)
     if group.kind == "budget":
+        if group.sparse:
+            _sparse_training(model, parent=parent, cfg=cfg, example=example, info=info)
         report = prune_to_macs(model, keep=group.amount, example_input=example, importance=cfg.importance,
                                max_layer_ratio=cfg.max_layer_ratio, keep_residual_stream=not cfg.prune_residual_stream,
-                               grad_batches=grad_batches if cfg.importance == "taylor" else None)
+                               grad_batches=grad_batches)
         info.update(macs_budget=group.amount, max_layer_ratio=cfg.max_layer_ratio,
                     residual_stream_kept=not cfg.prune_residual_stream)
         finetune(0)
     else:
         report = structured_prune(model, ratio=group.amount, example_input=example, importance=cfg.importance,
                                   global_pruning=cfg.global_pruning, iterative_steps=group.steps,
-                                  grad_batches=grad_batches if cfg.importance == "taylor" else None,
-                                  after_step=finetune)
+                                  grad_batches=grad_batches, after_step=finetune)
     info["finetune"] = {"epochs": cfg.finetune_epochs, "lr": cfg.finetune_lr,
                         "warmup_epochs": cfg.finetune_warmup_epochs, "freeze_stages": cfg.finetune_freeze_stages}
     info.update(params_before=report.params_before, params_after=report.params_after,

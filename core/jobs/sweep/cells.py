@@ -16,14 +16,9 @@ import torch
 from sklearn.metrics import balanced_accuracy_score
 from torch import nn
 
-from core.artifacts.card import (
-    CARD_NAME,
-    DATA_LICENCE,
-    Card,
-    read_variant_card,
-    write_variant,
-)
+from core.artifacts.card import CARD_NAME, Card, artifact_bytes, read_variant_card, write_variant
 from core.artifacts.mobile_runtimes import runtime_of, runtime_version
+from core.artifacts.records import Compression, Deployment, ExportCheck, Runtime, Timing
 from core.compress.latency import Latency, predictor_latency
 from core.compress.mobile import MOBILE_MODES, OPERATORS_FILE, export_mobile, is_int8
 from core.compress.qat import export_qat_onnx, graph_logits, quantization_aware_finetune
@@ -32,16 +27,15 @@ from core.compress.quantize import (
     torch_dynamic_quantize,
 )
 from core.data.prepare import PreparedSplit
-from core.data.synthetic import is_synthetic_dataset
 from core.errors import ConfigError, ModelError
 from core.intervals import interval_metrics, paired_differences
 from core.jobs.sweep.build import BuiltGroup, build_group
 from core.jobs.sweep.config import TORCH_MODES, Group, SweepConfig, base_mode, sweep_id
 from core.losses import make_criterion
 from core.metrics import Evaluation, evaluate_logits
-from core.provenance import Provenance, git_sha, machine_description
+from core.provenance import Provenance, machine_description
 from core.serve.deployed import Scores
-from core.serve.facts import card_metrics, training_data
+from core.serve.facts import card_metrics
 from core.serve.predict import (
     MobilePredictor,
     OnnxPredictor,
@@ -53,9 +47,8 @@ from core.serve.predict import (
 )
 from core.store.results import Predictions, ResultsStore, RunRecord
 from core.train.loaders import train_loader
+from core.train.origin import origin_of
 from core.train.parent import Parent
-
-log = logging.getLogger(__name__)
 
 log = logging.getLogger(__name__)
 
@@ -71,38 +64,13 @@ def make_cell(parent: Parent, *, group: Group, label: str, built: BuiltGroup, cf
     split = built.split
     card = Card(run_id=group.cell_id(parent.run_id, label), architecture=group.architecture,
                 preprocessing=split.prep, variant=group.variant(label), parent_run_id=parent.run_id,
-                extra={"pruning": group.kind, "pruning_ratio": group.amount, "quantization": mode,
-                       "split_hash": split.hash, "dataset_fingerprint": split.data.fingerprint,
-                       "git_sha": git_sha(), "seed": parent.train_cfg.seed, "data_licence": DATA_LICENCE,
-                       "parent_dir": str(parent.model_dir.resolve()), "params": built.params, "macs": built.macs,
-                       "sparsity": built.sparsity,
-                       "distillation": built.info.get("distillation"),
-                       "training_data": training_data(data_dir=parent.train_cfg.data_dir,
-                                                      synthetic=is_synthetic_dataset(parent.train_cfg.data_dir),
-                                                      images=len(split.rows("train")))})
+                origin=origin_of(parent.train_cfg, split=split, architecture=group.architecture,
+                                 parent_dir=str(parent.model_dir.resolve()),
+                                 distillation=built.info.get("distillation")),
+                compression=Compression(pruning=group.kind, pruning_ratio=group.amount, quantization=mode,
+                                        params=built.params, macs=built.macs, sparsity=built.sparsity))
     if mode == "qat":
-        card.extra["qat"] = {"epochs": cfg.qat_epochs, "lr": cfg.qat_lr,
-                             "flow": "torchao PT2E, X86InductorQuantizer (per-channel int8 weights), ONNX QDQ"}
-        train_cfg = parent.train_cfg
-        selection: list[dict[str, float]] = []
-
-        def converted_val_balanced_accuracy(graph: nn.Module) -> float:
-            logits, labels = graph_logits(graph, split.loader("val", batch_size=64))
-            return float(balanced_accuracy_score(labels.numpy(), logits.argmax(1).numpy()))
-
-        converted = quantization_aware_finetune(
-            copy.deepcopy(built.model),
-            batches=lambda epoch: train_loader(split, train_cfg, train_cfg.seed + epoch),
-            criterion=make_criterion(train_cfg.imbalance, split.labels("train"),
-                                     label_smoothing=train_cfg.label_smoothing,
-                                     logit_adjust_tau=train_cfg.logit_adjust_tau),
-            epochs=cfg.qat_epochs, lr=cfg.qat_lr, example=torch.from_numpy(split.arrays("train", 4)[0]),
-            max_batches=train_cfg.max_train_batches, score=converted_val_balanced_accuracy, history=selection)
-        card.extra["qat"]["selection"] = {"on": "converted graph, val balanced accuracy", "epochs": selection,
-                                          "chosen_epoch": max(selection, key=lambda r: r["converted_score"])["epoch"]}
-        export_qat_onnx(converted, folder / "model.onnx", input_size=split.prep.input_size)
-        card.file = "model.onnx"
-        return OnnxPredictor(folder / "model.onnx", card, threads=cfg.threads), folder
+        return _qat_cell(card, folder=folder, built=built, parent=parent, cfg=cfg), folder
     if mode in TORCH_MODES:
         module = torch_dynamic_quantize(copy.deepcopy(built.model)) if mode == "torch_dynamic" else built.model
         module.zero_grad(set_to_none=True)
@@ -114,6 +82,34 @@ def make_cell(parent: Parent, *, group: Group, label: str, built: BuiltGroup, cf
     _quantized_onnx(built, mode=mode, out=folder / "model.onnx", cfg=cfg)
     card.file = "model.onnx"
     return OnnxPredictor(folder / "model.onnx", card, threads=cfg.threads), folder
+
+
+def _qat_cell(card: Card, *, folder: Path, built: BuiltGroup, parent: Parent, cfg: SweepConfig) -> OnnxPredictor:
+    """Quantization-aware fine-tuning of the group's model; the epoch kept is the one whose *converted* graph scores
+    best on validation (recorded in the card), exported as an int8 ONNX file."""
+    split, train_cfg = built.split, parent.train_cfg
+    selection: list[dict[str, float]] = []
+
+    def converted_val_balanced_accuracy(graph: nn.Module) -> float:
+        logits, labels = graph_logits(graph, split.loader("val", batch_size=64))
+        return float(balanced_accuracy_score(labels.numpy(), logits.argmax(1).numpy()))
+
+    converted = quantization_aware_finetune(
+        copy.deepcopy(built.model),
+        batches=lambda epoch: train_loader(split, train_cfg, train_cfg.seed + epoch),
+        criterion=make_criterion(train_cfg.imbalance, split.labels("train"),
+                                 label_smoothing=train_cfg.label_smoothing,
+                                 logit_adjust_tau=train_cfg.logit_adjust_tau),
+        epochs=cfg.qat_epochs, lr=cfg.qat_lr, example=torch.from_numpy(split.arrays("train", 4)[0]),
+        max_batches=train_cfg.max_train_batches, score=converted_val_balanced_accuracy, history=selection)
+    card.compression = dataclasses.replace(card.compression, qat={
+        "epochs": cfg.qat_epochs, "lr": cfg.qat_lr,
+        "flow": "torchao PT2E, X86InductorQuantizer (per-channel int8 weights), ONNX QDQ",
+        "selection": {"on": "converted graph, val balanced accuracy", "epochs": selection,
+                      "chosen_epoch": max(selection, key=lambda r: r["converted_score"])["epoch"]}})
+    export_qat_onnx(converted, folder / "model.onnx", input_size=split.prep.input_size)
+    card.file = "model.onnx"
+    return OnnxPredictor(folder / "model.onnx", card, threads=cfg.threads)
 
 
 def _quantized_onnx(built: BuiltGroup, *, mode: str, out: Path, cfg: SweepConfig) -> Path:
@@ -149,9 +145,9 @@ def _mobile_cell(card: Card, *, folder: Path, mode: str, built: BuiltGroup, cfg:
                          input_size=built.split.prep.input_size, calibration=built.calibration)
     card.file = path.name
     operators = path.with_name(OPERATORS_FILE)
-    card.extra["runtime"] = {"name": runtime_of(path), "version": runtime_version(path),
-                             "operators": operators.name if operators.is_file() else None,
-                             "timed_as": "x86 proxy (phones differ)"}
+    runtime = Runtime(name=runtime_of(path), version=runtime_version(path),
+                      operators=operators.name if operators.is_file() else None)
+    card.deployment = Deployment(size_bytes=artifact_bytes(path), runtime=runtime)
     predictor = MobilePredictor(path, card, threads=cfg.threads)  # a file its runtime cannot load raises here
     reference: Predictor = (OnnxPredictor(next(iter(source_onnx.values())), card, threads=cfg.threads)
                             if source_onnx else TorchPredictor(built.model, card))
@@ -159,10 +155,11 @@ def _mobile_cell(card: Card, *, folder: Path, mode: str, built: BuiltGroup, cfg:
     got, _ = predict_logits(predictor, loader)
     want, _ = predict_logits(reference, loader)
     agreement = float(np.mean(got.argmax(1) == want.argmax(1)))
-    card.extra["mobile_check"] = {"source": source if source_onnx else "torch", "on": "val",
-                                  "max_abs_logit_diff": float(np.abs(got - want).max()), "top1_agreement": agreement}
+    check = ExportCheck(source=source if source_onnx else "torch", on="val",
+                        max_abs_logit_diff=float(np.abs(got - want).max()), top1_agreement=agreement)
+    card.deployment = dataclasses.replace(card.deployment, export_check=check)
     log.info("%s: %s %s, top-1 agreement with its source %.4f on %d validation images", card.variant,
-             card.extra["runtime"]["name"], card.extra["runtime"]["version"], agreement, len(got))
+             runtime.name, runtime.version, agreement, len(got))
     if not is_int8(mode) and agreement < MIN_FP32_AGREEMENT:
         raise ExportRejected(f"{card.variant}: agrees with its source on {agreement:.1%} of validation images "
                              f"(< {MIN_FP32_AGREEMENT:.0%}); not kept")
@@ -219,13 +216,15 @@ def cell_record(parent: Parent, *, group: Group, label: str, built: BuiltGroup, 
     mode = base_mode(label)
     card = predictor.card
     here = machine_description()
-    export = (card.extra.pop("mobile_check") if mode in MOBILE_MODES
-              else dataclasses.asdict(built.export) if built.export and mode != "torch_fp32" else None)
-    card.extra.update(metrics=card_metrics(measured.evaluations),
-                      latency_ms={"b1_median": measured.latency.median_ms, "b1_iqr": measured.latency.iqr_ms,
-                                  "threads": cfg.threads, **here}, export_check=export)
-    write_variant(folder, model_file=str(card.file), card=card)
-    size_bytes = card.extra["size_bytes"]
+    export = (card.deployment.export_check if mode in MOBILE_MODES
+              else built.export if built.export and mode != "torch_fp32" else None)
+    card.metrics = card_metrics(measured.evaluations)
+    card.deployment = Deployment(
+        size_bytes=0, runtime=card.deployment.runtime if card.deployment else None, export_check=export,
+        latency=Timing(b1_median=measured.latency.median_ms, b1_iqr=measured.latency.iqr_ms, threads=cfg.threads,
+                       **here))
+    write_variant(folder, model_file=str(card.file), card=card)  # measures the file's size into the card
+    size_bytes = card.deployment.size_bytes
     deploy = {"size_bytes": float(size_bytes), "size_mb": size_bytes / 1e6,
               "latency_b1_ms": measured.latency.median_ms, "latency_b1_iqr_ms": measured.latency.iqr_ms,
               "params": float(built.params), "macs": built.macs, "sparsity": built.sparsity,
@@ -236,8 +235,8 @@ def cell_record(parent: Parent, *, group: Group, label: str, built: BuiltGroup, 
         if group.kind != "structured":  # a budget cell's "ratio" is the share of MACs removed (its budget is named)
             deploy["pruning_ratio"] = 1 - deploy["macs_kept"]
     if export:
-        deploy.update(export_max_abs_logit_diff=export["max_abs_logit_diff"],
-                      export_top1_agreement=export["top1_agreement"])
+        deploy.update(export_max_abs_logit_diff=export.max_abs_logit_diff,
+                      export_top1_agreement=export.top1_agreement)
     provenance = Provenance.here(dataset=parent.train_cfg.data_dir, dataset_fingerprint=built.split.data.fingerprint,
                                  split_hash=built.split.hash, seed=parent.train_cfg.seed, device=torch.device("cpu"))
     return RunRecord(
@@ -295,8 +294,8 @@ def retime(record: RunRecord, cfg: SweepConfig) -> RunRecord:
                                 runs=cfg.latency_runs)
     here = machine_description()
     card = read_variant_card(folder)
-    card.extra["latency_ms"] = {"b1_median": latency.median_ms, "b1_iqr": latency.iqr_ms, "threads": cfg.threads,
-                                **here, "retimed_on_driver": True}
+    card.deployment = dataclasses.replace(card.deployment, latency=Timing(
+        b1_median=latency.median_ms, b1_iqr=latency.iqr_ms, threads=cfg.threads, **here, retimed_on_driver=True))
     write_variant(folder, model_file=str(card.file), card=card)
     record.scalars["deploy"].update(latency_b1_ms=latency.median_ms, latency_b1_iqr_ms=latency.iqr_ms)
     record.config["timed_on"] = {**here, "retimed_on_driver": True,
