@@ -31,6 +31,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -198,59 +199,52 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     return parser
 
 
-def main(args: argparse.Namespace) -> int:
-    images = [p.read_bytes() for p in sorted(Path(args.samples).glob("*.jpg"))]
-    if not images:
-        print(f"error: no sample JPEGs in {args.samples}", file=sys.stderr)
-        return 2
-    redis_proc, redis_url = (None, args.redis) if args.redis else _start_redis()
-    with tempfile.TemporaryDirectory() as tmp:
-        # Production settings; plain HTTP on loopback stands in for the TLS proxy (one proxy, it says https).
-        env = {**os.environ, "LESIONLITE_ENV": "production", "SECRET_KEY": secrets.token_hex(32),
-               "LESIONLITE_INSTANCE": tmp, "LESIONLITE_VARIANT": args.variant,
-               "LESIONLITE_EXTERNAL_URL": f"https://127.0.0.1:{args.port}", "RATELIMIT_STORAGE_URI": redis_url,
-               "SESSION_COOKIE_SECURE": "false", "MAIL_SERVER": "127.0.0.1", "MAIL_PORT": "1",
-               # The timing phase registers 2 x auth-tries times from one address: its limit is raised.
-               "LESIONLITE_RATELIMIT_REGISTER": "100000 per minute"}
-        if args.api_limit:
-            env["LESIONLITE_RATELIMIT_API"] = args.api_limit
-        limit_label = (f"raised for this run to {args.api_limit}" if args.api_limit
-                       else f"the site's default ({os.environ.get('LESIONLITE_RATELIMIT_API', '120 per minute')})")
-        token = _prepare_instance(env)
-        server = subprocess.Popen([sys.executable, "-m", "gunicorn", "-w", str(args.workers), "--threads", "1",
-                                   "-b", f"127.0.0.1:{args.port}", "--timeout", "120", "webapp:create_app()"],
-                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        base = f"http://127.0.0.1:{args.port}"
-        url = f"{base}/api/v1/predict"
-        try:
-            deadline = time.monotonic() + 60
-            while _post(url, token, images[0])[1] != 200:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    print("error: gunicorn did not start", file=sys.stderr)
-                    return 1
-                time.sleep(0.5)
-            for i in range(args.workers * 2):  # warm every worker's model
-                _post(url, token, images[i % len(images)])
-            redis.Redis.from_url(redis_url).flushdb()  # the measured phase starts with fresh rate-limit counters
-            jobs = [images[i % len(images)] for i in range(args.clients * args.requests)]
-            start = time.perf_counter()
-            with ThreadPoolExecutor(max_workers=args.clients) as pool:
-                results = list(pool.map(lambda d: _post(url, token, d), jobs))
-            wall = time.perf_counter() - start
-            known, new = _registration_times(base, args.auth_tries) if args.auth_tries else ([], [])
-            redis.Redis.from_url(redis_url).flushdb()
-            bad, page_times = _bad_upload_times(base, token, bad_uploads(), args.bad_repeats) if args.bad_repeats \
-                else ({}, [])
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
-            if redis_proc is not None:
-                redis_proc.terminate()
-    ok = np.array([ms for ms, status in results if status == 200])
-    statuses = collections.Counter(status for _, status in results)
+def _production_env(args: argparse.Namespace, *, instance: str, redis_url: str) -> dict[str, str]:
+    """The site's production settings; plain HTTP on loopback stands in for the TLS proxy (one proxy, it says
+    https)."""
+    env = {**os.environ, "LESIONLITE_ENV": "production", "SECRET_KEY": secrets.token_hex(32),
+           "LESIONLITE_INSTANCE": instance, "LESIONLITE_VARIANT": args.variant,
+           "LESIONLITE_EXTERNAL_URL": f"https://127.0.0.1:{args.port}", "RATELIMIT_STORAGE_URI": redis_url,
+           "SESSION_COOKIE_SECURE": "false", "MAIL_SERVER": "127.0.0.1", "MAIL_PORT": "1",
+           # The timing phase registers 2 x auth-tries times from one address: its limit is raised.
+           "LESIONLITE_RATELIMIT_REGISTER": "100000 per minute"}
+    if args.api_limit:
+        env["LESIONLITE_RATELIMIT_API"] = args.api_limit
+    return env
+
+
+@dataclass
+class _Measured:
+    results: list[tuple[float, int]]  # (ms, HTTP status) of every prediction request
+    wall: float  # seconds for all of them
+    known: list[float]  # registration times, address already registered / new
+    new: list[float]
+    bad: dict[str, list[tuple[float, int]]]  # bad upload -> (ms, status) of each try
+    page_times: list[float]  # the login page's load times while the bad uploads ran
+
+
+def _measure(args: argparse.Namespace, images: list[bytes], *, base: str, token: str, redis_url: str) -> _Measured:
+    url = f"{base}/api/v1/predict"
+    for i in range(args.workers * 2):  # warm every worker's model
+        _post(url, token, images[i % len(images)])
+    redis.Redis.from_url(redis_url).flushdb()  # the measured phase starts with fresh rate-limit counters
+    jobs = [images[i % len(images)] for i in range(args.clients * args.requests)]
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=args.clients) as pool:
+        results = list(pool.map(lambda d: _post(url, token, d), jobs))
+    wall = time.perf_counter() - start
+    known, new = _registration_times(base, args.auth_tries) if args.auth_tries else ([], [])
+    redis.Redis.from_url(redis_url).flushdb()
+    bad, page_times = (_bad_upload_times(base, token, bad_uploads(), args.bad_repeats) if args.bad_repeats
+                       else ({}, []))
+    return _Measured(results, wall, known, new, bad, page_times)
+
+
+def _print_report(args: argparse.Namespace, m: _Measured, *, images: list[bytes], limit_label: str) -> None:
+    ok = np.array([ms for ms, status in m.results if status == 200])
+    statuses = collections.Counter(status for _, status in m.results)
     predictor = load_predictor(args.variant, threads=1)
-    checked = [check_image(d) for d in images]
-    direct = [predict_image(predictor, c.image, name="").latency_ms for c in checked for _ in range(3)]
+    direct = [predict_image(predictor, check_image(d).image, name="").latency_ms for d in images for _ in range(3)]
     print(f"web app benchmark: {args.variant}\n{args.clients} clients x {args.requests} requests from one address, "
           f"gunicorn {args.workers} workers (production config, Redis limit store), {os.cpu_count()} CPUs, "
           f"{len(images)} distinct sample images\nAPI rate limit: {limit_label}")
@@ -259,28 +253,59 @@ def main(args: argparse.Namespace) -> int:
     print(f"{'requests refused 429 (rate limit)':<40} {statuses.get(429, 0):10d}")
     print(f"{'refused 422 (gate: not a lesion photo)':<40} {statuses.get(422, 0):10d}")
     print(f"{'other errors':<40} {sum(n for s, n in statuses.items() if s not in (200, 422, 429)):10d}")
-    print(f"{'throughput, all answers (requests/s)':<40} {len(results) / wall:10.1f}")
-    print(f"{'throughput, predictions (requests/s)':<40} {statuses.get(200, 0) / wall:10.1f}")
+    print(f"{'throughput, all answers (requests/s)':<40} {len(m.results) / m.wall:10.1f}")
+    print(f"{'throughput, predictions (requests/s)':<40} {statuses.get(200, 0) / m.wall:10.1f}")
     if len(ok):
         print(f"{'HTTP latency of 200s, p50 (ms)':<40} {np.percentile(ok, 50):10.1f}")
         print(f"{'HTTP latency of 200s, p95 (ms)':<40} {np.percentile(ok, 95):10.1f}")
     print(f"{'baseline: model call in-process (ms)':<40} {statistics.median(direct):10.1f}")
-    if known:
-        print(f"\nregistration response time, {len(known)} interleaved tries each (median, IQR in ms):")
-        for label, times in (("address already registered", known), ("new address", new)):
+    if m.known:
+        print(f"\nregistration response time, {len(m.known)} interleaved tries each (median, IQR in ms):")
+        for label, times in (("address already registered", m.known), ("new address", m.new)):
             q1, q3 = np.percentile(times, [25, 75])
             print(f"  {label:<28} {statistics.median(times):8.1f}  ({q1:.1f}-{q3:.1f})")
-        print(f"  {'difference of medians':<28} {statistics.median(known) - statistics.median(new):8.1f}")
-    if bad:
+        print(f"  {'difference of medians':<28} {statistics.median(m.known) - statistics.median(m.new):8.1f}")
+    if m.bad:
         print(f"\nbad uploads, {args.bad_repeats} of each, two at once (response ms, median / max; status):")
-        for name, answers in bad.items():
+        for name, answers in m.bad.items():
             times = [ms for ms, _ in answers]
             codes = ",".join(sorted({str(code) for _, code in answers}))
             print(f"  {name:<34} {statistics.median(times):8.1f} / {max(times):8.1f}   {codes}")
-        print(f"  anonymous login page meanwhile: median {statistics.median(page_times):.1f} ms, "
-              f"max {max(page_times):.1f} ms ({len(page_times)} loads)")
-    return 0 if not set(statuses) - {200, 422, 429} else 1
+        print(f"  anonymous login page meanwhile: median {statistics.median(m.page_times):.1f} ms, "
+              f"max {max(m.page_times):.1f} ms ({len(m.page_times)} loads)")
 
+
+def main(args: argparse.Namespace) -> int:
+    images = [p.read_bytes() for p in sorted(Path(args.samples).glob("*.jpg"))]
+    if not images:
+        print(f"error: no sample JPEGs in {args.samples}", file=sys.stderr)
+        return 2
+    redis_proc, redis_url = (None, args.redis) if args.redis else _start_redis()
+    limit_label = (f"raised for this run to {args.api_limit}" if args.api_limit
+                   else f"the site's default ({os.environ.get('LESIONLITE_RATELIMIT_API', '120 per minute')})")
+    with tempfile.TemporaryDirectory() as tmp:
+        env = _production_env(args, instance=tmp, redis_url=redis_url)
+        token = _prepare_instance(env)
+        server = subprocess.Popen([sys.executable, "-m", "gunicorn", "-w", str(args.workers), "--threads", "1",
+                                   "-b", f"127.0.0.1:{args.port}", "--timeout", "120", "webapp:create_app()"],
+                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        base = f"http://127.0.0.1:{args.port}"
+        try:
+            deadline = time.monotonic() + 60
+            while _post(f"{base}/api/v1/predict", token, images[0])[1] != 200:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    print("error: gunicorn did not start", file=sys.stderr)
+                    return 1
+                time.sleep(0.5)
+            measured = _measure(args, images, base=base, token=token, redis_url=redis_url)
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+            if redis_proc is not None:
+                redis_proc.terminate()
+    _print_report(args, measured, images=images, limit_label=limit_label)
+    statuses = {status for _, status in measured.results}
+    return 0 if not statuses - {200, 422, 429} else 1
 
 if __name__ == "__main__":
     sys.exit(run_cli(main, get_args_parser()))

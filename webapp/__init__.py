@@ -21,6 +21,34 @@ from webapp.extensions import csrf, limiter, login_manager, mail
 from webapp.security import add_security_headers
 
 
+def _init_extensions(app: Flask) -> None:
+    db.init_app(app)
+    csrf.init_app(app)
+    mail.init_app(app)
+    limiter.init_app(app)
+    login_manager.init_app(app)
+    login_manager.login_view = "auth.login"
+    login_manager.login_message = "Please log in to continue."
+    login_manager.session_protection = "strong"
+    # Flask-Login's identifier hashes the first X-Forwarded-For entry, which the client writes: a replayed cookie
+    # with a forged entry passed, and a phone changing networks was logged out. The user agent alone is bound.
+    login_manager._session_identifier_generator = security.session_identifier
+
+    from webapp.users import load_session_user
+
+    login_manager.user_loader(load_session_user)
+
+
+def _register_blueprints(app: Flask) -> None:
+    from webapp.api import bp as api_bp
+    from webapp.auth import bp as auth_bp
+    from webapp.detect import bp as detect_bp
+
+    app.register_blueprint(auth_bp)
+    app.register_blueprint(detect_bp)
+    app.register_blueprint(api_bp)
+
+
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """The app; ``test_config`` overrides the environment (and may set INSTANCE_PATH)."""
     instance = (test_config or {}).get("INSTANCE_PATH") or os.environ.get("LESIONLITE_INSTANCE")
@@ -38,30 +66,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         n = app.config["TRUSTED_PROXIES"]
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[method-assign]
     logging.getLogger("lesionlite").setLevel(logging.INFO)
-
-    db.init_app(app)
-    csrf.init_app(app)
-    mail.init_app(app)
-    limiter.init_app(app)
-    login_manager.init_app(app)
-    login_manager.login_view = "auth.login"
-    login_manager.login_message = "Please log in to continue."
-    login_manager.session_protection = "strong"
-    # Flask-Login's identifier hashes the first X-Forwarded-For entry, which the client writes: a replayed cookie
-    # with a forged entry passed, and a phone changing networks was logged out. The user agent alone is bound.
-    login_manager._session_identifier_generator = security.session_identifier
-
-    from webapp.users import load_session_user
-
-    login_manager.user_loader(load_session_user)
-
-    from webapp.api import bp as api_bp
-    from webapp.auth import bp as auth_bp
-    from webapp.detect import bp as detect_bp
-
-    app.register_blueprint(auth_bp)
-    app.register_blueprint(detect_bp)
-    app.register_blueprint(api_bp)
+    _init_extensions(app)
+    _register_blueprints(app)
     errors.register(app)
     add_security_headers(app)
     predictor.init_app(app)
