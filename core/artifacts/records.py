@@ -30,6 +30,17 @@ def build_record(cls: type[R], data: dict[str, Any] | None, *, source: str, **ne
         raise ModelError(f"{source}: incomplete {cls.__name__.lower()} record ({exc})") from None
 
 
+class Record:
+    """A card record: written as a plain dict, read back with every field checked."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], *, source: str) -> Any:
+        return build_record(cls, d, source=source)
+
+
 @dataclass(frozen=True)
 class TrainingData:
     """Which images the model learnt from."""
@@ -47,7 +58,7 @@ class TrainingData:
 
 
 @dataclass(frozen=True)
-class Origin:
+class Origin(Record):
     """The card's provenance: code, seed, split and data, starting weights, teacher, lineage."""
 
     git_sha: str
@@ -70,9 +81,6 @@ class Origin:
         return cls(git_sha=git_sha(), seed=seed, split_hash="none", dataset_fingerprint="none",
                    training_data=TrainingData(name="not trained", synthetic=True, images=0, data_dir=""))
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
     @classmethod
     def from_dict(cls, d: dict[str, Any], *, source: str) -> Origin:
         return build_record(cls, {k: v for k, v in d.items() if k != "training_data"}, source=source,
@@ -80,7 +88,7 @@ class Origin:
 
 
 @dataclass(frozen=True)
-class Calibration:
+class Calibration(Record):
     """How logits become the probabilities a user sees: temperature, the "uncertain" threshold, where fitted."""
 
     # No defaults: a card that lost its temperature must not be read as T = 1.
@@ -95,16 +103,9 @@ class Calibration:
         """Not calibrated yet: raw softmax, no "uncertain" threshold (a card between training and calibration)."""
         return cls(temperature=1.0, uncertain_threshold=None, fitted_on=None)
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any], *, source: str) -> Calibration:
-        return build_record(cls, d, source=source)
-
 
 @dataclass(frozen=True)
-class Compression:
+class Compression(Record):
     """What was done to the parent: pruning (kind, amount reached), quantization, QAT, and the resulting size."""
 
     pruning: str  # the group's kind: structured, macs, unstructured, ptt, resolution, dense
@@ -114,13 +115,6 @@ class Compression:
     macs: float
     sparsity: float
     qat: dict[str, Any] | None = None  # epochs, lr, flow, checkpoint selection on the converted graph
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any], *, source: str) -> Compression:
-        return build_record(cls, d, source=source)
 
 
 @dataclass(frozen=True)
@@ -158,16 +152,13 @@ class ExportCheck:
 
 
 @dataclass(frozen=True)
-class Deployment:
+class Deployment(Record):
     """The deployable file: size, the runtime that runs it, its latency and its export check."""
 
     size_bytes: int
     runtime: Runtime | None = None  # phone formats only
     latency: Timing | None = None
     export_check: ExportCheck | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], *, source: str) -> Deployment:
