@@ -3,7 +3,8 @@
     python -m scripts.compare_runs --db results/cv.duckdb --a <run id>[:split] --b <run id>[:split] \\
         --lesions results/cv/<cv id>/folds.csv
 
-A run's split defaults to ``test`` (a cross-validation summary's fold ensemble is ``<cv id>:test_ensemble``).
+A run's split defaults to ``test`` (a cross-validation summary's fold ensemble is ``<cv id>:test_ensemble``);
+``<run id>:val+test`` pools splits (the sweep's paired differences are on validation and test pooled).
 ``--lesions`` is any CSV with ``image_id`` and ``lesion_id`` (a split.csv or folds.csv): images of one lesion are
 resampled together. Only images both runs scored are compared; their labels must agree.
 """
@@ -21,7 +22,7 @@ from core.store.results import DEFAULT_DB, ResultsStore
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser = script_parser("Paired comparison of two stored models on the same images", add_help=add_help)
     parser.add_argument("--db", default=str(DEFAULT_DB), help="DuckDB results store (read-only)")
-    parser.add_argument("--a", required=True, help="run id[:split] of the first model")
+    parser.add_argument("--a", required=True, help="run id[:split] of the first model (splits pool with +: val+test)")
     parser.add_argument("--b", required=True, help="run id[:split] of the second model (the reference)")
     parser.add_argument("--lesions", required=True, help="CSV with image_id and lesion_id columns")
     return parser

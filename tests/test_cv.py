@@ -189,3 +189,10 @@ def test_two_stored_models_are_compared_paired_on_the_same_images(finished_cv, c
     bad = ["--db", cfg.db, "--a", "nope", "--b", result.cv_id, "--lesions", str(result.folder / "folds.csv")]
     assert run_cli(compare_runs.main, compare_runs.get_args_parser(), bad) == 2
     assert "no stored predictions for run 'nope'" in capsys.readouterr().err
+    pooled = ["--db", cfg.db, "--a", f"{fold_run_id(result.cv_id, 0)}:oof+test", "--b",
+              f"{fold_run_id(result.cv_id, 0)}:oof+test", "--lesions", str(result.folder / "folds.csv")]
+    assert run_cli(compare_runs.main, compare_runs.get_args_parser(), pooled) == 0
+    with ResultsStore(cfg.db, read_only=True) as store:
+        n = store.query("SELECT count(*) n FROM predictions WHERE run_id = ? AND split IN ('oof', 'test')",
+                        [fold_run_id(result.cv_id, 0)])["n"][0]
+    assert f"{n} images of" in capsys.readouterr().out  # both splits' images, each once

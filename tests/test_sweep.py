@@ -160,6 +160,17 @@ def test_a_channel_importance_other_than_magnitude_makes_its_own_cells() -> None
     assert {g.cell_id("r", "fp32") for g in taylor[1:]}.isdisjoint(g.cell_id("r", "fp32") for g in plain)
 
 
+def test_another_recovery_recipe_named_by_a_tag_makes_its_own_cells() -> None:
+    taylor = plan_groups(SweepConfig(ratios=[0.0], macs_keep=[0.25], modes=["static"], importance="taylor"))
+    longer = plan_groups(SweepConfig(ratios=[0.0], macs_keep=[0.25], modes=["static"], importance="taylor",
+                                     recipe_tag="e12", finetune_epochs=12))
+    assert longer[0] == taylor[0]  # the dense cells have no recovery: the same cells
+    assert longer[1].variant("static") == "macs-0.25-taylor-e12-static"
+    assert longer[1].cell_id("r", "static") == "r.m0.25taylore12.static" != taylor[1].cell_id("r", "static")
+    with pytest.raises(ConfigError, match="recipe_tag must be letters and digits"):
+        SweepConfig(recipe_tag="e-12")
+
+
 def test_distilled_fine_tuning_learns_from_the_frozen_dense_parent(trained_tiny: TrainResult, tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     import torch

@@ -35,24 +35,27 @@ def ratio_text(ratio: float, better: str, worse: str) -> str:
     return f"{ratio:.1f}x {better}" if ratio >= 1 else f"{1 / ratio:.1f}x {worse}"
 
 
-def _run_split(ref: str) -> tuple[str, str]:
-    run_id, _, split = ref.partition(":")
-    return run_id, split or "test"
+def _run_split(ref: str) -> tuple[str, list[str]]:
+    """``run_id[:split[+split...]]``: a run and the splits whose predictions are pooled (default: test)."""
+    run_id, _, splits = ref.partition(":")
+    return run_id, (splits or "test").split("+")
 
 
 def paired_comparison(store: ResultsStore, a: str, b: str, *, lesions_csv: str | Path) -> pd.DataFrame:
-    """Figures of two stored runs' predictions (``run_id[:split]``) on the images both scored, and A - B paired
-    over the same lesion draws: rows per metric, columns A, B, A - B with their 95% intervals."""
+    """Figures of two stored runs' predictions (``run_id[:split]``, or splits pooled: ``run_id:val+test``) on the
+    images both scored, and A - B paired over the same lesion draws: rows per metric, columns A, B, A - B with their
+    95% intervals."""
     from core.errors import ConfigError
     from core.intervals import bootstrap_intervals, paired_differences
 
     frames = []
     for ref in (a, b):
-        run_id, split = _run_split(ref)
-        part = store.query("SELECT image_id, label, probs FROM predictions WHERE run_id = ? AND split = ? "
-                           "ORDER BY image_id", [run_id, split])
-        if part.empty:
-            raise ConfigError(f"no stored predictions for run {run_id!r} on split {split!r}")
+        run_id, splits = _run_split(ref)
+        part = store.query("SELECT image_id, label, probs FROM predictions "
+                           "WHERE run_id = ? AND list_contains(?, split) ORDER BY image_id", [run_id, splits])
+        if part.empty or part["image_id"].duplicated().any():
+            raise ConfigError(f"no stored predictions for run {run_id!r} on split {'+'.join(splits)!r}"
+                              if part.empty else f"{ref}: an image is in more than one of these splits")
         frames.append(part.set_index("image_id"))
     common = frames[0].index.intersection(frames[1].index)
     if common.empty:

@@ -59,6 +59,9 @@ class SweepConfig:
     modes: list[str] = option(["torch_fp32", "fp32", "static"], "quantization modes", choices=QUANT_MODES)
     unstructured: list[float] = option([], "unstructured magnitude-pruning amounts (fp32 ONNX, no fine-tuning)")
     importance: str = option("magnitude", "channel importance", choices=IMPORTANCES)
+    recipe_tag: str = option("", "a name for this sweep's recovery recipe, appended to its pruned cells' names "
+                                 "(e.g. 'e12' for 12 recovery epochs): another recipe's cells are their own, never "
+                                 "taken for stored ones (letters and digits)")
     global_pruning: bool = option(False, "rank channels across layers")
     iterative_steps: int = option(1, "prune in this many steps, each followed by its share of finetune_epochs "
                                      "(1 = one-shot; the total fine-tuning budget is the same; > 1 makes '-itN' cells)")
@@ -101,6 +104,9 @@ class SweepConfig:
         for px in self.resolutions:
             if not 16 <= px <= 1024:
                 raise ConfigError(f"resolutions are input sizes in pixels (16 to 1024), got {px}")
+        if self.recipe_tag and not self.recipe_tag.isalnum():
+            raise ConfigError(f"recipe_tag must be letters and digits (it is part of cell names), got "
+                              f"{self.recipe_tag!r}")
         if not 0 < self.max_layer_ratio < 1:
             raise ConfigError(f"max_layer_ratio must be in (0, 1), got {self.max_layer_ratio}")
         if self.finetune_freeze_stages < 0 or self.finetune_warmup_epochs < 0:
@@ -145,10 +151,12 @@ class Group:
     arch: str = ""  # "retrained": the architecture pruned and trained, when it is not the parent's
     sparse: bool = False  # "budget": sparse training before pruning, its own cells ("-sl")
     importance: str = ""  # channel importance other than the default (magnitude): its own cells ("-taylor")
+    tag: str = ""  # the sweep's recipe_tag: another recovery recipe, its own cells ("-e12")
 
     def _options(self, sep: str) -> str:
         return ((f"{sep}it{self.steps}" if self.steps > 1 else "") + (f"{sep}sl" if self.sparse else "")
-                + (f"{sep}kd" if self.distilled else "") + (f"{sep}{self.importance}" if self.importance else ""))
+                + (f"{sep}kd" if self.distilled else "") + (f"{sep}{self.importance}" if self.importance else "")
+                + (f"{sep}{self.tag}" if self.tag else ""))
 
     @property
     def architecture(self) -> str:
@@ -217,10 +225,11 @@ def plan_groups(cfg: SweepConfig) -> list[Group]:
     importance = "" if cfg.importance == "magnitude" else cfg.importance  # the default names no cells
     for model in cfg.models:
         groups += [Group(model, "structured", r, labels, distilled=cfg.distill_alpha > 0 and r > 0,
-                         steps=cfg.iterative_steps if r > 0 else 1, importance=importance if r > 0 else "")
+                         steps=cfg.iterative_steps if r > 0 else 1, importance=importance if r > 0 else "",
+                         tag=cfg.recipe_tag if r > 0 else "")
                    for r in sorted(set(cfg.ratios))]
         groups += [Group(model, "budget", k, labels, distilled=cfg.distill_alpha > 0, sparse=cfg.sparse_epochs > 0,
-                         importance=importance) for k in sorted(set(cfg.macs_keep), reverse=True)]
+                         importance=importance, tag=cfg.recipe_tag) for k in sorted(set(cfg.macs_keep), reverse=True)]
         groups += [Group(model, "retrained", k, labels, arch="" if arch == model else arch)
                    for arch in (cfg.prune_then_train_models or [model])
                    for k in sorted(set(cfg.prune_then_train), reverse=True)]
