@@ -51,6 +51,29 @@ def test_taylor_importance_and_global_pruning() -> None:
     assert report.params_after < report.params_before
 
 
+def test_taylor_on_a_zero_head_is_refused_and_a_linear_probe_gives_it_a_gradient() -> None:
+    """A fresh head is zero (core.models.zero_head): no gradient reaches the backbone, Taylor ranks every channel 0
+    and pruned nothing in silence (found on EfficientNet-Lite1 with its ImageNet weights)."""
+    from core.compress.prune import linear_probe, prune_to_macs
+    from core.models import zero_head
+
+    torch.manual_seed(0)
+    model = zero_head(create_model("test_efficientnet", pretrained=False))
+    images, labels = torch.randn(32, 3, 32, 32), torch.arange(32) % 7
+    example = torch.randn(1, 3, 32, 32)
+    with pytest.raises(ConfigError, match="no gradient reaches the layers to prune.*linear_probe"):
+        prune_to_macs(model, keep=0.6, example_input=example, importance="taylor", max_layer_ratio=0.85,
+                      grad_batches=lambda: [(images, labels)])
+    before = model.get_classifier().weight.detach().clone()
+    backbone = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("classifier")}
+    loss = linear_probe(model, images, labels, steps=50)
+    assert loss < float(np.log(7)) and not torch.equal(before, model.get_classifier().weight)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in backbone.items())  # only the head learnt
+    report = prune_to_macs(model, keep=0.6, example_input=example, importance="taylor", max_layer_ratio=0.85,
+                           grad_batches=lambda: [(images, labels)])
+    assert report.macs_after < 0.7 * report.macs_before  # channels ranked and removed (the tiny net stops near 0.6)
+
+
 def test_unstructured_pruning_is_sparse_but_not_smaller() -> None:
     model = create_model("test_resnet", pretrained=False)
     before = state_dict_bytes(model)

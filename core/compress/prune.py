@@ -100,9 +100,7 @@ def structured_prune(
                                       ignored_layers=ignored, round_to=round_to)
         for step in range(iterative_steps):
             if importance == "taylor":
-                model.zero_grad()
-                for images, labels in grad_batches():  # type: ignore[misc]
-                    nn.functional.cross_entropy(model(images), labels).backward()
+                _taylor_gradients(model, grad_batches(), ignored=ignored)  # type: ignore[misc]
             pruner.step()
             if after_step is not None:
                 log.info("pruning step %d/%d: %.2fM params", step + 1, iterative_steps,
@@ -180,9 +178,7 @@ def prune_to_macs(
             if macs <= target:
                 break
             if importance == "taylor":
-                model.zero_grad()
-                for images, labels in grad_batches():  # type: ignore[misc]
-                    nn.functional.cross_entropy(model(images), labels).backward()
+                _taylor_gradients(model, grad_batches(), ignored=ignored)  # type: ignore[misc]
             pruner.step()
             macs, _ = count_macs_params(model, example_input)
     model.zero_grad(set_to_none=True)
@@ -194,6 +190,42 @@ def prune_to_macs(
     log.info("pruned to a MAC budget of %.2f (%s, global): MACs %.3fG -> %.3fG (%.3f), params %.2fM -> %.2fM",
              keep, importance, macs0 / 1e9, macs1 / 1e9, macs1 / macs0, params0 / 1e6, params1 / 1e6)
     return PruneReport(keep, params0, params1, macs0, macs1)
+
+
+def _taylor_gradients(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]], *,
+                      ignored: list[nn.Module]) -> None:
+    """The loss gradients Taylor importance reads. None reaching the prunable layers would rank every channel 0 and
+    prune nothing in silence: that is an error (a zero-initialised classifier passes no gradient back)."""
+    model.zero_grad()
+    for images, labels in batches:
+        nn.functional.cross_entropy(model(images), labels).backward()
+    skip = {id(p) for m in ignored for p in m.parameters()}
+    if not any(p.grad is not None and bool(p.grad.any()) for p in model.parameters() if id(p) not in skip):
+        raise ConfigError("taylor importance: no gradient reaches the layers to prune (a zero-initialised "
+                          "classifier passes none back): fit the head first (linear_probe) or use magnitude")
+
+
+def linear_probe(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, steps: int = 200,
+                 lr: float = 0.01) -> float:
+    """Fit the classifier alone on the frozen features of ``images`` (in place); returns the last training loss.
+
+    A freshly attached head is zero (``core.models.zero_head``), so no gradient reaches the backbone and Taylor
+    importance is zero everywhere: a probe gives it the gradient of a classifier that has seen the task."""
+    model.eval()
+    with torch.no_grad():
+        features = torch.cat([model.forward_head(model.forward_features(images[i:i + 64]), pre_logits=True)
+                              for i in range(0, len(images), 64)])
+    head = model.get_classifier()
+    optimizer = torch.optim.Adam(head.parameters(), lr=lr)
+    loss = torch.tensor(float("nan"))
+    with torch.enable_grad():
+        for _ in range(steps):
+            optimizer.zero_grad()
+            loss = nn.functional.cross_entropy(head(features), labels)
+            loss.backward()
+            optimizer.step()
+    model.zero_grad(set_to_none=True)
+    return float(loss.detach())
 
 
 def group_sparsity_regularizer(model: nn.Module, *, example_input: torch.Tensor, reg: float,
