@@ -166,9 +166,10 @@ def _train_from_pretrained(parent: Parent, group: Group, cfg: SweepConfig
         if keep < 1:
             example = torch.randn(1, 3, min(64, size), min(64, size))
             if cfg.importance == "taylor":  # the fresh head is zero: Taylor needs one that has seen the task
-                x, y = split.arrays("train", 512, seed=recipe.seed)
-                info["head_probe"] = {"images": len(x), "steps": 200, "lr": 0.01, "loss": linear_probe(
-                    model, torch.from_numpy(x), torch.from_numpy(y).long())}
+                images, steps, lr = 512, 200, 0.01
+                x, y = split.arrays("train", images, seed=recipe.seed)
+                loss = linear_probe(model, torch.from_numpy(x), torch.from_numpy(y).long(), steps=steps, lr=lr)
+                info["head_probe"] = {"images": images, "steps": steps, "lr": lr, "loss": loss}
             report = prune_to_macs(model, keep=keep, example_input=example, importance=cfg.importance,
                                    max_layer_ratio=cfg.max_layer_ratio,
                                    keep_residual_stream=not cfg.prune_residual_stream,

@@ -219,8 +219,9 @@ def cell_record(parent: Parent, *, group: Group, label: str, built: BuiltGroup, 
     export = (card.deployment.export_check if mode in MOBILE_MODES
               else built.export if built.export and mode != "torch_fp32" else None)
     card.metrics = card_metrics(measured.evaluations)
-    card.deployment = Deployment(
-        size_bytes=0, runtime=card.deployment.runtime if card.deployment else None, export_check=export,
+    deployed = card.deployment or Deployment(size_bytes=artifact_bytes(folder / str(card.file)))  # a phone file's
+    card.deployment = dataclasses.replace(  # card already names its runtime
+        deployed, export_check=export,
         latency=Timing(b1_median=measured.latency.median_ms, b1_iqr=measured.latency.iqr_ms, threads=cfg.threads,
                        **here))
     write_variant(folder, model_file=str(card.file), card=card)  # measures the file's size into the card
