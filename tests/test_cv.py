@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -196,3 +197,32 @@ def test_two_stored_models_are_compared_paired_on_the_same_images(finished_cv, c
         n = store.query("SELECT count(*) n FROM predictions WHERE run_id = ? AND split IN ('oof', 'test')",
                         [fold_run_id(result.cv_id, 0)])["n"][0]
     assert f"{n} images of" in capsys.readouterr().out  # both splits' images, each once
+
+
+def test_a_lever_is_screened_on_one_fold_against_the_control(finished_cv, synthetic_root: Path,
+                                                             tmp_path: Path, capsys) -> None:
+    from scripts import screen_levers
+
+    cfg, control = finished_cv
+    lever_cfg = recipe(synthetic_root, tmp_path, db=cfg.db, schedule="linear", img_size=32, low_res_size=24,
+                       fixres_epochs=1, cache_dir=cfg.cache_dir)
+    lever = run_cv(lever_cfg, CVConfig(folds=K, cv_dir=str(tmp_path / "cv"), only_folds=[0]))
+    assert lever.folds_done == [0] and not lever.complete
+    out = tmp_path / "screen.csv"
+    args = screen_levers.get_args_parser().parse_args(
+        ["--db", cfg.db, "--control", fold_run_id(control.cv_id, 0), "--levers", fold_run_id(lever.cv_id, 0),
+         "--data", cfg.data_dir, "--out", str(out)])
+    assert screen_levers.main(args) == 0
+    table = pd.read_csv(out)
+    held = load_folds(control.folder / "folds.csv").query("fold == 0")
+    assert set(table["images"]) == {len(held)}  # both runs scored the same held-out fold, paired image by image
+    control_row = table[(table["on"] == "control") & (table["lever"] == "(as trained)")].iloc[0]
+    assert control_row["delta_balanced_accuracy"] == 0
+    assert control_row["delta_balanced_accuracy_ci"] == "[+0.000, +0.000]"
+    assert set(table["lever"]) == {"(as trained)", "logit_bias", "recalibrated", "metadata_fusion"}
+    assert (table["train_minutes"] > 0).all() and {"git_sha", "control"} <= set(table.columns)
+    assert "metadata_fusion" in capsys.readouterr().out
+    with ResultsStore(cfg.db, read_only=True) as store, pytest.raises(ConfigError, match="no stored 'oof'"):
+        from core.jobs.screen import screen
+
+        screen(store, control="nope", levers=[], data_dir=cfg.data_dir)

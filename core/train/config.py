@@ -14,6 +14,8 @@ from core.models import ARCHITECTURES
 from core.runtime import DEVICES
 from core.store.results import DEFAULT_DB
 
+SCHEDULES = ("cosine", "linear")
+
 
 @dataclass
 class TrainConfig:
@@ -42,7 +44,14 @@ class TrainConfig:
     lr: float = option(1e-3, "peak learning rate (AdamW)")
     weight_decay: float = option(0.05, "AdamW weight decay (not applied to biases and normalisation layers)")
     layer_decay: float = option(1.0, "layer-wise learning-rate decay towards the input (1 = off; timm's grouping)")
-    warmup_epochs: float = option(1.0, "linear warm-up length, then cosine decay")
+    warmup_epochs: float = option(1.0, "linear warm-up length, then the schedule's decay")
+    schedule: str = option("cosine", "learning-rate decay after warm-up: cosine, or linear to zero at the end of "
+                                     "the epoch budget (budget-aware: Li et al., ICLR 2020)", choices=SCHEDULES)
+    low_res_size: int = option(0, "FixRes: train at this lower input size, then the last fixres_epochs at img_size "
+                                  "(0 = img_size throughout; evaluation is always at img_size)")
+    fixres_epochs: int = option(2, "FixRes: final epochs at img_size after training at low_res_size; they start "
+                                   "from the EMA weights and keep no EMA (its averaged BN statistics are of the "
+                                   "low resolution)")
     label_smoothing: float = option(0.1, "label smoothing")
     ema_decay: float = option(0.0, "keep an exponential moving average of the weights and evaluate, select and save it "
                                 "instead (0 = off; e.g. 0.998)")
@@ -81,7 +90,21 @@ class TrainConfig:
             raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if not 0 < self.layer_decay <= 1:
             raise ConfigError(f"layer_decay must be in (0, 1], got {self.layer_decay}")
+        if self.low_res_size < 0 or (self.low_res_size and self.low_res_size >= self.img_size):
+            raise ConfigError(f"low_res_size must be 0 (off) or below img_size {self.img_size}, "
+                              f"got {self.low_res_size}")
+        if self.low_res_size and not 1 <= self.fixres_epochs < self.epochs:
+            raise ConfigError(f"fixres_epochs must be in 1..{self.epochs - 1} (epochs - 1) with low_res_size, "
+                              f"got {self.fixres_epochs}")
         if self.freeze_stages < 0:
             raise ConfigError(f"freeze_stages must be 0 or more, got {self.freeze_stages}")
         if not 0 < self.uncertain_target_accuracy <= 1:
             raise ConfigError(f"uncertain_target_accuracy must be in (0, 1], got {self.uncertain_target_accuracy}")
+
+    def input_size_at(self, epoch: int) -> int:
+        """The training input size of ``epoch`` (0-based): ``low_res_size`` before the FixRes phase."""
+        return self.low_res_size if self.low_res_size and epoch < self.epochs - self.fixres_epochs else self.img_size
+
+    def fixres_starts(self, epoch: int) -> bool:
+        """True for the first epoch trained at ``img_size`` after a low-resolution phase."""
+        return bool(self.low_res_size) and epoch == self.epochs - self.fixres_epochs

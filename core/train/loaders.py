@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch.utils.data import DataLoader, RandomSampler, Sampler
 
@@ -30,15 +32,17 @@ def shared_order(dataset: CachedImageDataset, cfg: TrainConfig, epoch_seed: int,
 
 
 def train_loader(split: PreparedSplit, cfg: TrainConfig, epoch_seed: int, *, world: World = World(),
-                 on_device: DeviceImages | None = None) -> DataLoader | DeviceBatches:
+                 on_device: DeviceImages | None = None, size: int | None = None) -> DataLoader | DeviceBatches:
+    """One epoch's training batches, augmented to ``size`` pixels (default: the model's input size)."""
     augment = dict(scale_min=cfg.aug_scale_min, color_jitter=cfg.aug_color_jitter)
+    prep = split.prep if size is None else dataclasses.replace(split.prep, input_size=size)
     if on_device is not None:  # the same order as the DataLoader paths below; augmentation on the device
         dataset = split.dataset("train", transform=None)
         return on_device.batches(shared_order(dataset, cfg, epoch_seed, world=world),
                                  batch_size=cfg.batch_size // world.size,
-                                 transform=train_transform(split.prep, **augment, from_tensor=True),
+                                 transform=train_transform(prep, **augment, from_tensor=True),
                                  drop_last=len(dataset) > cfg.batch_size)
-    dataset = split.dataset("train", train_transform(split.prep, **augment))
+    dataset = split.dataset("train", train_transform(prep, **augment))
     generator = torch.Generator().manual_seed(epoch_seed)
     if world.distributed:  # every rank draws the epoch's order, keeps its interleaved share: same global batches
         return DataLoader(dataset, batch_size=cfg.batch_size // world.size, num_workers=cfg.workers,

@@ -34,13 +34,14 @@ from core.world import World, sum_across
 log = logging.getLogger(__name__)
 
 
-def cosine_with_warmup(optimizer: torch.optim.Optimizer, *, warmup_steps: int, total_steps: int
-                       ) -> torch.optim.lr_scheduler.LambdaLR:
+def lr_schedule(optimizer: torch.optim.Optimizer, *, kind: str, warmup_steps: int, total_steps: int
+                ) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up, then cosine decay or linear decay to zero at ``total_steps`` (the budget's end)."""
     def factor(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / warmup_steps
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return 1.0 - progress if kind == "linear" else 0.5 * (1 + math.cos(math.pi * progress))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
@@ -137,7 +138,9 @@ def fit(model: nn.Module, *, split: PreparedSplit, cfg: TrainConfig, device: tor
         if cfg.patience and best_epoch >= 0 and epoch - best_epoch > cfg.patience:
             log.info("early stopping: no val balanced-accuracy gain for %d epochs", cfg.patience)
             break
-        loader = train_loader(split, cfg, cfg.seed + epoch, world=world, on_device=t.on_device)
+        t.enter_phase(model, epoch=epoch, cfg=cfg)
+        loader = train_loader(split, cfg, cfg.seed + epoch, world=world, on_device=t.on_device,
+                              size=cfg.input_size_at(epoch))
         row = {"epoch": epoch, **train_one_epoch(t.trained, loader, criterion=t.criterion, optimizer=t.optimizer,
                                                  scheduler=t.scheduler, device=device, epoch=epoch, cfg=cfg,
                                                  frozen_norms=t.frozen_norms, ema=t.ema, distillation=distillation,
@@ -185,6 +188,16 @@ class _Training:
             self.ema.load_state_dict(checkpoint["ema"])
         return checkpoint["history"], checkpoint["best"], checkpoint["best_epoch"], checkpoint["epoch"] + 1
 
+    def enter_phase(self, model: nn.Module, *, epoch: int, cfg: TrainConfig) -> None:
+        """FixRes: the final epochs at the deployed size start from the EMA weights and keep none of their own
+        (an EMA would carry the low resolution's BN statistics into the model that is scored)."""
+        if self.ema is None or not cfg.low_res_size or cfg.input_size_at(epoch) != cfg.img_size:
+            return
+        if cfg.fixres_starts(epoch):
+            getattr(model, "module", model).load_state_dict(self.ema.module.state_dict())
+            log.info("FixRes: epoch %d onwards at %d px, from the EMA weights", epoch + 1, cfg.img_size)
+        self.ema.decay = 0.0  # the "EMA" now follows the model exactly (also after a resume inside the phase)
+
     def state(self, model: nn.Module) -> dict[str, Any]:
         """The resumable part of a checkpoint, and the weights that were validated (``"evaluated"``)."""
         return {"model": model.state_dict(), "optimizer": self.optimizer.state_dict(),
@@ -215,8 +228,9 @@ def _setup(model: nn.Module, *, split: PreparedSplit, cfg: TrainConfig, device: 
     steps_per_epoch = len(train_loader(split, cfg, cfg.seed, world=world, on_device=on_device))
     if cfg.max_train_batches:
         steps_per_epoch = min(steps_per_epoch, cfg.max_train_batches)
-    scheduler = cosine_with_warmup(optimizer, warmup_steps=max(1, round(cfg.warmup_epochs * steps_per_epoch)),
-                                   total_steps=cfg.epochs * steps_per_epoch)
+    warmup_steps = max(1, round(cfg.warmup_epochs * steps_per_epoch))
+    scheduler = lr_schedule(optimizer, kind=cfg.schedule, warmup_steps=warmup_steps,
+                            total_steps=cfg.epochs * steps_per_epoch)
     trained = model
     if world.distributed:
         from torch.nn.parallel import DistributedDataParallel

@@ -1,0 +1,106 @@
+"""Screening levers on one fold: each lever's held-out predictions paired against the control's on the same images.
+
+A lever is either a training recipe (a ``cv_fold`` run of the same fold assignment and fold as the control, made
+by ``scripts.cv --only-folds``), or a post-hoc lever from :mod:`core.fusion` fitted nested on a run's held-out
+predictions (cross-fitted over lesions, so no image scores itself). Every row is the lever minus the control on the
+images both scored, with a 95% interval over lesions, and what the lever cost in training minutes (the wall time
+of its epochs as logged: a figure measured beside other work is said to be such by whoever reports it).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from core.classes import CLASSES
+from core.data.layout import load_table
+from core.errors import ConfigError
+from core.fusion import LEVERS, METADATA_FIELDS, cross_fit, metadata_features
+from core.intervals import bootstrap_intervals, paired_differences
+from core.store.results import ResultsStore
+
+log = logging.getLogger(__name__)
+
+SCREEN_METRICS = ("balanced_accuracy", "mel_recall", "accuracy", "malignant_sensitivity")
+
+
+@dataclass
+class HeldOut:
+    """One run's held-out predictions, in image-id order."""
+
+    run_id: str
+    image_ids: np.ndarray
+    labels: np.ndarray
+    probs: np.ndarray
+    train_minutes: float
+
+
+def held_out(store: ResultsStore, run_id: str, *, split: str = "oof") -> HeldOut:
+    frame = store.query("SELECT image_id, label, probs FROM predictions WHERE run_id = ? AND split = ? "
+                        "ORDER BY image_id", [run_id, split])
+    if frame.empty:
+        raise ConfigError(f"no stored {split!r} predictions for run {run_id!r}")
+    seconds = store.query("SELECT sum(value) AS s FROM history WHERE run_id = ? AND name = 'epoch_seconds'",
+                          [run_id])["s"].iloc[0]
+    return HeldOut(run_id, frame["image_id"].to_numpy(dtype=str), frame["label"].to_numpy(),
+                   np.stack(frame["probs"].to_numpy()).astype(np.float64),
+                   float(seconds) / 60 if pd.notna(seconds) else float("nan"))
+
+
+def _common(a: HeldOut, b: HeldOut) -> tuple[np.ndarray, np.ndarray]:
+    common, ia, ib = np.intersect1d(a.image_ids, b.image_ids, return_indices=True)
+    if not len(common):
+        raise ConfigError(f"{a.run_id} and {b.run_id} scored no image in common: not the same fold")
+    if (a.labels[ia] != b.labels[ib]).any():
+        raise ConfigError(f"{a.run_id} and {b.run_id} disagree on labels of the same images: not the same data")
+    return ia, ib
+
+
+def _row(name: str, *, labels: np.ndarray, pred: np.ndarray, ref: np.ndarray, groups: np.ndarray,
+         minutes: float) -> dict[str, object]:
+    figures = bootstrap_intervals(labels, pred, groups)
+    diff = paired_differences(labels, pred, ref, groups=groups)
+    row: dict[str, object] = {"lever": name, "images": len(labels), "train_minutes": round(minutes, 3)}
+    for m in SCREEN_METRICS:
+        row[m] = round(figures[m].point, 4)
+        row[f"delta_{m}"] = round(diff[m].point, 4)
+        row[f"delta_{m}_ci"] = f"[{diff[m].low:+.3f}, {diff[m].high:+.3f}]"
+    for c, name_ in enumerate(CLASSES):
+        row[f"recall_{name_}"] = round(float(np.mean(pred[labels == c] == c)), 3) if (labels == c).any() else None
+    return row
+
+
+def screen(store: ResultsStore, *, control: str, levers: list[str], data_dir: str, split: str = "oof",
+           posthoc: tuple[str, ...] = tuple(LEVERS), seed: int = 0) -> pd.DataFrame:
+    """The screening table: the control, each lever run, and each post-hoc lever on every run, minus the control.
+
+    Rows of post-hoc levers on a lever run are paired against the control too (their column ``on`` names the run).
+    """
+    unknown = [p for p in posthoc if p not in LEVERS]
+    if unknown:
+        raise ConfigError(f"unknown post-hoc lever(s) {unknown}; allowed: {', '.join(LEVERS)}")
+    table = load_table(data_dir).set_index("image_id")
+    base = held_out(store, control, split=split)
+    missing = np.setdiff1d(base.image_ids, table.index.to_numpy(dtype=str))
+    if len(missing):
+        raise ConfigError(f"{data_dir}: {len(missing)} held-out image(s) of {control} not in its metadata, "
+                          f"e.g. {', '.join(missing[:3])}")
+    rows = []
+    for run in [base, *(held_out(store, r, split=split) for r in levers)]:
+        ia, ib = _common(run, base)
+        ids = run.image_ids[ia]
+        labels, groups = run.labels[ia], table.loc[ids, "lesion_id"].to_numpy()
+        ref = base.probs[ib].argmax(1)
+        tag = "control" if run is base else run.run_id
+        rows.append({"on": tag, **_row("(as trained)", labels=labels, pred=run.probs[ia].argmax(1), ref=ref,
+                                       groups=groups, minutes=run.train_minutes)})
+        meta = metadata_features(table.loc[ids].reset_index(), METADATA_FIELDS)
+        for name in posthoc:
+            fused = cross_fit(LEVERS[name], run.probs[ia], meta, labels, groups, seed=seed)
+            rows.append({"on": tag, **_row(name, labels=labels, pred=fused.argmax(1), ref=ref, groups=groups,
+                                           minutes=run.train_minutes)})
+            log.info("%s + %s: balanced accuracy %.4f", tag, name, rows[-1]["balanced_accuracy"])
+    return pd.DataFrame(rows)

@@ -1,0 +1,81 @@
+"""Post-hoc levers fitted nested: metadata encoding (missing values, dx_type refused), the balanced-accuracy bias,
+and cross-fitting where no image (or image of its lesion) is in the data that scores it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import core.fusion as fusion
+from core.errors import ConfigError
+from core.metrics import balanced_accuracy
+
+
+def test_metadata_features_encode_missing_values_explicitly() -> None:
+    table = pd.DataFrame({"age": [45, None, 80], "sex": ["male", "unknown", ""],
+                          "localization": ["back", "unknown", "Face"]})
+    x = fusion.metadata_features(table)
+    assert x.shape == (3, 2 + 3 + len(fusion.LOCALIZATIONS) + 1)
+    assert x[0, :2].tolist() == [pytest.approx(0.45), 0.0] and x[1, :2].tolist() == [0.0, 1.0]
+    sex = x[:, 2:5]
+    assert sex.tolist() == [[1, 0, 0], [0, 0, 1], [0, 0, 1]]
+    site = x[:, 5:]
+    assert site[0, fusion.LOCALIZATIONS.index("back")] == 1 and site[2, fusion.LOCALIZATIONS.index("face")] == 1
+    assert site[1, -1] == 1 and site.sum(axis=1).tolist() == [1, 1, 1]
+    # a table without a column: every row missing for that field
+    assert fusion.metadata_features(table.drop(columns="age"), ("age",))[:, 1].tolist() == [1, 1, 1]
+
+
+@pytest.mark.parametrize("field", ["dx_type", "dx", "label"])
+def test_label_leaking_fields_are_refused(field: str) -> None:
+    with pytest.raises(ConfigError, match=f"{field}.*leaks the label"):
+        fusion.metadata_features(pd.DataFrame({field: ["histo"]}), (field,))
+    with pytest.raises(ConfigError, match="unknown metadata field 'colour'; allowed: age, sex, localization"):
+        fusion.check_fields(["colour"])
+
+
+def test_bias_raises_balanced_accuracy_of_a_skewed_model() -> None:
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 7, 700)
+    logits = rng.normal(size=(700, 7)) + 1.5 * np.eye(7)[labels]
+    logits[:, 5] += 2.5  # the model over-calls class 5
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    bias = fusion.fit_logit_bias(probs, labels)
+    before = balanced_accuracy(labels, probs.argmax(1))
+    after = balanced_accuracy(labels, (np.log(probs) + bias).argmax(1))
+    assert after > before + 0.1 and bias[5] < 0
+
+
+def test_cross_fit_never_scores_an_image_with_its_own_lesion(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(1)
+    n = 300
+    groups = np.repeat(np.arange(100), 3)
+    labels = np.repeat(rng.integers(0, 7, 100), 3)
+    probs = rng.dirichlet(np.ones(7), n)
+    meta = rng.normal(size=(n, 4))
+    fitted_on: list[set[int]] = []
+
+    def spy_fit(p, m, y):
+        fitted_on.append({int(g) for g in groups[np.isin(meta[:, 0], m[:, 0])]})
+        return lambda p2, m2: np.full((len(p2), 7), 1 / 7)
+
+    out = fusion.cross_fit(fusion.Lever("spy", spy_fit), probs, meta, labels, groups, k=5)
+    assert out.shape == (n, 7) and len(fitted_on) == 5
+    held = [set(range(100)) - s for s in fitted_on]
+    assert sorted(g for h in held for g in h) == list(range(100))  # every lesion held out exactly once
+
+
+def test_metadata_fusion_uses_an_informative_field() -> None:
+    rng = np.random.default_rng(2)
+    n = 1400
+    labels = rng.integers(0, 7, n)
+    probs = rng.dirichlet(np.ones(7), n)  # an uninformative image model
+    table = pd.DataFrame({"age": np.where(labels < 4, 30, 75) + rng.normal(0, 3, n), "sex": "male",
+                          "localization": np.array(fusion.LOCALIZATIONS)[labels]})
+    meta = fusion.metadata_features(table)
+    groups = np.arange(n)
+    fused = fusion.cross_fit(fusion.LEVERS["metadata_fusion"], probs, meta, labels, groups)
+    image_only = fusion.cross_fit(fusion.LEVERS["recalibrated"], probs, meta, labels, groups)
+    assert balanced_accuracy(labels, fused.argmax(1)) > 0.9
+    assert balanced_accuracy(labels, image_only.argmax(1)) < 0.3
