@@ -5,7 +5,9 @@ threshold on the calibrated probability of a group of classes (the possibly-mali
 alone), fitted on validation so that the group reaches a stated sensitivity there; it travels in the model's
 card and every predictor applies it. The advice shown is the most urgent next step among the classes that are
 plausible (calibrated probability at or above :data:`ADVICE_FLOOR`) and the operating point's referral, so a
-less certain result can only be as urgent or more urgent than a confident one with the same probabilities.
+less certain result can only be as urgent or more urgent than a confident one with the same probabilities. A result
+shown as "uncertain" is never told "usually harmless": its next step is at least an appointment, so the two lines a
+patient reads always agree.
 """
 
 from __future__ import annotations
@@ -161,6 +163,7 @@ class Decision:
     refer_melanoma: bool
     urgency: int  # WATCH, APPOINTMENT or URGENT
     operating_point: bool  # whether the model's card had operating points (else top-class advice only)
+    uncertain: bool  # shown as "uncertain" (confidence below the model's threshold): never the calm advice
 
     @property
     def next_step(self) -> str:
@@ -174,25 +177,50 @@ class Decision:
         return cls(**{f: d[f] for f in cls.__dataclass_fields__})  # type: ignore[arg-type]
 
 
-def decide(probs: Mapping[str, float] | np.ndarray, triage: Triage | None) -> Decision:
+def decide(probs: Mapping[str, float] | np.ndarray, triage: Triage | None, *, uncertain: bool) -> Decision:
     """The decision for one image's calibrated probabilities (a class -> p mapping or a vector in CLASSES order).
 
-    The urgency is the highest among the top class, every class at or above :data:`ADVICE_FLOOR`, and the
-    operating points' referrals (possibly malignant: within weeks; melanoma: urgent). Spreading probability over
-    more classes can only add candidates, so doubt never makes the advice calmer.
+    The urgency is the highest among the top class, every class at or above :data:`ADVICE_FLOOR`, the operating
+    points' referrals (possibly malignant: within weeks; melanoma: urgent) and, for a result shown as
+    ``uncertain``, an appointment. Spreading probability over more classes can only add candidates, so doubt
+    never makes the advice calmer.
     """
     vector = (np.array([float(probs[c]) for c in CLASSES]) if isinstance(probs, Mapping)
               else np.asarray(probs, dtype=np.float64))
-    plausible = {CLASSES[int(vector.argmax())]} | {c for c, p in zip(CLASSES, vector, strict=True) if p >= ADVICE_FLOOR}
-    urgency = max(class_urgency(c) for c in plausible)
     malignant = float(group_probability(vector[None], MALIGNANT_GROUP)[0])
     melanoma = float(group_probability(vector[None], MELANOMA_GROUP)[0])
-    refer = refer_mel = False
+    refer = triage is not None and malignant >= triage.malignant.threshold
+    refer_mel = triage is not None and melanoma >= triage.melanoma.threshold
+    urgency = int(urgencies(vector[None], triage, uncertain=np.array([uncertain]))[0])
+    return Decision(malignant, melanoma, refer, refer_mel, urgency, triage is not None, uncertain)
+
+
+_CLASS_URGENCY = np.array([class_urgency(c) for c in CLASSES])
+
+
+def urgencies(probs: np.ndarray, triage: Triage | None, *, uncertain: np.ndarray) -> np.ndarray:
+    """The urgency of the advice for each row of calibrated ``probs`` (N, classes): the rule of :func:`decide`,
+    for many images at once (one implementation: :func:`decide` calls it)."""
+    probs = np.asarray(probs, dtype=np.float64)
+    plausible = probs >= ADVICE_FLOOR
+    plausible[np.arange(len(probs)), probs.argmax(axis=1)] = True
+    urgency = np.where(plausible, _CLASS_URGENCY[None, :], WATCH).max(axis=1)
     if triage is not None:
-        refer = malignant >= triage.malignant.threshold
-        refer_mel = melanoma >= triage.melanoma.threshold
-        urgency = max(urgency, URGENT if refer_mel else APPOINTMENT if refer else WATCH)
-    return Decision(malignant, melanoma, refer, refer_mel, urgency, triage is not None)
+        refer = group_probability(probs, triage.malignant.group) >= triage.malignant.threshold
+        refer_mel = group_probability(probs, triage.melanoma.group) >= triage.melanoma.threshold
+        urgency = np.maximum(urgency, np.where(refer_mel, URGENT, np.where(refer, APPOINTMENT, WATCH)))
+    return np.where(np.asarray(uncertain, bool), np.maximum(urgency, APPOINTMENT), urgency)
+
+
+def advice_misses(labels: np.ndarray, urgency: np.ndarray) -> dict[str, float]:
+    """Shares told "usually harmless" (WATCH) among melanomas and among possibly-malignant lesions: the advice's
+    miss rates, stored with every variant (NaN where the images hold none)."""
+    labels, watch = np.asarray(labels), np.asarray(urgency) == WATCH
+    out = {}
+    for name, group in (("mel", MELANOMA_GROUP), ("malignant", MALIGNANT_GROUP)):
+        members = np.isin(labels, [CLASSES.index(c) for c in group])
+        out[f"advice_{name}_watch_share"] = float(watch[members].mean()) if members.any() else math.nan
+    return out
 
 
 def referral_metrics(labels: np.ndarray, probs: np.ndarray, triage: Triage) -> dict[str, np.ndarray]:

@@ -116,3 +116,46 @@ def test_phone_mpo_and_16_bit_png_are_read_as_the_pictures_they_are() -> None:
     ramp.save(buf, format="PNG")
     grey = np.asarray(check_image(buf.getvalue()).image)[..., 0]
     assert grey.min() < 10 and grey.max() > 245 and 100 < grey.mean() < 155
+
+
+def _padded_jpeg_fill(n: int) -> bytes:
+    data = jpeg_bytes()
+    return data[:2] + b"\xff" * n + data[2:]  # fill bytes before the first marker after SOI
+
+
+def _padded_jpeg_app5(n: int) -> bytes:
+    data = jpeg_bytes()
+    return data[:2] + b"\xff\xe5\x00\x02" * n + data[2:]  # empty APP5 segments
+
+
+def _padded_png(n: int) -> bytes:
+    import struct
+    import zlib
+
+    data = png_bytes((300, 225))
+    empty = struct.pack(">I", 0) + b"tEXt" + struct.pack(">I", zlib.crc32(b"tEXt"))
+    return data[:33] + empty * n + data[33:]  # after IHDR (8 + 25 bytes), before IDAT
+
+
+@pytest.mark.parametrize(("make", "reason"), [
+    (lambda: _padded_jpeg_fill(9_900_000), "padding bytes"),
+    (lambda: _padded_jpeg_app5(2_400_000), "markers before its image data"),
+    (lambda: _padded_png(820_000), "extra chunks"),
+])
+def test_padded_headers_are_refused_before_decoding_in_a_fraction_of_a_second(make, reason: str) -> None:
+    """Issue 33: files of ~10 MB that Pillow reads one marker or chunk at a time (seconds of CPU each) are refused
+    with a clear message, at a bounded cost, before any decoding."""
+    import time
+
+    data = make()
+    assert 9_000_000 < len(data) <= 10 * 1024 * 1024
+    start = time.process_time()
+    with pytest.raises(ImageRejected, match=reason) as refused:
+        check_image(data)
+    assert time.process_time() - start < 0.5  # generous for a busy CI machine; bench_webapp measures it alone
+    assert "save it again as an ordinary JPEG or PNG" in str(refused.value)
+
+
+def test_modest_padding_is_still_accepted() -> None:
+    for data in (_padded_jpeg_fill(100), _padded_jpeg_app5(50), _padded_png(100)):
+        assert check_image(data).width > 0

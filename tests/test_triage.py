@@ -3,6 +3,8 @@ applied by evaluation, and advice that never gets calmer when the model is less 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -16,6 +18,7 @@ from core.triage import (
     APPOINTMENT,
     URGENT,
     WATCH,
+    Triage,
     decide,
     fit_operating_point,
     fit_triage,
@@ -84,8 +87,8 @@ def test_evaluation_reports_sensitivity_and_specificity_at_the_operating_point_w
 
 def test_an_uncertain_melanoma_leaning_result_is_as_urgent_as_a_confident_one() -> None:
     """The issue's case: best guess melanoma at 55%, possibly-malignant share 64%: not 'within a few weeks'."""
-    uncertain = decide(_probs(mel=0.55, bcc=0.05, akiec=0.04, nv=0.30, bkl=0.06), None)
-    confident = decide(_probs(mel=0.95, nv=0.05), None)
+    uncertain = decide(_probs(mel=0.55, bcc=0.05, akiec=0.04, nv=0.30, bkl=0.06), None, uncertain=True)
+    confident = decide(_probs(mel=0.95, nv=0.05), None, uncertain=False)
     assert uncertain.urgency == confident.urgency == URGENT
     assert "within two weeks" in uncertain.next_step
 
@@ -101,19 +104,19 @@ def test_doubt_never_makes_the_advice_calmer() -> None:
         q = p.copy()
         q[benign] = p[benign].sum() / len(benign)  # the same benign mass, spread evenly: less confident
         for t in (None, triage):
-            assert decide(q, t).urgency >= decide(p, t).urgency, (p, q)
+            assert decide(q, t, uncertain=False).urgency >= decide(p, t, uncertain=False).urgency, (p, q)
 
 
 def test_a_plausible_malignant_class_or_the_operating_point_raises_the_advice() -> None:
-    assert decide(_probs(nv=0.9, bkl=0.1), None).urgency == WATCH
-    assert decide(_probs(nv=0.7, bcc=ADVICE_FLOOR + 0.01, bkl=0.09), None).urgency == APPOINTMENT
+    assert decide(_probs(nv=0.9, bkl=0.1), None, uncertain=False).urgency == WATCH
+    assert decide(_probs(nv=0.7, bcc=ADVICE_FLOOR + 0.01, bkl=0.09), None, uncertain=False).urgency == APPOINTMENT
     labels, probs = _synthetic()
     triage = fit_triage(labels, probs)
     share = triage.malignant.threshold  # benign top class, malignant share just at the operating point
     p = _probs(nv=1 - share, akiec=share)
-    decision = decide(p, triage)
+    decision = decide(p, triage, uncertain=False)
     assert decision.refer and decision.urgency >= APPOINTMENT and decision.operating_point
-    assert decide(p, None).refer is False
+    assert decide(p, None, uncertain=False).refer is False
 
 
 def test_training_and_sweep_cells_fit_and_report_the_operating_points(trained_tiny, sweep_store) -> None:
@@ -133,3 +136,30 @@ def test_training_and_sweep_cells_fit_and_report_the_operating_points(trained_ti
                            "r.kind = 'variant' AND split = 'test' AND name = 'triage_malignant_sensitivity_ci_low'"
                            )["n"][0]
     assert len(rows) == cells and rows["value"].between(0, 1).all() and lows == cells
+
+
+@pytest.mark.parametrize("floor", [0.05, ADVICE_FLOOR, 0.5])
+def test_uncertain_is_never_told_usually_harmless_and_the_lines_agree(monkeypatch: pytest.MonkeyPatch,
+                                                                      floor: float) -> None:
+    """Property over random probability vectors, for every combination of uncertain / operating point (none, the
+    fitted one, and thresholds so high that nothing is referred) / advice floor: an uncertain result's next step
+    is at least an appointment, the flag travels with the decision, and the batch rule is the single-image rule."""
+    import core.triage as triage_mod
+
+    monkeypatch.setattr(triage_mod, "ADVICE_FLOOR", floor)
+    rng = np.random.default_rng(7)
+    fitted = fit_triage(*_synthetic())
+    never = Triage(replace(fitted.malignant, threshold=2.0), replace(fitted.melanoma, threshold=2.0))
+    probs = np.concatenate([rng.dirichlet(np.full(len(CLASSES), a), 400) for a in (0.1, 0.5, 2.0)])
+    for point in (None, fitted, never):
+        for flag in (False, True):
+            batch = triage_mod.urgencies(probs, point, uncertain=np.full(len(probs), flag))
+            for p, u in zip(probs, batch, strict=True):
+                d = decide(p, point, uncertain=flag)
+                assert d.uncertain is flag and d.urgency == u
+                if flag:
+                    assert d.urgency >= APPOINTMENT and "Usually harmless" not in d.next_step
+            if flag:
+                assert (batch >= APPOINTMENT).all()
+    calm = decide(_probs(nv=0.95, bkl=0.05), None, uncertain=False)
+    assert calm.urgency == WATCH and decide(_probs(nv=0.95, bkl=0.05), None, uncertain=True).urgency == APPOINTMENT

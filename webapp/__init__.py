@@ -18,6 +18,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from webapp import config as config_mod
 from webapp import db, errors, predictor, security, storage, users
 from webapp.extensions import csrf, limiter, login_manager, mail
+from webapp.request_body import DrainUnreadBody
 from webapp.security import add_security_headers
 
 
@@ -65,6 +66,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         # Client address and scheme from X-Forwarded-* set by exactly this many proxies; nothing else is believed.
         n = app.config["TRUSTED_PROXIES"]
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[method-assign]
+    app.wsgi_app = DrainUnreadBody(app.wsgi_app)  # type: ignore[method-assign]
     logging.getLogger("lesionlite").setLevel(logging.INFO)
     _init_extensions(app)
     _register_blueprints(app)

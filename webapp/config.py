@@ -29,16 +29,18 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "RATELIMIT_LOGIN": "10 per minute",
     "RATELIMIT_REGISTER": "5 per minute",
     "RATELIMIT_RESET": "5 per minute",
-    "RATELIMIT_RESEND": "3 per minute",
     "RATELIMIT_API": "120 per minute",
     "RATELIMIT_UPLOAD": "30 per minute",
     "RATELIMIT_ACCOUNT": "5 per minute",  # password-checked profile changes (email, deletion)
     # Failed logins per (account, client address): a stepped back-off that an attacker elsewhere cannot exhaust.
     "RATELIMIT_LOGIN_FAILURES": "5 per minute;10 per 10 minutes;20 per hour",
+    # Failed logins per account from all addresses together (ASVS 2.2.1); browsers that signed in before are exempt.
+    "RATELIMIT_LOGIN_FAILURES_ACCOUNT": "100 per hour",
     # Mails to one address, whoever asks: more are rendered and dropped (the answer to the asker is the same).
     "RATELIMIT_MAIL_RECIPIENT": "3 per 15 minutes;10 per day",
     "RATELIMIT_STORAGE_URI": "memory://",
     "MAX_CHECKS_PER_ACCOUNT": 1000,  # stored checks (each keeps its image) per account
+    "MAX_CHECKS_TOTAL": 200_000,  # all accounts together (at most ~1 MB each: bounds the disk the site can fill)
     "RATELIMIT_HEADERS_ENABLED": True,
     "MAIL_DEFAULT_SENDER": "LesionLite <no-reply@localhost>",
 }
@@ -84,6 +86,9 @@ def from_environment(env: str | None = None) -> dict[str, Any]:
         LESIONLITE_VARIANT=os.environ.get("LESIONLITE_VARIANT"),
         LESIONLITE_DB=os.environ.get("LESIONLITE_DB", "results/results.duckdb"),
         UNCERTAIN_THRESHOLD=_env_float("LESIONLITE_UNCERTAIN_THRESHOLD"),
+        # An operator who knows why may serve a model without its photo check in production (logged at start-up);
+        # every result given without one says so itself.
+        ALLOW_NO_PHOTO_CHECK=_env_bool("LESIONLITE_ALLOW_NO_PHOTO_CHECK", False),
         MAIL_SERVER=os.environ.get("MAIL_SERVER", "localhost"),
         MAIL_PORT=int(os.environ.get("MAIL_PORT", "25")),
         MAIL_USE_TLS=_env_bool("MAIL_USE_TLS", False),
@@ -98,16 +103,18 @@ def from_environment(env: str | None = None) -> dict[str, Any]:
     )
     for key in RATELIMIT_KEYS:
         cfg[key] = os.environ.get(f"LESIONLITE_{key}", cfg[key])
-    quota = os.environ.get("LESIONLITE_MAX_CHECKS_PER_ACCOUNT")
-    if quota is not None:
-        if not quota.strip().isdigit() or int(quota) < 1:
-            raise ConfigError(f"LESIONLITE_MAX_CHECKS_PER_ACCOUNT={quota!r} must be a whole number of at least 1")
-        cfg["MAX_CHECKS_PER_ACCOUNT"] = int(quota)
+    for key in ("MAX_CHECKS_PER_ACCOUNT", "MAX_CHECKS_TOTAL"):
+        quota = os.environ.get(f"LESIONLITE_{key}")
+        if quota is not None:
+            if not quota.strip().isdigit() or int(quota) < 1:
+                raise ConfigError(f"LESIONLITE_{key}={quota!r} must be a whole number of at least 1")
+            cfg[key] = int(quota)
     return cfg
 
 
-RATELIMIT_KEYS = ("RATELIMIT_LOGIN", "RATELIMIT_REGISTER", "RATELIMIT_RESET", "RATELIMIT_RESEND", "RATELIMIT_API",
-                  "RATELIMIT_UPLOAD", "RATELIMIT_ACCOUNT", "RATELIMIT_LOGIN_FAILURES", "RATELIMIT_MAIL_RECIPIENT")
+RATELIMIT_KEYS = ("RATELIMIT_LOGIN", "RATELIMIT_REGISTER", "RATELIMIT_RESET", "RATELIMIT_API",
+                  "RATELIMIT_UPLOAD", "RATELIMIT_ACCOUNT", "RATELIMIT_LOGIN_FAILURES",
+                  "RATELIMIT_LOGIN_FAILURES_ACCOUNT", "RATELIMIT_MAIL_RECIPIENT")
 
 
 def development_secret(instance_path: str) -> str:

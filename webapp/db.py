@@ -7,14 +7,36 @@ The database file lives in the instance folder. Migrations are applied in order 
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import click
 from flask import Flask, current_app, g
 
-MIGRATIONS: list[str] = [
+from core.triage import APPOINTMENT, NEXT_STEPS, Decision, decide
+
+
+def _decisions_carry_uncertain(con: sqlite3.Connection) -> None:
+    """Every stored check gets a decision that carries its "uncertain" flag; a check shown as uncertain is never
+    left with the calm advice (the contradiction of issue 32 is corrected in the history too); checks stored
+    before decisions were get theirs from their probabilities (no operating point was recorded for them)."""
+    rows = con.execute("SELECT id, probs, uncertain, decision FROM detections").fetchall()
+    for row_id, probs, uncertain, raw in rows:
+        if raw is None:
+            decision = decide(json.loads(probs), None, uncertain=bool(uncertain)).to_dict()
+        else:
+            decision = {**json.loads(raw), "uncertain": bool(uncertain)}
+            if uncertain and decision["urgency"] < APPOINTMENT:
+                decision["urgency"] = APPOINTMENT
+            decision["next_step"] = NEXT_STEPS[decision["urgency"]]
+        Decision.from_dict(decision)  # every stored decision reads back, or the migration stops here
+        con.execute("UPDATE detections SET decision = ? WHERE id = ?", (json.dumps(decision), row_id))
+
+
+MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     # 1: accounts, detections, API tokens
     """
     CREATE TABLE users (
@@ -61,6 +83,12 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE detections ADD COLUMN quality TEXT;
     """,
+    # 5: decisions carry "uncertain" (never with the calm advice); every check has a decision
+    _decisions_carry_uncertain,
+    # 6: whether the photo check (the model's gate) looked at the picture; not recorded before, so not claimed
+    """
+    ALTER TABLE detections ADD COLUMN photo_checked INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 
 
@@ -104,7 +132,10 @@ def migrate(path: Path) -> int:
             version = con.execute("PRAGMA user_version").fetchone()[0]
             for number, sql in enumerate(MIGRATIONS[version:], start=version + 1):
                 with con:
-                    con.executescript(sql)
+                    if callable(sql):
+                        sql(con)
+                    else:
+                        con.executescript(sql)
                     con.execute(f"PRAGMA user_version = {number}")
             return con.execute("PRAGMA user_version").fetchone()[0]
         finally:

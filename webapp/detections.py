@@ -8,36 +8,69 @@ import sqlite3
 
 from flask import current_app
 
+from core.errors import LesionLiteError
 from core.serve.imaging import ImageRejected, check_image, reencode_jpeg
 from webapp.db import get_db
 from webapp.predictor import Detection, decision_json, detect, detection_json, quality_json
 from webapp.storage import delete_image, store_with_row
 
 
+class StorageFull(LesionLiteError):
+    """The site keeps as many checks as its operator allows (``MAX_CHECKS_TOTAL``); nothing was stored."""
+
+
+class AccountGone(LesionLiteError):
+    """The account was deleted while its upload was being checked; nothing was stored."""
+
+
+def _quota_problem(user_id: int) -> str | None:
+    stored = get_db().execute("SELECT count(*) FROM detections WHERE user_id = ?", (user_id,)).fetchone()[0]
+    if stored >= current_app.config["MAX_CHECKS_PER_ACCOUNT"]:
+        return (f"this account already keeps {stored} checks, the most it can store; delete some older ones on the "
+                "History page first")
+    return None
+
+
 def create(user_id: int, data: bytes, *, body_site: str = "", note: str = "") -> tuple[str, Detection]:
     """Validate, re-encode, predict and store (with where on the body and a note); returns the id and result.
 
     Raises:
-        ImageRejected: the upload is not a usable image.
+        ImageRejected: the upload is not a usable image, or the account keeps as many checks as it may.
         NotALesion: the model's gate judged it not a lesion photo (nothing is stored).
         ModelUnavailable: no model can be loaded.
+        StorageFull: the site keeps as many checks as it may, all accounts together.
+        AccountGone: the account was deleted meanwhile.
     """
-    stored = get_db().execute("SELECT count(*) FROM detections WHERE user_id = ?", (user_id,)).fetchone()[0]
-    if stored >= current_app.config["MAX_CHECKS_PER_ACCOUNT"]:
-        raise ImageRejected(f"this account already keeps {stored} checks, the most it can store; delete some "
-                            "older ones on the History page first")
+    problem = _quota_problem(user_id)  # early, before the model's work; checked again in the insert itself
+    if problem:
+        raise ImageRejected(problem)
     checked = check_image(data)
     result = detect(checked)
     detection_id = secrets.token_urlsafe(12)
 
     def insert(db: sqlite3.Connection, key: str) -> None:
-        db.execute("INSERT INTO detections (id, user_id, image_key, model_version, top_class, confidence, probs, "
-                   "uncertain, body_site, note, decision, quality) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                   (detection_id, user_id, key, result.model_version, result.top_class, result.confidence,
-                    detection_json(result), int(result.uncertain), body_site, note.strip(), decision_json(result),
-                    quality_json(result)))
+        # The limits are checked in the statement that inserts (one transaction): two concurrent uploads cannot
+        # both pass a count taken before either was stored.
+        inserted = db.execute(
+            "INSERT INTO detections (id, user_id, image_key, model_version, top_class, confidence, probs, "
+            "uncertain, body_site, note, decision, quality, photo_checked) "
+            "SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? "
+            "WHERE (SELECT count(*) FROM detections WHERE user_id = ?) < ? "
+            "AND (SELECT count(*) FROM detections) < ?",
+            (detection_id, user_id, key, result.model_version, result.top_class, result.confidence,
+             detection_json(result), int(result.uncertain), body_site, note.strip(), decision_json(result),
+             quality_json(result), int(result.photo_checked), user_id, current_app.config["MAX_CHECKS_PER_ACCOUNT"],
+             current_app.config["MAX_CHECKS_TOTAL"])).rowcount
+        if not inserted:
+            problem = _quota_problem(user_id)
+            if problem:
+                raise ImageRejected(problem)
+            raise StorageFull("the site keeps as many checks as it can store")
 
-    store_with_row(reencode_jpeg(checked.image), insert)
+    try:
+        store_with_row(reencode_jpeg(checked.image), insert)
+    except sqlite3.IntegrityError:  # the user row is gone (account deleted meanwhile): the image is not kept
+        raise AccountGone("the account no longer exists") from None
     return detection_id, result
 
 
@@ -55,7 +88,8 @@ def export(user_id: int) -> list[tuple[dict[str, object], str]]:
               "confidence": r["confidence"], "probabilities": json.loads(r["probs"]),
               "uncertain": bool(r["uncertain"]), "body_site": r["body_site"], "note": r["note"],
               "decision": json.loads(r["decision"]) if r["decision"] else None,
-              "photo_quality": json.loads(r["quality"]) if r["quality"] else None, "photo": f"photos/{r['id']}.jpg"},
+              "photo_quality": json.loads(r["quality"]) if r["quality"] else None,
+              "photo_checked": bool(r["photo_checked"]), "photo": f"photos/{r['id']}.jpg"},
              r["image_key"]) for r in rows]
 
 

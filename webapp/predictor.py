@@ -122,8 +122,7 @@ def init_app(app: Flask) -> None:
             log.warning("%s was trained on synthetic demo images: its results mean nothing for real skin", folder)
         app.config["NO_PHOTO_CHECK"] = not (folder / GATE_FILE).is_file()
         if app.config["NO_PHOTO_CHECK"]:
-            log.warning("%s has no out-of-distribution gate: any picture gets a lesion class. Fit one with "
-                        "python -m scripts.fit_ood_gate --model %s", folder, folder)
+            _refuse_without_photo_check(app, folder)
         log.info("deployed model: %s (uncertain below confidence %.3f)", folder,
                  app.config["DEPLOYED_UNCERTAIN_THRESHOLD"])
     except ModelError as exc:
@@ -133,6 +132,19 @@ def init_app(app: Flask) -> None:
         app.config["DEPLOYED_FACTS"] = None
         app.config["MODEL_PROBLEM"] = str(exc)
         log.warning("no deployable model (predictions will answer 503): %s", exc)
+
+
+def _refuse_without_photo_check(app: Flask, folder: Path) -> None:
+    """A production site never serves a model without its photo check, unless an operator says so (logged)."""
+    fit = f"python -m scripts.fit_ood_gate --model {folder}"
+    if app.config["ENV_NAME"] == "production" and not app.config.get("ALLOW_NO_PHOTO_CHECK"):
+        raise ConfigError(f"{folder} has no photo check (out-of-distribution gate): any picture would get a lesion "
+                          f"class. Fit one with {fit}, or set LESIONLITE_ALLOW_NO_PHOTO_CHECK=1 if you know why "
+                          "this site must run without it")
+    log.warning("%s has no photo check (out-of-distribution gate): any picture gets a lesion class, and every "
+                "result will say so%s. Fit one with %s", folder,
+                " (LESIONLITE_ALLOW_NO_PHOTO_CHECK=1: the operator's override)"
+                if app.config.get("ALLOW_NO_PHOTO_CHECK") else "", fit)
 
 
 def get_model() -> DeployedModel:
@@ -161,6 +173,7 @@ class Detection:
     answer: Classification  # accepted: the gate let the image through
     model_version: str
     triage: Triage | None  # the operating points the decision was made with (None: the card has none)
+    photo_checked: bool = True  # False: the model had no photo check; the result says so wherever it is shown
 
     @property
     def top_class(self) -> str:
@@ -204,7 +217,7 @@ def detect(checked: CheckedImage) -> Detection:
     answer = model.classify(checked.image)
     if not answer.accepted:
         raise NotALesion(answer.refusal_reason)
-    return Detection(answer, model.card.label, model.triage)
+    return Detection(answer, model.card.label, model.triage, photo_checked=model.gate is not None)
 
 
 def detection_json(d: Detection) -> str:

@@ -16,6 +16,9 @@ MIN_PASSWORD, MAX_PASSWORD = 12, 128
 MIN_STRENGTH = 3  # zxcvbn score 0-4; 3 = "safely unguessable: moderate protection from offline slow-hash attacks"
 
 
+ZXCVBN_MAX_LENGTH = 72
+
+
 def password_problem(password: str, *, email: str = "", name: str = "") -> str | None:
     """Why a new password is refused (length, or guessable by zxcvbn's frequency lists and patterns), or None."""
     if len(password) < MIN_PASSWORD:
@@ -30,6 +33,8 @@ def password_problem(password: str, *, email: str = "", name: str = "") -> str |
     joined = re.sub(r"[^a-z]+", "", email.lower())  # "jdoe.example.org1" has the address's letters in order
     user_inputs = [x for x in (email, email.partition("@")[0], joined, name, *parts, *SITE_WORDS, *_SEASONS,
                                *FAMOUS_PASSPHRASES) if x]
+    # zxcvbn refuses input over 72 characters (ValueError); a longer passphrase is judged by its first 72.
+    password = password[:ZXCVBN_MAX_LENGTH]
     result = zxcvbn(password, user_inputs=user_inputs)
     if result["score"] < MIN_STRENGTH:
         hint = result["feedback"].get("warning") or "It would be easy to guess."

@@ -8,14 +8,19 @@ from webapp import users
 from webapp.db import get_db
 from webapp.security import hash_api_token, new_api_token
 
+MAX_TOKENS_PER_ACCOUNT = 10
 
-def create(user_id: int) -> str:
-    """A new token for the user; returns the token (only its hash and last 4 characters are kept)."""
+
+def create(user_id: int) -> str | None:
+    """A new token for the user; returns the token (only its hash and last 4 characters are kept), or None when
+    the account already holds :data:`MAX_TOKENS_PER_ACCOUNT` (checked and inserted in one statement: no race)."""
     token, digest = new_api_token()
     db = get_db()
     with db:
-        db.execute("INSERT INTO api_tokens (user_id, token_hash, hint) VALUES (?, ?, ?)", (user_id, digest, token[-4:]))
-    return token
+        inserted = db.execute("INSERT INTO api_tokens (user_id, token_hash, hint) SELECT ?, ?, ? "
+                              "WHERE (SELECT count(*) FROM api_tokens WHERE user_id = ?) < ?",
+                              (user_id, digest, token[-4:], user_id, MAX_TOKENS_PER_ACCOUNT)).rowcount
+    return token if inserted else None
 
 
 def of_user(user_id: int) -> list[sqlite3.Row]:

@@ -60,7 +60,7 @@ def evaluate_on_folder(
     scores = deployed.score(split.loader("test", batch_size=batch_size))
     probs, labels = scores.probs, scores.labels
     ev = evaluate_predictions(labels, probs, groups=split.table["lesion_id"].to_numpy(), triage=card.triage)
-    ev.metrics.update(scores.deployment_metrics())
+    ev.metrics.update(scores.deployment_metrics(card.triage))
     run_id = new_run_id(card.architecture, kind="eval")
     image_ids = split.table["image_id"].tolist()
     if submission:

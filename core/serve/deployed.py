@@ -21,7 +21,7 @@ from core.errors import ModelError
 from core.serve.ood import GATE_FILE, OodGate
 from core.serve.predict import Prediction, Predictor, load_predictor, predict_batches, predict_image
 from core.serve.quality import PhotoQuality, photo_quality
-from core.triage import Decision, Triage, decide
+from core.triage import Decision, Triage, advice_misses, decide, urgencies
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +34,12 @@ class Classification:
     accepted: bool
     refusal_reason: str = ""  # the gate's test that refused it: for logs, never shown to the sender
     prediction: Prediction | None = None
-    uncertain: bool = False
-    decision: Decision | None = None
+    decision: Decision | None = None  # carries "uncertain": the flag and the next step are decided together
     quality: PhotoQuality | None = None
+
+    @property
+    def uncertain(self) -> bool:
+        return self.decision is not None and self.decision.uncertain
 
     @property
     def probs(self) -> dict[str, float]:
@@ -66,12 +69,14 @@ class Scores:
     labels: np.ndarray
     uncertain: np.ndarray  # bool: shown as "uncertain" (confidence below the deployed threshold)
 
-    def deployment_metrics(self) -> dict[str, float]:
-        """The share shown as "uncertain" and the accuracy of the rest: what a user of the site meets."""
+    def deployment_metrics(self, triage: Triage | None) -> dict[str, float]:
+        """What a user of the site meets: the share shown as "uncertain", the accuracy of the rest, and the shares
+        of melanomas and of possibly-malignant lesions that the advice calls "usually harmless"."""
         confident = ~self.uncertain
         correct = self.probs.argmax(axis=1) == self.labels
         return {"uncertain_share": float(self.uncertain.mean()),
-                "accuracy_confident": float(correct[confident].mean()) if confident.any() else float("nan")}
+                "accuracy_confident": float(correct[confident].mean()) if confident.any() else float("nan"),
+                **advice_misses(self.labels, urgencies(self.probs, triage, uncertain=self.uncertain))}
 
 
 @dataclass
@@ -120,9 +125,9 @@ class DeployedModel:
                 return Classification(accepted=False, refusal_reason=verdict.reason)
         prediction = predict_image(self.predictor, image, name=name)
         probs = {c: float(p) for c, p in zip(CLASSES, prediction.probs, strict=True)}
+        uncertain = prediction.confidence < self.uncertain_threshold
         return Classification(accepted=True, prediction=prediction,
-                              uncertain=prediction.confidence < self.uncertain_threshold,
-                              decision=decide(probs, self.triage), quality=photo_quality(image))
+                              decision=decide(probs, self.triage, uncertain=uncertain), quality=photo_quality(image))
 
 
 def resolve_uncertain_threshold(card: Card, configured: float | None, *, folder: Path | str = "") -> float:

@@ -29,6 +29,17 @@ MAX_JPEG_SCANS = 48
 # What is actually decoded after draft mode; draft cannot reduce a 65000x769 strip (its short side is already
 # small), so the decoded size gets its own cap.
 MAX_DECODED_PIXELS = 16_000_000
+# Pillow reads a JPEG's markers before the first scan, and every PNG chunk, one at a time in Python: a 10 MB file
+# of 9.9 M fill bytes, 2.5 M empty APP5 markers or 825 k empty PNG chunks cost 3-8 s of CPU where a photo costs
+# 25-50 ms. Real files are far inside these bounds (a phone JPEG: a dozen markers, EXIF/XMP/ICC well under 1 MB; a
+# PNG: a few ancillary chunks, and IDAT chunks of 8-64 KB each), which are checked before any decoding.
+MAX_JPEG_HEADER_MARKERS = 256
+MAX_JPEG_FILL_BYTES = 1024  # 0xFF padding before markers, in the whole file
+MAX_JPEG_HEADER_BYTES = 2 * 1024 * 1024  # bytes before the first start-of-scan
+MAX_PNG_CHUNKS = 10_000
+MAX_PNG_ANCILLARY_CHUNKS = 256
+MAX_PNG_ANCILLARY_BYTES = 2 * 1024 * 1024
+_RESAVE = "save it again as an ordinary JPEG or PNG and retry"
 
 
 class ImageRejected(LesionLiteError):
@@ -54,6 +65,55 @@ def jpeg_scan_count(data: bytes) -> int:
     """Start-of-scan markers in a JPEG stream (an upper bound on its scans: entropy-coded data never holds one,
     since a 0xFF byte there is always followed by 0x00 or a restart marker)."""
     return data.count(b"\xff\xda")
+
+
+def jpeg_structure_problem(data: bytes) -> str | None:
+    """Why a JPEG's structure would cost far more to read than its pixels (None: within the bounds). Walks the
+    markers up to the first start-of-scan without decoding anything."""
+    if data.count(b"\xff\xff") > MAX_JPEG_FILL_BYTES:  # entropy-coded data never holds 0xFF 0xFF
+        return f"the JPEG holds more than {MAX_JPEG_FILL_BYTES:,} padding bytes"
+    pos, markers = 2, 0
+    while pos < len(data):
+        if pos > MAX_JPEG_HEADER_BYTES:
+            return f"the JPEG has more than {MAX_JPEG_HEADER_BYTES // (1024 * 1024)} MB before its image data"
+        if data[pos] != 0xFF:
+            return None  # not a marker where one belongs: the decoder reports the damage
+        while pos < len(data) and data[pos] == 0xFF:
+            pos += 1
+        if pos >= len(data):
+            return None
+        marker, pos = data[pos], pos + 1
+        markers += 1
+        if markers > MAX_JPEG_HEADER_MARKERS:
+            return f"the JPEG has more than {MAX_JPEG_HEADER_MARKERS} markers before its image data"
+        if marker == 0xDA:  # start of scan: the rest is image data, read by libjpeg in C
+            return None
+        if marker in (0x01, *range(0xD0, 0xD9)):  # TEM, RSTn, SOI: no length field
+            continue
+        if pos + 2 > len(data):
+            return None
+        pos += int.from_bytes(data[pos:pos + 2], "big")
+    return None
+
+
+def png_structure_problem(data: bytes) -> str | None:
+    """Why a PNG's chunk structure would cost far more to read than its pixels (None: within the bounds)."""
+    pos, chunks, ancillary, ancillary_bytes = 8, 0, 0, 0
+    while pos + 8 <= len(data):
+        length, kind = int.from_bytes(data[pos:pos + 4], "big"), data[pos + 4:pos + 8]
+        chunks += 1
+        if chunks > MAX_PNG_CHUNKS:
+            return f"the PNG has more than {MAX_PNG_CHUNKS:,} chunks"
+        if kind[:1].islower():  # ancillary chunk (PNG spec: bit 5 of the first byte)
+            ancillary += 1
+            ancillary_bytes += length
+            if ancillary > MAX_PNG_ANCILLARY_CHUNKS or ancillary_bytes > MAX_PNG_ANCILLARY_BYTES:
+                return (f"the PNG has more than {MAX_PNG_ANCILLARY_CHUNKS} extra chunks or "
+                        f"{MAX_PNG_ANCILLARY_BYTES // (1024 * 1024)} MB of extra data besides the image")
+        if kind == b"IEND":
+            return None
+        pos += 12 + length
+    return None
 
 
 def draft_target(width: int, height: int, keep_side: int) -> tuple[int, int]:
@@ -87,8 +147,10 @@ def check_image(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, max_pixels: 
         raise ImageRejected("not a JPEG or PNG image (the content was checked, not the file name)")
     limit = (max_pixels or DEFAULT_MAX_PIXELS)[fmt]
     if fmt == "JPEG" and jpeg_scan_count(data) > MAX_JPEG_SCANS:
-        raise ImageRejected("the JPEG has an unusual structure (too many scans); save it again as an ordinary "
-                            "JPEG or PNG and retry")
+        raise ImageRejected(f"the JPEG has an unusual structure (too many scans); {_RESAVE}")
+    problem = jpeg_structure_problem(data) if fmt == "JPEG" else png_structure_problem(data)
+    if problem:
+        raise ImageRejected(f"{problem}, far more than a photo needs; {_RESAVE}")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

@@ -113,3 +113,22 @@ def link_in(text: str) -> str:
 @pytest.fixture
 def auth(app: Flask, client: FlaskClient) -> AuthActions:
     return AuthActions(app, client)
+
+
+@pytest.fixture
+def prod(tmp_path: Path, variant_folder: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch):
+    """The production site in process (``tests.webapp.production``): Redis limits, SMTP on localhost, one proxy."""
+    from tests.webapp.production import Site, production_env
+    from tests.webapp.smtp import smtp_server
+    from webapp import create_app
+    from webapp.extensions import limiter
+
+    with smtp_server() as (inbox, port):
+        env = production_env(tmp_path, variant_folder, RATELIMIT_STORAGE_URI=redis_url, MAIL_SERVER="127.0.0.1",
+                             MAIL_PORT=str(port), LESIONLITE_TRUSTED_PROXIES="1")
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        app = create_app()
+        limiter.reset()
+        yield Site(app, inbox)
+        limiter.reset()

@@ -30,8 +30,9 @@ _MEL_PROBS = {"mel": 0.91, "nv": 0.05, "bcc": 0.01, "akiec": 0.01, "bkl": 0.01, 
 
 def _detection(probs: dict[str, float], *, uncertain: bool) -> Detection:
     prediction = Prediction("test-model", np.array([probs[c] for c in CLASSES]), 1.0)
-    return Detection(Classification(accepted=True, prediction=prediction, uncertain=uncertain,
-                                    decision=decide(probs, None), quality=SHARP), "test-model", None)
+    return Detection(Classification(accepted=True, prediction=prediction,
+                                    decision=decide(probs, None, uncertain=uncertain), quality=SHARP), "test-model",
+                     None)
 
 
 MELANOMA = _detection(_MEL_PROBS, uncertain=False)

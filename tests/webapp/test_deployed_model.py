@@ -49,9 +49,16 @@ def test_the_site_answers_what_the_service_answers(variant_folder: Path, samples
 def test_scores_say_what_a_user_would_see_uncertain_and_the_accuracy_of_the_rest() -> None:
     from core.serve.deployed import Scores
 
-    probs = np.array([[0.9, 0.1], [0.55, 0.45], [0.2, 0.8], [0.6, 0.4]])
-    labels = np.array([0, 1, 1, 1])
+    # classes in CLASSES order: mel, nv, bcc, ...; two melanomas, one confidently called a naevus
+    probs = np.zeros((4, 7))
+    probs[:3, :2] = [[0.9, 0.1], [0.55, 0.45], [0.2, 0.8]]
+    probs[3, [0, 1, 4]] = [0.1, 0.55, 0.35]  # melanoma below the advice floor, naevus top at 55%
+    labels = np.array([0, 1, 1, 0])
     scores = Scores(probs, labels, probs.max(axis=1) < 0.7)
-    assert scores.deployment_metrics() == {"uncertain_share": 0.5, "accuracy_confident": 1.0}
-    everything_uncertain = Scores(probs, labels, np.ones(4, dtype=bool)).deployment_metrics()
+    assert scores.deployment_metrics(None) == {"uncertain_share": 0.5, "accuracy_confident": 1.0,
+                                               # the naevus-leaning melanoma is uncertain: an appointment, not "watch"
+                                               "advice_mel_watch_share": 0.0, "advice_malignant_watch_share": 0.0}
+    confident = Scores(probs, labels, np.zeros(4, dtype=bool)).deployment_metrics(None)
+    assert confident["advice_mel_watch_share"] == 0.5  # the same melanoma, shown as confident: told "watch"
+    everything_uncertain = Scores(probs, labels, np.ones(4, dtype=bool)).deployment_metrics(None)
     assert everything_uncertain["uncertain_share"] == 1.0 and np.isnan(everything_uncertain["accuracy_confident"])

@@ -120,7 +120,7 @@ def test_wrong_field_and_oversized_upload(app: Flask, client: FlaskClient, auth:
 def test_api_token_lifecycle(app: Flask, client: FlaskClient, auth: AuthActions, samples_dir: Path) -> None:
     auth.register()
     auth.login()
-    created = client.post("/auth/profile/tokens")
+    created = client.post("/auth/profile/tokens", data={"current_password": PASSWORD})
     token = re.search(r'id="new-token">([^<]+)<', created.data.decode()).group(1)  # shown once, in the response
     assert created.headers["Cache-Control"] == "no-store"
     assert token not in client.get("/auth/profile").data.decode()
@@ -352,7 +352,7 @@ def test_the_operating_point_frames_the_result_page_and_the_api(tmp_path: Path, 
         stored = get_db().execute("SELECT decision FROM detections").fetchone()["decision"]
     assert '"refer": true' in stored and '"threshold": 0.0' in stored
     # The API answers with the screening decision and the operating point behind it.
-    created = client.post("/auth/profile/tokens")
+    created = client.post("/auth/profile/tokens", data={"current_password": PASSWORD})
     token = re.search(r'id="new-token">([^<]+)<', created.data.decode()).group(1)
     body = app.test_client().post("/api/v1/predict", data={"image": (io.BytesIO(sample), "x.jpg")},
                                   headers={"Authorization": f"Bearer {token}"},
@@ -384,9 +384,37 @@ def test_a_blurred_photo_gets_retake_advice_and_a_sharp_one_none(app: Flask, cli
     with app.app_context():
         stored = [r["quality"] for r in get_db().execute("SELECT quality FROM detections ORDER BY rowid")]
     assert '"issues": []' in stored[0] and '"issues": ["blur"]' in stored[1]
-    created = client.post("/auth/profile/tokens")
+    created = client.post("/auth/profile/tokens", data={"current_password": PASSWORD})
     token = re.search(r'id="new-token">([^<]+)<', created.data.decode()).group(1)
     body = app.test_client().post("/api/v1/predict", data={"image": (io.BytesIO(buf.getvalue()), "x.jpg")},
                                   headers={"Authorization": f"Bearer {token}"},
                                   content_type="multipart/form-data").json
     assert body["photo_quality"]["issues"] == ["blur"] and "blurred" in body["photo_quality"]["advice"][0]
+
+
+def test_history_items_show_and_are_coloured_by_their_stored_next_step(app: Flask, client: FlaskClient,
+                                                                       auth: AuthActions) -> None:
+    """Issue 32: colour follows the advice given (an uncertain check is never green), whatever the top class."""
+    import json
+
+    app.config["DEPLOYED_UNCERTAIN_THRESHOLD"] = 1.01  # every result shown as uncertain
+    auth.register()
+    auth.login()
+    detection = _detection_id(_upload(client, jpeg_bytes()))
+    page = client.get("/detect/history").get_data(as_text=True)
+    item = re.search(r'<li class="(\w+)">.*?Next step: ([^<]+)<', page, re.S)
+    assert item and item.group(1) in {"appointment", "urgent"}
+    result = client.get(f"/detect/result/{detection}").get_data(as_text=True)
+    assert "Uncertain" in result and "Usually harmless" not in result
+    with app.app_context():  # the same check stored as calm advice: the item turns green and says so
+        db = get_db()
+        decision = json.loads(db.execute("SELECT decision FROM detections").fetchone()[0])
+        db.execute("UPDATE detections SET decision = ?, uncertain = 0",
+                   (json.dumps({**decision, "urgency": 0, "uncertain": False}),))
+        db.commit()
+    page = client.get("/detect/history").get_data(as_text=True)
+    assert '<li class="watch">' in page and "Next step: watch for changes" in page
+    # the tiny test variant has no photo check: the result, its history item and its report say so themselves
+    assert "no photo check" in page
+    assert 'id="result-no-photo-check"' in result
+    assert 'id="result-no-photo-check"' in client.get(f"/detect/report/{detection}").get_data(as_text=True)

@@ -8,14 +8,13 @@ rate-limit test runs gunicorn with two workers.
 from __future__ import annotations
 
 import io
+import logging
 import os
 import re
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -30,79 +29,20 @@ from core.errors import ConfigError
 from tests.browser import free_port, wait_http
 from tests.images import jpeg_bytes
 from tests.webapp.conftest import PASSWORD, RELAXED_LIMITS, AuthActions, sent_mail
-from tests.webapp.smtp import Inbox, smtp_server
+from tests.webapp.production import (
+    REPO,
+    SITE,
+    Site,
+    SiteClient,
+    csrf,
+    login,
+    post,
+    production_env,
+    register_and_verify,
+)
 from webapp import create_app, mailer, users
 from webapp.db import get_db
 from webapp.extensions import limiter
-
-SITE = "https://lesionlite.example.org"
-REPO = Path(__file__).resolve().parents[2]
-
-
-class SiteClient(FlaskClient):
-    """A browser at the site's public https address (Secure cookies travel, the Host header is the real one)."""
-
-    def open(self, *args: object, **kwargs: object):
-        kwargs.setdefault("base_url", SITE)
-        headers = dict(kwargs.pop("headers", None) or {})
-        headers.setdefault("Referer", f"{SITE}/")  # browsers send it; CSRF over https checks it (same origin)
-        return super().open(*args, headers=headers, **kwargs)
-
-
-@dataclass
-class Site:
-    app: Flask
-    inbox: Inbox
-
-    def client(self) -> FlaskClient:
-        self.app.test_client_class = SiteClient
-        return self.app.test_client()
-
-    def mails(self, timeout: float = 30) -> Inbox:
-        assert mailer.outbox.join(timeout), "mail queue did not drain"
-        return self.inbox
-
-
-def production_env(tmp_path: Path, variant_folder: Path, **extra: str) -> dict[str, str]:
-    return {"LESIONLITE_ENV": "production", "SECRET_KEY": "p" * 64, "LESIONLITE_EXTERNAL_URL": SITE,
-            "LESIONLITE_INSTANCE": str(tmp_path / "instance"), "LESIONLITE_VARIANT": str(variant_folder),
-            "MAIL_DEFAULT_SENDER": "LesionLite <no-reply@example.org>", **extra}
-
-
-@pytest.fixture
-def prod(tmp_path: Path, variant_folder: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Site]:
-    with smtp_server() as (inbox, port):
-        env = production_env(tmp_path, variant_folder, RATELIMIT_STORAGE_URI=redis_url, MAIL_SERVER="127.0.0.1",
-                             MAIL_PORT=str(port), LESIONLITE_TRUSTED_PROXIES="1")
-        for key, value in env.items():
-            monkeypatch.setenv(key, value)
-        app = create_app()
-        limiter.reset()
-        yield Site(app, inbox)
-        limiter.reset()
-
-
-def csrf(client: FlaskClient, path: str) -> str:
-    page = client.get(path).data.decode()
-    return re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page).group(1)
-
-
-def post(client: FlaskClient, path: str, data: dict, *, form: str | None = None, **kw: object):
-    """POST a form the way a browser does: with the CSRF token of the page that shows it."""
-    return client.post(path, data={**data, "csrf_token": csrf(client, form or path)}, **kw)
-
-
-def register_and_verify(site: Site, email: str = "pat@example.org") -> FlaskClient:
-    client = site.client()
-    post(client, "/auth/register", {"email": email, "password": PASSWORD, "consent": "y"})
-    link = re.search(r"https://\S+", site.mails().text()).group(0)
-    client.get(link.removeprefix(SITE))
-    return client
-
-
-def login(client: FlaskClient, email: str = "pat@example.org", password: str = PASSWORD, **kw: object):
-    return post(client, "/auth/login", {"email": email, "password": password}, **kw)
-
 
 # 1. Links in mail come from the configured external URL; other hosts are refused --------------------------------
 
@@ -149,6 +89,26 @@ def test_production_refuses_to_start_unsafely(tmp_path: Path, variant_folder: Pa
         if key != "RATELIMIT_STORAGE_URI":
             monkeypatch.setenv(key, value)
     assert create_app().config["TRUSTED_HOSTS"] == ["lesionlite.example.org"]
+
+
+def test_production_refuses_a_model_without_its_photo_check(tmp_path: Path, variant_folder: Path, gated_variant,
+                                                           redis_url: str, monkeypatch: pytest.MonkeyPatch,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 32: a production site never starts without a photo check for its model, unless the operator's logged
+    override says so; a model with its gate starts without any override."""
+    base = production_env(tmp_path, variant_folder, RATELIMIT_STORAGE_URI=redis_url)
+    for key, value in base.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("LESIONLITE_ALLOW_NO_PHOTO_CHECK")
+    with pytest.raises(ConfigError, match="has no photo check.*LESIONLITE_ALLOW_NO_PHOTO_CHECK=1"):
+        create_app()
+    monkeypatch.setenv("LESIONLITE_ALLOW_NO_PHOTO_CHECK", "1")
+    with caplog.at_level(logging.WARNING, logger="webapp.predictor"):
+        assert create_app().config["NO_PHOTO_CHECK"] is True
+    assert "the operator's override" in caplog.text
+    monkeypatch.delenv("LESIONLITE_ALLOW_NO_PHOTO_CHECK")
+    monkeypatch.setenv("LESIONLITE_VARIANT", str(gated_variant[0]))
+    assert create_app().config["NO_PHOTO_CHECK"] is False
 
 
 # 2. Registration and reset take the same path whether or not the address is known ------------------------------
@@ -270,7 +230,7 @@ def test_clients_behind_the_proxy_have_their_own_budget(prod: Site) -> None:
 # 4. API tokens die with the password ----------------------------------------------------------------------------
 
 def _new_token(client: FlaskClient) -> str:
-    page = post(client, "/auth/profile/tokens", {}, form="/auth/profile")
+    page = post(client, "/auth/profile/tokens", {"current_password": PASSWORD}, form="/auth/profile")
     return re.search(r'id="new-token">([^<]+)<', page.data.decode()).group(1)
 
 

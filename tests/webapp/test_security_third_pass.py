@@ -20,17 +20,16 @@ import webapp.auth.routes as auth_routes
 from tests.browser import free_port, wait_http
 from tests.images import jpeg_bytes
 from tests.webapp.conftest import PASSWORD
-from tests.webapp.smtp import smtp_server
-from tests.webapp.test_security import (  # noqa: F401  (prod is a fixture: shared by importing it)
+from tests.webapp.production import (
     REPO,
     SITE,
     Site,
     login,
     post,
-    prod,
     production_env,
     register_and_verify,
 )
+from tests.webapp.smtp import smtp_server
 from webapp import create_app, mailer, users
 
 LOCK_HOLDER = """

@@ -42,6 +42,11 @@ def predict():
     except ModelUnavailable as exc:
         current_app.logger.error("prediction failed: %s", exc)
         return _error(503, "the model is not available")
+    except detections.StorageFull:
+        current_app.logger.error("storage full: MAX_CHECKS_TOTAL checks are stored")
+        return _error(503, "the site cannot store more checks right now; please try again later")
+    except detections.AccountGone:
+        return _error(401, "missing or invalid API token")
     decision = result.decision
     screening = {"possibly_malignant_probability": decision.malignant_probability,
                  "melanoma_probability": decision.melanoma_probability,

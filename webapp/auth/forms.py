@@ -39,19 +39,31 @@ class ProfileForm(FlaskForm):
     name = StringField("Name", validators=[Length(max=100)], render_kw={"autocomplete": "name"})
 
 
+def _current_password(purpose: str, form_id: str) -> PasswordField:
+    """The profile has several forms that ask for the password: each field says which and has its own id."""
+    return PasswordField(f"Current password ({purpose})", validators=[DataRequired()], render_kw=_CURRENT,
+                         id=f"{form_id}-current-password")
+
+
 class ChangeEmailForm(FlaskForm):
     email = EmailField("New email", validators=_email, render_kw=_EMAIL)
-    current_password = PasswordField("Current password", validators=[DataRequired()], render_kw=_CURRENT)
+    current_password = _current_password("to change your email", "email")
 
 
 class ChangePasswordForm(FlaskForm):
-    current_password = PasswordField("Current password", validators=[DataRequired()], render_kw=_CURRENT)
+    current_password = _current_password("to change it", "password")
     password = PasswordField("New password", validators=[DataRequired(), Length(max=MAX_PASSWORD)], render_kw=_NEW)
 
 
 class ConfirmForm(FlaskForm):
-    """A bare POST with CSRF (logout, resend, create/revoke token)."""
+    """A bare POST with CSRF (logout, revoke a token, delete a check)."""
 
 
 class DeleteAccountForm(FlaskForm):
-    current_password = PasswordField("Current password", validators=[DataRequired()], render_kw=_CURRENT)
+    current_password = _current_password("to delete your account", "delete")
+
+
+class CreateTokenForm(FlaskForm):
+    """A new API token needs the password: a stolen session alone cannot mint a credential that outlives it."""
+
+    current_password = _current_password("to create a token", "token")

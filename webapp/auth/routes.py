@@ -6,8 +6,8 @@ from __future__ import annotations
 import functools
 import io
 import json
+import re
 import zipfile
-from urllib.parse import urlsplit
 
 from flask import abort, current_app, flash, redirect, render_template, request, send_file, session, url_for
 from flask_limiter.util import get_remote_address
@@ -19,6 +19,7 @@ from webapp.auth.forms import (
     ChangeEmailForm,
     ChangePasswordForm,
     ConfirmForm,
+    CreateTokenForm,
     DeleteAccountForm,
     EmailForm,
     LoginForm,
@@ -38,6 +39,8 @@ from webapp.security import (
 )
 from webapp.storage import delete_image, image_path
 
+LOGIN_FAILED = ("Invalid email or password, or the address is not confirmed yet (if so, we have just sent it a new "
+                "link: please check your inbox).")
 CHECK_MAIL = "If that address can be used, we have sent it an email with a link. Please check your inbox."
 
 
@@ -82,56 +85,84 @@ def verify(token: str):
     data = read_token("verify", token, max_age=current_app.config["VERIFY_TOKEN_MAX_AGE"])
     user = users.by_id(int(data["uid"])) if data else None
     if user is None or user.email.lower() != str(data.get("email", "")).lower():
-        flash("This link is invalid or has expired. Log in to ask for a new one.")
+        flash("This link is invalid or has expired. Log in with your password: an address that is not confirmed yet "
+              "is sent a new link.", "error")
         return redirect(url_for("auth.login"))
     users.update(user.id, verified=1)
     flash("Your email is confirmed.")
     return redirect(url_for("detect.upload") if current_user.is_authenticated else url_for("auth.login"))
 
 
-@bp.route("/resend", methods=["POST"])
-@login_required
-@limiter.limit(lambda: _limit("RATELIMIT_RESEND"))
-def resend():
-    if ConfirmForm().validate_on_submit() and not current_user.verified:
-        _send_verification(current_user)
-    flash(CHECK_MAIL)
-    return redirect(url_for("auth.profile"))
+# A local path and nothing else: one leading slash, then no second slash, backslash or control character (browsers
+# read "//host", "/\\host" and "////host" — which Werkzeug collapses to "//host" in Location — as another site).
+_LOCAL_PATH = re.compile(r"/(?![/\\])[A-Za-z0-9/_.~%!$&'()*+,;=:@?#-]{0,500}")
 
 
 def _safe_next(target: str | None) -> str:
-    if target and urlsplit(target).netloc == "" and urlsplit(target).scheme == "" and target.startswith("/"):
+    """``next`` when it is a plain path on this site, else the upload page (never an error for odd input)."""
+    if target and _LOCAL_PATH.fullmatch(target) and "\\" not in target and "//" not in target.split("?")[0]:
         return target
     return url_for("detect.upload")
 
 
 def _login_failure_key() -> str:
     # Per account *and* client address: an attacker exhausting it cannot lock the owner out from elsewhere.
-    return f"login-failures:{request.form.get('email', '').strip().lower()}:{get_remote_address()}"
+    return f"login-failures:{_login_email()}:{get_remote_address()}"
+
+
+def _login_email() -> str:
+    return request.form.get("email", "").strip().lower()
+
+
+DEVICE_COOKIE_MAX_AGE = 365 * 24 * 3600
+
+
+def _device_cookie_name() -> str:
+    return "__Host-device" if current_app.config.get("SESSION_COOKIE_SECURE") else "device"
+
+
+def _known_device() -> bool:
+    """A browser that signed in to this account before (OWASP's device cookie): exempt from the account-wide
+    failure limit, so guessing from many addresses cannot lock the owner out of their own devices."""
+    raw = request.cookies.get(_device_cookie_name())
+    data = read_token("device", raw, max_age=DEVICE_COOKIE_MAX_AGE) if raw else None
+    return bool(data) and data.get("email") == _login_email()
+
+
+def _remember_device(response, email: str):
+    response.set_cookie(_device_cookie_name(), make_token("device", {"email": email.strip().lower()}),
+                        max_age=DEVICE_COOKIE_MAX_AGE, secure=bool(current_app.config.get("SESSION_COOKIE_SECURE")),
+                        httponly=True, samesite="Lax", path="/")
+    return response
 
 
 @bp.route("/login", methods=["GET", "POST"])
 @limiter.limit(lambda: _limit("RATELIMIT_LOGIN"), methods=["POST"])
 @limiter.limit(lambda: _limit("RATELIMIT_LOGIN_FAILURES"), key_func=_login_failure_key, methods=["POST"],
                deduct_when=lambda response: response.status_code == 401)
+# Failures per account from every address together (ASVS 2.2.1: at most 100 an hour), except from known devices.
+@limiter.limit(lambda: _limit("RATELIMIT_LOGIN_FAILURES_ACCOUNT"), key_func=lambda: f"failures:{_login_email()}",
+               methods=["POST"], deduct_when=lambda response: response.status_code == 401, exempt_when=_known_device)
 def login():
     if current_user.is_authenticated:
         return redirect(url_for("detect.upload"))
     form = LoginForm()
     if form.validate_on_submit():
         user = users.by_email(form.email.data)
-        if user is not None and verify_password(user.password_hash, form.password.data):
+        right = user is not None and verify_password(user.password_hash, form.password.data)
+        if right and user.verified:
             session.clear()  # a fresh session at login: nothing from before survives (no fixation)
             login_user(user, remember=form.remember.data)
-            return redirect(_safe_next(request.args.get("next")))
+            return _remember_device(redirect(_safe_next(request.args.get("next"))), user.email)
+        if right:  # not confirmed: it can do nothing but confirm, and answers as any failure (no enumeration)
+            _send_verification(user)
         if user is None:
             verify_password(_dummy_hash(), form.password.data)  # same work for unknown emails: no timing oracle
-        flash("Invalid email or password.")
+        flash(LOGIN_FAILED, "error")
         return render_template("auth/login.html", form=form), 401
     return render_template("auth/login.html", form=form)
 
 
-@functools.cache
 @functools.cache
 def _dummy_hash() -> str:
     """A real password hash for unknown addresses, made once per process on first use (not at import): the
@@ -177,7 +208,7 @@ def reset(token: str):
     user = users.by_id(int(data["uid"])) if data else None
     if (user is None or data.get("pw") != password_fingerprint(user.password_hash)  # expired, forged or used
             or data.get("email") != user.email.lower()):  # the address changed since the mail was sent
-        flash("This link is invalid, expired or already used. Ask for a new one.")
+        flash("This link is invalid, expired or already used. Ask for a new one.", "error")
         return redirect(url_for("auth.reset_request"))
     form = NewPasswordForm()
     if form.validate_on_submit():
@@ -196,7 +227,8 @@ def reset(token: str):
 def _profile_page(new_token: str | None = None) -> str:
     return render_template("auth/profile.html", profile_form=ProfileForm(name=current_user.name),
                            email_form=ChangeEmailForm(), password_form=ChangePasswordForm(), confirm=ConfirmForm(),
-                           delete_form=DeleteAccountForm(), tokens=tokens.of_user(current_user.id),
+                           delete_form=DeleteAccountForm(), token_form=CreateTokenForm(),
+                           tokens=tokens.of_user(current_user.id),
                            new_token=new_token)
 
 
@@ -223,7 +255,7 @@ def change_email():
     form = ChangeEmailForm()
     if form.validate_on_submit():
         if not verify_password(current_user.password_hash, form.current_password.data):
-            flash("The current password is not correct.")
+            flash("The current password is not correct.", "error")
         else:
             # The account keeps its address until the new one is confirmed from its own inbox: nothing on the
             # profile (or in the database) differs between a free address and a taken one, and no account can
@@ -246,10 +278,10 @@ def confirm_email(token: str):
     data = read_token("change-email", token, max_age=current_app.config["VERIFY_TOKEN_MAX_AGE"])
     user = users.by_id(int(data["uid"])) if data else None
     if user is None or user.email.lower() != str(data.get("old", "")).lower():  # forged, expired, or used
-        flash("This link is invalid, expired or already used.")
+        flash("This link is invalid, expired or already used.", "error")
         return redirect(url_for("auth.login"))
     if not users.change_email(user.id, str(data["new"])):  # taken since the mail was sent (or at this moment)
-        flash("This address can no longer be used for your account. Nothing was changed.")
+        flash("This address can no longer be used for your account. Nothing was changed.", "error")
         return redirect(url_for("auth.login"))
     users.rotate_session(user.id)  # sessions and reset links of the old address end
     flash("Your new address is confirmed. Please log in again.")
@@ -264,9 +296,9 @@ def change_password():
     if form.validate_on_submit():
         problem = password_problem(form.password.data, email=current_user.email, name=current_user.name)
         if not verify_password(current_user.password_hash, form.current_password.data):
-            flash("The current password is not correct.")
+            flash("The current password is not correct.", "error")
         elif problem:
-            flash(problem)
+            flash(problem, "error")
         else:
             users.update(current_user.id, password_hash=hash_password(form.password.data))
             users.rotate_session(current_user.id)
@@ -279,11 +311,19 @@ def change_password():
 
 @bp.route("/profile/tokens", methods=["POST"])
 @login_required
+@limiter.limit(lambda: _limit("RATELIMIT_ACCOUNT"))  # the current password is checked here too
 def create_token():
-    if not ConfirmForm().validate_on_submit():
-        abort(400)
+    form = CreateTokenForm()
+    if not form.validate_on_submit() or not verify_password(current_user.password_hash, form.current_password.data):
+        flash("The current password is not correct. No token was created.", "error")
+        return redirect(url_for("auth.profile"))
+    token = tokens.create(current_user.id)
+    if token is None:
+        flash(f"This account already has {tokens.MAX_TOKENS_PER_ACCOUNT} tokens, the most it can hold: revoke one "
+              "first.", "error")
+        return redirect(url_for("auth.profile"))
     # Shown once, in this response only: never stored in the (signed, readable) session cookie.
-    return _profile_page(new_token=tokens.create(current_user.id))
+    return _profile_page(new_token=token)
 
 
 @bp.route("/profile/tokens/<int:token_id>/revoke", methods=["POST"])
@@ -322,7 +362,7 @@ def export_data():
 def delete_account():
     form = DeleteAccountForm()
     if not form.validate_on_submit() or not verify_password(current_user.password_hash, form.current_password.data):
-        flash("The current password is not correct.")
+        flash("The current password is not correct.", "error")
         return redirect(url_for("auth.profile"))
     for key in users.delete(current_user.id):  # rows first: a crash leaves files the start-up check removes
         delete_image(key)

@@ -15,14 +15,13 @@ from flask_login import current_user, login_required
 from core.classes import (
     CLASSES,
     PLAIN_DESCRIPTIONS,
-    POSSIBLY_MALIGNANT,
     clinical_name,
     is_possibly_malignant,
 )
 from core.serve.facts import ModelFacts
 from core.serve.imaging import ImageRejected
 from core.serve.quality import ADVICE as QUALITY_ADVICE
-from core.triage import DISCLAIMER, URGENT, Decision, decide
+from core.triage import APPOINTMENT, DISCLAIMER, NEXT_STEPS_SHORT, URGENT, WATCH, Decision
 from webapp import detections
 from webapp.auth.forms import ConfirmForm
 from webapp.detect import bp
@@ -31,6 +30,7 @@ from webapp.extensions import limiter
 from webapp.predictor import ModelUnavailable, NotALesion
 from webapp.storage import image_path
 
+URGENCY_CLASS = {URGENT: "urgent", APPOINTMENT: "appointment", WATCH: "watch"}  # history colours (style.css)
 MODEL_UNAVAILABLE = "The model is not available right now. Please try again later."
 
 
@@ -76,10 +76,8 @@ class Verdict:
 
 
 def stored_decision(row: sqlite3.Row) -> Decision:
-    """The decision made when the check was stored; checks stored before decisions were get one from their
-    probabilities alone (no operating point)."""
-    raw = row["decision"]
-    return Decision.from_dict(json.loads(raw)) if raw else decide(json.loads(row["probs"]), None)
+    """The decision made when the check was stored (the site's migrations gave older checks theirs)."""
+    return Decision.from_dict(json.loads(row["decision"]))
 
 
 def explain(row: sqlite3.Row) -> tuple[Verdict, list[Bar]]:
@@ -154,6 +152,12 @@ def upload():
             current_app.logger.error("prediction failed: %s", exc)
             form.image.errors = [MODEL_UNAVAILABLE]
             return render_upload(form, 503)
+        except detections.StorageFull:
+            current_app.logger.error("storage full: MAX_CHECKS_TOTAL checks are stored")
+            form.image.errors = ["The site cannot store more checks right now. Please try again later."]
+            return render_upload(form, 503)
+        except detections.AccountGone:
+            return redirect(url_for("auth.login"))
         return redirect(url_for("detect.result", detection_id=detection_id))
     return render_upload(form, 400 if form.errors else 200)
 
@@ -192,9 +196,11 @@ def history():
         abort(404)
     rows = detections.page(current_user.id, number=page, size=size)
     pages = max(1, -(-total // size))
-    return render_template("detect/history.html", rows=rows, page=page, pages=pages, total=total,
+    # each item is coloured and labelled by the next step it was given, not by its top class (colour follows risk)
+    items = [(r, stored_decision(r).urgency) for r in rows]
+    return render_template("detect/history.html", items=items, page=page, pages=pages, total=total,
                            names={c: clinical_name(c) for c in CLASSES}, sites=BODY_SITE_NAMES,
-                           malignant=POSSIBLY_MALIGNANT)
+                           urgency_class=URGENCY_CLASS, next_steps=NEXT_STEPS_SHORT)
 
 
 @bp.route("/delete/<detection_id>", methods=["GET"])

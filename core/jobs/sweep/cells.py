@@ -198,7 +198,7 @@ def measure_cell(predictor: Predictor, *, parent: Parent, cfg: SweepConfig, spli
         predictions[name] = Predictions(rows["image_id"].tolist(), labels, probs)
         # what the deployed model shows (core.serve.deployed): the "uncertain" share at the card's threshold
         evaluations[name].metrics.update(
-            Scores(probs, labels, probs.max(axis=1) < card.uncertain_threshold).deployment_metrics())
+            Scores(probs, labels, probs.max(axis=1) < card.uncertain_threshold).deployment_metrics(card.triage))
         reference = parent.predictions(name)
         evaluations[name].metrics.update(interval_metrics(
             paired_differences(labels, logits.argmax(1), reference, groups=groups), prefix="delta_"))

@@ -1,0 +1,42 @@
+"""The site's database migrations on rows of earlier schemas (no app, no model: plain sqlite3)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from core.triage import APPOINTMENT, WATCH, Decision, decide
+from webapp import db
+
+
+def _database_at(path: Path, version: int):
+    con = db.connect(path)
+    for number, sql in enumerate(db.MIGRATIONS[:version], start=1):
+        with con:
+            con.executescript(sql)
+            con.execute(f"PRAGMA user_version = {number}")
+    return con
+
+
+def test_stored_decisions_carry_uncertain_and_uncertain_checks_lose_the_calm_advice(tmp_path: Path) -> None:
+    path = tmp_path / "site.sqlite"
+    con = _database_at(path, 4)
+    con.execute("INSERT INTO users (email, password_hash, session_token) VALUES ('a@example.org', 'x', 't')")
+    calm = {"nv": 0.9, "bkl": 0.1, "mel": 0.0, "bcc": 0.0, "akiec": 0.0, "df": 0.0, "vasc": 0.0}
+    old_decision = {k: v for k, v in decide(calm, None, uncertain=False).to_dict().items() if k != "uncertain"}
+    rows = [("told-watch-uncertain", 1, json.dumps(old_decision)),
+            ("told-watch-confident", 0, json.dumps(old_decision)), ("no-decision-uncertain", 1, None)]
+    with con:
+        for row_id, uncertain, decision in rows:
+            con.execute("INSERT INTO detections (id, user_id, image_key, model_version, top_class, confidence, probs, "
+                        "uncertain, decision) VALUES (?, 1, 'k', 'm', 'nv', 0.9, ?, ?, ?)",
+                        (row_id, json.dumps(calm), uncertain, decision))
+    con.close()
+    assert db.migrate(path) == len(db.MIGRATIONS)
+    con = db.connect(path)
+    stored = {r["id"]: Decision.from_dict(json.loads(r["decision"])) for r in con.execute("SELECT * FROM detections")}
+    assert stored["told-watch-uncertain"].uncertain and stored["told-watch-uncertain"].urgency == APPOINTMENT
+    assert not stored["told-watch-confident"].uncertain and stored["told-watch-confident"].urgency == WATCH
+    assert stored["no-decision-uncertain"].urgency == APPOINTMENT
+    assert json.loads(con.execute("SELECT decision FROM detections WHERE id = 'told-watch-uncertain'").fetchone()[0])[
+        "next_step"].startswith("Make an appointment")
