@@ -49,6 +49,10 @@ def main(args: argparse.Namespace) -> int:
               "lesions (2,000 replicates)")
         print(table[shown].to_string(index=False))
         print(table[["on", "lever", *[c for c in table.columns if c.startswith("recall_")]]].to_string(index=False))
+        own = [c for c in table.columns if c.startswith("metadata_own_delta_")]
+        if own:
+            print("what the metadata adds by itself (metadata fusion minus the same model without it, paired):")
+            print(table.loc[table["lever"] == "metadata_fusion", ["on", *own]].to_string(index=False))
     if args.out:
         table.assign(control=args.control, split=args.split, git_sha=git_sha()).to_csv(args.out, index=False)
         print(f"written: {args.out}")

@@ -399,3 +399,32 @@ def test_labels_read_as_words_and_dragging_selects(app_env: Path) -> None:
     labels = {m.label for m in at.metric}
     assert {"ROC-AUC (macro)", "Cohen's kappa", "ECE"} <= labels and "auc macro ovr" not in labels
     assert 'toolbarMode = "viewer"' in (Path(APP).parent.parent / ".streamlit" / "config.toml").read_text()
+
+
+def test_the_served_variant_keeps_its_parents_screening_and_says_why(sweep_store: Path, tmp_path: Path) -> None:
+    """Issue 32: not balanced accuracy alone. A static cell that tells more melanomas "usually harmless" on
+    validation than its dense parent's fp32 file, or refers fewer possibly-malignant lesions than the parent's
+    interval allows, is passed over; the choice says why."""
+    from core.store.analysis import deployed_choice
+
+    db = tmp_path / "copy.duckdb"
+    db.write_bytes(sweep_store.read_bytes())
+    with ResultsStore(db) as store:
+        def put(variant: str, name: str, value: float) -> None:
+            run = store.query("SELECT run_id FROM runs WHERE variant = ? LIMIT 1", [variant])["run_id"].iloc[0]
+            store.con.execute("DELETE FROM metrics WHERE run_id = ? AND split = 'val' AND name = ?", [run, name])
+            store.con.execute("INSERT INTO metrics VALUES (?, 'val', ?, ?)", [run, name, value])
+
+        first = deployed_choice(store)
+        assert "balanced accuracy" in first.reason and "keep their dense model's screening" in first.reason
+        put("dense-fp32", "advice_mel_watch_share", 0.05)
+        put("dense-fp32", "triage_malignant_sensitivity_ci_low", 0.80)
+        put(first.folder.name, "advice_mel_watch_share", 0.10)  # misses more melanomas than its parent
+        second = deployed_choice(store)
+        assert second.folder != first.folder
+        for variant in (second.folder.name,):
+            put(variant, "advice_mel_watch_share", 0.0)
+            put(variant, "triage_malignant_sensitivity", 0.70)  # refers fewer than the parent's interval allows
+        third = deployed_choice(store)
+        # neither keeps it now: the one that tells the fewest melanomas "usually harmless", and the reason says so
+        assert third.folder == second.folder and "no int8 file keeps" in third.reason

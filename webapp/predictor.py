@@ -26,7 +26,7 @@ from core.serve.facts import model_facts
 from core.serve.imaging import CheckedImage
 from core.serve.ood import GATE_FILE, NOT_A_LESION
 from core.serve.quality import PhotoQuality
-from core.store.analysis import deployed_variant
+from core.store.analysis import deployed_choice
 from core.store.results import ResultsStore
 from core.triage import Decision, Triage
 
@@ -64,7 +64,7 @@ def _write_choice(path: Path, choice: dict[str, object]) -> None:
     os.replace(tmp, path)
 
 
-def _variant_from_store(app: Flask) -> Path:
+def _variant_from_store(app: Flask) -> tuple[Path, str]:
     """The store's deployed variant, chosen once per server: gunicorn workers (re)started by the same master reuse
     the choice recorded in the instance folder without opening the store, so a worker replaced while a sweep holds
     the store's lock still boots, and every worker serves the same model. If the store cannot be read at all (a
@@ -74,30 +74,33 @@ def _variant_from_store(app: Flask) -> Path:
     master = os.getppid()  # gunicorn's master for a worker; the shell for a single process
     choice = _read_choice(record)
     if choice and choice["db"] == str(db) and choice.get("master_pid") == master:
-        return Path(str(choice["folder"]))
+        return Path(str(choice["folder"])), str(choice.get("reason", ""))
     if not db.is_file():
         raise ModelError(f"no results store at {db} (set LESIONLITE_DB or LESIONLITE_VARIANT)")
     try:
         with ResultsStore(db, read_only=True) as store:
-            folder = deployed_variant(store)
+            chosen = deployed_choice(store)
     except ModelError as exc:
         raise ModelError(f"{db}: {exc}; or set LESIONLITE_VARIANT") from None
     except Exception as exc:  # duckdb raises its own IOException while a writer holds the lock
         if choice and choice["db"] == str(db):
             log.warning("cannot read the results store %s (%s); serving the variant chosen at the last start, %s",
                         db, type(exc).__name__, choice["folder"])
-            return Path(str(choice["folder"]))
+            return Path(str(choice["folder"])), str(choice.get("reason", ""))
         raise ModelError(f"cannot read the results store {db}: {type(exc).__name__}: "
                          f"{str(exc).splitlines()[0]}; set LESIONLITE_VARIANT to a variant folder") from None
-    _write_choice(record, {"db": str(db), "folder": str(folder.resolve()), "master_pid": master})
-    return folder
+    _write_choice(record, {"db": str(db), "folder": str(chosen.folder.resolve()), "master_pid": master,
+                           "reason": chosen.reason})
+    return chosen.folder, chosen.reason
 
 
 def resolve_variant(app: Flask) -> tuple[Path, Card]:
     """The variant folder to deploy (configured, else chosen from the store) and its card, read once here: a
     missing or corrupt card fails at start-up, not on a patient's upload."""
     configured = app.config.get("LESIONLITE_VARIANT")
-    folder = Path(configured) if configured else _variant_from_store(app)
+    folder, reason = (Path(configured), "named by the operator (LESIONLITE_VARIANT)") if configured else \
+        _variant_from_store(app)
+    app.config["DEPLOYED_REASON"] = reason
     return folder.resolve(), read_variant_card(folder)
 
 
@@ -109,6 +112,7 @@ def init_app(app: Flask) -> None:
     @app.context_processor
     def deployed_model() -> dict[str, object]:  # the model line and banners of every page
         return {"model_facts": app.config.get("DEPLOYED_FACTS"), "model_problem": app.config.get("MODEL_PROBLEM"),
+                "deployed_reason": app.config.get("DEPLOYED_REASON", ""),
                 "no_photo_check": app.config.get("NO_PHOTO_CHECK", False)}
 
     try:

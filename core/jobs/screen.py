@@ -78,6 +78,8 @@ def screen(store: ResultsStore, *, control: str, levers: list[str], data_dir: st
     """The screening table: the control, each lever run, and each post-hoc lever on every run, minus the control.
 
     Rows of post-hoc levers on a lever run are paired against the control too (their column ``on`` names the run).
+    Metadata fusion's row also carries what the metadata adds by itself: fusion minus the same model fitted without
+    metadata (``metadata_own_delta_*``), paired.
     """
     unknown = [p for p in posthoc if p not in LEVERS]
     if unknown:
@@ -98,9 +100,15 @@ def screen(store: ResultsStore, *, control: str, levers: list[str], data_dir: st
         rows.append({"on": tag, **_row("(as trained)", labels=labels, pred=run.probs[ia].argmax(1), ref=ref,
                                        groups=groups, minutes=run.train_minutes)})
         meta = metadata_features(table.loc[ids].reset_index(), METADATA_FIELDS)
+        fitted: dict[str, np.ndarray] = {}
         for name in posthoc:
-            fused = cross_fit(LEVERS[name], run.probs[ia], meta, labels, groups, seed=seed)
-            rows.append({"on": tag, **_row(name, labels=labels, pred=fused.argmax(1), ref=ref, groups=groups,
+            fitted[name] = cross_fit(LEVERS[name], run.probs[ia], meta, labels, groups, seed=seed).argmax(1)
+            rows.append({"on": tag, **_row(name, labels=labels, pred=fitted[name], ref=ref, groups=groups,
                                            minutes=run.train_minutes)})
             log.info("%s + %s: balanced accuracy %.4f", tag, name, rows[-1]["balanced_accuracy"])
+        if {"metadata_fusion", "recalibrated"} <= fitted.keys():  # what the metadata adds by itself, paired
+            own = paired_differences(labels, fitted["metadata_fusion"], fitted["recalibrated"], groups=groups)
+            for m in SCREEN_METRICS:
+                rows[-1][f"metadata_own_delta_{m}"] = round(own[m].point, 4)
+                rows[-1][f"metadata_own_delta_{m}_ci"] = f"[{own[m].low:+.3f}, {own[m].high:+.3f}]"
     return pd.DataFrame(rows)

@@ -208,7 +208,8 @@ class Recommendation:
     def headline(self) -> str:
         interval = (f" [{self.delta_low * 100:+.1f}, {self.delta_high * 100:+.1f}]"
                     if np.isfinite(self.delta_low) and np.isfinite(self.delta_high) else "")
-        return (f"{self.variant}: {self.size_x:.1f}x smaller, {self.speed_x:.1f}x faster, balanced accuracy "
+        return (f"{self.variant}: {ratio_text(self.size_x, 'smaller', 'larger')}, "
+                f"{ratio_text(self.speed_x, 'faster', 'slower')}, balanced accuracy "
                 f"{self.bal_acc_delta * 100:+.1f} pts{interval}")
 
     @property
@@ -402,34 +403,78 @@ def variant_card_paths(store: ResultsStore) -> pd.DataFrame:
     return df
 
 
+@dataclass(frozen=True)
+class DeployedChoice:
+    """The variant the site serves by default, and why (said in the dashboard headline and the site's footer)."""
+
+    folder: Path
+    reason: str
+
+
 def deployed_variant(store: ResultsStore) -> Path:
-    """The variant to deploy by default: the static int8 cell with the best validation balanced accuracy.
+    """The folder of :func:`deployed_choice`."""
+    return deployed_choice(store).folder
 
-    Every static int8 cell competes, whatever its calibration (``dense-static``, ``dense-static-percentile``...).
 
-    Chosen on validation, so the test figures stay an unbiased report of the choice. Stores written before
-    sweeps recorded validation figures fall back to test (with a warning). Ties go to the smaller file.
+_CHOICE_METRICS = ("balanced_accuracy", "triage_malignant_sensitivity", "advice_mel_watch_share")
+
+
+def deployed_choice(store: ResultsStore) -> DeployedChoice:
+    """The variant to deploy by default: among the static int8 cells that keep the screening of their dense parent
+    on validation — referral sensitivity not below the parent's interval (its ``dense-fp32`` cell), and no larger
+    share of melanomas told "usually harmless" — the one with the best validation balanced accuracy (ties: the
+    smaller file). Every static int8 cell competes, whatever its calibration. Chosen on validation, so the test
+    figures stay an unbiased report. Where no cell keeps the screening, the one that misses the fewest melanomas.
 
     Raises:
-        ModelError: no static int8 variant whose files exist on this machine.
+        ModelError: no static int8 variant with validation figures whose files exist on this machine.
     """
     rows = store.query("""
-        SELECT a.path, m.split, m.value, d.value AS size FROM runs r
+        SELECT a.path, r.variant, r.parent_run_id, m.name, m.value, d.value AS size FROM runs r
         JOIN artifacts a USING (run_id) JOIN metrics m USING (run_id)
         LEFT JOIN metrics d ON d.run_id = r.run_id AND d.split = 'deploy' AND d.name = 'size_bytes'
-        WHERE r.kind = 'variant' AND regexp_matches(r.variant, '-static(-|$)') AND a.kind = 'card'
-          AND m.split IN ('val', 'test') AND m.name = 'balanced_accuracy'""")
-    rows["path"] = rows["path"].map(store.resolve_artifact)
-    rows = rows[rows["path"].map(Path.is_file).astype(bool)]
-    split = "val" if (rows["split"] == "val").any() else "test"
-    if split == "test" and not rows.empty:
-        log.warning("no validation figures for static int8 variants in this store (written before they were "
-                    "recorded): choosing the deployed variant on test balanced accuracy")
-    rows = rows[rows["split"] == split].sort_values(["value", "size"], ascending=[False, True])
-    if rows.empty:
-        raise ModelError("no static int8 variant with its files in the results store; run a sweep "
-                         "(python -m scripts.sweep) or name a variant folder")
-    return Path(rows["path"].iloc[0]).parent
+        WHERE r.kind = 'variant' AND (regexp_matches(r.variant, '-static(-|$)') OR r.variant = 'dense-fp32')
+          AND a.kind = 'card' AND m.split = 'val' AND list_contains(?, m.name)""",
+                       [[*_CHOICE_METRICS, "triage_malignant_sensitivity_ci_low"]])
+    frame = rows.pivot_table(index=["path", "variant", "parent_run_id"], columns="name", values="value",
+                             aggfunc="first").reset_index()
+    for name in (*_CHOICE_METRICS, "triage_malignant_sensitivity_ci_low"):  # figures a store may lack (tiny data)
+        if name not in frame.columns:
+            frame[name] = np.nan
+    frame = frame.merge(rows.groupby("path")["size"].first().reset_index(), on="path")
+    frame["path"] = frame["path"].map(store.resolve_artifact)
+    frame = frame[frame["path"].map(Path.is_file).astype(bool)]
+    static = frame[frame["variant"] != "dense-fp32"].sort_values(["balanced_accuracy", "size"],
+                                                                 ascending=[False, True])
+    if static.empty:
+        raise ModelError("no static int8 variant with its files and validation figures in the results store; run a "
+                         "sweep (python -m scripts.sweep) or name a variant folder")
+    reference = frame[frame["variant"] == "dense-fp32"].set_index("parent_run_id")
+    keeps = static.apply(lambda row: _keeps_screening(row, reference), axis=1).astype(bool)
+    if keeps.any():
+        pick = static[keeps].iloc[0]
+        why = ("the best validation balanced accuracy ({:.3f}) among the int8 files that keep their dense model's "
+               "screening (referral sensitivity {:.3f}; melanomas told 'usually harmless' {:.1%})")
+    else:
+        pick = static.sort_values(["advice_mel_watch_share", "balanced_accuracy"], ascending=[True, False]).iloc[0]
+        why = ("no int8 file keeps its dense model's screening on validation: the one that tells the fewest melanomas "
+               "'usually harmless' ({2:.1%}; balanced accuracy {0:.3f}, referral sensitivity {1:.3f})")
+        log.warning("deployed variant: %s", why.format(*(pick.get(m, float("nan")) for m in _CHOICE_METRICS)))
+    reason = why.format(*(pick.get(m, float("nan")) for m in _CHOICE_METRICS))
+    return DeployedChoice(Path(pick["path"]).parent, reason)
+
+
+def _keeps_screening(row: pd.Series, reference: pd.DataFrame) -> bool:
+    """Whether a cell's validation screening is no worse than its dense parent's (no reference: judged alone)."""
+    if row["parent_run_id"] not in reference.index:
+        return True
+    ref = reference.loc[row["parent_run_id"]]
+    if isinstance(ref, pd.DataFrame):
+        ref = ref.iloc[0]
+    sensitivity_ok = not (row.get("triage_malignant_sensitivity", np.nan)
+                          < ref.get("triage_malignant_sensitivity_ci_low", -np.inf))
+    misses_ok = not (row.get("advice_mel_watch_share", np.nan) > ref.get("advice_mel_watch_share", np.inf) + 1e-9)
+    return bool(sensitivity_ok and misses_ok)
 
 
 CV_ROWS = {"oof": "out of fold", "oof_tta": "out of fold, flip TTA", "test_ensemble": "test, fold ensemble",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from core.store.analysis import ratio_text
 from dashboard.state import filtered_variants
 
 st.title("Runs")
@@ -12,6 +13,9 @@ columns = ["variant", "model", "balanced_accuracy", "bal_acc_delta", "size_mb", 
            "accuracy", "auc_macro_ovr", "kappa", "mcc", "ece", "quantization", "pruning_ratio", "kind", "params",
            "macs", "dataset", "split_hash", "seed", "git_sha", "created_at", "run_id", "parent_run_id"]
 table = df[[c for c in columns if c in df.columns]]
+table = table.assign(  # one wording everywhere: "2.1x slower", never "0.5x faster"
+    **({"size_x": table["size_x"].map(lambda r: ratio_text(r, "smaller", "larger"))} if "size_x" in table else {}),
+    **({"speed_x": table["speed_x"].map(lambda r: ratio_text(r, "faster", "slower"))} if "speed_x" in table else {}))
 query = st.text_input("Search run id / variant", key="runs_search")
 if query:
     table = table[table["run_id"].str.contains(query, case=False) | table["variant"].str.contains(query, case=False)]
@@ -25,8 +29,7 @@ event = st.dataframe(table, width="stretch", hide_index=True, key="runs_table", 
                             "size_mb": st.column_config.NumberColumn("Size (MB)", format="%.2f"),
                             "latency_ms": st.column_config.NumberColumn("Latency (ms, batch 1)", format="%.2f"),
                             "bal_acc_delta": st.column_config.NumberColumn("Δ bal. acc.", format="%+.3f"),
-                            "size_x": st.column_config.NumberColumn("Smaller (x)", format="%.1fx"),
-                            "speed_x": st.column_config.NumberColumn("Faster (x)", format="%.1fx"),
+                            "size_x": "Size vs dense", "speed_x": "Speed vs dense",
                             "auc_macro_ovr": st.column_config.NumberColumn("ROC-AUC (macro)", format="%.3f"),
                             "kappa": st.column_config.NumberColumn("Cohen's kappa", format="%.3f"),
                             "mcc": st.column_config.NumberColumn("MCC", format="%.3f"),

@@ -14,9 +14,11 @@ from core.errors import ModelError
 from core.store.analysis import (
     BASELINE_VARIANT,
     METRIC_LABELS,
+    DeployedChoice,
     chart_points,
-    deployed_variant,
+    deployed_choice,
     pareto_front,
+    ratio_text,
     recommend,
 )
 from dashboard.charts import log_ticks
@@ -36,13 +38,18 @@ ANY_RUNTIME = "any"
 
 
 
-def deployed_folder() -> Path | None:
-    """The variant the site serves by default from this store (None where it has no deployable cell)."""
+def deployed() -> DeployedChoice | None:
+    """The variant the site serves by default from this store and why (None where it has no deployable cell)."""
     try:
         with reader() as store:
-            return deployed_variant(store)
+            return deployed_choice(store)
     except ModelError:
         return None
+
+
+def deployed_folder() -> Path | None:
+    choice = deployed()
+    return choice.folder if choice else None
 
 
 st.title("Accuracy / size / latency trade-offs")
@@ -94,12 +101,13 @@ with st.container(border=True):
                     "same sweep; Δ against its dense parent, paired.")
         if pick.noisy_timing:
             st.warning(f"Noisy timing: the latency's interquartile range ({pick.latency_iqr_ms:.2f} ms) is more than "
-                       f"half its median ({pick.latency_ms:.2f} ms), so '{pick.speed_x:.1f}x faster' is unreliable. "
+                       f"half its median ({pick.latency_ms:.2f} ms), so "
+                       f"'{ratio_text(pick.speed_x, 'faster', 'slower')}' is unreliable. "
                        "Re-time alone: `python -m scripts.bench_variants --variants <folder>`.")
-        serving = deployed_folder()
+        serving = deployed()
         st.caption(f"{pick.model}, run `{pick.run_id}`: {pick.rule}; among the variants the filters show. "
-                   + (f"The site serves `{serving.name}` by default (the static int8 cell best on validation; "
-                      "ringed on the chart)." if serving else ""))
+                   + (f"The site serves `{serving.folder.name}` by default, chosen for {serving.reason} (ringed on "
+                      "the chart)." if serving else ""))
 
 c1, c2, c3 = st.columns([2, 2, 1])
 metric = c1.selectbox("Metric", [m for m in METRIC_LABELS if m != "ece"], format_func=METRIC_LABELS.get,
@@ -134,14 +142,16 @@ for (model, family), part in drawn.assign(family=families).groupby(["model", "fa
         marker={"size": 9 + 22 * part["pruning_ratio"], "symbol": [QUANT_SYMBOLS.get(q, "star") for q in
                                                                    part["quantization"]],
                 "line": {"width": 1, "color": "#333"}},
-        customdata=part[["run_id", "variant", "accuracy", "balanced_accuracy", "size_mb", "latency_ms",
-                         "bal_acc_delta", "size_x", "speed_x", "pruning_ratio", "quantization",
-                         "bal_acc_delta_ci_low", "bal_acc_delta_ci_high", "family"]].to_numpy(),
+        customdata=part.assign(size_text=part["size_x"].map(lambda r: ratio_text(r, "smaller", "larger")),
+                               speed_text=part["speed_x"].map(lambda r: ratio_text(r, "faster", "slower")))[
+            ["run_id", "variant", "accuracy", "balanced_accuracy", "size_mb", "latency_ms", "bal_acc_delta",
+             "size_text", "speed_text", "pruning_ratio", "quantization", "bal_acc_delta_ci_low",
+             "bal_acc_delta_ci_high", "family"]].to_numpy(),
         hovertemplate=("<b>%{customdata[1]}</b><br>balanced accuracy %{customdata[3]:.3f} "
                        "(Δ %{customdata[6]:+.3f} vs dense, paired 95% interval [%{customdata[11]:+.3f}, "
                        "%{customdata[12]:+.3f}])<br>accuracy %{customdata[2]:.3f}<br>"
-                       "size %{customdata[4]:.2f} MB (%{customdata[7]:.1f}x smaller)<br>"
-                       "latency %{customdata[5]:.2f} ms (%{customdata[8]:.1f}x faster)<br>"
+                       "size %{customdata[4]:.2f} MB (%{customdata[7]})<br>"
+                       "latency %{customdata[5]:.2f} ms (%{customdata[8]})<br>"
                        "%{customdata[13]}: %{customdata[9]:.2f} of the MACs or channels removed, "
                        "%{customdata[10]}<extra>%{fullData.name}</extra>"),
     ))

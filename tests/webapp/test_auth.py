@@ -11,7 +11,7 @@ from tests.webapp.conftest import PASSWORD, RELAXED_LIMITS, AuthActions, link_in
 from webapp import create_app, users
 from webapp.config import check, from_environment
 
-GENERIC_LOGIN = b"Invalid email or password."
+GENERIC_LOGIN = b"Invalid email or password, or the address is not confirmed yet"
 CHECK_MAIL = b"If that address can be used"
 
 
@@ -32,10 +32,13 @@ def test_register_verify_login(app: Flask, client: FlaskClient, auth: AuthAction
     response, outbox = auth.register(verify=False)
     assert response.status_code == 302 and len(outbox) == 1
     assert "/auth/verify/" in outbox[0].body and outbox[0].html
-    auth.login()
-    page = client.get("/detect/", follow_redirects=True)
-    assert b"confirm your email" in page.data  # unverified accounts cannot use detection
+    with sent_mail() as again:
+        refused = auth.login()  # an unconfirmed account cannot sign in; it is sent its link again
+    assert refused.status_code == 401 and b"not confirmed yet" in refused.data
+    assert len(again) == 1 and "/auth/verify/" in again[0].body
+    assert client.get("/detect/").status_code == 302  # to the login page: nothing works before confirming
     client.get(link_in(outbox[0].body))
+    auth.login()
     with app.app_context():
         assert users.by_email("pat@example.org").verified
     assert client.get("/detect/").status_code == 200

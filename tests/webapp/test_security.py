@@ -229,8 +229,8 @@ def test_clients_behind_the_proxy_have_their_own_budget(prod: Site) -> None:
 
 # 4. API tokens die with the password ----------------------------------------------------------------------------
 
-def _new_token(client: FlaskClient) -> str:
-    page = post(client, "/auth/profile/tokens", {"current_password": PASSWORD}, form="/auth/profile")
+def _new_token(client: FlaskClient, password: str = PASSWORD) -> str:
+    page = post(client, "/auth/profile/tokens", {"current_password": password}, form="/auth/profile")
     return re.search(r'id="new-token">([^<]+)<', page.data.decode()).group(1)
 
 
@@ -248,14 +248,14 @@ def test_api_tokens_die_with_password_change_and_reset(prod: Site) -> None:
     post(client, "/auth/profile/password", {"current_password": PASSWORD, "password": "another long passphrase"},
          form="/auth/profile")
     assert _api(prod, token) == 401
-    token = _new_token(client)  # the attacker's token, say; the owner recovers the account by a reset
+    token = _new_token(client, "another long passphrase")  # the attacker's, say; the owner recovers by a reset
     post(prod.client(), "/auth/reset", {"email": "pat@example.org"})
     link = re.search(r"https://\S+", prod.mails().text()).group(0).removeprefix(SITE)
     other = prod.client()
     assert post(other, link, {"password": "a brand new passphrase"}).status_code == 302
     assert _api(prod, token) == 401
     login(other, password="a brand new passphrase")
-    assert b"Changing or resetting your password revokes every token" in other.get("/auth/profile").data
+    assert b"changing or resetting your password revokes every token" in other.get("/auth/profile").data
 
 
 # 5. A reset link proves only the address it was sent to ---------------------------------------------------------

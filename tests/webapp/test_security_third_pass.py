@@ -73,7 +73,7 @@ def test_a_worker_restarted_while_a_sweep_holds_the_store_still_boots(tmp_path: 
                                   text=True)
         assert holder.stdout.readline().strip() == "locked"
         os.kill(before[0], signal.SIGKILL)  # a worker dies (a timeout, an out-of-memory kill) during the sweep
-        booted = "has no out-of-distribution gate"  # what each worker logs once its app is made
+        booted = "has no photo check"  # what each worker logs once its app is made
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:  # the replacement imports torch etc.: seconds on a busy machine
             text = log.read_text()
