@@ -39,6 +39,7 @@ import redis
 
 from core.cli import run_cli, script_parser
 from core.serve.imaging import check_image
+from core.serve.ood import GATE_FILE
 from core.serve.predict import load_predictor, predict_image
 
 DEFAULT_SAMPLES = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "ham10000-samples"
@@ -108,12 +109,54 @@ def bad_uploads() -> dict[str, bytes]:
     Image.new("L", (65000, 769), 120).save(strip, format="JPEG", progressive=True)
     Image.new("L", (6000, 6600), 0).save(png, format="PNG", optimize=True)
     return {"progressive JPEG, 2000 scans": scan_bomb_jpeg(2000, (7000, 7000)),
-            "progressive JPEG 65000x769": strip.getvalue(), "PNG 6000x6600 (flat)": png.getvalue()}
+            "progressive JPEG 65000x769": strip.getvalue(), "PNG 6000x6600 (flat)": png.getvalue(),
+            **padded_uploads()}
 
 
-def _bad_upload_times(base: str, token: str, files: dict[str, bytes], repeats: int
-                      ) -> tuple[dict[str, list[tuple[float, int]]], list[float]]:
-    """Each bad file posted ``repeats`` times, two at once, while an anonymous visitor loads the login page."""
+def padded_uploads() -> dict[str, bytes]:
+    """~10 MB files whose headers Pillow reads one marker or chunk at a time (issue 33): fill bytes, empty APP5
+    markers, empty PNG chunks before the image data, around a small real picture."""
+    import struct
+    import zlib
+
+    from PIL import Image
+
+    jpeg, png = io.BytesIO(), io.BytesIO()
+    Image.new("RGB", (300, 225), (170, 110, 80)).save(jpeg, format="JPEG")
+    Image.new("RGB", (300, 225), (170, 110, 80)).save(png, format="PNG")
+    j, p = jpeg.getvalue(), png.getvalue()
+    chunk = struct.pack(">I", 0) + b"tEXt" + struct.pack(">I", zlib.crc32(b"tEXt"))
+    return {"JPEG + 9.9 M fill bytes": j[:2] + b"\xff" * 9_900_000 + j[2:],
+            "JPEG + 2.4 M empty APP5 markers": j[:2] + b"\xff\xe5\x00\x02" * 2_400_000 + j[2:],
+            "PNG + 820 k empty chunks": p[:33] + chunk * 820_000 + p[33:]}
+
+
+def _worker_pids(server_pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{server_pid}/task/{server_pid}/children") as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+
+
+def _cpu_and_rss(pids: list[int]) -> tuple[float, float]:
+    """CPU seconds used so far and resident MB now, summed over ``pids`` (Linux /proc)."""
+    ticks, rss = 0, 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime + stime
+            rss += int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+        except OSError:
+            continue
+    return ticks / os.sysconf("SC_CLK_TCK"), rss / 1e6
+
+
+def _bad_upload_times(base: str, token: str, files: dict[str, bytes], repeats: int, *, server_pid: int
+                      ) -> tuple[dict[str, list[tuple[float, int]]], list[float], dict[str, tuple[float, float]]]:
+    """Each bad file posted ``repeats`` times, two at once, while an anonymous visitor loads the login page; also
+    the workers' CPU seconds per request and their resident-memory growth for each file."""
     stop, page_times = False, []
 
     def visitor() -> None:
@@ -124,13 +167,18 @@ def _bad_upload_times(base: str, token: str, files: dict[str, bytes], repeats: i
             page_times.append((time.perf_counter() - start) * 1e3)
             time.sleep(0.05)
 
+    results, cost = {}, {}
     with ThreadPoolExecutor(max_workers=3) as pool:
         watcher = pool.submit(visitor)
-        results = {name: list(pool.map(lambda d: _post(f"{base}/api/v1/predict", token, d), [data] * repeats))
-                   for name, data in files.items()}
+        for name, data in files.items():
+            pids = _worker_pids(server_pid)
+            cpu0, rss0 = _cpu_and_rss(pids)
+            results[name] = list(pool.map(lambda d: _post(f"{base}/api/v1/predict", token, d), [data] * repeats))
+            cpu1, rss1 = _cpu_and_rss(pids)
+            cost[name] = ((cpu1 - cpu0) / repeats, rss1 - rss0)  # the visitor's page loads are in it too
         stop = True
         watcher.result()
-    return results, page_times
+    return results, page_times, cost
 
 
 def _prepare_instance(env: dict[str, str]) -> str:
@@ -210,6 +258,9 @@ def _production_env(args: argparse.Namespace, *, instance: str, redis_url: str) 
            "LESIONLITE_RATELIMIT_REGISTER": "100000 per minute"}
     if args.api_limit:
         env["LESIONLITE_RATELIMIT_API"] = args.api_limit
+    if not (Path(args.variant) / GATE_FILE).is_file():  # a model without its photo check: said, never silent
+        print(f"note: {args.variant} has no photo check; served with LESIONLITE_ALLOW_NO_PHOTO_CHECK=1")
+        env["LESIONLITE_ALLOW_NO_PHOTO_CHECK"] = "1"
     return env
 
 
@@ -221,9 +272,11 @@ class _Measured:
     new: list[float]
     bad: dict[str, list[tuple[float, int]]]  # bad upload -> (ms, status) of each try
     page_times: list[float]  # the login page's load times while the bad uploads ran
+    bad_cost: dict[str, tuple[float, float]]  # bad upload -> (worker CPU s per request, worker RSS growth MB)
 
 
-def _measure(args: argparse.Namespace, images: list[bytes], *, base: str, token: str, redis_url: str) -> _Measured:
+def _measure(args: argparse.Namespace, images: list[bytes], *, base: str, token: str, redis_url: str,
+             server_pid: int) -> _Measured:
     url = f"{base}/api/v1/predict"
     for i in range(args.workers * 2):  # warm every worker's model
         _post(url, token, images[i % len(images)])
@@ -235,9 +288,9 @@ def _measure(args: argparse.Namespace, images: list[bytes], *, base: str, token:
     wall = time.perf_counter() - start
     known, new = _registration_times(base, args.auth_tries) if args.auth_tries else ([], [])
     redis.Redis.from_url(redis_url).flushdb()
-    bad, page_times = (_bad_upload_times(base, token, bad_uploads(), args.bad_repeats) if args.bad_repeats
-                       else ({}, []))
-    return _Measured(results, wall, known, new, bad, page_times)
+    bad, page_times, cost = (_bad_upload_times(base, token, bad_uploads(), args.bad_repeats, server_pid=server_pid)
+                             if args.bad_repeats else ({}, [], {}))
+    return _Measured(results, wall, known, new, bad, page_times, cost)
 
 
 def _print_report(args: argparse.Namespace, m: _Measured, *, images: list[bytes], limit_label: str) -> None:
@@ -266,11 +319,14 @@ def _print_report(args: argparse.Namespace, m: _Measured, *, images: list[bytes]
             print(f"  {label:<28} {statistics.median(times):8.1f}  ({q1:.1f}-{q3:.1f})")
         print(f"  {'difference of medians':<28} {statistics.median(m.known) - statistics.median(m.new):8.1f}")
     if m.bad:
-        print(f"\nbad uploads, {args.bad_repeats} of each, two at once (response ms, median / max; status):")
+        print(f"\nbad uploads, {args.bad_repeats} of each, two at once (response ms, median / max; status; worker CPU "
+              "s per request; worker RSS growth MB):")
         for name, answers in m.bad.items():
             times = [ms for ms, _ in answers]
             codes = ",".join(sorted({str(code) for _, code in answers}))
-            print(f"  {name:<34} {statistics.median(times):8.1f} / {max(times):8.1f}   {codes}")
+            cpu, rss = m.bad_cost.get(name, (float("nan"), float("nan")))
+            print(f"  {name:<34} {statistics.median(times):8.1f} / {max(times):8.1f}   {codes:<8} {cpu:6.3f} s "
+                  f"{rss:+7.1f} MB")
         print(f"  anonymous login page meanwhile: median {statistics.median(m.page_times):.1f} ms, "
               f"max {max(m.page_times):.1f} ms ({len(m.page_times)} loads)")
 
@@ -297,15 +353,15 @@ def main(args: argparse.Namespace) -> int:
                     print("error: gunicorn did not start", file=sys.stderr)
                     return 1
                 time.sleep(0.5)
-            measured = _measure(args, images, base=base, token=token, redis_url=redis_url)
+            measured = _measure(args, images, base=base, token=token, redis_url=redis_url, server_pid=server.pid)
         finally:
             server.terminate()
             server.wait(timeout=30)
             if redis_proc is not None:
                 redis_proc.terminate()
     _print_report(args, measured, images=images, limit_label=limit_label)
-    statuses = {status for _, status in measured.results}
-    return 0 if not statuses - {200, 422, 429} else 1
+    statuses = {status for _, status in measured.results} | {s for a in measured.bad.values() for _, s in a}
+    return 0 if not statuses - {200, 400, 413, 422, 429} else 1
 
 if __name__ == "__main__":
     sys.exit(run_cli(main, get_args_parser()))

@@ -8,6 +8,7 @@ import sqlite3
 
 from flask import current_app
 
+from core.classes import clinical_name
 from core.errors import LesionLiteError
 from core.serve.imaging import ImageRejected, check_image, reencode_jpeg
 from webapp.db import get_db
@@ -84,13 +85,39 @@ def export(user_id: int) -> list[tuple[dict[str, object], str]]:
     """Every check of the user, oldest first, as (what is stored about it, its image key): the data export."""
     rows = get_db().execute("SELECT * FROM detections WHERE user_id = ? ORDER BY created_at, rowid",
                             (user_id,)).fetchall()
-    return [({"id": r["id"], "created_at": r["created_at"], "model": r["model_version"], "top_class": r["top_class"],
-              "confidence": r["confidence"], "probabilities": json.loads(r["probs"]),
+    return [({"id": r["id"], "created_at": _utc_iso(r["created_at"]), "model": r["model_version"],
+              "top_class": r["top_class"], "diagnosis": clinical_name(r["top_class"]), "confidence": r["confidence"],
+              "probabilities": {f"{clinical_name(c)} ({c})": p for c, p in json.loads(r["probs"]).items()},
               "uncertain": bool(r["uncertain"]), "body_site": r["body_site"], "note": r["note"],
               "decision": json.loads(r["decision"]) if r["decision"] else None,
               "photo_quality": json.loads(r["quality"]) if r["quality"] else None,
               "photo_checked": bool(r["photo_checked"]), "photo": f"photos/{r['id']}.jpg"},
              r["image_key"]) for r in rows]
+
+
+def _utc_iso(stored: str) -> str:
+    """SQLite's CURRENT_TIMESTAMP ("2026-12-04 05:30:00", UTC) as ISO 8601 with its time zone."""
+    return stored.replace(" ", "T") + "+00:00" if stored and "T" not in stored else stored
+
+
+EXPORT_README = """Your LesionLite data
+====================
+
+checks.json holds your address, your name and every check you kept, oldest first. For each check:
+  id             the check's identifier on the site
+  created_at     when it was made (ISO 8601, UTC)
+  diagnosis      the model's most likely class, in words (top_class: its short code)
+  confidence     the model's calibrated probability of that class (0 to 1)
+  probabilities  every class's calibrated probability
+  uncertain      whether the result was shown as uncertain
+  decision       the next step you were advised and the screening thresholds behind it
+  photo_quality  the photo-quality check (blur, glare, exposure)
+  photo_checked  whether the photo check (is this a skin-lesion photo?) looked at the picture
+  body_site, note  what you entered
+  photo          the file of the photo in this archive (photos/)
+
+LesionLite is research software, not a medical device: nothing here is a diagnosis.
+"""
 
 
 def count(user_id: int) -> int:

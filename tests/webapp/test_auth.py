@@ -227,6 +227,10 @@ def test_the_profile_downloads_everything_kept_about_the_user(app, client: Flask
     assert data["email"] == "pat@example.org" and len(data["checks"]) == 1
     check = data["checks"][0]
     assert check["note"] == "left calf" and check["decision"]["next_step"]
+    # readable for a person (issue 32): class names in words, times with their zone, a README saying what is what
+    assert check["diagnosis"] and all("(" in name for name in check["probabilities"])
+    assert check["created_at"].endswith("+00:00") and "photo_checked" in check
+    assert "checks.json" in archive.read("README.txt").decode()
     assert archive.read(check["photo"])[:2] == b"\xff\xd8"  # the photo itself
     auth.logout()
     assert client.get("/auth/profile/export").status_code in (302, 401)  # nobody else's

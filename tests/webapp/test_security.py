@@ -143,8 +143,8 @@ def test_responses_do_not_wait_for_smtp(tmp_path: Path, variant_folder: Path, re
                              MAIL_PORT=str(tarpit.getsockname()[1]))
         for key, value in env.items():
             monkeypatch.setenv(key, value)
-        limiter.reset()
         app = create_app()
+        limiter.reset()  # after create_app: the limiter has its storage only once an app is made (order-independent)
         app.test_client_class = SiteClient
         client = app.test_client()
         token = csrf(client, "/auth/register")
@@ -152,6 +152,8 @@ def test_responses_do_not_wait_for_smtp(tmp_path: Path, variant_folder: Path, re
         response = client.post("/auth/register", data={"email": "slow@example.org", "password": PASSWORD,
                                                        "consent": "y", "csrf_token": token})
         assert response.status_code == 302 and time.monotonic() - start < 5  # SMTP would hang for good
+    # the tarpit is closed: the background sender fails and closes its transport here, not in a later test
+    assert mailer.outbox.join(60), "mail queue did not drain"
 
 
 # 3. Rate limits: shared across workers, per client behind a proxy, per account without a lock-out -----------------

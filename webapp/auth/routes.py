@@ -345,6 +345,7 @@ def export_data():
     buffer = io.BytesIO()
     checks = detections.export(current_user.id)
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("README.txt", detections.EXPORT_README)
         archive.writestr("checks.json", json.dumps({"email": current_user.email, "name": current_user.name,
                                                     "checks": [c for c, _ in checks]}, indent=2))
         for check, key in checks:
