@@ -8,6 +8,40 @@ import numpy as np
 import plotly.graph_objects as go
 
 
+def wrap_title(text: str, width: int = 38) -> str:
+    """A chart title broken into lines of about ``width`` characters (plotly never wraps; a phone cut it)."""
+    words, lines, line = text.split(), [], ""
+    for word in words:
+        if line and len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}".strip()
+    return "<br>".join([*lines, line]) if line else "<br>".join(lines)
+
+
+def phone_friendly(fig: go.Figure, *, plot_height: int = 380, legend_rows: int | None = None) -> go.Figure:
+    """Lay a chart out so that it reads on a 390-px phone as on a desktop: the legend below the plot (never beside
+    it, where it squeezed the plot to ~60 px), the title wrapped, and the figure tall enough that the plot keeps
+    ``plot_height`` pixels under a legend of one entry per row (the phone's case)."""
+    title = fig.layout.title.text
+    entries = legend_rows if legend_rows is not None else sum(
+        1 for t in fig.data if t.showlegend is not False and t.name)
+    title_lines = wrap_title(title).count("<br>") + 1 if title else 0
+    top = 30 + 18 * title_lines
+    legend = 22 * entries + (24 if fig.layout.legend.title.text else 0)
+    fig.update_layout(
+        height=plot_height + top + legend + 70,
+        margin={"l": 10, "r": 10, "t": top, "b": 10},
+        legend={"orientation": "h", "yanchor": "top", "y": -0.12, "xanchor": "left", "x": 0,
+                "title": {"side": "top"}},
+        **({"title": {"text": wrap_title(title), "font": {"size": 14}}} if title else {}),
+    )
+    fig.update_xaxes(automargin=True)
+    fig.update_yaxes(automargin=True)
+    return fig
+
+
 def log_ticks(values, unit: str) -> tuple[list[float], list[str]]:
     """Tick positions on a 1-2-5 sequence covering ``values`` and labels that carry their value and unit
     ("0.2 MB", "2 MB", "10 ms"): plotly's own log ticks print "2" for both 0.2 and 2."""

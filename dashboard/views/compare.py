@@ -8,6 +8,7 @@ import plotly.express as px
 import streamlit as st
 
 from core.store.analysis import class_support, recall_deltas, short_names
+from dashboard.charts import phone_friendly
 from dashboard.state import filtered_variants, reader, remembered
 
 # Key figures first; True: higher is better, False: lower is better (the best of each row is highlighted).
@@ -71,6 +72,7 @@ if deltas.notna().any().any():
     fig = px.bar(long, x="class", y="recall delta", color="variant", barmode="group", hover_data=["images"],
                  title=f"Per-class recall minus the dense FP32 parent's ({split}; n = images of the class)")
     fig.add_hline(y=0, line_color="#444")
+    phone_friendly(fig, plot_height=320)
     st.plotly_chart(fig, width="stretch", key="compare_deltas")
     few = support[support < 30].dropna()
     if not few.empty:

@@ -19,7 +19,7 @@ from core.serve.ood import NOT_A_LESION
 from core.serve.predict import agreement
 from core.store.analysis import deployed_variant, variant_card_paths
 from core.triage import DISCLAIMER, NEXT_STEPS_SHORT
-from dashboard.charts import cam_figure
+from dashboard.charts import cam_figure, phone_friendly
 from dashboard.state import deployed_model, reader, samples_dir
 
 st.title("Test an image")
@@ -127,7 +127,8 @@ probs = pd.DataFrame([{"variant": r.model, "class": clinical_name(c), "probabili
                       for r in results for i, c in enumerate(CLASSES)])
 probs_chart = px.bar(probs, x="probability", y="class", color="variant", barmode="group", orientation="h",
                      range_x=[0, 1], title="Per-class probabilities")
-probs_chart.update_layout(yaxis_title=None, legend={"orientation": "h", "y": -0.25})  # long class names need the room
+probs_chart.update_layout(yaxis_title=None)
+phone_friendly(probs_chart, plot_height=320)  # long class names need the width: the legend goes below
 right.plotly_chart(probs_chart, width="stretch", key="live_probs")
 right.write(f"Agreement between variants: **{agreement(results):.0%}** on the top class.")
 # Full width, and narrow columns for the figures: at 1440 px the latency columns were cut off beside the image.

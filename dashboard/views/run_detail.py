@@ -22,6 +22,7 @@ from core.store.analysis import (
     uncalibrated_probs,
 )
 from core.triage import MALIGNANT_GROUP, MELANOMA_GROUP
+from dashboard.charts import phone_friendly
 from dashboard.state import filtered_variants, reader, remembered
 
 st.title("Run detail")
@@ -110,6 +111,7 @@ if not preds.empty:
         roc.add_trace(go.Scatter(x=fpr, y=tpr, mode="lines", name=f"{cls} (AUC {np.trapezoid(tpr, fpr):.3f})"))
     roc.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dot"}, name="chance"))
     roc.update_layout(title="ROC (one vs rest)", xaxis_title="false positive rate", yaxis_title="true positive rate")
+    phone_friendly(roc, plot_height=300)
     a.plotly_chart(roc, width="stretch", key="detail_roc")
     figures = scalars if scalars is not None else pd.Series(dtype=float)
     temperature = float(figures.get("temperature", 1.0))
@@ -126,6 +128,7 @@ if not preds.empty:
         ece += f", before calibration {figures['ece_uncalibrated']:.3f}"
     cal.update_layout(title=f"Reliability ({ece})", xaxis_title="confidence (numbers: images per bin)",
                       yaxis_title="accuracy")
+    phone_friendly(cal, plot_height=300)
     b.plotly_chart(cal, width="stretch", key="detail_cal")
     screen = go.Figure([go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dot"}, name="chance")])
     for name, group in (("possibly malignant", MALIGNANT_GROUP), ("melanoma", MELANOMA_GROUP)):
@@ -141,6 +144,7 @@ if not preds.empty:
                                              f"{spec:.2f}"))
     screen.update_layout(title=f"Screening ROC ({split}): the referral question, operating points fitted on val",
                          xaxis_title="1 - specificity", yaxis_title="sensitivity")
+    phone_friendly(screen, plot_height=320)
     st.plotly_chart(screen, width="stretch", key="detail_screening_roc")
 else:
     st.caption("No per-image predictions stored for this run (stores written before schema 2), so no ROC curves "

@@ -21,7 +21,7 @@ from core.store.analysis import (
     ratio_text,
     recommend,
 )
-from dashboard.charts import log_ticks
+from dashboard.charts import log_ticks, phone_friendly
 from dashboard.state import all_variants, filtered_variants, reader, remembered
 
 # One symbol per quantization mode whatever the filter, so a square always means the same thing.
@@ -176,9 +176,10 @@ fig.add_trace(go.Scatter(x=base[x], y=base[metric], mode="markers", name="dense 
 x_title = X_AXES[x] if log_x else X_AXES[x].replace(", log scale", "")
 if x == "latency_ms" and log_x:
     x_title += " (log scale)"
-fig.update_layout(xaxis_title=x_title, yaxis_title=f"{METRIC_LABELS[metric]} ({split})", height=580,
+fig.update_layout(xaxis_title=x_title, yaxis_title=f"{METRIC_LABELS[metric]} ({split})",
                   dragmode="select",  # dragging selects points (zoom stays in the toolbar)
                   legend_title="Architecture · family (colour), quantization (symbol), pruning (size)")
+phone_friendly(fig, plot_height=420)
 unit = "MB" if x == "size_mb" else "ms"
 if log_x:  # every tick labelled with its value and unit (plotly's log ticks read "2" for 0.2 and for 2)
     tickvals, ticktext = log_ticks(deployable[x], unit)
