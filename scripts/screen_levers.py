@@ -8,18 +8,21 @@ gets the post-hoc levers (``core.fusion``: a balanced-accuracy logit bias, the f
 metadata late fusion with age, sex and body site), fitted nested over lesions on its own held-out predictions.
 Prints one row per lever: its figures, lever minus control with a 95% interval over lesions, the training minutes
 of its epochs, and per-class recall. ``--out`` also writes the table as CSV with the store's provenance columns.
+``--archive results/screening`` keeps each run's predictions and provenance there (Parquet + JSON, committed): a
+later session, on a fresh machine, screens a new lever against them without training the control again.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import pandas as pd
 
 from core.cli import run_cli, script_parser
 from core.fusion import LEVERS
-from core.jobs.screen import SCREEN_METRICS, screen
+from core.jobs.screen import SCREEN_METRICS, archive_runs, screen
 from core.provenance import git_sha
 from core.store.results import DEFAULT_DB, ResultsStore
 
@@ -35,13 +38,20 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("--posthoc", nargs="*", default=list(LEVERS), choices=list(LEVERS),
                         help="post-hoc levers fitted nested on every run")
     parser.add_argument("--out", help="also write the table here as CSV")
+    parser.add_argument("--archive", help="folder of archived runs (Parquet + JSON): read runs missing from the "
+                                          "store there, and write the control's and levers' there")
     return parser
 
 
 def main(args: argparse.Namespace) -> int:
+    archive = Path(args.archive) if args.archive else None
     with ResultsStore(args.db, read_only=True) as store:
         table = screen(store, control=args.control, levers=args.levers, data_dir=args.data, split=args.split,
-                       posthoc=tuple(args.posthoc))
+                       posthoc=tuple(args.posthoc), archive=archive)
+        if archive is not None:
+            present = [r for r in [args.control, *args.levers] if store.has_run(r)]
+            for path in archive_runs(store, present, archive):
+                print(f"archived: {path}")
     shown = ["on", "lever", "images", "train_minutes",
              *[c for m in SCREEN_METRICS for c in (m, f"delta_{m}", f"delta_{m}_ci")]]
     with pd.option_context("display.width", 250, "display.max_columns", 40):

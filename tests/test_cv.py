@@ -226,3 +226,13 @@ def test_a_lever_is_screened_on_one_fold_against_the_control(finished_cv, synthe
         from core.jobs.screen import screen
 
         screen(store, control="nope", levers=[], data_dir=cfg.data_dir)
+    # archived, then screened again from a fresh store on another machine: the same table, nothing retrained
+    archive = tmp_path / "archive"
+    args.archive = str(archive)
+    assert screen_levers.main(args) == 0
+    assert len(list(archive.glob("*.parquet"))) == 2 and len(list(archive.glob("*.json"))) == 2
+    args.db, args.out = str(tmp_path / "fresh.duckdb"), str(tmp_path / "again.csv")
+    ResultsStore(args.db).close()
+    assert screen_levers.main(args) == 0
+    again = pd.read_csv(args.out)
+    assert again["delta_balanced_accuracy"].tolist() == table["delta_balanced_accuracy"].tolist()

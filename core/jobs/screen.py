@@ -9,8 +9,10 @@ of its epochs as logged: a figure measured beside other work is said to be such 
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -38,16 +40,47 @@ class HeldOut:
     train_minutes: float
 
 
-def held_out(store: ResultsStore, run_id: str, *, split: str = "oof") -> HeldOut:
+def held_out(store: ResultsStore, run_id: str, *, split: str = "oof", archive: Path | None = None) -> HeldOut:
+    """A run's held-out predictions from the store, else from an archive folder written by :func:`archive_runs`
+    (so a later session pairs new levers against a control without training it again)."""
     frame = store.query("SELECT image_id, label, probs FROM predictions WHERE run_id = ? AND split = ? "
                         "ORDER BY image_id", [run_id, split])
-    if frame.empty:
-        raise ConfigError(f"no stored {split!r} predictions for run {run_id!r}")
     seconds = store.query("SELECT sum(value) AS s FROM history WHERE run_id = ? AND name = 'epoch_seconds'",
                           [run_id])["s"].iloc[0]
+    if frame.empty and archive is not None and (archive / f"{run_id}.parquet").is_file():
+        frame = pd.read_parquet(archive / f"{run_id}.parquet").query("split == @split").sort_values("image_id")
+        seconds = json.loads((archive / f"{run_id}.json").read_text()).get("epoch_seconds")
+    if frame.empty:
+        raise ConfigError(f"no stored {split!r} predictions for run {run_id!r}"
+                          + (f" (nor in the archive {archive})" if archive is not None else ""))
     return HeldOut(run_id, frame["image_id"].to_numpy(dtype=str), frame["label"].to_numpy(),
                    np.stack(frame["probs"].to_numpy()).astype(np.float64),
-                   float(seconds) / 60 if pd.notna(seconds) else float("nan"))
+                   float(seconds) / 60 if seconds is not None and pd.notna(seconds) else float("nan"))
+
+
+def archive_runs(store: ResultsStore, run_ids: list[str], folder: Path) -> list[Path]:
+    """Each run's held-out and test predictions as Parquet, with its provenance (config, git SHA, split hash, seed)
+    and epoch seconds as JSON: small enough to commit, enough to screen against later."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for run_id in run_ids:
+        preds = store.query("SELECT split, image_id, label, probs FROM predictions WHERE run_id = ? "
+                            "ORDER BY split, image_id", [run_id])
+        runs = store.query("SELECT * FROM runs WHERE run_id = ?", [run_id])
+        if preds.empty or runs.empty:
+            raise ConfigError(f"run {run_id!r} has no stored predictions to archive")
+        preds.to_parquet(folder / f"{run_id}.parquet", index=False)
+        run = runs.iloc[0]
+        seconds = store.query("SELECT sum(value) AS s FROM history WHERE run_id = ? AND name = 'epoch_seconds'",
+                              [run_id])["s"].iloc[0]
+        record = {"run_id": run_id, "git_sha": run["git_sha"], "seed": int(run["seed"]),
+                  "split_hash": run["split_hash"], "dataset_fingerprint": run["dataset_fingerprint"],
+                  "config": json.loads(run["config"]) if isinstance(run["config"], str) else run["config"],
+                  "epoch_seconds": None if pd.isna(seconds) else float(seconds),
+                  "metrics": store.metrics(run_id).query("split == 'oof'").set_index("name")["value"].to_dict()}
+        (folder / f"{run_id}.json").write_text(json.dumps(record, indent=1, default=str))
+        written += [folder / f"{run_id}.parquet", folder / f"{run_id}.json"]
+    return written
 
 
 def _common(a: HeldOut, b: HeldOut) -> tuple[np.ndarray, np.ndarray]:
@@ -74,7 +107,7 @@ def _row(name: str, *, labels: np.ndarray, pred: np.ndarray, ref: np.ndarray, gr
 
 
 def screen(store: ResultsStore, *, control: str, levers: list[str], data_dir: str, split: str = "oof",
-           posthoc: tuple[str, ...] = tuple(LEVERS), seed: int = 0) -> pd.DataFrame:
+           posthoc: tuple[str, ...] = tuple(LEVERS), seed: int = 0, archive: Path | None = None) -> pd.DataFrame:
     """The screening table: the control, each lever run, and each post-hoc lever on every run, minus the control.
 
     Rows of post-hoc levers on a lever run are paired against the control too (their column ``on`` names the run).
@@ -85,13 +118,13 @@ def screen(store: ResultsStore, *, control: str, levers: list[str], data_dir: st
     if unknown:
         raise ConfigError(f"unknown post-hoc lever(s) {unknown}; allowed: {', '.join(LEVERS)}")
     table = load_table(data_dir).set_index("image_id")
-    base = held_out(store, control, split=split)
+    base = held_out(store, control, split=split, archive=archive)
     missing = np.setdiff1d(base.image_ids, table.index.to_numpy(dtype=str))
     if len(missing):
         raise ConfigError(f"{data_dir}: {len(missing)} held-out image(s) of {control} not in its metadata, "
                           f"e.g. {', '.join(missing[:3])}")
     rows = []
-    for run in [base, *(held_out(store, r, split=split) for r in levers)]:
+    for run in [base, *(held_out(store, r, split=split, archive=archive) for r in levers)]:
         ia, ib = _common(run, base)
         ids = run.image_ids[ia]
         labels, groups = run.labels[ia], table.loc[ids, "lesion_id"].to_numpy()
