@@ -46,8 +46,11 @@ def test_fixres_settings_are_checked() -> None:
     assert [TrainConfig(img_size=160).input_size_at(e) for e in range(3)] == [160] * 3
     with pytest.raises(ConfigError, match="low_res_size must be 0"):
         TrainConfig(img_size=160, low_res_size=160)
-    with pytest.raises(ConfigError, match="fixres_epochs must be in 1..9"):
+    with pytest.raises(ConfigError, match="fixres_epochs must be in 0..9"):
         TrainConfig(img_size=160, low_res_size=128, epochs=10, fixres_epochs=10)
+    every_epoch_low = TrainConfig(img_size=160, low_res_size=128, epochs=4, fixres_epochs=0)
+    assert [every_epoch_low.input_size_at(e) for e in range(4)] == [128] * 4
+    assert not any(every_epoch_low.fixres_starts(e) for e in range(4))
 
 
 def test_fixres_trains_low_then_at_the_deployed_size_and_evaluates_there(synthetic_root: Path, tmp_path: Path,

@@ -51,7 +51,8 @@ class TrainConfig:
                                   "(0 = img_size throughout; evaluation is always at img_size)")
     fixres_epochs: int = option(2, "FixRes: final epochs at img_size after training at low_res_size; they start "
                                    "from the EMA weights and keep no EMA (its averaged BN statistics are of the "
-                                   "low resolution)")
+                                   "low resolution). 0: every epoch at low_res_size, scored and deployed at "
+                                   "img_size")
     label_smoothing: float = option(0.1, "label smoothing")
     ema_decay: float = option(0.0, "keep an exponential moving average of the weights and evaluate, select and save it "
                                 "instead (0 = off; e.g. 0.998)")
@@ -93,8 +94,8 @@ class TrainConfig:
         if self.low_res_size < 0 or (self.low_res_size and self.low_res_size >= self.img_size):
             raise ConfigError(f"low_res_size must be 0 (off) or below img_size {self.img_size}, "
                               f"got {self.low_res_size}")
-        if self.low_res_size and not 1 <= self.fixres_epochs < self.epochs:
-            raise ConfigError(f"fixres_epochs must be in 1..{self.epochs - 1} (epochs - 1) with low_res_size, "
+        if self.low_res_size and not 0 <= self.fixres_epochs < self.epochs:
+            raise ConfigError(f"fixres_epochs must be in 0..{self.epochs - 1} (epochs - 1) with low_res_size, "
                               f"got {self.fixres_epochs}")
         if self.freeze_stages < 0:
             raise ConfigError(f"freeze_stages must be 0 or more, got {self.freeze_stages}")
@@ -107,4 +108,4 @@ class TrainConfig:
 
     def fixres_starts(self, epoch: int) -> bool:
         """True for the first epoch trained at ``img_size`` after a low-resolution phase."""
-        return bool(self.low_res_size) and epoch == self.epochs - self.fixres_epochs
+        return bool(self.low_res_size) and self.fixres_epochs > 0 and epoch == self.epochs - self.fixres_epochs
