@@ -40,13 +40,18 @@ class HeldOut:
     train_minutes: float
 
 
+def _epoch_seconds(store: ResultsStore, run_id: str) -> float | None:
+    """The wall seconds of a run's training epochs as logged (None: no history)."""
+    return store.query("SELECT sum(value) AS s FROM history WHERE run_id = ? AND name = 'epoch_seconds'",
+                       [run_id])["s"].iloc[0]
+
+
 def held_out(store: ResultsStore, run_id: str, *, split: str = "oof", archive: Path | None = None) -> HeldOut:
     """A run's held-out predictions from the store, else from an archive folder written by :func:`archive_runs`
     (so a later session pairs new levers against a control without training it again)."""
     frame = store.query("SELECT image_id, label, probs FROM predictions WHERE run_id = ? AND split = ? "
                         "ORDER BY image_id", [run_id, split])
-    seconds = store.query("SELECT sum(value) AS s FROM history WHERE run_id = ? AND name = 'epoch_seconds'",
-                          [run_id])["s"].iloc[0]
+    seconds = _epoch_seconds(store, run_id)
     if frame.empty and archive is not None and (archive / f"{run_id}.parquet").is_file():
         frame = pd.read_parquet(archive / f"{run_id}.parquet").query("split == @split").sort_values("image_id")
         seconds = json.loads((archive / f"{run_id}.json").read_text()).get("epoch_seconds")
@@ -71,8 +76,7 @@ def archive_runs(store: ResultsStore, run_ids: list[str], folder: Path) -> list[
             raise ConfigError(f"run {run_id!r} has no stored predictions to archive")
         preds.to_parquet(folder / f"{run_id}.parquet", index=False)
         run = runs.iloc[0]
-        seconds = store.query("SELECT sum(value) AS s FROM history WHERE run_id = ? AND name = 'epoch_seconds'",
-                              [run_id])["s"].iloc[0]
+        seconds = _epoch_seconds(store, run_id)
         record = {"run_id": run_id, "git_sha": run["git_sha"], "seed": int(run["seed"]),
                   "split_hash": run["split_hash"], "dataset_fingerprint": run["dataset_fingerprint"],
                   "config": json.loads(run["config"]) if isinstance(run["config"], str) else run["config"],
