@@ -45,9 +45,7 @@ def test_login_never_redirects_off_site_or_fails_on_a_strange_next(prod: Site, t
     response = post(client, "/auth/login?next=" + target.replace("\r\n", "%0d%0a"),
                     {"email": "pat@example.org", "password": PASSWORD}, form="/auth/login")
     assert response.status_code == 302
-    location = response.headers["Location"]
-    assert not location.startswith("//") and "evil" not in location.split("?")[0].lower().replace("%2f", "/")[:12]
-    assert location in ("/detect/", f"{SITE}/detect/") or location.startswith("/%0d") is False
+    assert response.headers["Location"] in ("/detect/", f"{SITE}/detect/")  # every odd target: the upload page
 
 
 def test_an_unconfirmed_account_answers_like_a_wrong_password_and_can_do_nothing(prod: Site) -> None:
