@@ -5,7 +5,8 @@ and a LiteRT ``.tflite``, fp32 and int8.
   (``onnxruntime.tools.convert_onnx_models_to_ort``, fixed optimisations), with the operator list a reduced
   ONNX Runtime build needs (``required_operators.config``).
 - ``pte_fp32`` / ``pte_int8``: ``torch.export`` lowered to XNNPACK; int8 by the XNNPACK quantizer (symmetric,
-  per-channel weights, activations calibrated on training images).
+  per-channel weights, activations calibrated on training images), conv + ReLU6 observed after the clip
+  (:mod:`core.compress.pt2e`).
 - ``tflite_fp32`` / ``tflite_int8``: ``litert_torch.convert``; int8 by its PT2E quantizer (the same scheme).
 
 Each file is read back by its own runtime (:class:`core.artifacts.mobile_runtimes.MobileRunner`) before the sweep
@@ -29,6 +30,7 @@ import torch
 from torch import nn
 
 from core.artifacts.mobile_runtimes import OPERATORS_FILE
+from core.compress.pt2e import clipped_conv_quantizer, pt2e_int8
 from core.errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -78,20 +80,6 @@ def _exportable(model: nn.Module) -> nn.Module:
     return model.to(memory_format=torch.contiguous_format)
 
 
-def _pt2e_int8(model: nn.Module, *, example: torch.Tensor, calibration: np.ndarray, quantizer: object,
-               fold_quantize: bool = True) -> nn.Module:
-    """Post-training int8 through PT2E: prepare with ``quantizer``, observe ``calibration`` one image at a time
-    (the mobile graph has a batch of 1), convert (``fold_quantize`` False keeps the fp32 weights with their
-    quantize nodes, which LiteRT's converter needs)."""
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-
-    prepared = prepare_pt2e(torch.export.export(model, (example,)).module(), quantizer)
-    with torch.no_grad():
-        for image in calibration:
-            prepared(torch.from_numpy(np.ascontiguousarray(image[None], dtype=np.float32)))
-    return convert_pt2e(prepared, fold_quantize=fold_quantize)
-
-
 def export_pte(model: nn.Module, out_path: str | Path, *, input_size: int, calibration: np.ndarray | None = None
                ) -> Path:
     """An ExecuTorch program lowered to XNNPACK; int8 (XNNPACK quantizer) when ``calibration`` images are given."""
@@ -106,8 +94,9 @@ def export_pte(model: nn.Module, out_path: str | Path, *, input_size: int, calib
             get_symmetric_quantization_config,
         )
 
-        quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
-        model = _pt2e_int8(model, example=example, calibration=calibration, quantizer=quantizer)
+        quantizer = clipped_conv_quantizer(
+            XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True)))
+        model = pt2e_int8(model, example=example, calibration=calibration, quantizer=quantizer)
     program = to_edge_transform_and_lower(torch.export.export(model, (example,)),
                                           partitioner=[XnnpackPartitioner()]).to_executorch()
     out_path = Path(out_path)
@@ -128,8 +117,9 @@ def export_tflite(model: nn.Module, out_path: str | Path, *, input_size: int,
         from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
         from litert_torch.quantize.quant_config import QuantConfig
 
-        quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
-        model = _pt2e_int8(model, example=example, calibration=calibration, quantizer=quantizer,
+        quantizer = clipped_conv_quantizer(
+            PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True)))
+        model = pt2e_int8(model, example=example, calibration=calibration, quantizer=quantizer,
                            fold_quantize=False)
         quant_config = QuantConfig(pt2e_quantizer=quantizer)
     out_path = Path(out_path)
