@@ -38,9 +38,11 @@ import numpy as np
 import redis
 
 from core.cli import run_cli, script_parser
-from core.serve.imaging import check_image
+from core.serve.deployed import DeployedModel
+from core.serve.imaging import check_image, reencode_jpeg
 from core.serve.ood import GATE_FILE
 from core.serve.predict import load_predictor, predict_image
+from core.timing import StageTimer
 
 DEFAULT_SAMPLES = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "ham10000-samples"
 
@@ -293,6 +295,32 @@ def _measure(args: argparse.Namespace, images: list[bytes], *, base: str, token:
     return _Measured(results, wall, known, new, bad, page_times, cost)
 
 
+def stage_breakdown(variant: str, images: list[bytes], *, rounds: int = 3) -> dict[str, list[float]]:
+    """Where one upload's time goes, in-process and one image at a time (a worker's view, 1 thread): decode and
+    checks, the shared resize, gate, model, photo quality, and storage (re-encode + write + fsync); ``gate, own
+    resize`` is the gate as it ran before the resize was shared (measured beside it, same images)."""
+    model = DeployedModel.load(variant, threads=1)
+    stages: dict[str, list[float]] = collections.defaultdict(list)
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(rounds * len(images)):
+            timer = StageTimer()
+            with timer("decode + checks"):
+                image = check_image(images[i % len(images)]).image
+            answer = model.classify(image)
+            if model.gate is not None:
+                with timer("gate, own resize (before)"):
+                    model.gate.check(image)
+            with timer("storage"):
+                path = Path(tmp) / f"{i}.jpg"
+                with open(path, "wb") as f:
+                    f.write(reencode_jpeg(image))
+                    os.fsync(f.fileno())
+            if i >= len(images):  # the first round warms the sessions and caches
+                for stage, ms in {**timer.ms, **answer.stage_ms}.items():
+                    stages[stage].append(ms)
+    return stages
+
+
 def _print_report(args: argparse.Namespace, m: _Measured, *, images: list[bytes], limit_label: str) -> None:
     ok = np.array([ms for ms, status in m.results if status == 200])
     statuses = collections.Counter(status for _, status in m.results)
@@ -312,6 +340,11 @@ def _print_report(args: argparse.Namespace, m: _Measured, *, images: list[bytes]
         print(f"{'HTTP latency of 200s, p50 (ms)':<40} {np.percentile(ok, 50):10.1f}")
         print(f"{'HTTP latency of 200s, p95 (ms)':<40} {np.percentile(ok, 95):10.1f}")
     print(f"{'baseline: model call in-process (ms)':<40} {statistics.median(direct):10.1f}")
+    stages = stage_breakdown(args.variant, images)
+    print(f"\none upload in-process, by stage ({len(images)} images x 2 rounds, median / p95 ms; accepted images):")
+    for stage in ("decode + checks", "preprocess", "gate", "model", "quality", "storage", "gate, own resize (before)"):
+        if stages.get(stage):
+            print(f"  {stage:<38} {np.percentile(stages[stage], 50):7.2f} / {np.percentile(stages[stage], 95):7.2f}")
     if m.known:
         print(f"\nregistration response time, {len(m.known)} interleaved tries each (median, IQR in ms):")
         for label, times in (("address already registered", m.known), ("new address", m.new)):

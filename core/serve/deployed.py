@@ -8,7 +8,7 @@ researcher looking at the same image and variant read the same answer.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +17,12 @@ from torch.utils.data import DataLoader
 
 from core.artifacts.card import DEFAULT_MODELS_DIR, Card
 from core.classes import CLASSES, clinical_name
+from core.data.transforms import image_array
 from core.errors import ModelError
 from core.serve.ood import GATE_FILE, OodGate
-from core.serve.predict import Prediction, Predictor, load_predictor, predict_batches, predict_image
+from core.serve.predict import Prediction, Predictor, load_predictor, predict_array, predict_batches
 from core.serve.quality import PhotoQuality, photo_quality
+from core.timing import StageTimer
 from core.triage import Decision, Triage, advice_misses, decide, urgencies
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,7 @@ class Classification:
     prediction: Prediction | None = None
     decision: Decision | None = None  # carries "uncertain": the flag and the next step are decided together
     quality: PhotoQuality | None = None
+    stage_ms: dict[str, float] = field(default_factory=dict)  # preprocess, gate, model, quality: where time went
 
     @property
     def uncertain(self) -> bool:
@@ -118,16 +121,24 @@ class DeployedModel:
         return Scores(probs, labels, probs.max(axis=1) < self.uncertain_threshold)
 
     def classify(self, image: Image.Image, *, name: str = "deployed") -> Classification:
-        """Gate, then predict; the decision and the advice come from the card's operating points."""
+        """Gate, then predict; the decision and the advice come from the card's operating points. The image is
+        resized and normalised once when the gate's backbone takes the model's preprocessing (the default)."""
+        timer = StageTimer()
+        with timer("preprocess"):
+            x = image_array(image, self.predictor.preprocessing)
         if self.gate is not None:
-            verdict = self.gate.check(image)
+            with timer("gate"):
+                verdict = self.gate.check(image, array=x if self.gate.prep == self.predictor.preprocessing else None)
             if not verdict.accepted:
-                return Classification(accepted=False, refusal_reason=verdict.reason)
-        prediction = predict_image(self.predictor, image, name=name)
+                return Classification(accepted=False, refusal_reason=verdict.reason, stage_ms=timer.ms)
+        with timer("model"):
+            prediction = predict_array(self.predictor, x, name=name)
+        with timer("quality"):
+            quality = photo_quality(image)
         probs = {c: float(p) for c, p in zip(CLASSES, prediction.probs, strict=True)}
         uncertain = prediction.confidence < self.uncertain_threshold
-        return Classification(accepted=True, prediction=prediction,
-                              decision=decide(probs, self.triage, uncertain=uncertain), quality=photo_quality(image))
+        return Classification(accepted=True, prediction=prediction, stage_ms=timer.ms,
+                              decision=decide(probs, self.triage, uncertain=uncertain), quality=quality)
 
 
 def resolve_uncertain_threshold(card: Card, configured: float | None, *, folder: Path | str = "") -> float:

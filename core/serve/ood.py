@@ -126,13 +126,15 @@ class OodGate:
         xpx = np.einsum("nd,de,ne->n", x, self.precision, x, optimize=True)
         return np.min(xpx[:, None] - 2 * x @ pm.T + mpm[None, :], axis=1)
 
-    def check(self, image: Image.Image) -> GateDecision:
+    def check(self, image: Image.Image, *, array: np.ndarray | None = None) -> GateDecision:
+        """``array``: ``image`` already preprocessed with :attr:`prep` (3, H, W), when the caller has it."""
         spread = ImageStat.Stat(image.convert("RGB")).stddev  # per channel, in C: a flat colour is not flat grey
         if max(spread) < self.min_pixel_std:
             return GateDecision(False, "uniform", float("inf"))
         if fine_detail_share(image) > MAX_FINE_DETAIL:
             return GateDecision(False, "noise", float("inf"))
-        distance = float(self.distances(self.embedder(image_array(image, self.prep)[None]))[0])
+        x = image_array(image, self.prep) if array is None else array
+        distance = float(self.distances(self.embedder(x[None]))[0])
         return GateDecision(distance <= self.threshold, "" if distance <= self.threshold else "unfamiliar", distance)
 
     def save(self, folder: Path) -> Path:

@@ -194,9 +194,13 @@ class Prediction:
 
 def predict_image(predictor: Predictor, image: Image.Image, *, name: str) -> Prediction:
     """Preprocess with the model's own preprocessing, run it, and time the model call alone."""
-    x = image_array(image, predictor.preprocessing)[None]
+    return predict_array(predictor, image_array(image, predictor.preprocessing), name=name)
+
+
+def predict_array(predictor: Predictor, x: np.ndarray, *, name: str) -> Prediction:
+    """One image already preprocessed with ``predictor.preprocessing`` (3, H, W); the model call alone timed."""
     start = time.perf_counter()
-    logits = predictor.logits(x)
+    logits = predictor.logits(x[None])
     return Prediction(name, probabilities(predictor, logits)[0], (time.perf_counter() - start) * 1e3)
 
 

@@ -62,3 +62,36 @@ def test_scores_say_what_a_user_would_see_uncertain_and_the_accuracy_of_the_rest
     assert confident["advice_mel_watch_share"] == 0.5  # the same melanoma, shown as confident: told "watch"
     everything_uncertain = Scores(probs, labels, np.ones(4, dtype=bool)).deployment_metrics(None)
     assert everything_uncertain["uncertain_share"] == 1.0 and np.isnan(everything_uncertain["accuracy_confident"])
+
+
+def test_one_resize_serves_gate_and_model_with_the_same_answer(
+        gated_variant: tuple[Path, dict[str, float]], samples_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
+    import core.serve.deployed as deployed
+    import core.serve.ood as ood
+    from core.serve.predict import predict_image
+
+    folder, _ = gated_variant
+    model = DeployedModel.load(folder)
+    image = check_image(sorted(samples_dir.glob("*.jpg"))[0].read_bytes()).image
+    calls = []
+    for module in (deployed, ood):
+        original = module.image_array
+        monkeypatch.setattr(module, "image_array", lambda im, prep, f=original: calls.append(prep) or f(im, prep))
+    # the test gate's backbone takes 96 px, the tiny model 32: each resizes for itself
+    assert model.gate is not None and model.gate.prep != model.predictor.preprocessing
+    model.classify(image)
+    assert len(calls) == 2
+    # a gate at the model's own preprocessing (the default of scripts.fit_ood_gate): one resize for both; its
+    # backbone stands in by returning a class mean (distance 0: accepted) after checking what it was given
+    seen = []
+    model.gate = dataclasses.replace(model.gate, prep=model.predictor.preprocessing,
+                                     embedder=lambda x: seen.append(x) or model.gate.means[:1])
+    calls.clear()
+    answer = model.classify(image)
+    assert len(calls) == 1 and answer.accepted
+    assert np.array_equal(seen[0][0], deployed.image_array(image, model.predictor.preprocessing))
+    assert np.allclose(answer.prediction.probs, predict_image(model.predictor, image, name="x").probs, atol=1e-6)
+    assert set(answer.stage_ms) == {"preprocess", "gate", "model", "quality"}
+    assert all(ms >= 0 for ms in answer.stage_ms.values())
