@@ -14,6 +14,8 @@ import pytest
 from core.artifacts.card import Card, read_variant_card
 from core.calibration import calibrated_softmax, fit_calibration, fit_temperature, uncertain_threshold
 from core.errors import ModelError
+from core.jobs.sweep.config import GROUP_KINDS
+from core.jobs.upgrade import family_from_name
 from core.metrics import evaluate_logits, expected_calibration_error
 from core.serve.predict import load_predictor, predict_batches
 
@@ -152,6 +154,9 @@ def test_artifacts_of_earlier_versions_are_refused_with_the_command_that_upgrade
         store.con.execute("UPDATE artifacts SET path = replace(path, 'card.json', 'model_card.json')")
         store.con.execute("UPDATE runs SET config = json_merge_patch(config, '{\"family\": null}') "
                           "WHERE variant = 'pruned-0.5-static'")
+        # the label an earlier version of the upgrade wrote for prune-then-train cells (one family shown as two)
+        store.con.execute("UPDATE runs SET config = json_merge_patch(config, '{\"family\": \"pruned then trained\"}') "
+                          "WHERE variant = 'pruned-0.5-fp32'")
 
     args = [str(tmp_path / "models"), str(root), "--db", str(db), "--models-dir", str(tmp_path / "models")]
     assert run_cli(upgrade_artifacts.main, upgrade_artifacts.get_args_parser(), args) == 0
@@ -170,5 +175,9 @@ def test_artifacts_of_earlier_versions_are_refused_with_the_command_that_upgrade
         assert store.query("SELECT count(*) n FROM artifacts WHERE path LIKE '%model_card.json'")["n"][0] == 0
         assert store.query("SELECT count(*) n FROM runs WHERE kind = 'variant' AND "
                            "json_extract_string(config, '$.family') IS NULL")["n"][0] == 0
+        families = store.query("SELECT DISTINCT json_extract_string(config, '$.family') f FROM runs "
+                               "WHERE kind = 'variant'")["f"].tolist()
+        assert "pruned then trained" not in families and "pruned, then trained" in families
+    assert family_from_name("ptt-0.5-fp32") == GROUP_KINDS["retrained"]  # the sweep's label, one spelling
     assert run_cli(upgrade_artifacts.main, upgrade_artifacts.get_args_parser(), args) == 0  # once: nothing left
     assert "0 folder(s) upgraded" in capsys.readouterr().out

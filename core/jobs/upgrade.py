@@ -33,6 +33,7 @@ from core.artifacts.card import (
 from core.artifacts.records import Calibration, Compression, Deployment, Origin
 from core.classes import CLASSES
 from core.data.transforms import Preprocessing
+from core.jobs.sweep.config import GROUP_KINDS
 from core.metrics import evaluate_logits
 from core.provenance import git_sha, utc_now
 from core.serve.predict import load_predictor, predict_logits
@@ -162,13 +163,16 @@ def upgrade_folders(root: str | Path, *, models_dir: str | Path, target_accuracy
     return done
 
 
+_PREFIX_KIND = {"macs-": "budget", "pruned-": "structured", "unstructured-": "unstructured", "ptt-": "retrained",
+                "res-": "resolution"}
+_OLD_FAMILIES = {"pruned then trained": GROUP_KINDS["retrained"]}  # labels earlier versions of this command wrote
+
+
 def family_from_name(variant: str) -> str:
-    """The family of a variant stored before the sweep recorded it, from its name."""
-    for prefix, family in (("macs-", "pruned after training"), ("pruned-", "pruned (per-layer ratio)"),
-                           ("unstructured-", "unstructured sparsity"), ("ptt-", "pruned then trained"),
-                           ("res-", "lower resolution")):
+    """The family of a variant stored before the sweep recorded it, from its name (the sweep's own labels)."""
+    for prefix, kind in _PREFIX_KIND.items():
         if variant.startswith(prefix):
-            return family
+            return GROUP_KINDS[kind]
     return "dense"
 
 
@@ -186,6 +190,12 @@ def upgrade_store(db: str | Path) -> dict[str, int]:
         for run_id, variant in missing:
             con.execute("UPDATE runs SET config = json_merge_patch(config, json_object('family', ?)) WHERE run_id = ?",
                         [family_from_name(str(variant)), run_id])
-    log.info("%s: %d artifact path(s) to %s, %d variant run(s) given their family", db, paths, CARD_NAME,
-             len(missing))
-    return {"artifact_paths": int(paths), "families": len(missing)}
+        renamed = 0
+        for old_label, family in _OLD_FAMILIES.items():
+            renamed += con.execute("SELECT count(*) FROM runs WHERE kind = 'variant' AND "
+                                   "json_extract_string(config, '$.family') = ?", [old_label]).fetchone()[0]
+            con.execute("UPDATE runs SET config = json_merge_patch(config, json_object('family', ?)) "
+                        "WHERE kind = 'variant' AND json_extract_string(config, '$.family') = ?", [family, old_label])
+    log.info("%s: %d artifact path(s) to %s, %d variant run(s) given their family, %d renamed to the sweep's label",
+             db, paths, CARD_NAME, len(missing), renamed)
+    return {"artifact_paths": int(paths), "families": len(missing), "families_renamed": int(renamed)}
