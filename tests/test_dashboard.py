@@ -428,3 +428,29 @@ def test_the_served_variant_keeps_its_parents_screening_and_says_why(sweep_store
         third = deployed_choice(store)
         # neither keeps it now: the one that tells the fewest melanomas "usually harmless", and the reason says so
         assert third.folder == second.folder and "no int8 file keeps" in third.reason
+
+
+def test_no_fit_names_the_limit_that_excluded_the_variants_and_the_closest() -> None:
+    import pandas as pd
+
+    from core.store.analysis import no_fit_reason
+
+    df = pd.DataFrame({"kind": "variant", "variant": ["a-static", "b-static", "c-fp32"],
+                       "size_mb": [0.16, 0.20, 0.50], "latency_ms": [2.0, 2.5, 4.0],
+                       "bal_acc_delta": [-0.03, -0.02, -0.005], "size_x": 1.0, "speed_x": 1.0})
+    assert recommend(df, max_loss=0.01, max_size_mb=0.2) is None
+    said = no_fit_reason(df, max_loss=0.01, max_size_mb=0.2)
+    assert said.startswith("2 variant(s) fit 0.2 MB, but the 1-point loss limit excludes them all")
+    assert "the closest, b-static (0.20 MB, 2.50 ms), loses 2.0 points" in said
+    said = no_fit_reason(df, max_loss=0.01, max_size_mb=0.1)
+    assert said.startswith("No variant is within 0.1 MB and the 1-point loss limit: the smallest within the limit "
+                           "is c-fp32 (0.50 MB")
+    assert no_fit_reason(df, max_loss=0.001).startswith("3 variant(s) are shown, but the 0.1-point loss limit")
+
+
+def test_tradeoffs_says_why_no_variant_fits(app_env: Path) -> None:
+    at = _run()
+    at.number_input(key="to_size").set_value(0.001).run()
+    assert "No variant fits this budget" in [h.value for h in at.header]
+    assert any(c.value.startswith("No variant is within 0.001 MB") and "the smallest" in c.value
+               for c in at.caption)

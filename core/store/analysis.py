@@ -264,6 +264,39 @@ def recommend(df: pd.DataFrame, *, max_loss: float = 0.01, max_size_mb: float | 
                           float(best.get("latency_b1_iqr_ms", np.nan)))
 
 
+def no_fit_reason(df: pd.DataFrame, *, max_loss: float = 0.01, max_size_mb: float | None = None,
+                  max_latency_ms: float | None = None) -> str:
+    """Why :func:`recommend` found nothing: which limit excluded the variants that meet the other, and the closest
+    variant (a sentence for the page that said "no variant fits")."""
+    cand = df[(df["kind"] == "variant") & df["bal_acc_delta"].notna()]
+    if cand.empty:
+        return "No variant here has a measured difference against its dense parent."
+    within_loss = cand["bal_acc_delta"] >= -max_loss - 1e-12
+    within_budget = pd.Series(True, index=cand.index)
+    budget = []
+    if max_size_mb is not None:
+        within_budget &= cand["size_mb"] <= max_size_mb
+        budget.append(f"{max_size_mb:g} MB")
+    if max_latency_ms is not None:
+        within_budget &= cand["latency_ms"] <= max_latency_ms
+        budget.append(f"{max_latency_ms:g} ms")
+    limit = f"the {max_loss * 100:g}-point loss limit"
+    if within_budget.any():
+        fits = cand[within_budget]
+        closest = fits.loc[fits["bal_acc_delta"].idxmax()]
+        where = f"fit {' and '.join(budget)}" if budget else "are shown"
+        return (f"{len(fits)} variant(s) {where}, but {limit} excludes them all: "
+                f"the closest, {closest['variant']} ({closest['size_mb']:.2f} MB, {closest['latency_ms']:.2f} ms), "
+                f"loses {-closest['bal_acc_delta'] * 100:.1f} points.")
+    pool = cand[within_loss] if within_loss.any() else cand
+    closest = pool.sort_values(["size_mb", "latency_ms"]).iloc[0]
+    return (f"No variant is within {' and '.join(budget)}"
+            + (f" and {limit}" if within_loss.any() else "")
+            + f": the smallest{' within the limit' if within_loss.any() else ''} is {closest['variant']} "
+            f"({closest['size_mb']:.2f} MB, {closest['latency_ms']:.2f} ms, "
+            f"{closest['bal_acc_delta'] * 100:+.1f} points).")
+
+
 DEPLOYABLE_MODES = ("fp32", "static", "dynamic", "fp16", "qat")  # ONNX files (what the budget table compares)
 
 

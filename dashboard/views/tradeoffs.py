@@ -17,6 +17,7 @@ from core.store.analysis import (
     DeployedChoice,
     chart_points,
     deployed_choice,
+    no_fit_reason,
     pareto_front,
     ratio_text,
     recommend,
@@ -94,7 +95,8 @@ with st.container(border=True):
     pick = recommend(candidates, max_loss=loss / 100, max_size_mb=size_budget, max_latency_ms=latency_budget)
     if pick is None:
         st.header("No variant fits this budget")
-        st.caption("Allow a larger loss or a larger size / latency budget.")
+        st.caption(no_fit_reason(candidates, max_loss=loss / 100, max_size_mb=size_budget,
+                                 max_latency_ms=latency_budget) + " Allow a larger loss or a larger budget.")
     else:
         st.header(f"Recommended: {pick.headline}", anchor="recommended")
         st.markdown(f"**{pick.absolute}** ({split} split). Ratios against the {BASELINES[base_choice]} model of the "
