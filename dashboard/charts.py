@@ -49,13 +49,13 @@ def log_ticks(values, unit: str) -> tuple[list[float], list[str]]:
     if not finite:
         return [], []
     low, high = min(finite), max(finite)
-    ticks = []
-    for exponent in range(math.floor(math.log10(low)) - 1, math.ceil(math.log10(high)) + 1):
-        for mantissa in (1, 2, 5):
-            tick = mantissa * 10.0 ** exponent
-            if low / 1.5 <= tick <= high * 1.5:
-                ticks.append(tick)
-    if len(ticks) < 2:  # a narrow range: its ends
+    ticks: list[float] = []
+    for mantissas in ((1, 2, 5), (1, 1.5, 2, 3, 4, 5, 7)):  # finer where the range spans less than a decade
+        ticks = [m * 10.0 ** e for e in range(math.floor(math.log10(low)) - 1, math.ceil(math.log10(high)) + 1)
+                 for m in mantissas if low / 1.5 <= m * 10.0 ** e <= high * 1.5]
+        if len(ticks) >= 4:
+            break
+    if len(ticks) < 2:  # a very narrow range: its ends
         ticks = sorted({low, high})
     return ticks, [f"{t:.3g} {unit}" for t in ticks]
 

@@ -299,6 +299,8 @@ def test_log_axis_ticks_carry_their_value_and_unit(app_env: Path) -> None:
     """Issue 22: on the log size axis a 0.17 MB model sits near '0.2 MB', never near a bare '2'."""
     from dashboard.charts import log_ticks
 
+    narrow = log_ticks([0.16, 0.2, 0.5], "MB")  # less than a decade: 1-2-5 alone gives two labels
+    assert narrow[1] == ["0.15 MB", "0.2 MB", "0.3 MB", "0.4 MB", "0.5 MB", "0.7 MB"]
     assert log_ticks([0.17, 3.9, 13.6], "MB") == ([0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0],
                                                   ["0.2 MB", "0.5 MB", "1 MB", "2 MB", "5 MB", "10 MB", "20 MB"])
     at = _run()
