@@ -164,12 +164,16 @@ def test_live_panel_predicts_a_synthetic_image(app_env: Path) -> None:
     with ResultsStore(app_env, read_only=True) as store:
         deployed = deployed_variant(store)
     chosen = at.multiselect(key="live_variants").value
-    assert chosen[0].startswith(f"test_efficientnet / {deployed.name} (run …")  # the web app's default first
-    assert len(chosen) == 2 and " / dense-torch_fp32 (run …" in chosen[1]
+    assert chosen[0].startswith(f"{deployed.name} · test_efficientnet (run …")  # the web app's default first
+    assert len(chosen) == 2 and chosen[1].startswith("dense-torch_fp32 · ")  # the variant first: told apart
     at.radio(key="live_source").set_value("Synthetic example").run()
     assert not at.exception, [e.value for e in at.exception]
-    assert any("Agreement between variants" in m.value for m in at.markdown)
-    assert len(at.dataframe[0].value) >= 1
+    said = next(m.value for m in at.markdown if "Agreement between variants" in m.value)
+    tops = at.dataframe[0].value["prediction"]
+    if tops.nunique() == 1:
+        assert said == f"Agreement between variants: all 2 give **{tops.iloc[0]}**."
+    else:  # each class named with the variants that gave it, not a percentage
+        assert "they disagree" in said and all(t in said for t in tops) and "%" not in said
     assert any("Ground truth: **Melanoma** (mel)" in m.value for m in at.markdown)
     assert any("synthetic demo images" in w.value for w in at.warning)  # these test models never saw real skin
     assert any("int8 models do not provide" in c.value for c in at.caption)  # why the static variant has no CAM
@@ -456,3 +460,18 @@ def test_tradeoffs_says_why_no_variant_fits(app_env: Path) -> None:
     assert "No variant fits this budget" in [h.value for h in at.header]
     assert any(c.value.startswith("No variant is within 0.001 MB") and "the smallest" in c.value
                for c in at.caption)
+
+
+def test_agreement_is_said_in_words() -> None:
+    from core.serve.predict import Prediction
+    from dashboard.wording import agreement_sentence
+
+    def said(label: str, top: int) -> Prediction:
+        probs = np.full(7, 0.05)
+        probs[top] = 0.7
+        return Prediction(label, probs, 1.0)
+
+    a, b = said("dense-static · m (run …ab12)", 0), said("dense-torch_fp32 · m (run …ab12)", 1)
+    assert agreement_sentence([a, said("x · m", 0)]) == "Agreement between variants: all 2 give **Melanoma**."
+    assert agreement_sentence([a, b]) == ("Agreement between variants: **they disagree** on the top class: "
+                                          "Melanoma (dense-static); Melanocytic nevus (dense-torch_fp32).")

@@ -16,11 +16,11 @@ from core.serve.facts import model_facts
 from core.serve.gradcam import grad_cam_view
 from core.serve.imaging import ImageRejected, check_image, reencode_jpeg
 from core.serve.ood import NOT_A_LESION
-from core.serve.predict import agreement
 from core.store.analysis import deployed_variant, variant_card_paths
 from core.triage import DISCLAIMER, NEXT_STEPS_SHORT
 from dashboard.charts import cam_figure, phone_friendly
 from dashboard.state import deployed_model, reader, samples_dir
+from dashboard.wording import agreement_sentence
 
 st.title("Test an image")
 st.warning(DISCLAIMER, icon=":material/medical_information:")
@@ -36,7 +36,8 @@ if cards.empty:
     st.info("No deployable variants with their files on this machine. Run a sweep to create some.")
     st.stop()
 # The parent run's id tail tells apart variants of two trainings of the same architecture.
-labels = {f"{r.model} / {r.variant} (run …{r.run_id.split('.')[0][-4:]})": str(Path(r.path).parent)
+# The variant first: in a narrow table column "efficientnet_lite0 / de…" told two variants of one model apart badly.
+labels = {f"{r.variant} · {r.model} (run …{r.run_id.split('.')[0][-4:]})": str(Path(r.path).parent)
           for r in cards.itertuples()}
 # Default: the variant the web app deploys, beside its dense PyTorch parent.
 first = next((k for k, folder in labels.items() if folder == deployed), next(iter(labels)))
@@ -130,10 +131,10 @@ probs_chart = px.bar(probs, x="probability", y="class", color="variant", barmode
 probs_chart.update_layout(yaxis_title=None)
 phone_friendly(probs_chart, plot_height=320)  # long class names need the width: the legend goes below
 right.plotly_chart(probs_chart, width="stretch", key="live_probs")
-right.write(f"Agreement between variants: **{agreement(results):.0%}** on the top class.")
+right.write(agreement_sentence(results))
 # Full width, and narrow columns for the figures: at 1440 px the latency columns were cut off beside the image.
 st.dataframe(summary, hide_index=True, width="stretch", key="live_summary",
-             column_config={"variant": st.column_config.TextColumn(width="small"),
+             column_config={"variant": st.column_config.TextColumn(width="medium"),
                             "prediction": st.column_config.TextColumn(width="medium"),
                             "correct": st.column_config.CheckboxColumn(width="small"),
                             "confidence": st.column_config.ProgressColumn(min_value=0, max_value=1, format="%.2f",
@@ -141,7 +142,7 @@ st.dataframe(summary, hide_index=True, width="stretch", key="live_summary",
                             "possibly malignant": st.column_config.ProgressColumn(min_value=0, max_value=1,
                                                                                   format="%.2f", width="small"),
                             "refer (operating point)": st.column_config.TextColumn("refer", width="small"),
-                            "advice": st.column_config.TextColumn(width="small"),
+                            "advice": st.column_config.TextColumn(width="medium"),
                             "this image, ms (one run)": st.column_config.NumberColumn("ms, this run", format="%.1f",
                                                                                       width="small"),
                             "sweep median ms": st.column_config.TextColumn("ms, sweep median (IQR)",
