@@ -475,3 +475,35 @@ def test_agreement_is_said_in_words() -> None:
     assert agreement_sentence([a, said("x · m", 0)]) == "Agreement between variants: all 2 give **Melanoma**."
     assert agreement_sentence([a, b]) == ("Agreement between variants: **they disagree** on the top class: "
                                           "Melanoma (dense-static); Melanocytic nevus (dense-torch_fp32).")
+
+
+def test_run_detail_follows_the_sidebar_split_and_names_runs_once(app_env: Path) -> None:
+    with ResultsStore(app_env, read_only=True) as store:
+        df = variants_frame(store)
+    variant = df[df["variant"] == "pruned-0.5-static"].iloc[0]
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.session_state["detail_id"] = variant["run_id"]
+    at.run()
+    at.sidebar.selectbox(key="f_split").set_value("val").run()
+    at.switch_page("views/run_detail.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.query_params["f_split"] == "val"  # one Split, in the address, on every page
+    titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
+    assert any(t.startswith("Screening ROC (val)") for t in titles)
+    assert not [r for r in at.radio if r.label == "Split"]  # no second switch that could disagree
+    label = at.selectbox(key="detail_run").format_func(variant["run_id"])
+    assert "nan" not in label and variant["run_id"] not in label  # "trained (…nan) (id)" before
+
+
+def test_short_names_of_trained_runs_carry_their_own_id_tail() -> None:
+    import pandas as pd
+
+    from core.store.analysis import short_names
+
+    df = pd.DataFrame({"run_id": ["20261204-1932", "20261204-1932.p0.static", "20261205-1932"],
+                       "variant": ["trained", "dense-static", "trained"], "model": "m",
+                       "parent_run_id": [np.nan, "20261204-1932", None]})
+    names = short_names(df)
+    assert names["20261204-1932.p0.static"] == "dense-static (…1932)"
+    assert names["20261204-1932"] == "trained (…1932) 20261204-1932"  # the same label twice: the ids tell apart
+    assert "nan" not in "".join(names.values())

@@ -422,10 +422,17 @@ def class_support(store: ResultsStore, run_id: str, *, split: str = "test") -> p
 
 
 def short_names(df: pd.DataFrame) -> dict[str, str]:
-    """run_id -> a short label, e.g. ``pruned-0.5-static (…c307)``; the model is added where several are shown."""
+    """run_id -> a short label, e.g. ``pruned-0.5-static (…c307)``, the tail of the training run it comes from (a
+    trained run's own); the model is added where several are shown, the full run id where two labels would clash."""
     several = df["model"].nunique() > 1
-    return {r.run_id: f"{r.model + ' ' if several else ''}{r.variant} (…{str(r.parent_run_id or r.run_id)[-4:]})"
-            for r in df.itertuples()}
+
+    def label(r) -> str:
+        source = r.parent_run_id if isinstance(r.parent_run_id, str) and r.parent_run_id else r.run_id
+        return f"{r.model + ' ' if several else ''}{r.variant} (…{source.split('.')[0][-4:]})"
+
+    names = {r.run_id: label(r) for r in df.itertuples()}
+    clashes = pd.Series(names).duplicated(keep=False)
+    return {run_id: f"{name} {run_id}" if clashes[run_id] else name for run_id, name in names.items()}
 
 
 def variant_card_paths(store: ResultsStore) -> pd.DataFrame:

@@ -39,11 +39,18 @@ elif ss.get("detail_run") not in ids:  # a shared link's run, the last one looke
     kept = remembered("detail_run", None)
     ss["detail_run"] = kept if kept in ids else ids[0]
 names = short_names(df)
-run_id = st.selectbox("Run", ids, key="detail_run", format_func=lambda i: f"{names.get(i, i)} ({i})")
+run_id = st.selectbox("Run", ids, key="detail_run", format_func=lambda i: names.get(i, i))
 with reader() as store:
     detail = run_detail(store, run_id)
+st.caption(f"Run `{run_id}`")
+# One Split for the whole dashboard: the sidebar's (in the URL); a page-own switch reset and disagreed with it.
 splits = sorted(detail.per_class["split"].unique())
-split = st.radio("Split", splits, horizontal=True, key="detail_split") if splits else None
+split = ss.get("f_split", "test")
+if splits and split not in splits:
+    st.caption(f"This run has no {split} figures: showing {splits[0]}.")
+    split = splits[0]
+elif not splits:
+    split = None
 scalars = detail.metrics[detail.metrics["split"] == split].set_index("name")["value"] if split else None
 if scalars is not None and not scalars.empty:
     cols = st.columns(6)
