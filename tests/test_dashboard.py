@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -507,3 +508,16 @@ def test_short_names_of_trained_runs_carry_their_own_id_tail() -> None:
     assert names["20261204-1932.p0.static"] == "dense-static (…1932)"
     assert names["20261204-1932"] == "trained (…1932) 20261204-1932"  # the same label twice: the ids tell apart
     assert "nan" not in "".join(names.values())
+
+
+def test_compare_says_differences_and_ratios_in_the_dashboards_words(app_env: Path) -> None:
+    at = _run("views/compare.py")
+    assert not at.exception, [e.value for e in at.exception]
+    table = at.dataframe[0].value
+    assert all(re.fullmatch(r"[+-]\d+\.\d pts|", v) for v in table.loc["Δ balanced accuracy vs dense"])  # not 0.035
+    assert all(re.fullmatch(r"\d+\.\dx (smaller|larger)|—|", v) for v in table.loc["smaller (x)"])
+    assert all(re.fullmatch(r"\d+\.\dx (faster|slower)|—|", v) for v in table.loc["faster (x)"])
+    assert not any(v == "nan" for v in table.to_numpy().ravel())
+    for warning in at.warning:  # a melanoma drop names the variant it belongs to
+        if "melanoma recall drops" in warning.value:
+            assert re.match(r".+ \(….{4}\): melanoma recall drops by \d+\.\d points", warning.value)

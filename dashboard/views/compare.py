@@ -7,7 +7,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from core.store.analysis import class_support, recall_deltas, short_names
+from core.store.analysis import class_support, ratio_text, recall_deltas, short_names
 from dashboard.charts import phone_friendly
 from dashboard.state import filtered_variants, reader, remembered
 
@@ -49,14 +49,22 @@ def _highlight(row: pd.Series) -> list[str]:
     return ["background-color: #d8f0dd; font-weight: 600" if v == best else "" for v in values]
 
 
-def _format(v: object) -> str:
-    return f"{v:.3f}" if isinstance(v, float) else str(v)
+# Each row in the words every other page uses: "+3.5 pts", "1.9x smaller" / "1.1x larger"; blank where not stored.
+FORMATS = {"Δ balanced accuracy vs dense": lambda v: f"{v * 100:+.1f} pts",
+           "smaller (x)": lambda v: ratio_text(v, "smaller", "larger"),
+           "faster (x)": lambda v: ratio_text(v, "faster", "slower")}
+
+
+def _format(row: pd.Series) -> pd.Series:
+    number = FORMATS.get(row.name, lambda v: f"{v:.3f}")
+    return row.map(lambda v: "" if v is None or (isinstance(v, float) and v != v)
+                   else number(v) if isinstance(v, float) else str(v))
 
 
 # Shown as text (rows mix numbers and names, which Arrow cannot hold in one column); highlighted on the numbers.
 styles = side.apply(_highlight, axis=1, result_type="broadcast")
-st.dataframe(side.map(_format).style.apply(lambda _: styles, axis=None), width="stretch", key="compare_table",
-             height=38 * (len(side) + 1))
+st.dataframe(side.apply(_format, axis=1).style.apply(lambda _: styles, axis=None), width="stretch",
+             key="compare_table", height=35 * (len(side) + 1) + 3)  # rows of 35 px + the header: no blank row
 st.caption("Best value of each row highlighted. Ratios and Δ are against the dense PyTorch FP32 cell of the same "
            "parent, measured in the same sweep. Referral figures are each variant's screening operating point "
            "(fitted on validation for 0.90 / 0.85 sensitivity) on the chosen split.")
@@ -79,8 +87,8 @@ if deltas.notna().any().any():
         st.caption("Few images: " + ", ".join(f"{c} {int(n)}" for c, n in few.items()) +
                    f". One image of a class with n images moves its recall by 1/n (e.g. {1 / few.min():.2f}).")
     mel = deltas.loc["mel"].dropna()
-    if not mel.empty and mel.min() < 0:
-        st.warning(f"Melanoma recall drops by up to {-mel.min():.3f} against the dense model: the error that "
-                   "matters most.")
+    for run, drop in mel[mel < 0].items():
+        st.warning(f"{names.get(run, run)}: melanoma recall drops by {-drop * 100:.1f} points against its dense "
+                   "model, the error that matters most.")
 else:
     st.caption("No dense FP32 baseline cell of the same parent to compare against.")
