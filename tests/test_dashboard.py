@@ -132,7 +132,14 @@ def test_every_page_runs_without_exceptions(app_env: Path, page: str) -> None:
 
 def test_filters_change_the_rows(app_env: Path) -> None:
     at = _run("views/runs.py")
-    all_rows = len(at.dataframe[0].value)
+    table = at.dataframe[0].value
+    all_rows = len(table)
+    text = [c for c in table.columns if pd.api.types.is_object_dtype(table[c])]
+    assert not table.isin(["None", "nan"]).any().any() and not table[text].isna().any().any()
+    with ResultsStore(app_env, read_only=True) as store:  # Δ in points, as every other page says it
+        stored = variants_frame(store).set_index("run_id")["bal_acc_delta"]
+    shown = table.set_index("run_id")["bal_acc_delta"].dropna()
+    assert np.allclose(shown, stored.loc[shown.index] * 100)
     at.multiselect(key="f_quant").set_value(["static"]).run()
     assert not at.exception
     assert len(at.dataframe[0].value) == 2 < all_rows

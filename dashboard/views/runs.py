@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
 from core.store.analysis import ratio_text
@@ -16,6 +17,9 @@ table = df[[c for c in columns if c in df.columns]]
 table = table.assign(  # one wording everywhere: "2.1x slower", never "0.5x faster"
     **({"size_x": table["size_x"].map(lambda r: ratio_text(r, "smaller", "larger"))} if "size_x" in table else {}),
     **({"speed_x": table["speed_x"].map(lambda r: ratio_text(r, "faster", "slower"))} if "speed_x" in table else {}))
+table = table.assign(**({"bal_acc_delta": table["bal_acc_delta"] * 100} if "bal_acc_delta" in table else {}))
+text = [c for c in table.columns if pd.api.types.is_object_dtype(table[c])]  # an empty cell, never the word "None"
+table = table.assign(**{c: table[c].where(table[c].notna(), "") for c in text})
 query = st.text_input("Search run id / variant", key="runs_search")
 if query:
     table = table[table["run_id"].str.contains(query, case=False) | table["variant"].str.contains(query, case=False)]
@@ -28,7 +32,7 @@ event = st.dataframe(table, width="stretch", hide_index=True, key="runs_table", 
                             "accuracy": st.column_config.NumberColumn("Accuracy", format="%.3f"),
                             "size_mb": st.column_config.NumberColumn("Size (MB)", format="%.2f"),
                             "latency_ms": st.column_config.NumberColumn("Latency (ms, batch 1)", format="%.2f"),
-                            "bal_acc_delta": st.column_config.NumberColumn("Δ bal. acc.", format="%+.3f"),
+                            "bal_acc_delta": st.column_config.NumberColumn("Δ bal. acc. (pts)", format="%+.1f"),
                             "size_x": "Size vs dense", "speed_x": "Speed vs dense",
                             "auc_macro_ovr": st.column_config.NumberColumn("ROC-AUC (macro)", format="%.3f"),
                             "kappa": st.column_config.NumberColumn("Cohen's kappa", format="%.3f"),
