@@ -52,13 +52,12 @@ def _weighted_figures(y_true: np.ndarray, y_pred: np.ndarray, weights: np.ndarra
     pred_mal = np.isin(y_pred, _MALIGNANT).astype(weights.dtype)
     pos, neg = weights @ true_mal, weights @ (1 - true_mal)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return {
-            "accuracy": weights @ correct / total,
-            "balanced_accuracy": np.nanmean(recalls, axis=1),
-            "mel_recall": recalls[:, CLASSES.index("mel")],
-            "malignant_sensitivity": np.where(pos > 0, weights @ (true_mal * pred_mal) / pos, np.nan),
-            "malignant_specificity": np.where(neg > 0, weights @ ((1 - true_mal) * (1 - pred_mal)) / neg, np.nan),
-        }
+        return dict(zip(INTERVAL_METRICS, (
+            weights @ correct / total,
+            np.nanmean(recalls, axis=1),
+            recalls[:, CLASSES.index("mel")],
+            np.where(pos > 0, weights @ (true_mal * pred_mal) / pos, np.nan),
+            np.where(neg > 0, weights @ ((1 - true_mal) * (1 - pred_mal)) / neg, np.nan)), strict=True))
 
 
 def _lesion_weights(groups: np.ndarray, *, replicates: int, seed: int) -> np.ndarray:

@@ -15,8 +15,8 @@ from flask import Flask, abort, redirect, request, url_for
 from flask_login import current_user
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from webapp import cli, db, errors, predictor, security, storage
 from webapp import config as config_mod
-from webapp import db, errors, predictor, security, storage, users
 from webapp.extensions import csrf, limiter, login_manager, mail
 from webapp.request_body import DrainUnreadBody
 from webapp.security import add_security_headers
@@ -74,7 +74,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     add_security_headers(app)
     predictor.init_app(app)
     storage.init_app(app)
-    app.cli.add_command(users.create_user_command)
+    app.cli.add_command(cli.create_user_command)
 
     @app.before_request
     def refuse_oversized_bodies():  # before parsing: nothing of an oversized upload is spooled

@@ -5,7 +5,6 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 
-import click
 from flask_login import UserMixin
 
 from webapp.db import get_db
@@ -95,26 +94,3 @@ def delete(user_id: int) -> list[str]:
         keys = [r["image_key"] for r in db.execute("SELECT image_key FROM detections WHERE user_id = ?", (user_id,))]
         db.execute("DELETE FROM users WHERE id = ?", (user_id,))
     return keys
-
-
-@click.command("create-user")
-@click.option("--email", required=True, help="the account's address")
-@click.option("--password", prompt=True, hide_input=True, help="at least 12 characters, not easy to guess")
-@click.option("--verified", is_flag=True, help="mark the address as confirmed (no mail is sent)")
-@click.option("--api-token", is_flag=True, help="also create an API token and print it (shown only now)")
-def create_user_command(email: str, password: str, verified: bool, api_token: bool) -> None:
-    """Create an account from the command line (administrators, load tests)."""
-    from webapp import tokens
-    from webapp.security import hash_password, password_problem
-
-    problem = password_problem(password, email=email)
-    if problem:
-        raise click.UsageError(problem)
-    user = create(email, hash_password(password))
-    if user is None:
-        raise click.UsageError(f"{email} is already registered")
-    if verified:
-        update(user.id, verified=1)
-    click.echo(f"created account {user.id} for {user.email}")
-    if api_token:
-        click.echo(tokens.create(user.id))

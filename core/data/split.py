@@ -94,10 +94,6 @@ def write_canonical(df: pd.DataFrame, path: str | Path, columns: list[str]) -> s
     return content_hash(df, columns)
 
 
-def split_csv_bytes(df: pd.DataFrame) -> bytes:
-    return canonical_csv(df, SPLIT_COLUMNS)
-
-
 def split_hash(df: pd.DataFrame) -> str:
     """Content hash of a split; it goes into every result row."""
     return content_hash(df, SPLIT_COLUMNS)

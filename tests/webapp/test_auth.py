@@ -234,3 +234,20 @@ def test_the_profile_downloads_everything_kept_about_the_user(app, client: Flask
     assert archive.read(check["photo"])[:2] == b"\xff\xd8"  # the photo itself
     auth.logout()
     assert client.get("/auth/profile/export").status_code in (302, 401)  # nobody else's
+
+
+def test_create_user_command_makes_a_confirmed_account_with_a_working_token(app: Flask, client: FlaskClient) -> None:
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["create-user", "--email", "admin@example.org", "--password", PASSWORD,
+                                 "--verified", "--api-token"])
+    assert result.exit_code == 0, result.output
+    token = result.output.strip().splitlines()[-1]
+    with app.app_context():
+        user = users.by_email("admin@example.org")
+        assert user is not None and user.verified
+    answer = client.post("/api/v1/predict", headers={"Authorization": f"Bearer {token}"})
+    assert answer.status_code == 400 and "multipart form field 'image'" in answer.get_json()["error"]  # signed in
+    again = runner.invoke(args=["create-user", "--email", "admin@example.org", "--password", PASSWORD])
+    assert again.exit_code != 0 and "already registered" in again.output
+    weak = runner.invoke(args=["create-user", "--email", "b@example.org", "--password", "short"])
+    assert weak.exit_code != 0

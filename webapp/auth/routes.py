@@ -9,12 +9,11 @@ import json
 import re
 import zipfile
 
-from flask import abort, current_app, flash, redirect, render_template, request, send_file, session, url_for
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, send_file, session, url_for
 from flask_limiter.util import get_remote_address
 from flask_login import current_user, login_required, login_user, logout_user
 
 from webapp import detections, tokens, users
-from webapp.auth import bp
 from webapp.auth.forms import (
     ChangeEmailForm,
     ChangePasswordForm,
@@ -38,6 +37,8 @@ from webapp.security import (
     verify_password,
 )
 from webapp.storage import delete_image, image_path
+
+bp = Blueprint("auth", __name__, url_prefix="/auth")
 
 LOGIN_FAILED = ("Invalid email or password, or the address is not confirmed yet (if so, we have just sent it a new "
                 "link: please check your inbox).")

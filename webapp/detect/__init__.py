@@ -1,7 +1,5 @@
 """Detection: upload an image, see the result, browse and delete the history."""
 
-from flask import Blueprint
+from webapp.detect.routes import bp  # the blueprint is defined with its views
 
-bp = Blueprint("detect", __name__, url_prefix="/detect")
-
-from webapp.detect import routes  # noqa: E402,F401
+__all__ = ["bp"]

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import wraps
 
-from flask import abort, current_app, flash, redirect, render_template, request, send_file, url_for
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, send_file, url_for
 from flask_login import current_user, login_required
 
 from core.classes import (
@@ -24,11 +24,12 @@ from core.serve.quality import ADVICE as QUALITY_ADVICE
 from core.triage import APPOINTMENT, DISCLAIMER, NEXT_STEPS_SHORT, URGENT, WATCH, Decision
 from webapp import detections
 from webapp.auth.forms import ConfirmForm
-from webapp.detect import bp
 from webapp.detect.forms import BODY_SITE_NAMES, UploadForm
 from webapp.extensions import limiter
 from webapp.predictor import ModelUnavailable, NotALesion
 from webapp.storage import image_path
+
+bp = Blueprint("detect", __name__, url_prefix="/detect")
 
 URGENCY_CLASS = {URGENT: "urgent", APPOINTMENT: "appointment", WATCH: "watch"}  # history colours (style.css)
 MODEL_UNAVAILABLE = "The model is not available right now. Please try again later."
