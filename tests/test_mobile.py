@@ -75,3 +75,15 @@ def test_damaged_or_unknown_mobile_files_are_clear_errors(tmp_path: Path) -> Non
     with pytest.raises(ModelError, match="unknown mobile mode 'pte_fp16'"):
         export_mobile("pte_fp16", tmp_path / "x.pte", model=torch.nn.Identity(), onnx_file=Path,
                       input_size=SIZE, calibration=None)
+
+
+def test_ort_styles_bench_times_every_style_of_the_same_model(onnx_files: dict[str, Path],
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from core.cli import run_cli
+    from scripts import bench_ort_styles
+
+    args = ["--onnx", str(onnx_files["fp32"]), "--rounds", "1", "--runs", "2", "--threads", "1"]
+    assert run_cli(bench_ort_styles.main, bench_ort_styles.get_args_parser(), args) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith(("onnx (", "ort "))]
+    assert len(rows) == 6  # .onnx at two levels, .ort fixed / runtime for ARM and for amd64
+    assert all(float(row.split()[-1]) < 1e-3 for row in rows)  # the same model in every file

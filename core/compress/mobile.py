@@ -50,8 +50,14 @@ def is_int8(mode: str) -> bool:
     return mode.endswith(("_int8", "_static"))
 
 
-def export_ort(onnx_path: str | Path, out_path: str | Path) -> Path:
-    """Convert an ONNX file to ``out_path`` (.ort) and write ``required_operators.config`` beside it."""
+def export_ort(onnx_path: str | Path, out_path: str | Path, *, style: str = "fixed",
+               target_platform: str | None = None) -> Path:
+    """Convert an ONNX file to ``out_path`` (.ort) and write ``required_operators.config`` beside it.
+
+    ``style``: ``fixed`` (the graph optimised once, at level "all") or ``runtime`` (optimisations a reduced build
+    can apply at load are recorded). The converter leaves out the x86-only NCHWc layout transform unless
+    ``target_platform`` is ``amd64``: that is why a default ``.ort`` runs slower than its ``.onnx`` on x86 (see
+    scripts/bench_ort_styles.py), and why it is the file for an ARM phone."""
     from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, convert_onnx_models_to_ort
 
     onnx_path, out_path = Path(onnx_path), Path(out_path)
@@ -61,8 +67,11 @@ def export_ort(onnx_path: str | Path, out_path: str | Path) -> Path:
         shutil.copyfile(onnx_path, source)
         with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
             warnings.simplefilter("ignore", ResourceWarning)  # the tool leaves the .ort file open: closed here
+            styles = {"fixed": OptimizationStyle.Fixed, "runtime": OptimizationStyle.Runtime}
+            if style not in styles:
+                raise ModelError(f"unknown .ort optimisation style {style!r} (known: {', '.join(styles)})")
             convert_onnx_models_to_ort(source.parent, output_dir=Path(tmp) / "out",
-                                       optimization_styles=[OptimizationStyle.Fixed])
+                                       optimization_styles=[styles[style]], target_platform=target_platform)
             gc.collect()
         produced = sorted((Path(tmp) / "out").glob("*.ort"))
         if not produced:
