@@ -4,6 +4,7 @@ lesion photos through at the chosen rate, survives its file, and is what the sit
 from __future__ import annotations
 
 import io
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from PIL import Image
 
 from core.errors import ModelError
 from core.jobs.gate_fit import bundled_photographs, generated_non_lesion_images
-from core.serve.ood import GATE_FILE, OodGate
+from core.serve.ood import GATE_BACKBONE_FILE, GATE_FILE, OodGate
 from core.store.results import ResultsStore
 
 
@@ -150,3 +151,25 @@ def test_a_model_without_photo_check_says_so_on_every_page(sweep_store: Path, tm
                       "MAIL_SUPPRESS_SEND": True, **RELAXED_LIMITS})
     page = app.test_client().get("/auth/login").data
     assert b'id="no-photo-check"' in page and b"any picture will get an answer" in page
+
+
+def test_an_int8_backbone_gate_is_fitted_and_measured_on_its_own_file(
+        gated_variant: tuple[Path, dict[str, float]], sweep_store: Path, trained_tiny, tmp_path: Path) -> None:
+    import onnx
+
+    from core.jobs.gate_fit import GateConfig, run_gate_fit
+
+    fp32_folder, fp32_figures = gated_variant
+    folder = tmp_path / "pruned-0.5-static"
+    shutil.copytree(next((sweep_store.parent / "variants").glob("*/pruned-0.5-static")), folder)
+    db = tmp_path / "results.duckdb"
+    shutil.copy(sweep_store, db)
+    figures = run_gate_fit(GateConfig(model=str(folder), models_dir=str(trained_tiny.run_dir.parent), img_size=96,
+                                      db=str(db), max_false_rejection=0.5, backbone_int8=True))
+    ops = {n.op_type for n in onnx.load(folder / GATE_BACKBONE_FILE).graph.node}
+    assert "QuantizeLinear" in ops  # the file that serves is the int8 one
+    assert (folder / GATE_BACKBONE_FILE).stat().st_size < 0.5 * (fp32_folder / GATE_BACKBONE_FILE).stat().st_size
+    assert figures["threshold"] != fp32_figures["threshold"]  # fitted on the int8 embeddings, not reused
+    gate = OodGate.load(folder)
+    assert not gate.check(Image.new("RGB", (300, 300), (128, 128, 128))).accepted
+    assert figures["rejection_generated"] == 1.0

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from sklearn.covariance import LedoitWolf
 
 from core.artifacts.card import (
     DEFAULT_MODELS_DIR,
@@ -25,16 +26,22 @@ from core.artifacts.card import (
     read_variant_card,
     resolve_model_dir,
 )
+from core.compress.export import export_onnx
+from core.compress.quantize import quantize_onnx
 from core.config import option
 from core.data.prepare import PreparedSplit, prepare_data
 from core.data.split import apply_split, load_split
+from core.data.transforms import Preprocessing, preprocessing_for
 from core.errors import ConfigError, ModelError
+from core.models import create_model
 from core.provenance import Provenance, new_run_id
-from core.serve.ood import GATE_BACKBONE_FILE, GATE_FILE, Embedder, OodGate, fit_ood_gate
+from core.serve.ood import GATE_BACKBONE_FILE, GATE_FILE, OnnxEmbedder, OodGate
 from core.store.results import DEFAULT_DB, ResultsStore, RunRecord
 from core.train.parent import load_parent
 
 log = logging.getLogger(__name__)
+
+CALIBRATION_IMAGES = 128  # training images the int8 backbone's activation ranges are observed on
 
 
 @dataclass
@@ -47,6 +54,8 @@ class GateConfig:
     quantile: float = option(0.99, "validation quantile of lesion distances used as the threshold")
     min_pixel_std: float = option(8.0, "images with a smaller pixel standard deviation are 'uniform'")
     img_size: int = option(0, "input size of the backbone (0 = the model's own)")
+    backbone_int8: bool = option(False, "store the backbone as static int8 (faster per upload; the gate is fitted "
+                                        "and measured on the int8 file)")
     train_images: int = option(0, "training images to fit on (0 = all)")
     samples_dir: str = option("", "folder of full-size lesion JPEGs to measure false rejection on (optional)")
     max_false_rejection: float = option(0.05, "refuse to write a gate that turns away more than this share of the "
@@ -60,6 +69,61 @@ class GateConfig:
             raise ConfigError("name the model to gate: --model <variant folder | model folder | run id>")
         if not 0 <= self.max_false_rejection < 1:
             raise ConfigError(f"max_false_rejection must be in [0, 1), got {self.max_false_rejection}")
+
+
+class _PooledFeatures(torch.nn.Module):
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_head(self.model.forward_features(x), pre_logits=True)
+
+
+def backbone_preprocessing(architecture: str, img_size: int) -> tuple[torch.nn.Module, Preprocessing]:
+    """The ImageNet-pretrained backbone (weights from its package) as a pooled-feature model, with its own
+    preprocessing at ``img_size`` pixels."""
+    model = _PooledFeatures(create_model(architecture, pretrained=True, num_classes=1000)).eval()
+    return model, preprocessing_for(model.model, img_size)
+
+
+def export_backbone(model: torch.nn.Module, prep: Preprocessing, path: Path, *,
+                    int8_calibration: np.ndarray | None = None) -> OnnxEmbedder:
+    """Write the backbone as the ONNX file the site runs (ONNX Runtime: no PyTorch thread pool in the web workers);
+    static int8 (per-channel weights, min-max activations) when calibration images are given. The gate is fitted
+    on this very file, so its thresholds hold for what serves."""
+    export_onnx(model, path, input_size=prep.input_size)
+    if int8_calibration is not None:
+        fp32 = path.with_suffix(".fp32.onnx")
+        path.rename(fp32)
+        quantize_onnx(fp32, path, mode="static", calibration=int8_calibration)
+        fp32.unlink()
+    return OnnxEmbedder(path, prep, threads=0)  # fitting: every core
+
+
+def fit_ood_gate(train: tuple[np.ndarray, np.ndarray], val_images: np.ndarray, *, embedder: OnnxEmbedder,
+                 architecture: str, quantile: float = 0.99, min_pixel_std: float = 8.0,
+                 batch_size: int = 64) -> OodGate:
+    """Fit on training images (N, 3, H, W, preprocessed with ``embedder.prep``) and their labels; threshold =
+    ``quantile`` of the validation images' distances (about ``1 - quantile`` of lesion photos like them are
+    refused)."""
+    if not 0.5 < quantile < 1:
+        raise ValueError(f"quantile must be in (0.5, 1), got {quantile}")
+
+    def embed(images: np.ndarray) -> np.ndarray:
+        return np.concatenate([embedder(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
+
+    images, labels = train
+    features = embed(images).astype(np.float64)
+    classes = np.unique(labels)
+    means = np.stack([features[labels == c].mean(axis=0) for c in classes])
+    centred = features - means[np.searchsorted(classes, labels)]
+    precision = LedoitWolf().fit(centred).precision_
+    gate = OodGate(architecture, embedder.prep, means, precision, 0.0, min_pixel_std, quantile, embedder)
+    gate.threshold = float(np.quantile(gate.distances(embed(val_images).astype(np.float64)), quantile))
+    log.info("out-of-distribution gate: %s ImageNet features, %d training images, threshold %.1f (validation "
+             "quantile %.3f)", architecture, len(images), gate.threshold, quantile)
+    return gate
 
 
 def generated_non_lesion_images(size: tuple[int, int] = (400, 300)) -> dict[str, Image.Image]:
@@ -110,20 +174,20 @@ def run_gate_fit(cfg: GateConfig) -> dict[str, float]:
     folder, parent_dir = _lesion_folder(cfg.model, cfg.models_dir)
     parent = load_parent(parent_dir)
     arch = cfg.backbone
-    embedder = Embedder(arch, cfg.img_size or parent.split.prep.input_size)
+    backbone, prep = backbone_preprocessing(arch, cfg.img_size or parent.split.prep.input_size)
     split = parent.split
-    if embedder.prep != split.prep:  # the backbone's own preprocessing: decode the same rows for it
+    if prep != split.prep:  # the backbone's own preprocessing: decode the same rows for it
         tc = parent.train_cfg
-        data = prepare_data(tc.data_dir, prep=embedder.prep, cache_dir=tc.cache_dir, skip_bad=tc.skip_bad,
-                            workers=tc.workers)
-        split = PreparedSplit(data, apply_split(data.table, load_split(Path(parent_dir) / "split.csv")),
-                              embedder.prep)
+        data = prepare_data(tc.data_dir, prep=prep, cache_dir=tc.cache_dir, skip_bad=tc.skip_bad, workers=tc.workers)
+        split = PreparedSplit(data, apply_split(data.table, load_split(Path(parent_dir) / "split.csv")), prep)
 
     val_images = split.arrays("val")[0]  # decoded once: fitting and measuring both use them
-    gate = fit_ood_gate(split.arrays("train", cfg.train_images or None), val_images, embedder=embedder,
-                        quantile=cfg.quantile, min_pixel_std=cfg.min_pixel_std)
     staging = Path(tempfile.mkdtemp(prefix=".ood-gate-", dir=folder))  # the folder gets the file only when measured
     try:
+        calibration = split.arrays("train", CALIBRATION_IMAGES, seed=1)[0] if cfg.backbone_int8 else None
+        embedder = export_backbone(backbone, prep, staging / GATE_BACKBONE_FILE, int8_calibration=calibration)
+        gate = fit_ood_gate(split.arrays("train", cfg.train_images or None), val_images, embedder=embedder,
+                            architecture=arch, quantile=cfg.quantile, min_pixel_std=cfg.min_pixel_std)
         gate.save(staging)
         served = OodGate.load(staging)  # measured as it will be served: read back from its file
         assert served is not None

@@ -23,19 +23,16 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image, ImageFilter, ImageStat
-from sklearn.covariance import LedoitWolf
 
 from core.artifacts.onnx_runtime import ort_logits, ort_session
-from core.compress.export import export_onnx
-from core.data.transforms import Preprocessing, image_array, preprocessing_for
+from core.data.transforms import Preprocessing, image_array
 from core.errors import ModelError
-from core.models import create_model
 
 log = logging.getLogger(__name__)
 
@@ -66,39 +63,11 @@ class GateDecision:
         return "" if self.accepted else NOT_A_LESION
 
 
-class _PooledFeatures(torch.nn.Module):
-    def __init__(self, model: torch.nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.forward_head(self.model.forward_features(x), pre_logits=True)
-
-
-class Embedder:
-    """Pooled features of an ImageNet-pretrained backbone (weights from its package), with the backbone's own
-    preprocessing at ``img_size`` pixels. PyTorch for fitting; :meth:`export` writes the ONNX file that serving
-    runs (ONNX Runtime, one thread: no PyTorch thread pool in the web workers)."""
-
-    def __init__(self, architecture: str, img_size: int):
-        self.architecture = architecture
-        self.model = _PooledFeatures(create_model(architecture, pretrained=True, num_classes=1000)).eval()
-        self.prep = preprocessing_for(self.model.model, img_size)
-
-    @torch.inference_mode()
-    def __call__(self, images: np.ndarray) -> np.ndarray:
-        return self.model(torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))).float().numpy()
-
-    def export(self, path: Path) -> Path:
-        export_onnx(self.model, path, input_size=self.prep.input_size)
-        return path
-
-
 class OnnxEmbedder:
-    """The exported backbone in one ONNX Runtime session."""
+    """The gate's backbone file (pooled ImageNet features, fp32 or int8) in one ONNX Runtime session."""
 
     def __init__(self, path: Path, prep: Preprocessing, *, threads: int = 1):
-        self.prep, self.session = prep, ort_session(path, threads=threads)
+        self.path, self.prep, self.session = Path(path), prep, ort_session(path, threads=threads)
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         return ort_logits(self.session, images)
@@ -115,7 +84,7 @@ class OodGate:
     threshold: float
     min_pixel_std: float
     quantile: float
-    embedder: Embedder | OnnxEmbedder
+    embedder: OnnxEmbedder
 
     def distances(self, embeddings: np.ndarray) -> np.ndarray:
         """Squared Mahalanobis distance of each embedding to its nearest class mean:
@@ -140,8 +109,8 @@ class OodGate:
     def save(self, folder: Path) -> Path:
         """Write the statistics and the backbone's ONNX file into ``folder``; returns the statistics file."""
         path = Path(folder) / GATE_FILE
-        if isinstance(self.embedder, Embedder):
-            self.embedder.export(Path(folder) / GATE_BACKBONE_FILE)
+        if self.embedder.path != Path(folder) / GATE_BACKBONE_FILE:
+            shutil.copyfile(self.embedder.path, Path(folder) / GATE_BACKBONE_FILE)
         meta = {"architecture": self.architecture, "prep": self.prep.to_dict(), "threshold": self.threshold,
                 "min_pixel_std": self.min_pixel_std, "quantile": self.quantile, "backbone": GATE_BACKBONE_FILE}
         np.savez(path, means=self.means.astype(np.float32), precision=self.precision.astype(np.float32),
@@ -165,27 +134,3 @@ class OodGate:
         except (OSError, KeyError, ValueError, RuntimeError) as exc:  # ORT raises its own (RuntimeError) kinds
             raise ModelError(f"{path}: not a readable out-of-distribution gate "
                              f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
-
-
-def fit_ood_gate(train: tuple[np.ndarray, np.ndarray], val_images: np.ndarray, *, embedder: Embedder,
-                 quantile: float = 0.99, min_pixel_std: float = 8.0, batch_size: int = 64) -> OodGate:
-    """Fit on training images (N, 3, H, W, preprocessed with ``embedder.prep``) and their labels; threshold =
-    ``quantile`` of the validation images' distances (about ``1 - quantile`` of lesion photos like them are
-    refused)."""
-    if not 0.5 < quantile < 1:
-        raise ValueError(f"quantile must be in (0.5, 1), got {quantile}")
-
-    def embed(images: np.ndarray) -> np.ndarray:
-        return np.concatenate([embedder(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
-
-    images, labels = train
-    features = embed(images).astype(np.float64)
-    classes = np.unique(labels)
-    means = np.stack([features[labels == c].mean(axis=0) for c in classes])
-    centred = features - means[np.searchsorted(classes, labels)]
-    precision = LedoitWolf().fit(centred).precision_
-    gate = OodGate(embedder.architecture, embedder.prep, means, precision, 0.0, min_pixel_std, quantile, embedder)
-    gate.threshold = float(np.quantile(gate.distances(embed(val_images).astype(np.float64)), quantile))
-    log.info("out-of-distribution gate: %s ImageNet features, %d training images, threshold %.1f (validation "
-             "quantile %.3f)", embedder.architecture, len(images), gate.threshold, quantile)
-    return gate
