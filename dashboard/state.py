@@ -53,9 +53,24 @@ def _variants(path: str, stamp: float, split: str) -> pd.DataFrame:  # stamp: re
         return variants_frame(store, split=split)
 
 
+# What "x smaller" and "x faster" are measured against on every page (one choice, in the sidebar and the URL);
+# Δ balanced accuracy is always against the dense PyTorch FP32 parent.
+BASELINES = {"onnx": "dense fp32 ONNX Runtime", "eager": "dense PyTorch eager"}
+
+
+def baseline() -> str:
+    """The chosen ratio baseline (``onnx`` by default, and for a shared link with an unknown value)."""
+    chosen = st.session_state.get("to_base", "onnx")
+    return chosen if chosen in BASELINES else "onnx"
+
+
 def all_variants(split: str = "test") -> pd.DataFrame:
+    """Every stored run on ``split``, its size and speed ratios against the chosen baseline."""
     path = db_path()
-    return _variants(str(path), _stamp(path), split)
+    df = _variants(str(path), _stamp(path), split)
+    if baseline() == "onnx" and "size_x_onnx" in df.columns:
+        df = df.assign(size_x=df["size_x_onnx"], speed_x=df["speed_x_onnx"])
+    return df
 
 
 def deployed_model(card_folder: str) -> DeployedModel:
@@ -157,6 +172,10 @@ def sidebar_filters(df: pd.DataFrame) -> None:
     sb.multiselect("Quantization", options["f_quant"], key="f_quant")
     sb.multiselect("Runtime", options["f_runtime"], key="f_runtime", format_func=lambda r: RUNTIMES.get(r, r),
                    help="which runtime runs the file: ONNX Runtime, PyTorch, or a phone runtime")
+    if st.session_state.setdefault("to_base", remembered("to_base", "onnx")) not in BASELINES:
+        st.session_state["to_base"] = "onnx"
+    sb.radio("Ratios against", list(BASELINES), format_func=BASELINES.get, key="to_base",
+             help="what 'x smaller' and 'x faster' are measured against on every page, in the same sweep")
     sb.caption(f"Store: `{db_path()}`. The address bar links to this view.")
 
 

@@ -151,7 +151,8 @@ def test_tradeoffs_chart_has_points_frontier_and_baseline(app_env: Path) -> None
     at = _run()
     spec = json.loads(at.get("plotly_chart")[0].proto.spec)
     names = [t.get("name") for t in spec["data"]]
-    assert "Pareto frontier" in names and "dense FP32 PyTorch baseline" in names
+    assert "Pareto frontier" in names and "baseline: dense PyTorch eager" in names  # both baselines marked
+    assert "baseline: dense fp32 ONNX Runtime (ratios against this)" in names  # the default, said on the chart
     assert "quantization: static" in names and "pruning ratio 0.5" in names  # legends for symbol and size
     assert spec["layout"]["xaxis"]["title"]["text"] == "Model size (MB, log scale)"
     # one series per way of making the model smaller (issue 19: the families side by side)
@@ -528,3 +529,24 @@ def test_compare_says_differences_and_ratios_in_the_dashboards_words(app_env: Pa
     for warning in at.warning:  # a melanoma drop names the variant it belongs to
         if "melanoma recall drops" in warning.value:
             assert re.match(r".+ \(….{4}\): melanoma recall drops by \d+\.\d points", warning.value)
+
+
+def test_one_ratio_baseline_for_every_page_in_the_url(app_env: Path) -> None:
+    from core.store.analysis import ratio_text
+
+    with ResultsStore(app_env, read_only=True) as store:
+        frame = variants_frame(store).set_index("run_id")
+    at = _run("views/runs.py")
+    assert not at.exception, [e.value for e in at.exception]
+    shown = at.dataframe[0].value.set_index("run_id")["size_x"]
+    onnx = frame.loc[shown.index, "size_x_onnx"].map(lambda r: ratio_text(r, "smaller", "larger"))
+    assert (shown == onnx).all()  # the default, as on Trade-offs: against the fp32 ONNX file
+    assert any("against the dense fp32 ONNX Runtime cell" in c.value for c in at.caption)
+    at.sidebar.radio(key="to_base").set_value("eager").run()
+    shown = at.dataframe[0].value.set_index("run_id")["size_x"]
+    eager = frame.loc[shown.index, "size_x"].map(lambda r: ratio_text(r, "smaller", "larger"))
+    assert (shown == eager).all() and at.query_params["to_base"] == "eager"
+    assert any("against the dense PyTorch eager cell" in c.value for c in at.caption)
+    at.switch_page("views/compare.py").run()  # the choice follows to the next page
+    assert at.sidebar.radio(key="to_base").value == "eager"
+    assert any("Ratios against the dense PyTorch eager cell" in c.value for c in at.caption)

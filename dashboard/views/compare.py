@@ -9,7 +9,7 @@ import streamlit as st
 
 from core.store.analysis import class_support, ratio_text, recall_deltas, short_names
 from dashboard.charts import phone_friendly
-from dashboard.state import filtered_variants, reader, remembered
+from dashboard.state import BASELINES, baseline, filtered_variants, reader, remembered
 
 # Key figures first; True: higher is better, False: lower is better (the best of each row is highlighted).
 ROWS = {"bal_acc_delta": ("Δ balanced accuracy vs dense", True), "size_mb": ("size (MB)", False),
@@ -65,8 +65,8 @@ def _format(row: pd.Series) -> pd.Series:
 styles = side.apply(_highlight, axis=1, result_type="broadcast")
 st.dataframe(side.apply(_format, axis=1).style.apply(lambda _: styles, axis=None), width="stretch",
              key="compare_table", height=35 * (len(side) + 1) + 3)  # rows of 35 px + the header: no blank row
-st.caption("Best value of each row highlighted. Ratios and Δ are against the dense PyTorch FP32 cell of the same "
-           "parent, measured in the same sweep. Referral figures are each variant's screening operating point "
+st.caption(f"Best value of each row highlighted. Ratios against the {BASELINES[baseline()]} cell of the same "
+           "parent (the sidebar's choice), Δ against its dense PyTorch FP32 cell, measured in the same sweep. Referral figures are each variant's screening operating point "
            "(fitted on validation for 0.90 / 0.85 sensitivity) on the chosen split.")
 split = st.session_state.get("f_split", "test")
 with reader() as store:

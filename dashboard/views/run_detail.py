@@ -23,7 +23,7 @@ from core.store.analysis import (
 )
 from core.triage import MALIGNANT_GROUP, MELANOMA_GROUP
 from dashboard.charts import phone_friendly
-from dashboard.state import filtered_variants, reader, remembered
+from dashboard.state import BASELINES, baseline, filtered_variants, reader, remembered
 
 st.title("Run detail")
 df = filtered_variants()
@@ -80,6 +80,8 @@ if not deploy.empty:
         col.metric(label, value, help=note)
         if note:
             col.caption(note)
+    st.caption(f"Ratios against the {BASELINES[baseline()]} cell of the same parent (the sidebar's choice); Δ "
+               "against its dense PyTorch FP32 cell, paired.")
 
 left, right = st.columns(2)
 if split:

@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from core.store.analysis import ratio_text
-from dashboard.state import filtered_variants
+from dashboard.state import BASELINES, baseline, filtered_variants
 
 st.title("Runs")
 df = filtered_variants()
@@ -23,8 +23,8 @@ table = table.assign(**{c: table[c].where(table[c].notna(), "") for c in text})
 query = st.text_input("Search run id / variant", key="runs_search")
 if query:
     table = table[table["run_id"].str.contains(query, case=False) | table["variant"].str.contains(query, case=False)]
-st.caption(f"{len(table)} rows. size_x / speed_x / bal_acc_delta are against the dense PyTorch FP32 cell of the "
-           "same parent, measured in the same sweep.")
+st.caption(f"{len(table)} rows. Size and speed against the {BASELINES[baseline()]} cell of the same parent (the "
+           "sidebar's choice), Δ balanced accuracy against its dense PyTorch FP32 cell, measured in the same sweep.")
 event = st.dataframe(table, width="stretch", hide_index=True, key="runs_table", on_select="rerun",
                      selection_mode="single-row",
              column_config={"variant": "Variant", "model": "Architecture",

@@ -14,6 +14,7 @@ from core.errors import ModelError
 from core.store.analysis import (
     BASELINE_VARIANT,
     METRIC_LABELS,
+    ONNX_BASELINE_VARIANT,
     DeployedChoice,
     chart_points,
     deployed_choice,
@@ -23,7 +24,7 @@ from core.store.analysis import (
     recommend,
 )
 from dashboard.charts import log_ticks, phone_friendly
-from dashboard.state import all_variants, filtered_variants, reader, remembered
+from dashboard.state import BASELINES, all_variants, baseline, filtered_variants, reader, remembered
 
 # One symbol per quantization mode whatever the filter, so a square always means the same thing.
 QUANT_SYMBOLS = dict(zip(QUANT_MODES, ["circle", "diamond", "x", "square", "triangle-up", "cross", "hexagon",
@@ -32,9 +33,9 @@ QUANT_SYMBOLS = dict(zip(QUANT_MODES, ["circle", "diamond", "x", "square", "tria
 X_AXES = {"size_mb": "Model size (MB, log scale)", "latency_ms": "Latency (ms per image, batch 1)"}
 # What "x smaller / x faster" is measured against: the dense model's fp32 ONNX export is what a deployment would
 # run anyway; PyTorch eager is 2-5x slower at batch 1 and flatters every variant.
-BASELINES = {"onnx": "dense fp32 ONNX Runtime", "eager": "dense PyTorch eager"}
 # Above this many variants the chart draws a summary (see chart_points) unless asked for every point.
 CHART_LIMIT = 1500
+BASE_VARIANTS = {"eager": BASELINE_VARIANT, "onnx": ONNX_BASELINE_VARIANT}
 ANY_RUNTIME = "any"
 
 
@@ -56,10 +57,8 @@ def deployed_folder() -> Path | None:
 st.title("Accuracy / size / latency trade-offs")
 ss = st.session_state
 for key, default in (("to_metric", "balanced_accuracy"), ("to_x", "size_mb"), ("to_log", True), ("to_loss", 1.0),
-                     ("to_size", None), ("to_latency", None), ("to_base", "onnx"), ("to_runtime", ANY_RUNTIME)):
+                     ("to_size", None), ("to_latency", None), ("to_runtime", ANY_RUNTIME)):
     ss.setdefault(key, remembered(key, default))
-if ss["to_base"] not in BASELINES:  # a shared link with an unknown value
-    ss["to_base"] = "onnx"
 df = filtered_variants()
 deployable = df[df["kind"] == "variant"].dropna(subset=["size_mb", "latency_ms"])
 split = ss.get("f_split", "test")
@@ -69,10 +68,7 @@ if split != "test" and deployable["balanced_accuracy"].isna().all() and not depl
     split = "test"
     deployable = all_variants("test").pipe(lambda d: d[d["run_id"].isin(deployable["run_id"])])
 deployable = deployable.dropna(subset=["balanced_accuracy"])
-base_choice = st.sidebar.radio("Ratios against", list(BASELINES), format_func=BASELINES.get, key="to_base",
-                               help="what 'x smaller' and 'x faster' are measured against, in the same sweep")
-if base_choice == "onnx":
-    deployable = deployable.assign(size_x=deployable["size_x_onnx"], speed_x=deployable["speed_x_onnx"])
+base_choice = baseline()
 
 if deployable.empty:
     st.info("No measured variants match the filters. Run a sweep (`python -m scripts.sweep -c ...`) "
@@ -99,8 +95,13 @@ with st.container(border=True):
                                  max_latency_ms=latency_budget) + " Allow a larger loss or a larger budget.")
     else:
         st.header(f"Recommended: {pick.headline}", anchor="recommended")
+        reference = deployable[(deployable["variant"] == BASE_VARIANTS[base_choice])
+                               & (deployable["parent_run_id"] == deployable.set_index("run_id").loc[
+                                   pick.run_id, "parent_run_id"])]
+        against = (f" ({reference['size_mb'].iloc[0]:.2f} MB, {reference['latency_ms'].iloc[0]:.2f} ms)"
+                   if not reference.empty else "")
         st.markdown(f"**{pick.absolute}** ({split} split). Ratios against the {BASELINES[base_choice]} model of the "
-                    "same sweep; Δ against its dense parent, paired.")
+                    f"same sweep{against}; Δ against its dense PyTorch FP32 parent, paired.")
         if pick.noisy_timing:
             st.warning(f"Noisy timing: the latency's interquartile range ({pick.latency_iqr_ms:.2f} ms) is more than "
                        f"half its median ({pick.latency_ms:.2f} ms), so "
@@ -171,10 +172,13 @@ if served is not None:
     fig.add_trace(go.Scatter(x=on_site[x], y=on_site[metric], mode="markers", name="served by the site (default)",
                              marker={"symbol": "circle-open", "size": 28, "line": {"width": 3, "color": "#c0392b"}},
                              hoverinfo="skip"))
-base = deployable[deployable["variant"] == BASELINE_VARIANT]
-fig.add_trace(go.Scatter(x=base[x], y=base[metric], mode="markers", name="dense FP32 PyTorch baseline",
-                         marker={"symbol": "star", "size": 18, "color": "gold", "line": {"width": 1, "color": "#000"}},
-                         hoverinfo="skip"))
+for key, symbol in (("eager", "star"), ("onnx", "star-diamond")):  # both baselines, the chosen one said so
+    base = deployable[deployable["variant"] == BASE_VARIANTS[key]]
+    fig.add_trace(go.Scatter(
+        x=base[x], y=base[metric], mode="markers", hoverinfo="skip",
+        name=f"baseline: {BASELINES[key]}" + (" (ratios against this)" if key == base_choice else ""),
+        marker={"symbol": symbol, "size": 18, "color": "gold" if key == base_choice else "#bbb",
+                "line": {"width": 1, "color": "#000"}}))
 x_title = X_AXES[x] if log_x else X_AXES[x].replace(", log scale", "")
 if x == "latency_ms" and log_x:
     x_title += " (log scale)"
