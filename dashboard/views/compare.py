@@ -66,8 +66,9 @@ styles = side.apply(_highlight, axis=1, result_type="broadcast")
 st.dataframe(side.apply(_format, axis=1).style.apply(lambda _: styles, axis=None), width="stretch",
              key="compare_table", height=35 * (len(side) + 1) + 3)  # rows of 35 px + the header: no blank row
 st.caption(f"Best value of each row highlighted. Ratios against the {BASELINES[baseline()]} cell of the same "
-           "parent (the sidebar's choice), Δ against its dense PyTorch FP32 cell, measured in the same sweep. Referral figures are each variant's screening operating point "
-           "(fitted on validation for 0.90 / 0.85 sensitivity) on the chosen split.")
+           "parent (the sidebar's choice), Δ against its dense PyTorch FP32 cell, measured in the same sweep. "
+           "Referral figures are each variant's screening operating point (fitted on validation for 0.90 / 0.85 "
+           "sensitivity) on the chosen split.")
 split = st.session_state.get("f_split", "test")
 with reader() as store:
     deltas = recall_deltas(store, chosen, split=split)
