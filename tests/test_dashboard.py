@@ -153,6 +153,9 @@ def test_tradeoffs_chart_has_points_frontier_and_baseline(app_env: Path) -> None
     names = [t.get("name") for t in spec["data"]]
     assert "Pareto frontier" in names and "baseline: dense PyTorch eager" in names  # both baselines marked
     assert "baseline: dense fp32 ONNX Runtime (ratios against this)" in names  # the default, said on the chart
+    assert "served by the site (default)" in names
+    headline = next(h.value for h in at.header if "Recommend" in h.value or "No variant" in h.value)
+    assert ("recommended (the headline)" in names) == headline.startswith("Recommended")
     assert "quantization: static" in names and "pruning ratio 0.5" in names  # legends for symbol and size
     assert spec["layout"]["xaxis"]["title"]["text"] == "Model size (MB, log scale)"
     # one series per way of making the model smaller (issue 19: the families side by side)

@@ -172,6 +172,11 @@ if served is not None:
     fig.add_trace(go.Scatter(x=on_site[x], y=on_site[metric], mode="markers", name="served by the site (default)",
                              marker={"symbol": "circle-open", "size": 28, "line": {"width": 3, "color": "#c0392b"}},
                              hoverinfo="skip"))
+if pick is not None:  # the headline's variant, marked as consistently as the served one
+    chosen = deployable[deployable["run_id"] == pick.run_id]
+    fig.add_trace(go.Scatter(x=chosen[x], y=chosen[metric], mode="markers", name="recommended (the headline)",
+                             marker={"symbol": "diamond-open", "size": 30, "line": {"width": 3, "color": "#1f3a5f"}},
+                             hoverinfo="skip"))
 for key, symbol in (("eager", "star"), ("onnx", "star-diamond")):  # both baselines, the chosen one said so
     base = deployable[deployable["variant"] == BASE_VARIANTS[key]]
     fig.add_trace(go.Scatter(
