@@ -89,6 +89,11 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     """
     ALTER TABLE detections ADD COLUMN photo_checked INTEGER NOT NULL DEFAULT 0;
     """,
+    # 7: the patient's own name for the spot (one lesion followed over time; a body site holds several moles)
+    """
+    ALTER TABLE detections ADD COLUMN spot TEXT NOT NULL DEFAULT '';
+    CREATE INDEX detections_spot ON detections(user_id, spot, created_at);
+    """,
 ]
 
 

@@ -32,8 +32,10 @@ def _quota_problem(user_id: int) -> str | None:
     return None
 
 
-def create(user_id: int, data: bytes, *, body_site: str = "", note: str = "") -> tuple[str, Detection]:
-    """Validate, re-encode, predict and store (with where on the body and a note); returns the id and result.
+def create(user_id: int, data: bytes, *, body_site: str = "", note: str = "", spot: str = ""
+           ) -> tuple[str, Detection]:
+    """Validate, re-encode, predict and store (with where on the body, the spot's name and a note); returns the id
+    and result.
 
     Raises:
         ImageRejected: the upload is not a usable image, or the account keeps as many checks as it may.
@@ -54,13 +56,14 @@ def create(user_id: int, data: bytes, *, body_site: str = "", note: str = "") ->
         # both pass a count taken before either was stored.
         inserted = db.execute(
             "INSERT INTO detections (id, user_id, image_key, model_version, top_class, confidence, probs, "
-            "uncertain, body_site, note, decision, quality, photo_checked) "
-            "SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? "
+            "uncertain, body_site, note, decision, quality, photo_checked, spot) "
+            "SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? "
             "WHERE (SELECT count(*) FROM detections WHERE user_id = ?) < ? "
             "AND (SELECT count(*) FROM detections) < ?",
             (detection_id, user_id, key, result.model_version, result.top_class, result.confidence,
              detection_json(result), int(result.uncertain), body_site, note.strip(), decision_json(result),
-             quality_json(result), int(result.photo_checked), user_id, current_app.config["MAX_CHECKS_PER_ACCOUNT"],
+             quality_json(result), int(result.photo_checked), normalise_spot(spot), user_id,
+             current_app.config["MAX_CHECKS_PER_ACCOUNT"],
              current_app.config["MAX_CHECKS_TOTAL"])).rowcount
         if not inserted:
             problem = _quota_problem(user_id)
@@ -88,7 +91,7 @@ def export(user_id: int) -> list[tuple[dict[str, object], str]]:
     return [({"id": r["id"], "created_at": _utc_iso(r["created_at"]), "model": r["model_version"],
               "top_class": r["top_class"], "diagnosis": clinical_name(r["top_class"]), "confidence": r["confidence"],
               "probabilities": {f"{clinical_name(c)} ({c})": p for c, p in json.loads(r["probs"]).items()},
-              "uncertain": bool(r["uncertain"]), "body_site": r["body_site"], "note": r["note"],
+              "uncertain": bool(r["uncertain"]), "body_site": r["body_site"], "spot": r["spot"], "note": r["note"],
               "decision": json.loads(r["decision"]) if r["decision"] else None,
               "photo_quality": json.loads(r["quality"]) if r["quality"] else None,
               "photo_checked": bool(r["photo_checked"]), "photo": f"photos/{r['id']}.jpg"},
@@ -113,7 +116,7 @@ checks.json holds your address, your name and every check you kept, oldest first
   decision       the next step you were advised and the screening thresholds behind it
   photo_quality  the photo-quality check (blur, glare, exposure)
   photo_checked  whether the photo check (is this a skin-lesion photo?) looked at the picture
-  body_site, note  what you entered
+  body_site, spot, note  what you entered (spot: your name for the lesion)
   photo          the file of the photo in this archive (photos/)
 
 LesionLite is research software, not a medical device: nothing here is a diagnosis.
@@ -130,13 +133,33 @@ def page(user_id: int, *, number: int, size: int) -> list[sqlite3.Row]:
                             "LIMIT ? OFFSET ?", (user_id, size, (number - 1) * size)).fetchall()
 
 
-def same_site(user_id: int, row: sqlite3.Row, *, limit: int = 20) -> list[sqlite3.Row]:
-    """The user's other checks of the same body site, newest first (none when no site was given)."""
-    if not row["body_site"]:
+def same_spot(user_id: int, row: sqlite3.Row, *, limit: int = 20) -> list[sqlite3.Row]:
+    """The user's other checks of the spot this one shows (the name the patient gave it), newest first; none when
+    the spot is not named. A body site alone is not a lesion: the back holds many moles."""
+    if not row["spot"]:
         return []
-    return get_db().execute("SELECT * FROM detections WHERE user_id = ? AND body_site = ? AND id != ? "
+    return get_db().execute("SELECT * FROM detections WHERE user_id = ? AND spot = ? AND id != ? "
                             "ORDER BY created_at DESC, rowid DESC LIMIT ?",
-                            (user_id, row["body_site"], row["id"], limit)).fetchall()
+                            (user_id, row["spot"], row["id"], limit)).fetchall()
+
+
+def spots(user_id: int) -> list[str]:
+    """The spot names the user has given, most recently used first (offered on the next upload)."""
+    rows = get_db().execute("SELECT spot FROM detections WHERE user_id = ? AND spot != '' GROUP BY spot "
+                            "ORDER BY max(created_at) DESC, max(rowid) DESC", (user_id,)).fetchall()
+    return [r["spot"] for r in rows]
+
+
+def name_spot(user_id: int, detection_id: str, spot: str) -> bool:
+    """Say which spot the user's check shows (empty: none); False when the check is not the user's."""
+    with get_db() as db:
+        return db.execute("UPDATE detections SET spot = ? WHERE id = ? AND user_id = ?",
+                          (normalise_spot(spot), detection_id, user_id)).rowcount == 1
+
+
+def normalise_spot(spot: str) -> str:
+    """One spelling per name: surrounding and repeated spaces dropped ("Mole  left arm " = "Mole left arm")."""
+    return " ".join(spot.split())
 
 
 def delete(user_id: int, detection_id: str) -> bool:

@@ -261,16 +261,21 @@ def test_body_site_note_timeline_and_report(app: Flask, client: FlaskClient, aut
     auth.register()
     auth.login()
     ids = []
-    for note in ("first look", "it changed"):
+    for note, spot in (("first look", "mole left shoulder"), ("another mole", "mole near spine"),
+                       ("it changed", "  mole  left shoulder ")):
         response = client.post("/detect/", data={"image": (io.BytesIO(jpeg_bytes()), "a.jpg"), "body_site": "back",
-                                                 "note": note}, content_type="multipart/form-data")
+                                                 "note": note, "spot": spot}, content_type="multipart/form-data")
         ids.append(_detection_id(response))
-    page = client.get(f"/detect/result/{ids[1]}").data.decode()
-    assert "it changed" in page and "Earlier checks of the back" in page and f"/detect/result/{ids[0]}" in page
-    assert f"/detect/image/{ids[0]}" in page and "side by side" in page  # the earlier photo beside this one
+    page = client.get(f"/detect/result/{ids[2]}").data.decode()
+    assert "it changed" in page and "“mole left shoulder” over time, side by side" in page
+    assert f"/detect/image/{ids[0]}" in page and f"/detect/result/{ids[0]}" in page  # the same spot's photo
+    assert f"/detect/image/{ids[1]}" not in page  # another mole on the back is not this lesion
+    upload_page = client.get("/detect/").data.decode()  # the names given so far, offered for the next photo
+    assert '<option value="mole left shoulder">' in upload_page and '<option value="mole near spine">' in upload_page
     assert "ABCDE" in page and "See a doctor now" in page
-    report = client.get(f"/detect/report/{ids[1]}").data.decode()
+    report = client.get(f"/detect/report/{ids[2]}").data.decode()
     assert "LesionLite skin check report" in report and "it changed" in report and "Back" in report
+    assert "<th scope=\"row\">Spot</th><td>mole left shoulder</td>" in report
     assert "trained on" in report and "not a diagnosis" in report
     bad = client.post("/detect/", data={"image": (io.BytesIO(jpeg_bytes()), "a.jpg"), "body_site": "moon"},
                       content_type="multipart/form-data")
@@ -418,3 +423,27 @@ def test_history_items_show_and_are_coloured_by_their_stored_next_step(app: Flas
     assert "no photo check" in page
     assert 'id="result-no-photo-check"' in result
     assert 'id="result-no-photo-check"' in client.get(f"/detect/report/{detection}").get_data(as_text=True)
+
+
+def test_a_check_is_named_as_a_spot_afterwards_by_its_owner_only(app: Flask, client: FlaskClient,
+                                                                auth: AuthActions) -> None:
+    auth.register()
+    auth.login()
+    first, second = (_detection_id(_upload(client, jpeg_bytes())) for _ in range(2))
+    assert "Follow this spot over time" in client.get(f"/detect/result/{second}").data.decode()
+    for detection in (first, second):
+        answer = client.post(f"/detect/spot/{detection}", data={"spot": "freckle on arm"})
+        assert answer.status_code == 302 and answer.headers["Location"].endswith(f"/detect/result/{detection}")
+    page = client.get(f"/detect/result/{second}").data.decode()
+    assert "“freckle on arm” over time, side by side" in page and f"/detect/image/{first}" in page
+    too_long = client.post(f"/detect/spot/{first}", data={"spot": "x" * 61}, follow_redirects=True).data.decode()
+    assert "was not saved" in too_long
+    mallory = app.test_client()
+    mal = AuthActions(app, mallory)
+    mal.register("mallory@example.org")
+    mal.login("mallory@example.org")
+    assert mallory.post(f"/detect/spot/{first}", data={"spot": "mine now"}).status_code == 404
+    assert "freckle on arm" not in mallory.get("/detect/").data.decode()  # names are the owner's alone
+    with app.app_context():
+        from webapp import detections
+        assert detections.owned(1, first)["spot"] == "freckle on arm"

@@ -418,11 +418,15 @@ def test_check_pages_are_owner_only_and_delete_needs_csrf_in_production(prod: Si
     for page in pages:
         with owner.get(page) as mine:
             assert mine.status_code == 200
+    with owner.post(f"/detect/spot/{detection}", data={"spot": "no token"}) as forged:  # naming needs CSRF too
+        assert forged.status_code == 400
     other = register_and_verify(prod, "mallory@example.org")
     login(other, "mallory@example.org")
     for page in pages:
         with other.get(page) as theirs:
             assert theirs.status_code == 404 and b"private note" not in theirs.data
+    with other.post(f"/detect/spot/{detection}", data={"spot": "x", "csrf_token": csrf(other, "/detect/")}) as theirs:
+        assert theirs.status_code == 404
     assert owner.post(f"/detect/delete/{detection}").status_code == 400  # no CSRF token: refused
     assert owner.get(f"/detect/result/{detection}").status_code == 200
     assert post(owner, f"/detect/delete/{detection}", {}, form=f"/detect/delete/{detection}").status_code == 302

@@ -1,6 +1,6 @@
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField, FileRequired
-from wtforms import SelectField, TextAreaField
+from wtforms import SelectField, StringField, TextAreaField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import Length
 
@@ -11,6 +11,7 @@ BODY_SITES: tuple[tuple[str, str], ...] = (
     ("lower extremity", "Leg"), ("foot", "Foot"), ("genital", "Genital area"), ("other", "Elsewhere"),
 )
 BODY_SITE_NAMES = dict(BODY_SITES)
+SPOT_MAX = 60
 
 
 class UploadForm(FlaskForm):
@@ -18,5 +19,15 @@ class UploadForm(FlaskForm):
                       render_kw={"accept": "image/jpeg,image/png,image/*"})
     body_site = SelectField("Where on the body (optional)", default="",
                             choices=[SelectChoice(value, label) for value, label in BODY_SITES])
+    spot = StringField("Which spot is this? (optional: name it, e.g. \"mole left shoulder\", and pick the same "
+                       "name next time to see the photos side by side)", validators=[Length(max=SPOT_MAX)],
+                       render_kw={"maxlength": SPOT_MAX, "list": "spots", "autocomplete": "off"})
     note = TextAreaField("Note for yourself or your clinician (optional)", validators=[Length(max=500)],
                          render_kw={"rows": 2, "maxlength": 500})
+
+
+class SpotForm(FlaskForm):
+    """Name the spot a check shows afterwards (or correct it), so its photos line up with the same lesion's."""
+
+    spot = StringField("This check shows the spot", validators=[Length(max=SPOT_MAX)],
+                       render_kw={"maxlength": SPOT_MAX, "list": "spots", "autocomplete": "off"})

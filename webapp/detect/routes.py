@@ -24,7 +24,7 @@ from core.serve.quality import ADVICE as QUALITY_ADVICE
 from core.triage import APPOINTMENT, DISCLAIMER, NEXT_STEPS_SHORT, URGENT, WATCH, Decision
 from webapp import detections
 from webapp.auth.forms import ConfirmForm
-from webapp.detect.forms import BODY_SITE_NAMES, UploadForm
+from webapp.detect.forms import BODY_SITE_NAMES, SpotForm, UploadForm
 from webapp.extensions import limiter
 from webapp.predictor import ModelUnavailable, NotALesion
 from webapp.storage import image_path
@@ -108,7 +108,8 @@ def render_check(template: str, row: sqlite3.Row, **context: object) -> str:
 
 def render_upload(form: UploadForm, status: int = 200):
     max_mb = current_app.config["MAX_CONTENT_LENGTH"] // (1024 * 1024)
-    return render_template("detect/upload.html", form=form, disclaimer=DISCLAIMER, max_mb=max_mb), status
+    return render_template("detect/upload.html", form=form, disclaimer=DISCLAIMER, max_mb=max_mb,
+                           spots=detections.spots(current_user.id)), status
 
 
 def verified_required(view):
@@ -142,7 +143,8 @@ def upload():
     if form.validate_on_submit():
         try:
             detection_id, _ = detections.create(current_user.id, form.image.data.read(),
-                                                body_site=form.body_site.data or "", note=form.note.data or "")
+                                                body_site=form.body_site.data or "", note=form.note.data or "",
+                                                spot=form.spot.data or "")
         except ImageRejected as exc:
             form.image.errors = [f"This file cannot be used: {exc}."]
             return render_upload(form, 400)
@@ -167,8 +169,25 @@ def upload():
 @login_required
 def result(detection_id: str):
     row = get_detection(detection_id)
-    return render_check("detect/result.html", row, same_site=detections.same_site(current_user.id, row),
-                        names={c: clinical_name(c) for c in CLASSES})
+    return render_check("detect/result.html", row, same_spot=detections.same_spot(current_user.id, row),
+                        names={c: clinical_name(c) for c in CLASSES}, spot_form=SpotForm(spot=row["spot"]),
+                        spots=detections.spots(current_user.id))
+
+
+@bp.route("/spot/<detection_id>", methods=["POST"])
+@login_required
+def name_spot(detection_id: str):
+    """Say which spot a check shows (after the upload, or to correct it): its photos line up with that spot's."""
+    row = get_detection(detection_id)
+    form = SpotForm()
+    if form.validate_on_submit():
+        detections.name_spot(current_user.id, row["id"], form.spot.data or "")
+        flash("Saved: this check shows " + (f"“{detections.normalise_spot(form.spot.data)}”." if form.spot.data
+                                             else "no named spot."))
+    else:
+        flash("The spot's name was not saved: " + "; ".join(e for errs in form.errors.values() for e in errs),
+              "error")
+    return redirect(url_for("detect.result", detection_id=row["id"]))
 
 
 @bp.route("/report/<detection_id>")
