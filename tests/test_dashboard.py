@@ -553,3 +553,23 @@ def test_one_ratio_baseline_for_every_page_in_the_url(app_env: Path) -> None:
     at.switch_page("views/compare.py").run()  # the choice follows to the next page
     assert at.sidebar.radio(key="to_base").value == "eager"
     assert any("Ratios against the dense PyTorch eager cell" in c.value for c in at.caption)
+
+
+def test_run_detail_charts_read_right(app_env: Path) -> None:
+    with ResultsStore(app_env, read_only=True) as store:
+        df = variants_frame(store)
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.session_state["detail_id"] = df[df["variant"] == "pruned-0.5-static"].iloc[0]["run_id"]
+    at.run()
+    at.switch_page("views/run_detail.py").run()
+    specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    legends = [s["layout"].get("legend", {}).get("title", {}).get("text") for s in specs]
+    assert "figure" not in legends  # every legend says what its colours are
+    screening = next(s for s in specs if s["layout"]["title"]["text"].startswith("Screening ROC"))
+    curves = {t["name"].split(" vs the rest")[0]: t["line"]["color"] for t in screening["data"]
+              if " vs the rest" in t.get("name", "")}
+    for point in (t for t in screening["data"] if "operating point" in t.get("name", "")):
+        assert point["marker"]["color"] == curves[point["name"].split(" operating point")[0]]  # its curve's colour
+    reliability = next(s for s in specs if s["layout"]["title"]["text"].startswith("Reliability"))
+    labelled = [t for t in reliability["data"] if "text" in t.get("mode", "")]
+    assert len(labelled) <= 1  # bin counts printed for one curve only: they no longer overlap

@@ -94,7 +94,7 @@ if split:
     per_class["class"] = per_class["class"] + " (n=" + per_class["support"].astype(int).astype(str) + ")"
     pc = per_class.melt(id_vars=["class", "support"], value_vars=["precision", "recall", "f1"])
     right.plotly_chart(px.bar(pc, x="class", y="value", color="variable", barmode="group", hover_data=["support"],
-                              labels={"value": "score", "variable": "figure"},
+                              labels={"value": "score", "variable": "per-class figure"},
                               title="Per class (n = images of the class in this split)"),
                        width="stretch", key="detail_pc")
 
@@ -105,7 +105,7 @@ if not detail.history.empty:
     loss_col.plotly_chart(px.line(losses, x="epoch", y="value", markers=True, title="Training loss",
                                   labels={"value": "loss", "epoch": "epoch"}), width="stretch", key="detail_loss")
     acc_col.plotly_chart(px.line(accs, x="epoch", y="value", color="name", markers=True, range_y=[0, 1],
-                                 title="Accuracy per epoch", labels={"value": "accuracy", "name": "figure"}),
+                                 title="Accuracy per epoch", labels={"value": "accuracy", "name": "measured on"}),
                          width="stretch", key="detail_hist")
 else:
     st.caption("No training history for this run (evaluation-only or unpruned variant).")
@@ -127,10 +127,13 @@ if not preds.empty:
     shown = {f"calibrated (T = {temperature:.2f})": probs, "uncalibrated": uncalibrated_probs(probs, temperature)} \
         if temperature != 1.0 else {"accuracy": probs}
     cal = go.Figure([go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dot"}, name="perfect")])
-    for name, p in shown.items():
+    for i, (name, p) in enumerate(shown.items()):
         rel = reliability(labels, p)
-        cal.add_trace(go.Scatter(x=rel["confidence"], y=rel["accuracy"], mode="lines+markers+text", name=name,
-                                 text=rel["count"], textposition="top center", customdata=rel["count"],
+        # Counts printed for one curve only, below its markers (two curves' labels overlapped); the other's on hover.
+        cal.add_trace(go.Scatter(x=rel["confidence"], y=rel["accuracy"], name=name,
+                                 mode="lines+markers+text" if i == 0 else "lines+markers",
+                                 text=rel["count"], textposition="bottom right", textfont={"size": 10},
+                                 customdata=rel["count"],
                                  hovertemplate="confidence %{x:.2f}<br>accuracy %{y:.2f}<br>%{customdata} images"))
     ece = f"ECE {figures.get('ece', np.nan):.3f}"
     if "ece_uncalibrated" in figures:
@@ -139,16 +142,21 @@ if not preds.empty:
                       yaxis_title="accuracy")
     phone_friendly(cal, plot_height=300)
     b.plotly_chart(cal, width="stretch", key="detail_cal")
-    screen = go.Figure([go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dot"}, name="chance")])
+    screen = go.Figure([go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dot", "color": "#999"},
+                                   name="chance")])
+    # Each operating point in its own curve's colour: a red cross on the blue curve read as another curve's point.
+    colours = {"possibly malignant": "#1f77b4", "melanoma": "#d62728"}
     for name, group in (("possibly malignant", MALIGNANT_GROUP), ("melanoma", MELANOMA_GROUP)):
         fpr, tpr, auc = group_roc(labels, probs, group)
         if not len(fpr):
             continue
-        screen.add_trace(go.Scatter(x=fpr, y=tpr, mode="lines", name=f"{name} vs the rest (AUC {auc:.3f})"))
+        screen.add_trace(go.Scatter(x=fpr, y=tpr, mode="lines", name=f"{name} vs the rest (AUC {auc:.3f})",
+                                    line={"color": colours[name]}))
         key = "malignant" if group == MALIGNANT_GROUP else "melanoma"
         sens, spec = figures.get(f"triage_{key}_sensitivity"), figures.get(f"triage_{key}_specificity")
         if sens is not None and spec is not None and pd.notna(sens) and pd.notna(spec):
-            screen.add_trace(go.Scatter(x=[1 - spec], y=[sens], mode="markers", marker={"size": 13, "symbol": "x"},
+            screen.add_trace(go.Scatter(x=[1 - spec], y=[sens], mode="markers",
+                                        marker={"size": 13, "symbol": "x", "color": colours[name]},
                                         name=f"{name} operating point: sensitivity {sens:.2f}, specificity "
                                              f"{spec:.2f}"))
     screen.update_layout(title=f"Screening ROC ({split}): the referral question, operating points fitted on val",
