@@ -251,3 +251,24 @@ def test_create_user_command_makes_a_confirmed_account_with_a_working_token(app:
     assert again.exit_code != 0 and "already registered" in again.output
     weak = runner.invoke(args=["create-user", "--email", "b@example.org", "--password", "short"])
     assert weak.exit_code != 0
+
+
+def test_a_refused_profile_form_says_so_beside_itself(client: FlaskClient, auth: AuthActions) -> None:
+    import re
+
+    auth.register()
+    auth.login()
+    for url, form_action, extra in (("/auth/profile/email", "/auth/profile/email", {"email": "n@example.org"}),
+                                    ("/auth/profile/password", "/auth/profile/password", {"password": "x" * 20}),
+                                    ("/auth/profile/delete", "/auth/profile/delete", {}),
+                                    ("/auth/profile/tokens", "/auth/profile/tokens", {})):
+        r = client.post(url, data={"current_password": "wrong password here", **extra})
+        page = r.get_data(as_text=True)
+        assert r.status_code == 400
+        forms = re.findall(r'<form method="post" action="([^"]+)".*?</form>', page, flags=re.S)
+        failing = re.search(rf'<form method="post" action="{form_action}".*?</form>', page, flags=re.S).group(0)
+        assert 'role="alert"' in failing and "The current password is not correct." in failing
+        assert page.count("The current password is not correct.") == 1 and len(forms) >= 4  # only that form
+        assert 'aria-invalid="true"' in failing
+    weak = client.post("/auth/profile/password", data={"current_password": PASSWORD, "password": "password1234"})
+    assert weak.status_code == 400 and 'role="alert"' in weak.get_data(as_text=True)

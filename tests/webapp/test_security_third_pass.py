@@ -199,7 +199,7 @@ def test_password_change_is_rate_limited(prod: Site) -> None:
     codes = [post(client, "/auth/profile/password", {"current_password": f"wrong guess number {i}",
                                                      "password": "another long passphrase"},
                   form="/auth/profile").status_code for i in range(7)]
-    assert codes[:5] == [302] * 5 and set(codes[5:]) == {429}
+    assert codes[:5] == [400] * 5 and set(codes[5:]) == {429}  # refused beside the form, then limited
 
 
 # 8. Guessable passwords are refused -------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import zipfile
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, send_file, session, url_for
 from flask_limiter.util import get_remote_address
 from flask_login import current_user, login_required, login_user, logout_user
+from flask_wtf import FlaskForm
 
 from webapp import detections, tokens, users
 from webapp.auth.forms import (
@@ -225,12 +226,22 @@ def reset(token: str):
     return render_template("auth/reset.html", form=form)
 
 
-def _profile_page(new_token: str | None = None) -> str:
-    return render_template("auth/profile.html", profile_form=ProfileForm(name=current_user.name),
-                           email_form=ChangeEmailForm(), password_form=ChangePasswordForm(), confirm=ConfirmForm(),
-                           delete_form=DeleteAccountForm(), token_form=CreateTokenForm(),
-                           tokens=tokens.of_user(current_user.id),
-                           new_token=new_token)
+WRONG_PASSWORD = "The current password is not correct."
+
+
+def _profile_page(new_token: str | None = None, **failed: object) -> str:
+    """The profile; ``failed``: a form that was refused, shown with its error beside the field (not at the top of
+    the page, where it read like the other forms' confirmations)."""
+    forms = {"profile_form": ProfileForm(name=current_user.name), "email_form": ChangeEmailForm(),
+             "password_form": ChangePasswordForm(), "delete_form": DeleteAccountForm(), "token_form": CreateTokenForm(),
+             **failed}
+    return render_template("auth/profile.html", confirm=ConfirmForm(), tokens=tokens.of_user(current_user.id),
+                           new_token=new_token, **forms)
+
+
+def _refused(name: str, form: FlaskForm, field: str, message: str) -> tuple[str, int]:
+    getattr(form, field).errors = [*getattr(form, field).errors, message]
+    return _profile_page(**{name: form}), 400
 
 
 @bp.route("/profile", methods=["GET"])
@@ -256,7 +267,7 @@ def change_email():
     form = ChangeEmailForm()
     if form.validate_on_submit():
         if not verify_password(current_user.password_hash, form.current_password.data):
-            flash("The current password is not correct.", "error")
+            return _refused("email_form", form, "current_password", WRONG_PASSWORD)
         else:
             # The account keeps its address until the new one is confirmed from its own inbox: nothing on the
             # profile (or in the database) differs between a free address and a taken one, and no account can
@@ -297,9 +308,9 @@ def change_password():
     if form.validate_on_submit():
         problem = password_problem(form.password.data, email=current_user.email, name=current_user.name)
         if not verify_password(current_user.password_hash, form.current_password.data):
-            flash("The current password is not correct.", "error")
+            return _refused("password_form", form, "current_password", WRONG_PASSWORD)
         elif problem:
-            flash(problem, "error")
+            return _refused("password_form", form, "password", problem)
         else:
             users.update(current_user.id, password_hash=hash_password(form.password.data))
             users.rotate_session(current_user.id)
@@ -316,8 +327,7 @@ def change_password():
 def create_token():
     form = CreateTokenForm()
     if not form.validate_on_submit() or not verify_password(current_user.password_hash, form.current_password.data):
-        flash("The current password is not correct. No token was created.", "error")
-        return redirect(url_for("auth.profile"))
+        return _refused("token_form", form, "current_password", f"{WRONG_PASSWORD} No token was created.")
     token = tokens.create(current_user.id)
     if token is None:
         flash(f"This account already has {tokens.MAX_TOKENS_PER_ACCOUNT} tokens, the most it can hold: revoke one "
@@ -364,8 +374,7 @@ def export_data():
 def delete_account():
     form = DeleteAccountForm()
     if not form.validate_on_submit() or not verify_password(current_user.password_hash, form.current_password.data):
-        flash("The current password is not correct.", "error")
-        return redirect(url_for("auth.profile"))
+        return _refused("delete_form", form, "current_password", f"{WRONG_PASSWORD} Nothing was deleted.")
     for key in users.delete(current_user.id):  # rows first: a crash leaves files the start-up check removes
         delete_image(key)
     logout_user()
