@@ -266,14 +266,23 @@ def test_a_shared_url_restores_the_view(app_env: Path) -> None:
     assert at.query_params["to_x"] == "latency_ms"
 
 
-def test_run_detail_of_a_variant_shows_its_deployment_figures(app_env: Path) -> None:
+def _run_detail(app_env: Path, *, split: str | None = None) -> tuple[AppTest, pd.Series]:
+    """Run detail of the store's pruned-0.5-static variant, opened as a click on Runs opens it (the sidebar's
+    Split set first when given)."""
     with ResultsStore(app_env, read_only=True) as store:
         df = variants_frame(store)
     variant = df[df["variant"] == "pruned-0.5-static"].iloc[0]
     at = AppTest.from_file(APP, default_timeout=120)
     at.session_state["detail_id"] = variant["run_id"]
     at.run()
+    if split:
+        at.sidebar.selectbox(key="f_split").set_value(split).run()
     at.switch_page("views/run_detail.py").run()
+    return at, variant
+
+
+def test_run_detail_of_a_variant_shows_its_deployment_figures(app_env: Path) -> None:
+    at, variant = _run_detail(app_env)
     assert not at.exception, [e.value for e in at.exception]
     cards = {m.label: m.value for m in at.metric}
     assert cards["size"] == f"{variant['size_mb']:.2f} MB" and "latency, batch 1" in cards and "MACs" in cards
@@ -490,14 +499,7 @@ def test_agreement_is_said_in_words() -> None:
 
 
 def test_run_detail_follows_the_sidebar_split_and_names_runs_once(app_env: Path) -> None:
-    with ResultsStore(app_env, read_only=True) as store:
-        df = variants_frame(store)
-    variant = df[df["variant"] == "pruned-0.5-static"].iloc[0]
-    at = AppTest.from_file(APP, default_timeout=120)
-    at.session_state["detail_id"] = variant["run_id"]
-    at.run()
-    at.sidebar.selectbox(key="f_split").set_value("val").run()
-    at.switch_page("views/run_detail.py").run()
+    at, variant = _run_detail(app_env, split="val")
     assert not at.exception, [e.value for e in at.exception]
     assert at.query_params["f_split"] == "val"  # one Split, in the address, on every page
     titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
@@ -556,12 +558,7 @@ def test_one_ratio_baseline_for_every_page_in_the_url(app_env: Path) -> None:
 
 
 def test_run_detail_charts_read_right(app_env: Path) -> None:
-    with ResultsStore(app_env, read_only=True) as store:
-        df = variants_frame(store)
-    at = AppTest.from_file(APP, default_timeout=120)
-    at.session_state["detail_id"] = df[df["variant"] == "pruned-0.5-static"].iloc[0]["run_id"]
-    at.run()
-    at.switch_page("views/run_detail.py").run()
+    at, _ = _run_detail(app_env)
     specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
     legends = [s["layout"].get("legend", {}).get("title", {}).get("text") for s in specs]
     assert "figure" not in legends  # every legend says what its colours are
