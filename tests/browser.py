@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -15,6 +16,14 @@ import pytest
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-quic"]
+
+
+def screenshot_path(tmp_path, name: str) -> str:
+    """Where a test's screenshot goes: ``LESIONLITE_SCREENSHOT_DIR`` when set (to look at them), else the test's
+    temporary folder."""
+    folder = os.environ.get("LESIONLITE_SCREENSHOT_DIR") or str(tmp_path)
+    os.makedirs(folder, exist_ok=True)
+    return os.path.join(folder, name)
 
 
 def free_port() -> int:

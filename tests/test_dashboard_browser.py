@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser import chromium_page, free_port, wait_http
+from tests.browser import chromium_page, free_port, screenshot_path, wait_http
 from tests.images import jpeg_bytes, png_bytes
 
 REPO = Path(__file__).resolve().parent.parent
@@ -125,4 +125,4 @@ def test_charts_keep_their_plot_area_on_a_phone(dashboard_url: str, tmp_path: Pa
             for width, height in sizes:
                 # the bug left ~60 px; a square confusion matrix beside its colour bar gets ~190 x 190
                 assert height >= 180 and width >= 180, f"/{path}: plot area {width:.0f}x{height:.0f} px at 390 px"
-            page.screenshot(path=str(tmp_path / f"phone-{path or 'tradeoffs'}.png"), full_page=True)
+            page.screenshot(path=screenshot_path(tmp_path, f"phone-{path or 'tradeoffs'}.png"), full_page=True)

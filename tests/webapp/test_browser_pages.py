@@ -3,7 +3,6 @@ result framed as such, no sideways scrolling, a delete that asks first. A real H
 
 from __future__ import annotations
 
-import os
 import re
 import threading
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ from core.serve.deployed import Classification
 from core.serve.predict import Prediction
 from core.serve.quality import PhotoQuality
 from core.triage import decide
-from tests.browser import chromium_page, free_port
+from tests.browser import chromium_page, free_port, screenshot_path
 from tests.webapp.conftest import PASSWORD, RELAXED_LIMITS
 from webapp import create_app, detections
 from webapp.predictor import Detection
@@ -92,8 +91,7 @@ def test_an_uncertain_melanoma_leaning_result_is_urgent_on_a_phone(site: str, sa
         share = page.locator("#verdict .malignant-share")
         assert "64%" in share.inner_text() and share.is_visible()
         assert _overflow(page) <= 0
-        page.screenshot(path=str(os.environ.get("LESIONLITE_SCREENSHOT_DIR", tmp_path)) + "/uncertain-mel-390.png",
-                        full_page=True)
+        page.screenshot(path=screenshot_path(tmp_path, "uncertain-mel-390.png"), full_page=True)
 
 
 def test_possibly_malignant_result_on_a_phone(site: str, samples_dir: Path, tmp_path: Path,
@@ -118,9 +116,10 @@ def test_possibly_malignant_result_on_a_phone(site: str, samples_dir: Path, tmp_
         centres = [centre for centre, _ in boxes]
         assert max(centres) - min(centres) <= 4, boxes  # one line
         assert min(height for _, height in boxes) >= 44, boxes  # every item, "Log out" too, is finger-sized
-        page.screenshot(path=str(tmp_path / "result-390.png"), full_page=True)
+        page.screenshot(path=screenshot_path(tmp_path, "result-390.png"), full_page=True)
         page.click("text=History")
         assert _overflow(page) <= 0, "the history scrolls sideways on a phone"
+        page.screenshot(path=screenshot_path(tmp_path, "history-390.png"), full_page=True)
         delete = page.locator("ul.history a.delete")
         box = delete.bounding_box()
         assert box["height"] >= 44 and box["width"] >= 44  # a finger-sized target
