@@ -1,9 +1,7 @@
-"""Training: AdamW, cosine schedule with warm-up, label smoothing, early stopping on validation balanced
-accuracy, resumable checkpoints, and one atomic results-store write at the end.
-
-The loop follows torchvision's ``references/classification``: ``train_one_epoch`` and ``evaluate`` (under
-``inference_mode``), a checkpoint dict saved every epoch. Ctrl-C leaves the last complete checkpoint and
-writes nothing to the results store.
+"""The training job: configure and resume a run, prepare its split, fit (the engine in :mod:`core.train.loop`:
+AdamW, a cosine or linear-to-zero schedule with warm-up, optional FixRes epochs at a lower size, EMA, early stopping
+on validation balanced accuracy, a checkpoint every epoch), evaluate the best weights, and write the run to the
+results store once, at the end. Ctrl-C leaves the last complete checkpoint and writes nothing to the store.
 """
 
 from __future__ import annotations

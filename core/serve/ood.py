@@ -1,6 +1,6 @@
 """Is this a dermoscopic lesion photo at all? A gate in front of the classifier.
 
-A classifier trained on seven lesion classes gives one of them to anything, a cat included. The gate asks two
+A classifier trained on seven lesion classes gives one of them to anything, a cat included. The gate asks three
 questions before a prediction is shown:
 
 1. Is the image nearly uniform (blank, one colour)? Every channel's pixel standard deviation below
