@@ -45,8 +45,6 @@ from core.train.parent import Parent
 
 log = logging.getLogger(__name__)
 
-log = logging.getLogger(__name__)
-
 
 def step_epochs(total: int, steps: int) -> list[int]:
     """``total`` fine-tuning epochs shared over ``steps`` pruning steps (later steps get the remainder)."""

@@ -24,8 +24,6 @@ from core.store.results import DEFAULT_DB
 
 log = logging.getLogger(__name__)
 
-log = logging.getLogger(__name__)
-
 
 @dataclass
 class SweepConfig:

@@ -17,8 +17,6 @@ from core.train.parent import load_parent
 
 log = logging.getLogger(__name__)
 
-log = logging.getLogger(__name__)
-
 
 def group_task(*, parent_dir: str, group: Group, todo: list[str], cfg: SweepConfig, threads: int) -> list[RunRecord]:
     """Run on a Ray worker: every cell of ``todo`` for ``group``, returned as run records (nothing is stored).

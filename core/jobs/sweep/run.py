@@ -24,8 +24,6 @@ from core.train.parent import Parent, load_parent
 
 log = logging.getLogger(__name__)
 
-log = logging.getLogger(__name__)
-
 
 def _resolve_parents(cfg: SweepConfig, train_cfg: TrainConfig) -> dict[str, str]:
     """Model -> dense run folder: given, remembered from an earlier run of this sweep, or trained now."""
