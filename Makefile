@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PORT ?= 8501
 WEBAPP_PORT ?= 5000
 
-.PHONY: demo test lint venv real-cpu real-cpu-sweep bench-pipeline dashboard webapp
+.PHONY: demo test test-fast lint venv real-cpu real-cpu-sweep bench-pipeline dashboard webapp
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ webapp: $(STAMP)
 test: $(STAMP)
 	$(PY) -m ruff check core scripts tests dashboard webapp
 	$(PY) -m pytest
+
+# The tests that need no trained model (unit tests, layout, config, security helpers): minutes, not a quarter hour.
+test-fast: $(STAMP)
+	$(PY) -m ruff check core scripts tests dashboard webapp
+	$(PY) -m pytest -m "not slow"
 
 lint: $(STAMP)
 	$(PY) -m ruff check core scripts tests dashboard webapp

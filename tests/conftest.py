@@ -94,3 +94,15 @@ def gated_variant(sweep_store: Path, trained_tiny, tmp_path_factory: pytest.Temp
     figures = run_gate_fit(GateConfig(model=str(folder), models_dir=str(trained_tiny.run_dir.parent), img_size=96,
                                       db=str(db), max_false_rejection=0.5))
     return folder, figures
+
+
+# A test that needs a trained model (and so a sweep, a gate, a site or a dashboard built on one) or a finished
+# cross-validation waits minutes for these fixtures: it is "slow", as are tests that train or start several
+# processes themselves (marked where they are). `make test-fast` (`pytest -m "not slow"`) runs the others.
+SLOW_FIXTURES = frozenset({"trained_tiny", "finished_cv"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):  # the closure: fixtures of fixtures too
+            item.add_marker(pytest.mark.slow)

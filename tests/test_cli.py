@@ -87,6 +87,7 @@ def test_unknown_model_flag_is_argparse_error(capsys: pytest.CaptureFixture[str]
     assert "invalid choice: 'vgg16'" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # starts processes or trains
 def test_pipeline_then_evaluate_on_ham_and_isic_layouts(synthetic_root: Path, tmp_path: Path,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
     sweep = tmp_path / "sweep.yaml"

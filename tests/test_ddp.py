@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from torch.utils.data import WeightedRandomSampler
 
@@ -46,6 +47,7 @@ def _train(args: list[str], *, procs: int, db: Path, tmp_path: Path) -> subproce
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
 
 
+@pytest.mark.slow  # starts processes or trains
 def test_torchrun_two_gloo_processes_train_one_run(synthetic_root: Path, tmp_path: Path) -> None:
     data = ["--data-dir", str(synthetic_root)]
     single = _train(data, procs=1, db=tmp_path / "single.duckdb", tmp_path=tmp_path)
@@ -67,6 +69,7 @@ def test_torchrun_two_gloo_processes_train_one_run(synthetic_root: Path, tmp_pat
     assert abs(ddp_val["balanced_accuracy"] - single_val["balanced_accuracy"]) < 0.15
 
 
+@pytest.mark.slow  # starts processes or trains
 def test_torchrun_refuses_a_global_batch_that_does_not_divide(synthetic_root: Path, tmp_path: Path) -> None:
     bad = _train(["--data-dir", str(synthetic_root), "--batch-size", "15"], procs=2, db=tmp_path / "bad.duckdb",
                  tmp_path=tmp_path)

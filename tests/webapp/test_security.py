@@ -194,6 +194,7 @@ def _migrate_at(path: str, start: float) -> int:
     return migrate(Path(path))
 
 
+@pytest.mark.slow  # starts processes or trains
 def test_workers_booting_together_migrate_one_new_database(tmp_path: Path) -> None:
     # gunicorn starts its workers at once; each creates the app and migrates the database. Without a lock one of
     # them could die with "database is locked" and the site fail to boot.
