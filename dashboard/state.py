@@ -15,7 +15,13 @@ import pandas as pd
 import streamlit as st
 
 from core.compress import RUNTIMES
-from core.store.analysis import Filters, apply_filters, variants_frame
+from core.store.analysis import (
+    BASELINE_VARIANT,
+    ONNX_BASELINE_VARIANT,
+    Filters,
+    apply_filters,
+    variants_frame,
+)
 from core.store.results import DEFAULT_DB, ResultsStore
 
 if TYPE_CHECKING:  # the model code (torch, ONNX Runtime) loads with the live panel, not with every page
@@ -56,6 +62,7 @@ def _variants(path: str, stamp: float, split: str) -> pd.DataFrame:  # stamp: re
 # What "x smaller" and "x faster" are measured against on every page (one choice, in the sidebar and the URL);
 # Δ balanced accuracy is always against the dense PyTorch FP32 parent.
 BASELINES = {"onnx": "dense fp32 ONNX Runtime", "eager": "dense PyTorch eager"}
+BASELINE_VARIANTS = {"onnx": ONNX_BASELINE_VARIANT, "eager": BASELINE_VARIANT}  # the cell each one is
 
 
 def baseline() -> str:

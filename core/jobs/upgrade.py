@@ -191,11 +191,10 @@ def upgrade_store(db: str | Path) -> dict[str, int]:
             con.execute("UPDATE runs SET config = json_merge_patch(config, json_object('family', ?)) WHERE run_id = ?",
                         [family_from_name(str(variant)), run_id])
         renamed = 0
-        for old_label, family in _OLD_FAMILIES.items():
-            renamed += con.execute("SELECT count(*) FROM runs WHERE kind = 'variant' AND "
-                                   "json_extract_string(config, '$.family') = ?", [old_label]).fetchone()[0]
-            con.execute("UPDATE runs SET config = json_merge_patch(config, json_object('family', ?)) "
-                        "WHERE kind = 'variant' AND json_extract_string(config, '$.family') = ?", [family, old_label])
+        for old_label, family in _OLD_FAMILIES.items():  # DuckDB's UPDATE answers how many rows it changed
+            renamed += con.execute("UPDATE runs SET config = json_merge_patch(config, json_object('family', ?)) "
+                                   "WHERE kind = 'variant' AND json_extract_string(config, '$.family') = ?",
+                                   [family, old_label]).fetchone()[0]
     log.info("%s: %d artifact path(s) to %s, %d variant run(s) given their family, %d renamed to the sweep's label",
              db, paths, CARD_NAME, len(missing), renamed)
     return {"artifact_paths": int(paths), "families": len(missing), "families_renamed": int(renamed)}

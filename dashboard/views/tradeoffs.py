@@ -14,7 +14,6 @@ from core.errors import ModelError
 from core.store.analysis import (
     BASELINE_VARIANT,
     METRIC_LABELS,
-    ONNX_BASELINE_VARIANT,
     DeployedChoice,
     chart_points,
     deployed_choice,
@@ -24,7 +23,7 @@ from core.store.analysis import (
     recommend,
 )
 from dashboard.charts import log_ticks, phone_friendly
-from dashboard.state import BASELINES, all_variants, baseline, filtered_variants, reader, remembered
+from dashboard.state import BASELINE_VARIANTS, BASELINES, all_variants, baseline, filtered_variants, reader, remembered
 
 # One symbol per quantization mode whatever the filter, so a square always means the same thing.
 QUANT_SYMBOLS = dict(zip(QUANT_MODES, ["circle", "diamond", "x", "square", "triangle-up", "cross", "hexagon",
@@ -35,7 +34,6 @@ X_AXES = {"size_mb": "Model size (MB, log scale)", "latency_ms": "Latency (ms pe
 # run anyway; PyTorch eager is 2-5x slower at batch 1 and flatters every variant.
 # Above this many variants the chart draws a summary (see chart_points) unless asked for every point.
 CHART_LIMIT = 1500
-BASE_VARIANTS = {"eager": BASELINE_VARIANT, "onnx": ONNX_BASELINE_VARIANT}
 ANY_RUNTIME = "any"
 
 
@@ -95,7 +93,7 @@ with st.container(border=True):
                                  max_latency_ms=latency_budget) + " Allow a larger loss or a larger budget.")
     else:
         st.header(f"Recommended: {pick.headline}", anchor="recommended")
-        reference = deployable[(deployable["variant"] == BASE_VARIANTS[base_choice])
+        reference = deployable[(deployable["variant"] == BASELINE_VARIANTS[base_choice])
                                & (deployable["parent_run_id"] == deployable.set_index("run_id").loc[
                                    pick.run_id, "parent_run_id"])]
         against = (f" ({reference['size_mb'].iloc[0]:.2f} MB, {reference['latency_ms'].iloc[0]:.2f} ms)"
@@ -178,7 +176,7 @@ if pick is not None:  # the headline's variant, marked as consistently as the se
                              marker={"symbol": "diamond-open", "size": 30, "line": {"width": 3, "color": "#1f3a5f"}},
                              hoverinfo="skip"))
 for key, symbol in (("eager", "star"), ("onnx", "star-diamond")):  # both baselines, the chosen one said so
-    base = deployable[deployable["variant"] == BASE_VARIANTS[key]]
+    base = deployable[deployable["variant"] == BASELINE_VARIANTS[key]]
     fig.add_trace(go.Scatter(
         x=base[x], y=base[metric], mode="markers", hoverinfo="skip",
         name=f"baseline: {BASELINES[key]}" + (" (ratios against this)" if key == base_choice else ""),
