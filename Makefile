@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PORT ?= 8501
 WEBAPP_PORT ?= 5000
 
-.PHONY: demo test test-fast lint venv real-cpu real-cpu-sweep bench-pipeline dashboard webapp
+.PHONY: demo test test-fast lint venv release-install real-cpu real-cpu-sweep bench-pipeline dashboard webapp
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,12 +22,20 @@ demo: $(STAMP)
 	@echo "Starting the dashboard at http://localhost:$(PORT) (Ctrl-C to stop)"
 	$(PY) -m streamlit run dashboard/app.py --server.port $(PORT)
 
-dashboard: $(STAMP)
-	@echo "Dashboard at http://localhost:$(PORT) (Ctrl-C to stop)"
-	$(PY) -m streamlit run dashboard/app.py --server.port $(PORT)
+# The release in the repository (results/release/): its gate backbone rebuilt from the package weights, its store
+# rows loaded. `make dashboard` and `make webapp` show and serve it unless LESIONLITE_DB / LESIONLITE_VARIANT say
+# otherwise.
+release-install: $(STAMP)
+	$(PY) -m scripts.release install
 
-webapp: $(STAMP)
+dashboard: release-install
+	@echo "Dashboard at http://localhost:$(PORT) (Ctrl-C to stop)"
+	LESIONLITE_DB=$${LESIONLITE_DB:-results/release/results.duckdb} \
+		$(PY) -m streamlit run dashboard/app.py --server.port $(PORT)
+
+webapp: release-install
 	LESIONLITE_ENV=development LESIONLITE_EXTERNAL_URL=$${LESIONLITE_EXTERNAL_URL:-http://localhost:$(WEBAPP_PORT)} \
+		LESIONLITE_VARIANT=$${LESIONLITE_VARIANT-$$(test -n "$$LESIONLITE_DB" || echo results/release)} \
 		$(PY) -m flask --app 'webapp:create_app()' run --port $(WEBAPP_PORT)
 
 test: $(STAMP)

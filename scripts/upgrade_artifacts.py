@@ -12,7 +12,7 @@ from core.artifacts.card import DEFAULT_MODELS_DIR
 from core.calibration import DEFAULT_TARGET_ACCURACY
 from core.cli import run_cli, script_parser
 from core.errors import ConfigError
-from core.jobs.upgrade import upgrade_folders, upgrade_store
+from core.jobs.upgrade import upgrade_folders, upgrade_gates, upgrade_store
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -34,6 +34,8 @@ def main(args: argparse.Namespace) -> int:
     for u in upgraded:
         print(f"{u.kind:8s} {u.folder}{'  (calibrated now)' if u.calibrated else ''}")
     print(f"{len(upgraded)} folder(s) upgraded, {sum(u.calibrated for u in upgraded)} of them calibrated now")
+    gates = [g for folder in args.folders for g in upgrade_gates(folder)]
+    print(f"{len(gates)} gate file(s) upgraded")
     for db in args.db:
         changed = upgrade_store(db)
         print(f"{db}: {changed['artifact_paths']} artifact path(s), {changed['families']} family name(s)")

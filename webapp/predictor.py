@@ -20,6 +20,7 @@ from flask import Flask, current_app
 from threadpoolctl import threadpool_limits
 
 from core.artifacts.card import Card, read_variant_card
+from core.artifacts.release import release_description
 from core.errors import ConfigError, LesionLiteError, ModelError
 from core.serve.deployed import Classification, DeployedModel, resolve_uncertain_threshold
 from core.serve.facts import model_facts
@@ -100,6 +101,9 @@ def resolve_variant(app: Flask) -> tuple[Path, Card]:
     configured = app.config.get("LESIONLITE_VARIANT")
     folder, reason = (Path(configured), "named by the operator (LESIONLITE_VARIANT)") if configured else \
         _variant_from_store(app)
+    description = release_description(folder)
+    if description:
+        reason = f"the release in this repository: {description}"
     app.config["DEPLOYED_REASON"] = reason
     return folder.resolve(), read_variant_card(folder)
 

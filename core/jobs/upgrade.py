@@ -5,6 +5,7 @@
   typed records (:data:`~core.artifacts.card.CARD_FORMAT`); a variant that was never calibrated gets its temperature,
   "uncertain" threshold and screening operating points fitted on its parent's validation split now (what the sweep
   does for every new cell).
+- Gates: ``ood_gate.npz`` files that store the full precision matrix are rewritten with its upper triangle only.
 - Stores: artifact paths that name an earlier card file point to ``card.json``; variant runs stored before the
   sweep named their family (pruned after training, lower resolution, ...) get it, from their variant name.
 
@@ -21,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from core.artifacts.card import (
     CARD_NAME,
     EARLIER_CARDS,
@@ -36,6 +39,7 @@ from core.data.transforms import Preprocessing
 from core.jobs.sweep.config import GROUP_KINDS
 from core.metrics import evaluate_logits
 from core.provenance import git_sha, utc_now
+from core.serve.ood import GATE_FILE
 from core.serve.predict import load_predictor, predict_logits
 from core.store.results import ResultsStore
 from core.train.parent import Parent, load_parent
@@ -160,6 +164,24 @@ def upgrade_folders(root: str | Path, *, models_dir: str | Path, target_accuracy
             old.unlink()
         log.info("%s: %s -> %s%s", folder, old.name, CARD_NAME, " (calibrated on validation now)" if calibrated else "")
         done.append(Upgraded(folder, "variant" if card.file else "trained", calibrated))
+    return done
+
+
+def upgrade_gates(root: str | Path) -> list[Path]:
+    """Rewrite gate files at or below ``root`` that hold the full precision matrix (before the upper triangle)."""
+    done = []
+    for path in sorted({*Path(root).glob(GATE_FILE), *Path(root).rglob(GATE_FILE)}):
+        with np.load(path, allow_pickle=False) as f:
+            if "precision" not in f.files:
+                continue
+            arrays = {name: f[name] for name in f.files}
+        full = arrays.pop("precision")
+        arrays["precision_upper"] = full[np.triu_indices(len(full))].astype(np.float32)
+        tmp = path.with_name(f".{path.stem}.upgrading.npz")
+        np.savez(tmp, **arrays)
+        tmp.replace(path)
+        log.info("%s: precision stored as its upper triangle", path)
+        done.append(path)
     return done
 
 

@@ -73,6 +73,16 @@ class OnnxEmbedder:
         return ort_logits(self.session, images)
 
 
+def symmetric_from_upper(upper: np.ndarray) -> np.ndarray:
+    """The symmetric (d, d) matrix whose upper triangle, row by row, is ``upper`` (d (d + 1) / 2 values)."""
+    d = int((np.sqrt(8 * len(upper) + 1) - 1) / 2)
+    if d * (d + 1) // 2 != len(upper):
+        raise ValueError(f"{len(upper)} values are not the upper triangle of a square matrix")
+    matrix = np.zeros((d, d), dtype=np.float64)
+    matrix[np.triu_indices(d)] = upper
+    return matrix + np.triu(matrix, 1).T
+
+
 @dataclass
 class OodGate:
     """Class means and shared precision of the training lesions' embeddings, and the two thresholds."""
@@ -108,14 +118,30 @@ class OodGate:
 
     def save(self, folder: Path) -> Path:
         """Write the statistics and the backbone's ONNX file into ``folder``; returns the statistics file."""
-        path = Path(folder) / GATE_FILE
         if self.embedder.path != Path(folder) / GATE_BACKBONE_FILE:
             shutil.copyfile(self.embedder.path, Path(folder) / GATE_BACKBONE_FILE)
+        return self.save_statistics(folder)
+
+    def save_statistics(self, folder: Path) -> Path:
+        """Write the statistics alone (``GATE_FILE``): a release ships them without the backbone."""
+        path = Path(folder) / GATE_FILE
         meta = {"architecture": self.architecture, "prep": self.prep.to_dict(), "threshold": self.threshold,
                 "min_pixel_std": self.min_pixel_std, "quantile": self.quantile, "backbone": GATE_BACKBONE_FILE}
-        np.savez(path, means=self.means.astype(np.float32), precision=self.precision.astype(np.float32),
-                 meta=np.array(json.dumps(meta)))
+        # The precision is symmetric: its upper triangle is all of it, and half the bytes (a release ships it).
+        upper = self.precision[np.triu_indices(len(self.precision))].astype(np.float32)
+        np.savez(path, means=self.means.astype(np.float32), precision_upper=upper, meta=np.array(json.dumps(meta)))
         return path
+
+    @staticmethod
+    def load_meta(folder: Path) -> dict:
+        """The stored settings of the gate in ``folder`` (architecture, preprocessing, thresholds), without
+        opening its backbone."""
+        path = Path(folder) / GATE_FILE
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                return json.loads(str(f["meta"]))
+        except (OSError, KeyError, ValueError) as exc:
+            raise ModelError(f"{path}: not a readable out-of-distribution gate ({type(exc).__name__})") from None
 
     @classmethod
     def load(cls, folder: Path) -> OodGate | None:
@@ -129,7 +155,7 @@ class OodGate:
                 prep = Preprocessing.from_dict(meta["prep"])
                 embedder = OnnxEmbedder(Path(folder) / meta["backbone"], prep)
                 return cls(meta["architecture"], prep, f["means"].astype(np.float64),
-                           f["precision"].astype(np.float64), float(meta["threshold"]),
+                           symmetric_from_upper(f["precision_upper"]), float(meta["threshold"]),
                            float(meta["min_pixel_std"]), float(meta["quantile"]), embedder)
         except (OSError, KeyError, ValueError, RuntimeError) as exc:  # ORT raises its own (RuntimeError) kinds
             raise ModelError(f"{path}: not a readable out-of-distribution gate "

@@ -225,7 +225,7 @@ class ResultsStore:
         return bool(self.con.execute("SELECT count(*) FROM runs WHERE run_id = ?", [run_id]).fetchone()[0])
 
 
-_TABLES = ("runs", "metrics", "per_class", "confusion", "history", "artifacts", "predictions")
+TABLES = ("runs", "metrics", "per_class", "confusion", "history", "artifacts", "predictions")
 
 
 def ingest(target: ResultsStore, source: str | Path, *, run_ids: list[str] | None = None) -> int:
@@ -250,7 +250,7 @@ def ingest(target: ResultsStore, source: str | Path, *, run_ids: list[str] | Non
                         + (" AND list_contains(?, run_id)" if run_ids is not None else ""),
                         [list(run_ids)] if run_ids is not None else [])
             added = con.execute("SELECT count(*) FROM new_runs").fetchone()[0]
-            for table in _TABLES:
+            for table in TABLES:
                 con.execute(f"INSERT INTO main.{table} SELECT * FROM src.{table} "
                             "WHERE run_id IN (SELECT run_id FROM new_runs)")
             con.execute("DROP TABLE new_runs")
