@@ -27,6 +27,7 @@ from core.store.analysis import (
     variants_frame,
 )
 from core.store.results import ResultsStore
+from tests.fresh_release import committed, fresh_copy
 
 APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
 PAGES = ["views/tradeoffs.py", "views/runs.py", "views/run_detail.py", "views/compare.py", "views/live_panel.py"]
@@ -570,3 +571,17 @@ def test_run_detail_charts_read_right(app_env: Path) -> None:
     reliability = next(s for s in specs if s["layout"]["title"]["text"].startswith("Reliability"))
     labelled = [t for t in reliability["data"] if "text" in t.get("mode", "")]
     assert len(labelled) <= 1  # bin counts printed for one curve only: they no longer overlap
+
+
+@committed
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_opens_the_committed_release(page: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`make dashboard` on a fresh clone: the release's store rows, installed, are real trade-offs to show."""
+    from core.jobs.release import install_release
+    copy = fresh_copy(tmp_path)
+    install_release(copy)
+    monkeypatch.setenv("LESIONLITE_DB", str(copy / "results.duckdb"))
+    at = _run(page)
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    assert not any("synthetic" in w.value for w in at.warning)

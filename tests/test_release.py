@@ -4,16 +4,14 @@ checkout (gate backbone rebuilt from the package weights, store rows loaded), se
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
-from core.artifacts.release import RELEASE_DIR, ReleaseError, read_manifest
+from core.artifacts.release import ReleaseError, read_manifest
 from core.jobs import release
-from core.jobs.release import MAX_RELEASE_BYTES, build_release, check_release, install_release
+from core.jobs.release import build_release, check_release, install_release
 from core.serve.ood import GATE_BACKBONE_FILE, GATE_FILE, OodGate, symmetric_from_upper
 from core.store.results import ResultsStore
 
@@ -111,57 +109,3 @@ def test_gate_statistics_keep_the_upper_triangle_and_old_files_are_upgraded(
     assert upgrade_gates(tmp_path) == [folder / GATE_FILE]
     np.testing.assert_allclose(OodGate.load(folder).precision, gate.precision)
     assert upgrade_gates(tmp_path) == []
-
-
-# The release committed in the repository: what `make webapp` serves on a fresh clone.
-committed = pytest.mark.skipif(not (REPO / RELEASE_DIR / "release.json").is_file(), reason="no committed release")
-
-
-def _fresh_copy(tmp_path: Path) -> Path:
-    """The release's committed files only, as a fresh clone has them (nothing installed)."""
-    tracked = subprocess.run(["git", "ls-files", str(RELEASE_DIR)], cwd=REPO, capture_output=True, text=True,
-                             check=True).stdout.split()
-    assert tracked, "the release's files are not committed"
-    copy = tmp_path / "release"
-    for name in tracked:
-        (copy / Path(name).relative_to(RELEASE_DIR)).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(REPO / name, copy / Path(name).relative_to(RELEASE_DIR))
-    return copy
-
-
-@committed
-def test_the_committed_release_matches_its_manifest_and_fits_the_repository() -> None:
-    assert check_release(REPO / RELEASE_DIR) == []
-    assert read_manifest(REPO / RELEASE_DIR)["total_bytes"] <= MAX_RELEASE_BYTES
-
-
-@committed
-def test_the_production_site_serves_the_committed_release_with_its_photo_check(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A fresh checkout: install, then the production site starts on it without any override, and its photo check
-    turns a flat picture away."""
-    from core.serve.deployed import DeployedModel
-    from tests.webapp.production import production_env
-    from webapp import create_app
-
-    copy = _fresh_copy(tmp_path)
-    install_release(copy)
-    env = production_env(tmp_path, copy)
-    env.pop("LESIONLITE_ALLOW_NO_PHOTO_CHECK")
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    app = create_app()
-    assert app.config["NO_PHOTO_CHECK"] is False and not app.config["DEPLOYED_FACTS"].is_demo
-    assert app.config["DEPLOYED_REASON"].startswith("the release in this repository")
-    assert not DeployedModel.load(copy).classify(Image.new("RGB", (600, 450), (40, 90, 200))).accepted
-
-
-@committed
-def test_the_committed_release_classifies_real_samples(tmp_path: Path, samples_dir: Path) -> None:
-    from core.serve.deployed import DeployedModel
-
-    copy = _fresh_copy(tmp_path)
-    install_release(copy)
-    model = DeployedModel.load(copy)
-    results = [model.classify(Image.open(p)) for p in sorted(samples_dir.glob("*.jpg"))[:10]]
-    assert sum(r.accepted for r in results) >= 9 and all(r.decision for r in results if r.accepted)

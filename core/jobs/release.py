@@ -191,7 +191,7 @@ def check_release(folder: str | Path = RELEASE_DIR) -> list[str]:
 
 def install_release(folder: str | Path = RELEASE_DIR) -> ReleaseInfo:
     """Make a checked-out release servable: rebuild the gate's backbone from the package weights (checked on the
-    probe images) and load the store rows into ``results.duckdb``. Running it again redoes nothing that is done."""
+    probe images, once) and load the store rows into ``results.duckdb``."""
     folder = Path(folder)
     problems = check_release(folder)
     if problems:
@@ -199,8 +199,7 @@ def install_release(folder: str | Path = RELEASE_DIR) -> ReleaseInfo:
     manifest = read_manifest(folder)
     if not (folder / GATE_BACKBONE_FILE).is_file():
         _install_backbone(folder)
-    if not (folder / INSTALLED_DB).is_file():
-        _install_store(folder)
+    _install_store(folder, manifest)
     return ReleaseInfo(folder, manifest)
 
 
@@ -220,12 +219,18 @@ def _install_backbone(folder: Path) -> None:
     log.info("gate backbone rebuilt from the package weights (probe difference %.1g)", difference)
 
 
-def _install_store(folder: Path) -> None:
+def _install_store(folder: Path, manifest: dict[str, Any]) -> None:
+    """The store rows in ``results.duckdb``, rebuilt each time (a second): the released variant's card and model
+    are where this checkout has them, so the dashboard's live panel and the site's default choice find them."""
     partial = folder / f".{INSTALLED_DB}.partial"
     partial.unlink(missing_ok=True)
+    card = read_variant_card(folder)
     with ResultsStore(partial) as store:
         for table in TABLES:
             source = (folder / STORE_DIR / f"{table}.parquet").as_posix()
             store.con.execute(f"INSERT INTO {table} SELECT * FROM read_parquet('{source}')")
-    partial.rename(folder / INSTALLED_DB)
+        for kind, name in (("card", CARD_NAME), ("model", str(card.file))):
+            store.con.execute("UPDATE artifacts SET path = ? WHERE run_id = ? AND kind = ?",
+                              [str((folder / name).resolve()), manifest["run_id"], kind])
+    partial.replace(folder / INSTALLED_DB)
     log.info("release store rows loaded into %s", folder / INSTALLED_DB)
