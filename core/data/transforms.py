@@ -110,11 +110,21 @@ class ToCHWTensor(torch.nn.Module):
         return to_chw_tensor(square)
 
 
+AUG_POLICIES = ("basic", "isic")
+
+
 def train_transform(prep: Preprocessing, *, scale_min: float = 0.5, color_jitter: float = 0.1,
-                    from_tensor: bool = False) -> v2.Compose:
-    """Training augmentation of an HWC uint8 square (or, ``from_tensor``, a CHW uint8 tensor on any device): random
-    resized crop, flips, 90-degree rotations, mild colour jitter, then the normalisation that :func:`eval_array`
-    repeats in NumPy."""
+                    policy: str = "basic", from_tensor: bool = False) -> v2.Compose:
+    """Training augmentation of an HWC uint8 square (or, ``from_tensor``, a CHW uint8 tensor on any device), then
+    the normalisation that :func:`eval_array` repeats in NumPy.
+
+    ``basic``: random resized crop, flips, 90-degree rotations, mild colour jitter (no hue). ``isic``: what the
+    ISIC 2019/2020 winners add to that (ngessert/isic2019; the SIIM-ISIC 1st place): rotation by any angle with
+    scale 0.8-1.2 and a 10% shift, brightness/contrast/saturation 0.2 and a small hue jitter, and cutout (one
+    erased rectangle of up to 14% of the image, p = 0.7)."""
+    if policy not in AUG_POLICIES:
+        raise ValueError(f"unknown augmentation policy {policy!r}; allowed: {', '.join(AUG_POLICIES)}")
+    isic = policy == "isic"
     steps: list[torch.nn.Module] = [
         *([] if from_tensor else [ToCHWTensor()]),
         v2.RandomResizedCrop(prep.input_size, scale=(scale_min, 1.0), antialias=True),
@@ -122,10 +132,15 @@ def train_transform(prep: Preprocessing, *, scale_min: float = 0.5, color_jitter
         v2.RandomVerticalFlip(),
         RandomRot90(),
     ]
-    if color_jitter > 0:
+    if isic:
+        steps.append(v2.RandomAffine(degrees=180, translate=(0.1, 0.1), scale=(0.8, 1.2)))
+        steps.append(v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02))
+    elif color_jitter > 0:
         # No hue jitter: lesion colour is diagnostic, and hue conversion is the slowest step on CPU.
         steps.append(v2.ColorJitter(brightness=color_jitter, contrast=color_jitter, saturation=color_jitter))
-    return v2.Compose([*steps, *normalization(prep)])
+    # Cutout after normalisation: the erased rectangle is 0, the dataset's mean colour.
+    cutout = [v2.RandomErasing(p=0.7, scale=(0.02, 0.14), ratio=(0.5, 2.0), value=0)] if isic else []
+    return v2.Compose([*steps, *normalization(prep), *cutout])
 
 
 def to_chw_tensor(square: np.ndarray) -> torch.Tensor:

@@ -9,6 +9,7 @@ from core.calibration import DEFAULT_TARGET_ACCURACY
 from core.config import option
 from core.data.cache import DEFAULT_CACHE_DIR
 from core.data.dataset import IMBALANCE_MODES
+from core.data.transforms import AUG_POLICIES
 from core.errors import ConfigError
 from core.models import ARCHITECTURES
 from core.runtime import DEVICES
@@ -61,7 +62,14 @@ class TrainConfig:
     uncertain_target_accuracy: float = option(DEFAULT_TARGET_ACCURACY, "accuracy on validation asked of predictions "
                                               "shown without the 'uncertain' flag (sets the card's threshold)")
     aug_scale_min: float = option(0.5, "random resized crop: smallest area fraction")
-    aug_color_jitter: float = option(0.1, "colour jitter strength (0 disables)")
+    aug_color_jitter: float = option(0.1, "colour jitter strength (0 disables; basic policy)")
+    aug_policy: str = option("basic", "training augmentation: basic (crop, flips, 90-degree turns, mild jitter) or "
+                                      "isic (the ISIC winners' any-angle rotation, scale, hue and cutout added)",
+                             choices=AUG_POLICIES)
+    mixup_alpha: float = option(0.0, "mixup: Beta(alpha, alpha) mixing of image pairs in a batch (0 = off)")
+    cutmix_alpha: float = option(0.0, "cutmix: a Beta(alpha, alpha)-sized box pasted from another image (0 = off); "
+                                      "with mixup too, each mixed batch is one or the other, half and half")
+    mix_prob: float = option(1.0, "share of batches mixed when mixup or cutmix is on")
     patience: int = option(8, "early stopping: epochs without val balanced-accuracy gain (0 disables)")
     data_on_device: bool = option(False, "move the decoded training images to the device once and augment them "
                                          "there (the GPU data path; on CPU it only skips the DataLoader)")
@@ -97,6 +105,11 @@ class TrainConfig:
         if self.low_res_size and not 0 <= self.fixres_epochs < self.epochs:
             raise ConfigError(f"fixres_epochs must be in 0..{self.epochs - 1} (epochs - 1) with low_res_size, "
                               f"got {self.fixres_epochs}")
+        for name in ("mixup_alpha", "cutmix_alpha"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be 0 (off) or positive, got {getattr(self, name)}")
+        if not 0 <= self.mix_prob <= 1:
+            raise ConfigError(f"mix_prob must be in [0, 1], got {self.mix_prob}")
         if self.freeze_stages < 0:
             raise ConfigError(f"freeze_stages must be 0 or more, got {self.freeze_stages}")
         if not 0 < self.uncertain_target_accuracy <= 1:

@@ -34,7 +34,7 @@ def shared_order(dataset: CachedImageDataset, cfg: TrainConfig, epoch_seed: int,
 def train_loader(split: PreparedSplit, cfg: TrainConfig, epoch_seed: int, *, world: World = World(),
                  on_device: DeviceImages | None = None, size: int | None = None) -> DataLoader | DeviceBatches:
     """One epoch's training batches, augmented to ``size`` pixels (default: the model's input size)."""
-    augment = dict(scale_min=cfg.aug_scale_min, color_jitter=cfg.aug_color_jitter)
+    augment = dict(scale_min=cfg.aug_scale_min, color_jitter=cfg.aug_color_jitter, policy=cfg.aug_policy)
     prep = split.prep if size is None else dataclasses.replace(split.prep, input_size=size)
     if on_device is not None:  # the same order as the DataLoader paths below; augmentation on the device
         dataset = split.dataset("train", transform=None)

@@ -29,6 +29,7 @@ from core.progress import progress
 from core.train.config import TrainConfig
 from core.train.evaluation import split_logits
 from core.train.loaders import check_global_batch, train_loader
+from core.train.mixing import BatchMix, mixed_loss
 from core.world import World, sum_across
 
 log = logging.getLogger(__name__)
@@ -56,20 +57,22 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, *, criterion: nn.Modul
     use_amp = device.type == "cuda" and cfg.amp
     total_loss, correct, seen = 0.0, 0, 0
     n_batches = len(loader) if not cfg.max_train_batches else min(len(loader), cfg.max_train_batches)
+    mix = BatchMix(cfg.mixup_alpha, cfg.cutmix_alpha, cfg.mix_prob)
     start = time.perf_counter()
     bar = progress(loader, total=n_batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False)
     for i, (images, targets) in enumerate(bar):
         if i >= n_batches:
             break
         images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+        mixed = mix(images, targets)
+        if mixed is not None:
+            images = mixed.images
         if cfg.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
             logits = model(images)
-            if distillation is None:
-                loss = criterion(logits.float(), targets)
-            else:
-                loss = criterion(logits.float(), targets, distillation.teacher_logits(images))
+            teacher = () if distillation is None else (distillation.teacher_logits(images),)
+            loss = mixed_loss(criterion, logits.float(), targets, mixed, *teacher)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if after_backward is not None:  # e.g. group-sparsity regularisation added to the gradients
