@@ -5,8 +5,8 @@
     python -m scripts.bench_dashboard --browser [--variants 10000] [--restarts 3] [--runs 5]
 
 ``--browser`` starts the dashboard as ``streamlit run`` does, on the synthetic store, and times a new browser
-session from navigation to the Trade-offs headline and to a drawn chart (Plotly's SVG in the page): the first visit
-after each server start (imports, the store's first query) and the later visits to the same server.
+session from navigation to the Trade-offs headline and to a drawn chart (the Vega-Lite chart's SVG in the page):
+the first visit after each server start (imports, the store's first query) and the later visits to the same server.
 
 The store is synthetic (random figures in the real schema, clearly not results): it only exercises the
 queries and plots at scale. Live-test latency is measured end to end (decode, preprocess, model) for an
@@ -120,6 +120,7 @@ def live_latency(workdir: Path, runs: int) -> dict[str, tuple[float, float]]:
     return out
 
 
+CHART_DRAWN = ".vega-embed svg g.mark-symbol path"  # a point of the Trade-offs chart, drawn
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-quic"]
 
@@ -177,7 +178,7 @@ def browser_times(db: Path, *, restarts: int, runs: int) -> dict[str, list[float
                     page.goto(url)
                     page.get_by_text("Recommended:").first.wait_for(timeout=120_000)
                     times[f"{kind} headline"].append(time.perf_counter() - start)
-                    page.locator(".js-plotly-plot .main-svg").first.wait_for(timeout=120_000)
+                    page.locator(CHART_DRAWN).first.wait_for(timeout=120_000)
                     times[f"{kind} chart"].append(time.perf_counter() - start)
                     page.close()
                 context.close()

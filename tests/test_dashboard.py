@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 from pathlib import Path
@@ -146,30 +145,50 @@ def test_filters_change_the_rows(app_env: Path) -> None:
     assert len(at.dataframe[0].value) == 2 < all_rows
 
 
+def _tradeoff_spec(at: AppTest) -> dict:
+    """The Trade-offs chart's Vega-Lite spec as the page sent it, with its datasets (sent as Arrow) as rows."""
+    import pyarrow as pa
+
+    (chart,) = at.get("vega_lite_chart")
+    spec = json.loads(chart.proto.spec)
+    spec["datasets"] = {d.name: pa.ipc.open_stream(d.data.data).read_all().to_pylist() for d in chart.proto.datasets}
+    return spec
+
+
+def _legend_labels(spec: dict) -> dict[str, list]:
+    """Each encoded channel's title -> the values in its scale's domain, over every layer."""
+    labels: dict[str, list] = {}
+    for layer in spec["layer"]:
+        for channel in (c for c in layer["encoding"].values() if isinstance(c, dict)):  # tooltips are lists
+            domain = channel.get("scale", {}).get("domain")
+            if channel.get("title") and domain:
+                labels.setdefault(channel["title"], []).extend(domain)
+    return labels
+
+
+def _layer_rows(spec: dict, layer: dict) -> list[dict]:
+    return spec["datasets"][layer["data"]["name"]]
+
+
 def test_tradeoffs_chart_has_points_frontier_and_baseline(app_env: Path) -> None:
-    import json
-
     at = _run()
-    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
-    names = [t.get("name") for t in spec["data"]]
-    assert "Pareto frontier" in names and "baseline: dense PyTorch eager" in names  # both baselines marked
-    assert "baseline: dense fp32 ONNX Runtime (ratios against this)" in names  # the default, said on the chart
-    assert "served by the site (default)" in names
+    spec = _tradeoff_spec(at)
+    legends = _legend_labels(spec)
+    assert "baseline: dense PyTorch eager" in legends["Marked"]  # both baselines marked
+    assert "baseline: dense fp32 ONNX Runtime (ratios against this)" in legends["Marked"]  # the default, said so
+    assert "served by the site (default)" in legends["Marked"]
     headline = next(h.value for h in at.header if "Recommend" in h.value or "No variant" in h.value)
-    assert ("recommended (the headline)" in names) == headline.startswith("Recommended")
-    assert "quantization: static" in names and "pruning ratio 0.5" in names  # legends for symbol and size
-    assert spec["layout"]["xaxis"]["title"]["text"] == "Model size (MB, log scale)"
+    assert ("recommended (the headline)" in legends["Marked"]) == headline.startswith("Recommended")
+    assert "static" in legends["Quantization (symbol)"]  # a legend for symbols; sizes for the pruning ratios
+    points = next(layer for layer in spec["layer"] if layer["mark"]["type"] == "point"
+                  and "size" in layer["encoding"])
+    assert points["encoding"]["size"]["legend"]["values"] == [0.0, 0.5]
+    assert points["encoding"]["x"]["title"] == "Model size (MB, log scale)"
+    assert any(layer["mark"]["type"] == "line" for layer in spec["layer"])  # the Pareto frontier
     # one series per way of making the model smaller (issue 19: the families side by side)
-    dense = next(t for t in spec["data"] if t.get("name") == "test_efficientnet · dense")
-    pruned = next(t for t in spec["data"] if t.get("name") == "test_efficientnet · pruned (per-layer ratio)")
-    assert _length(dense["x"]) == _length(pruned["x"]) == 3  # 3 modes each
-
-
-def _length(array: list | dict) -> int:
-    """Number of values in a plotly JSON array (a list, or plotly 6's base64 typed-array encoding)."""
-    if isinstance(array, dict):
-        return len(base64.b64decode(array["bdata"])) // np.dtype(array["dtype"]).itemsize
-    return len(array)
+    series = [row["series"] for row in _layer_rows(spec, points)]
+    assert series.count("test_efficientnet · dense") == series.count(
+        "test_efficientnet · pruned (per-layer ratio)") == 3  # 3 modes each
 
 
 def test_live_panel_predicts_a_synthetic_image(app_env: Path) -> None:
@@ -330,14 +349,12 @@ def test_log_axis_ticks_carry_their_value_and_unit(app_env: Path) -> None:
     assert log_ticks([0.17, 3.9, 13.6], "MB") == ([0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0],
                                                   ["0.2 MB", "0.5 MB", "1 MB", "2 MB", "5 MB", "10 MB", "20 MB"])
     at = _run()
-    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
-    axis = spec["layout"]["xaxis"]
-    assert axis["type"] == "log" and all(t.endswith(" MB") for t in axis["ticktext"])
-    assert len(axis["ticktext"]) == len(axis["tickvals"]) >= 2
+    x = _tradeoff_spec(at)["layer"][-1]["encoding"]["x"]
+    assert x["scale"]["type"] == "log" and x["axis"]["labelExpr"].endswith("' MB'")
+    assert len(x["axis"]["values"]) >= 2
     at.selectbox(key="to_x").set_value("latency_ms").run()
-    axis = json.loads(at.get("plotly_chart")[0].proto.spec)["layout"]["xaxis"]
-    assert all(t.endswith(" ms") for t in axis["ticktext"])
-    assert len(set(axis["ticktext"])) == len(axis["ticktext"])  # no label means two values
+    x = _tradeoff_spec(at)["layer"][-1]["encoding"]["x"]
+    assert x["axis"]["labelExpr"].endswith("' ms'") and len(set(x["axis"]["values"])) == len(x["axis"]["values"])
 
 
 def test_every_page_warns_when_the_store_holds_synthetic_demo_runs(app_env: Path) -> None:
@@ -356,9 +373,9 @@ def test_the_headline_gives_absolute_figures_flags_noisy_timing_and_marks_the_se
     assert any("balanced accuracy 0." in m.value and "melanoma recall" in m.value and " MB, " in m.value
                and "ms per image (IQR" in m.value for m in at.markdown)
     assert any("The site serves `" in c.value for c in at.caption)
-    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
-    served = next(t for t in spec["data"] if t.get("name") == "served by the site (default)")
-    assert _length(served["x"]) == 1
+    spec = _tradeoff_spec(at)
+    marked = next(layer for layer in spec["layer"] if "stroke" in layer["encoding"])
+    assert [r["marked"] for r in _layer_rows(spec, marked)].count("served by the site (default)") == 1
     calm = Recommendation("r", "v", "m", 2.0, 5.4, 0.0, "rule", latency_ms=1.86, latency_iqr_ms=0.2)
     noisy = Recommendation("r", "v", "m", 2.0, 5.4, 0.0, "rule", latency_ms=1.86, latency_iqr_ms=8.33)
     assert not calm.noisy_timing and noisy.noisy_timing
@@ -419,7 +436,8 @@ def test_labels_read_as_words_and_dragging_selects(app_env: Path) -> None:
     assert ratio_text(0.9, "smaller", "larger") == "1.1x larger"
     assert ratio_text(2.0, "smaller", "larger") == "2.0x smaller"
     at = _run()
-    assert json.loads(at.get("plotly_chart")[0].proto.spec)["layout"]["dragmode"] == "select"
+    params = {p["name"]: p["select"]["type"] for p in _tradeoff_spec(at)["params"]}
+    assert params == {"pick": "point", "box": "interval"}  # clicking picks, dragging selects a box
     with ResultsStore(app_env, read_only=True) as store:
         run = variants_frame(store).query("variant == 'pruned-0.5-static'").iloc[0]["run_id"]
     at.session_state["detail_id"] = run
@@ -585,3 +603,22 @@ def test_every_page_opens_the_committed_release(page: str, tmp_path: Path, monke
     assert not at.exception, [e.value for e in at.exception]
     assert not at.error, [e.value for e in at.error]
     assert not any("synthetic" in w.value for w in at.warning)
+
+
+def test_every_quantization_mode_has_a_shape_of_its_own() -> None:
+    from core.compress import QUANT_MODES
+    from dashboard.tradeoff_chart import QUANT_SHAPES
+
+    assert set(QUANT_SHAPES) == set(QUANT_MODES) and len(set(QUANT_SHAPES.values())) == len(QUANT_SHAPES)
+
+
+def test_a_dragged_box_or_clicks_select_the_points_inside() -> None:
+    from dashboard.tradeoff_chart import selected_run_ids
+
+    points = pd.DataFrame({"run_id": ["a", "b", "c"], "size_mb": [1.0, 2.0, 4.0],
+                           "balanced_accuracy": [0.6, 0.7, 0.8]})
+    box = {"box": {"size_mb": [1.5, 5.0], "balanced_accuracy": [0.85, 0.65]}}  # ends in any order
+    assert selected_run_ids(box, points, x="size_mb", metric="balanced_accuracy") == ["b", "c"]
+    clicked = {"pick": [{"run_id": "a"}], **box}
+    assert selected_run_ids(clicked, points, x="size_mb", metric="balanced_accuracy") == ["a", "b", "c"]
+    assert selected_run_ids({}, points, x="size_mb", metric="balanced_accuracy") == []

@@ -6,10 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
-from core.compress import QUANT_MODES, RUNTIMES
+from core.compress import RUNTIMES
 from core.errors import ModelError
 from core.store.analysis import (
     BASELINE_VARIANT,
@@ -18,18 +17,12 @@ from core.store.analysis import (
     chart_points,
     deployed_choice,
     no_fit_reason,
-    pareto_front,
     ratio_text,
     recommend,
 )
-from dashboard.charts import log_ticks, phone_friendly
 from dashboard.state import BASELINE_VARIANTS, BASELINES, all_variants, baseline, filtered_variants, reader, remembered
+from dashboard.tradeoff_chart import X_AXES, Marked, selected_run_ids, tradeoff_chart
 
-# One symbol per quantization mode whatever the filter, so a square always means the same thing.
-QUANT_SYMBOLS = dict(zip(QUANT_MODES, ["circle", "diamond", "x", "square", "triangle-up", "cross", "hexagon",
-                                       "circle-open", "square-open", "pentagon", "pentagon-open", "star-triangle-up",
-                                       "star-triangle-up-open"], strict=True))
-X_AXES = {"size_mb": "Model size (MB, log scale)", "latency_ms": "Latency (ms per image, batch 1)"}
 # What "x smaller / x faster" is measured against: the dense model's fp32 ONNX export is what a deployment would
 # run anyway; PyTorch eager is 2-5x slower at batch 1 and flatters every variant.
 # Above this many variants the chart draws a summary (see chart_points) unless asked for every point.
@@ -127,82 +120,22 @@ if len(deployable) > CHART_LIMIT and not st.toggle(f"Draw all {len(deployable):,
     st.caption(f"The chart shows {len(drawn):,} of the {len(deployable):,} variants: the Pareto frontier, the "
                "baselines, the served variant and the best of each architecture, family, quantization mode and "
                "pruning level. Narrow the filters in the sidebar, or draw all of them.")
-fig = go.Figure()
-iqr = drawn.get("latency_b1_iqr_ms")
-families = drawn["family"] if "family" in drawn.columns else pd.Series("dense", index=drawn.index)
-for (model, family), part in drawn.assign(family=families).groupby(["model", "family"]):
-    error = ({"type": "data", "array": part["latency_b1_iqr_ms"] / 2, "visible": True, "thickness": 1}
-             if x == "latency_ms" and iqr is not None else None)
-    interval = None
-    if f"{metric}_ci_low" in part.columns and part[f"{metric}_ci_low"].notna().any():
-        interval = {"type": "data", "symmetric": False, "thickness": 1, "visible": True,
-                    "array": part[f"{metric}_ci_high"] - part[metric],
-                    "arrayminus": part[metric] - part[f"{metric}_ci_low"]}
-    fig.add_trace(go.Scatter(
-        x=part[x], y=part[metric], mode="markers", name=f"{model} · {family}", error_x=error, error_y=interval,
-        marker={"size": 9 + 22 * part["pruning_ratio"], "symbol": [QUANT_SYMBOLS.get(q, "star") for q in
-                                                                   part["quantization"]],
-                "line": {"width": 1, "color": "#333"}},
-        customdata=part.assign(size_text=part["size_x"].map(lambda r: ratio_text(r, "smaller", "larger")),
-                               speed_text=part["speed_x"].map(lambda r: ratio_text(r, "faster", "slower")))[
-            ["run_id", "variant", "accuracy", "balanced_accuracy", "size_mb", "latency_ms", "bal_acc_delta",
-             "size_text", "speed_text", "pruning_ratio", "quantization", "bal_acc_delta_ci_low",
-             "bal_acc_delta_ci_high", "family"]].to_numpy(),
-        hovertemplate=("<b>%{customdata[1]}</b><br>balanced accuracy %{customdata[3]:.3f} "
-                       "(Δ %{customdata[6]:+.3f} vs dense, paired 95% interval [%{customdata[11]:+.3f}, "
-                       "%{customdata[12]:+.3f}])<br>accuracy %{customdata[2]:.3f}<br>"
-                       "size %{customdata[4]:.2f} MB (%{customdata[7]})<br>"
-                       "latency %{customdata[5]:.2f} ms (%{customdata[8]})<br>"
-                       "%{customdata[13]}: %{customdata[9]:.2f} of the MACs or channels removed, "
-                       "%{customdata[10]}<extra>%{fullData.name}</extra>"),
-    ))
-for mode in sorted(deployable["quantization"].unique()):  # legend entries: what each symbol means
-    fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=f"quantization: {mode}", legendgroup="q",
-                             marker={"symbol": QUANT_SYMBOLS.get(mode, "star"), "size": 10, "color": "#888"}))
-for ratio in sorted(deployable["pruning_ratio"].unique()):  # legend entries: what each marker size means
-    fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=f"pruning ratio {ratio:g}", legendgroup="p",
-                             marker={"symbol": "circle-open", "size": 9 + 22 * ratio, "color": "#888"}))
-front = pareto_front(deployable, x=x, y=metric)
-fig.add_trace(go.Scatter(x=front[x], y=front[metric], mode="lines", name="Pareto frontier",
-                         line={"dash": "dot", "color": "#555"}, hoverinfo="skip"))
-if served is not None:
-    on_site = deployable[is_served]
-    fig.add_trace(go.Scatter(x=on_site[x], y=on_site[metric], mode="markers", name="served by the site (default)",
-                             marker={"symbol": "circle-open", "size": 28, "line": {"width": 3, "color": "#c0392b"}},
-                             hoverinfo="skip"))
+marked = [Marked("served by the site (default)", deployable[is_served], "circle", "#c0392b")]
 if pick is not None:  # the headline's variant, marked as consistently as the served one
-    chosen = deployable[deployable["run_id"] == pick.run_id]
-    fig.add_trace(go.Scatter(x=chosen[x], y=chosen[metric], mode="markers", name="recommended (the headline)",
-                             marker={"symbol": "diamond-open", "size": 30, "line": {"width": 3, "color": "#1f3a5f"}},
-                             hoverinfo="skip"))
-for key, symbol in (("eager", "star"), ("onnx", "star-diamond")):  # both baselines, the chosen one said so
-    base = deployable[deployable["variant"] == BASELINE_VARIANTS[key]]
-    fig.add_trace(go.Scatter(
-        x=base[x], y=base[metric], mode="markers", hoverinfo="skip",
-        name=f"baseline: {BASELINES[key]}" + (" (ratios against this)" if key == base_choice else ""),
-        marker={"symbol": symbol, "size": 18, "color": "gold" if key == base_choice else "#bbb",
-                "line": {"width": 1, "color": "#000"}}))
-x_title = X_AXES[x] if log_x else X_AXES[x].replace(", log scale", "")
-if x == "latency_ms" and log_x:
-    x_title += " (log scale)"
-fig.update_layout(xaxis_title=x_title, yaxis_title=f"{METRIC_LABELS[metric]} ({split})",
-                  dragmode="select",  # dragging selects points (zoom stays in the toolbar)
-                  legend_title="Architecture · family (colour), quantization (symbol), pruning (size)")
-phone_friendly(fig, plot_height=420)
-unit = "MB" if x == "size_mb" else "ms"
-if log_x:  # every tick labelled with its value and unit (plotly's log ticks read "2" for 0.2 and for 2)
-    tickvals, ticktext = log_ticks(deployable[x], unit)
-    fig.update_xaxes(type="log", tickmode="array", tickvals=tickvals, ticktext=ticktext)
-else:
-    fig.update_xaxes(type="linear", ticksuffix=f" {unit}")
-event = st.plotly_chart(fig, key="tradeoff_chart", on_select="rerun", selection_mode=("points", "box", "lasso"),
-                        width="stretch")
+    marked.append(Marked("recommended (the headline)", deployable[deployable["run_id"] == pick.run_id], "diamond",
+                         "#1f3a5f"))
+for key, shape in (("onnx", "square"), ("eager", "triangle-up")):  # both baselines, the chosen one said so
+    marked.append(Marked(f"baseline: {BASELINES[key]}" + (" (ratios against this)" if key == base_choice else ""),
+                         deployable[deployable["variant"] == BASELINE_VARIANTS[key]], shape,
+                         "#b8860b" if key == base_choice else "#777"))
+spec = tradeoff_chart(drawn, deployable, x=x, metric=metric, log_x=log_x, split=split, marked=marked)
+event = st.vega_lite_chart(spec, key="tradeoff_chart", on_select="rerun", width="stretch")
 st.caption("Accuracy figures are on the selected split with their 95% bootstrap interval over lesions (vertical "
            "bars); size is the deployable file; latency is the median at batch 1 on the machine that ran the sweep, "
            "with error bars of ± half the interquartile range. The headline's Δ interval is paired (the variant and "
            "its parent on the same resampled lesions): a loss whose interval includes zero is not a measured loss.")
 
-selected = [p["customdata"][0] for p in (event.selection.points if event else []) if p.get("customdata")]
+selected = selected_run_ids(event.selection if event else {}, drawn, x=x, metric=metric)
 if selected:
     ss["compare_ids"] = selected[:4]
     names = dict(zip(deployable["run_id"], deployable["variant"], strict=False))
