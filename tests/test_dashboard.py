@@ -492,6 +492,10 @@ def test_no_fit_names_the_limit_that_excluded_the_variants_and_the_closest() -> 
     assert said.startswith("No variant is within 0.1 MB and the 1-point loss limit: the smallest within the limit "
                            "is c-fp32 (0.50 MB")
     assert no_fit_reason(df, max_loss=0.001).startswith("3 variant(s) are shown, but the 0.1-point loss limit")
+    # A sweep without the chosen baseline's cell has no ratios: the loss limit is not what excluded them
+    no_ratios = df.assign(size_x=float("nan"), speed_x=float("nan"), bal_acc_delta=0.003)
+    assert recommend(no_ratios, max_loss=0.01) is None
+    assert "no cell of that baseline" in no_fit_reason(no_ratios, max_loss=0.01)
 
 
 def test_tradeoffs_says_why_no_variant_fits(app_env: Path) -> None:

@@ -271,6 +271,10 @@ def no_fit_reason(df: pd.DataFrame, *, max_loss: float = 0.01, max_size_mb: floa
     cand = df[(df["kind"] == "variant") & df["bal_acc_delta"].notna()]
     if cand.empty:
         return "No variant here has a measured difference against its dense parent."
+    cand = cand[cand["size_x"].notna() & cand["speed_x"].notna()]
+    if cand.empty:  # recommend ranks by the ratios: without the baseline's cell there are none
+        return ("No variant here has size and speed ratios against the chosen baseline: its sweep has no cell of "
+                "that baseline. Choose the other one in the sidebar (Ratios against).")
     within_loss = cand["bal_acc_delta"] >= -max_loss - 1e-12
     within_budget = pd.Series(True, index=cand.index)
     budget = []

@@ -82,8 +82,8 @@ with st.container(border=True):
     pick = recommend(candidates, max_loss=loss / 100, max_size_mb=size_budget, max_latency_ms=latency_budget)
     if pick is None:
         st.header("No variant fits this budget")
-        st.caption(no_fit_reason(candidates, max_loss=loss / 100, max_size_mb=size_budget,
-                                 max_latency_ms=latency_budget) + " Allow a larger loss or a larger budget.")
+        reason = no_fit_reason(candidates, max_loss=loss / 100, max_size_mb=size_budget, max_latency_ms=latency_budget)
+        st.caption(reason if "Ratios against" in reason else f"{reason} Allow a larger loss or a larger budget.")
     else:
         st.header(f"Recommended: {pick.headline}", anchor="recommended")
         reference = deployable[(deployable["variant"] == BASELINE_VARIANTS[base_choice])
