@@ -376,8 +376,9 @@ def test_the_headline_gives_absolute_figures_flags_noisy_timing_and_marks_the_se
     spec = _tradeoff_spec(at)
     marked = next(layer for layer in spec["layer"] if "stroke" in layer["encoding"])
     assert [r["marked"] for r in _layer_rows(spec, marked)].count("served by the site (default)") == 1
-    calm = Recommendation("r", "v", "m", 2.0, 5.4, 0.0, "rule", latency_ms=1.86, latency_iqr_ms=0.2)
-    noisy = Recommendation("r", "v", "m", 2.0, 5.4, 0.0, "rule", latency_ms=1.86, latency_iqr_ms=8.33)
+    figures = dict(run_id="r", variant="v", model="m", size_x=2.0, speed_x=5.4, bal_acc_delta=0.0, rule="rule",
+                   latency_ms=1.86)
+    calm, noisy = Recommendation(**figures, latency_iqr_ms=0.2), Recommendation(**figures, latency_iqr_ms=8.33)
     assert not calm.noisy_timing and noisy.noisy_timing
 
 

@@ -185,7 +185,7 @@ def chart_points(df: pd.DataFrame, *, x: str, y: str, limit: int, keep: pd.Serie
     return pd.concat([best, *extra]).loc[lambda d: ~d.index.duplicated()]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Recommendation:
     """The variant to deploy under a budget, with what it costs and gains against its dense parent."""
 
@@ -255,13 +255,15 @@ def recommend(df: pd.DataFrame, *, max_loss: float = 0.01, max_size_mb: float | 
     else:
         best = cand.sort_values(["size_x", "speed_x"], ascending=False).iloc[0]
         rule = f"the smallest variant {loss} against its dense parent"
-    return Recommendation(best["run_id"], best["variant"], best["model"], float(best["size_x"]),
-                          float(best["speed_x"]), float(best["bal_acc_delta"]), rule,
-                          float(best.get("bal_acc_delta_ci_low", np.nan)),
-                          float(best.get("bal_acc_delta_ci_high", np.nan)),
-                          float(best.get("balanced_accuracy", np.nan)), float(best.get("mel_recall", np.nan)),
-                          float(best.get("size_mb", np.nan)), float(best.get("latency_ms", np.nan)),
-                          float(best.get("latency_b1_iqr_ms", np.nan)))
+    figures = {field: float(best.get(column, np.nan)) for field, column in _RECOMMENDATION_COLUMNS.items()}
+    return Recommendation(run_id=best["run_id"], variant=best["variant"], model=best["model"], rule=rule, **figures)
+
+
+# Recommendation's figures and the variants-frame columns they come from.
+_RECOMMENDATION_COLUMNS = {"size_x": "size_x", "speed_x": "speed_x", "bal_acc_delta": "bal_acc_delta",
+                           "delta_low": "bal_acc_delta_ci_low", "delta_high": "bal_acc_delta_ci_high",
+                           "balanced_accuracy": "balanced_accuracy", "mel_recall": "mel_recall",
+                           "size_mb": "size_mb", "latency_ms": "latency_ms", "latency_iqr_ms": "latency_b1_iqr_ms"}
 
 
 def no_fit_reason(df: pd.DataFrame, *, max_loss: float = 0.01, max_size_mb: float | None = None,
