@@ -195,7 +195,7 @@ def _grad_batches(split: PreparedSplit, seed: int) -> list[tuple[torch.Tensor, t
     return [(torch.from_numpy(x[i:i + 16]), torch.from_numpy(y[i:i + 16])) for i in range(0, len(x), 16)]
 
 
-@dataclass
+@dataclass(kw_only=True)
 class BuiltGroup:
     """One pruned (and fine-tuned) model of a group, ready to be turned into its quantized cells."""
 
@@ -235,4 +235,5 @@ def build_group(parent: Parent, *, group: Group, todo: list[str], cfg: SweepConf
                  check.max_abs_logit_diff, check.top1_agreement)
     calibration = (split.arrays("train", cfg.calibration_images, seed=1)[0]
                    if any(base_mode(m) == "static" or is_int8(base_mode(m)) for m in todo) else None)
-    return BuiltGroup(model, info, params, macs, weight_sparsity(model), work, check, calibration, split, build_seconds)
+    return BuiltGroup(model=model, info=info, params=params, macs=macs, sparsity=weight_sparsity(model), work=work,
+                      export=check, calibration=calibration, split=split, build_seconds=build_seconds)
