@@ -3,6 +3,8 @@
     python -m scripts.release build --variant <variant folder> --db <store> --description "..." [--command "..."]
     python -m scripts.release check                      # files against release.json, and the 10 MB limit
     python -m scripts.release install                    # gate backbone from the package weights; store rows
+    python -m scripts.release verify --db <store> --run <run id>   # a variant rebuilt from the data (the commands
+                                                         # in release.json) against the release, image by image
 
 ``make webapp`` and ``make dashboard`` run ``install`` and, unless told otherwise, serve and show the release.
 """
@@ -13,7 +15,7 @@ import argparse
 import sys
 
 from core.cli import run_cli, script_parser
-from core.jobs.release import RELEASE_DIR, build_release, check_release, install_release
+from core.jobs.release import RELEASE_DIR, build_release, check_release, install_release, verify_rebuild
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -25,7 +27,12 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     build.add_argument("--description", required=True, help="what the model is, in a sentence (goes in release.json)")
     build.add_argument("--command", action="append", default=[], dest="commands",
                        help="a command that made it (repeatable; recorded in release.json)")
-    for action in (build, sub.add_parser("check", help="compare the files with release.json"),
+    verify = sub.add_parser("verify", help="compare a variant rebuilt from the data with the release")
+    verify.add_argument("--db", required=True, help="results store of the rebuilt variant")
+    verify.add_argument("--run", required=True, help="the rebuilt variant's run id")
+    verify.add_argument("--min-agreement", type=float, default=0.99,
+                        help="share of images whose top class must agree, on every split")
+    for action in (build, verify, sub.add_parser("check", help="compare the files with release.json"),
                    sub.add_parser("install", help="rebuild the gate backbone and the store beside the release")):
         action.add_argument("--release", default=str(RELEASE_DIR), help="release folder")
     return parser
@@ -44,6 +51,13 @@ def main(args: argparse.Namespace) -> int:
             print(f"{args.release}: {problem}", file=sys.stderr)
         print(f"{args.release}: {'matches its manifest' if not problems else f'{len(problems)} problem(s)'}")
         return 1 if problems else 0
+    if args.action == "verify":
+        result = verify_rebuild(args.release, db=args.db, run_id=args.run, min_agreement=args.min_agreement)
+        for split, share in result.agreement.items():
+            print(f"{split}: top class agrees on {share:.4f} of the images")
+        print(f"{result.images} images; largest probability difference {result.max_prob_difference:.4f}; "
+              f"{'matches' if result.matches else 'does NOT match'} (at least {result.min_agreement} on each split)")
+        return 0 if result.matches else 1
     info = install_release(args.release)
     print(f"{info.folder}: installed ({info.manifest['variant']} of {info.manifest['parent_run_id']})")
     return 0

@@ -109,3 +109,27 @@ def test_gate_statistics_keep_the_upper_triangle_and_old_files_are_upgraded(
     assert upgrade_gates(tmp_path) == [folder / GATE_FILE]
     np.testing.assert_allclose(OodGate.load(folder).precision, gate.precision)
     assert upgrade_gates(tmp_path) == []
+
+
+def test_verify_compares_a_rebuilt_variant_with_the_release_image_by_image(
+        gated_variant: tuple[Path, dict[str, float]], tmp_path: Path) -> None:
+    import duckdb
+
+    from core.jobs.release import verify_rebuild
+
+    info = _build(gated_variant, tmp_path / "release")
+    install_release(info.folder)
+    run = info.manifest["run_id"]
+    rebuilt = tmp_path / "rebuilt.duckdb"
+    shutil.copy(info.folder / "results.duckdb", rebuilt)
+    same = verify_rebuild(info.folder, db=rebuilt, run_id=run)
+    assert same.matches and set(same.agreement) == {"val", "test"} and same.max_prob_difference == 0
+
+    with duckdb.connect(str(rebuilt)) as con:  # a rebuild that ranks the classes the other way round
+        con.execute("UPDATE predictions SET probs = list_reverse(probs) WHERE run_id = ?", [run])
+    changed = verify_rebuild(info.folder, db=rebuilt, run_id=run)
+    assert not changed.matches and min(changed.agreement.values()) < 0.99
+    with duckdb.connect(str(rebuilt)) as con:
+        con.execute("UPDATE predictions SET label = (label + 1) % 7 WHERE run_id = ?", [run])
+    with pytest.raises(ReleaseError, match="not the same data"):
+        verify_rebuild(info.folder, db=rebuilt, run_id=run)

@@ -9,9 +9,12 @@ Built from a variant folder with its photo check (``ood_gate.npz``) and the resu
 - the store rows of the variant's parent training run, every run made from it (the sweep's cells, the gate fit)
   and the variant itself, as Parquet (``store/<table>.parquet``): :func:`install_release` loads them into
   ``results.duckdb`` beside them, so the dashboard opens the release's real trade-offs;
-- ``release.json``: what it is, where it came from (run ids, git SHA, source folder and store), each file's SHA-256.
+- ``release.json``: what it is, where it came from (run ids, git SHA, source folder and store), the commands that
+  made it, each file's SHA-256.
 
-:func:`check_release` verifies the files against the manifest and the size limit (a repository is not a model hub).
+:func:`check_release` verifies the files against the manifest and the size limit (a repository is not a model hub);
+:func:`verify_rebuild` compares a variant rebuilt from the data with the manifest's commands against the release's
+stored predictions, image by image.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from core.artifacts.card import CARD_NAME, read_variant_card
 from core.artifacts.release import MANIFEST, RELEASE_DIR, RELEASE_FORMAT, ReleaseError, read_manifest
@@ -234,3 +238,46 @@ def _install_store(folder: Path, manifest: dict[str, Any]) -> None:
                               [str((folder / name).resolve()), manifest["run_id"], kind])
     partial.replace(folder / INSTALLED_DB)
     log.info("release store rows loaded into %s", folder / INSTALLED_DB)
+
+
+@dataclass(frozen=True)
+class RebuildCheck:
+    images: int  # scored by both, per split
+    agreement: dict[str, float]  # split -> share of images with the same top class
+    max_prob_difference: float
+    min_agreement: float
+
+    @property
+    def matches(self) -> bool:
+        return bool(self.agreement) and min(self.agreement.values()) >= self.min_agreement
+
+
+def verify_rebuild(folder: str | Path = RELEASE_DIR, *, db: str | Path, run_id: str,
+                   min_agreement: float = 0.99) -> RebuildCheck:
+    """Compare run ``run_id`` in ``db`` (the variant rebuilt from the data) with the release's variant: the same
+    images (by id and label) on each split both scored, and how often their top class agrees."""
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    shipped = _predictions(folder / INSTALLED_DB, manifest["run_id"], what=f"the release in {folder} "
+                           "(run `scripts.release install` first)")
+    rebuilt = _predictions(Path(db), run_id, what=str(db))
+    both = shipped.join(rebuilt, suffixes=("_shipped", "_rebuilt"), how="inner")
+    if both.empty:
+        raise ReleaseError(f"{run_id} and the release scored no image in common")
+    if (both["label_shipped"] != both["label_rebuilt"]).any():
+        raise ReleaseError(f"{run_id} and the release disagree on the labels of the same images: not the same data")
+    a, b = np.stack(both["probs_shipped"]), np.stack(both["probs_rebuilt"])
+    same = pd.Series(a.argmax(1) == b.argmax(1), index=both.index)
+    agreement = {str(split): float(part.mean()) for split, part in same.groupby(level="split")}
+    return RebuildCheck(images=len(both), agreement=agreement,
+                        max_prob_difference=float(np.abs(a - b).max()), min_agreement=min_agreement)
+
+
+def _predictions(db: Path, run_id: str, *, what: str) -> pd.DataFrame:
+    if not db.is_file():
+        raise ReleaseError(f"no results store for {what} at {db}")
+    with ResultsStore(db, read_only=True) as store:
+        frame = store.query("SELECT split, image_id, label, probs FROM predictions WHERE run_id = ?", [run_id])
+    if frame.empty:
+        raise ReleaseError(f"no stored predictions of run {run_id} in {db}")
+    return frame.set_index(["split", "image_id"])
