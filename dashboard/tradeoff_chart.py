@@ -2,7 +2,8 @@
 baselines, the served and the recommended variant marked.
 
 Vega-Lite, not Plotly, for the page people open first: Streamlit loads a 0.8 MB script for it against Plotly's
-4.7 MB, and the chart is drawn 1.1-1.5 s sooner in Chromium (results/README.md section 24).
+4.7 MB; in Chromium the chart is drawn about 1.1 s sooner on later visits, 0.3-0.8 s on first visits
+(results/README.md section 24).
 """
 
 from __future__ import annotations
