@@ -1,6 +1,6 @@
 """LesionLite dashboard: ``streamlit run dashboard/app.py [-- --db results/results.duckdb]``.
 
-Thin pages over :mod:`core.store.analysis`; the results store is opened read-only.
+Thin pages over :mod:`core.store.frames` and :mod:`core.store.choosing`; the results store is opened read-only.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from core.store.analysis import synthetic_share
+from core.store.frames import synthetic_share
 from core.store.results import StoreError
 from dashboard.state import all_variants, db_path, share_view, sidebar_filters
 

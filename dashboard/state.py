@@ -1,6 +1,7 @@
 """Dashboard state: which store, the cached read-only connection and queries, the shared sidebar filters.
 
-Logic lives in :mod:`core.store.analysis`; this module only wires it to Streamlit's caches and widgets.
+Logic lives in :mod:`core.store.frames` and :mod:`core.store.choosing`; this module only wires it to Streamlit's
+caches and widgets.
 """
 
 from __future__ import annotations
@@ -14,15 +15,10 @@ from typing import TYPE_CHECKING
 import pandas as pd
 import streamlit as st
 
-from core.compress import RUNTIMES
-from core.store.analysis import (
-    BASELINE_VARIANT,
-    ONNX_BASELINE_VARIANT,
-    Filters,
-    apply_filters,
-    variants_frame,
-)
+from core.compress.modes import RUNTIMES
+from core.store.frames import BASELINE_VARIANT, ONNX_BASELINE_VARIANT, variants_frame
 from core.store.results import DEFAULT_DB, ResultsStore
+from dashboard.filters import Filters, apply_filters
 
 if TYPE_CHECKING:  # the model code (torch, ONNX Runtime) loads with the live panel, not with every page
     from core.serve.deployed import DeployedModel

@@ -14,7 +14,9 @@ from typing import Any
 import altair as alt
 import pandas as pd
 
-from core.store.analysis import METRIC_LABELS, pareto_front, ratio_text
+from core.compress.modes import MODES
+from core.store.choosing import pareto_front, ratio_text
+from core.store.frames import METRIC_LABELS
 from dashboard.charts import log_ticks
 
 X_AXES = {"size_mb": "Model size (MB, log scale)", "latency_ms": "Latency (ms per image, batch 1)"}
@@ -24,10 +26,15 @@ _STAR = "M0,-1L0.24,-0.33L0.95,-0.31L0.38,0.12L0.59,0.81L0,0.4L-0.59,0.81L-0.38,
 _HEXAGON = "M0,-1L0.87,-0.5L0.87,0.5L0,1L-0.87,0.5L-0.87,-0.5Z"
 _PENTAGON = "M0,-1L0.95,-0.31L0.59,0.81L-0.59,0.81L-0.95,-0.31Z"
 _BAR = "M-1,-0.45L1,-0.45L1,0.45L-1,0.45Z"
-QUANT_SHAPES = {"torch_fp32": "circle", "fp32": "square", "dynamic": "triangle-down", "static": "diamond",
-                "fp16": "triangle-right", "torch_dynamic": "triangle-left", "qat": "cross", "ort_fp32": _BAR,
-                "ort_static": _STAR, "pte_fp32": "triangle-up", "pte_int8": _HEXAGON, "tflite_fp32": "wedge",
-                "tflite_int8": _PENTAGON}
+_SHAPES = ("circle", "square", "triangle-down", "diamond", "triangle-right", "triangle-left", "cross", _BAR, _STAR,
+           "triangle-up", _HEXAGON, "wedge", _PENTAGON, "stroke", "arrow", "triangle")
+
+
+def quant_shape(mode: str) -> str:
+    """The mode's shape, by its place in the registry (modes past the last shape start again)."""
+    return _SHAPES[list(MODES).index(mode) % len(_SHAPES)]
+
+
 PLOT_HEIGHT = 420
 SELECTION_POINTS, SELECTION_BOX = "pick", "box"  # the chart's selection parameters (Streamlit returns them by name)
 
@@ -59,8 +66,7 @@ def _x_encoding(deployable: pd.DataFrame, x: str, log_x: bool, field: str | None
 
 
 def _points_frame(drawn: pd.DataFrame, metric: str) -> pd.DataFrame:
-    families = drawn["family"] if "family" in drawn.columns else pd.Series("dense", index=drawn.index)
-    frame = drawn.assign(family=families)
+    frame = drawn.copy()  # variants_frame names every row's family
     frame["series"] = frame["model"] + " · " + frame["family"]
     frame["size_text"] = frame["size_x"].map(lambda r: ratio_text(r, "smaller", "larger"))
     frame["speed_text"] = frame["speed_x"].map(lambda r: ratio_text(r, "faster", "slower"))
@@ -108,7 +114,7 @@ def tradeoff_chart(drawn: pd.DataFrame, deployable: pd.DataFrame, *, x: str, met
     layers.append(base.mark_point(filled=True, opacity=0.85, stroke="#333", strokeWidth=1).encode(
         x=x_enc, y=y_enc, color=series,
         shape=alt.Shape("quantization:N", title="Quantization (symbol)",
-                        scale=alt.Scale(domain=quant, range=[QUANT_SHAPES.get(q, "circle") for q in quant])),
+                        scale=alt.Scale(domain=quant, range=[quant_shape(q) for q in quant])),
         size=alt.Size("pruning_ratio:Q", title="Pruning ratio (size)", scale=alt.Scale(domain=[0, 1], range=[90, 900]),
                       legend=alt.Legend(values=ratios) if len(ratios) > 1 else None),
         tooltip=_TOOLTIP).add_params(pick, box))

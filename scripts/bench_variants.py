@@ -25,7 +25,7 @@ from core.cli import run_cli, script_parser
 from core.compress.latency import summarize, time_calls
 from core.provenance import git_sha, machine_description
 from core.serve.predict import load_predictor
-from core.store.analysis import BASELINE_VARIANT, ONNX_BASELINE_VARIANT
+from core.store.frames import BASELINE_VARIANT, ONNX_BASELINE_VARIANT
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:

@@ -15,8 +15,8 @@ import argparse
 import sys
 
 from core.cli import run_cli, script_parser
-from core.store.analysis import paired_comparison
 from core.store.results import DEFAULT_DB, ResultsStore
+from core.store.summary import paired_comparison
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:

@@ -16,8 +16,8 @@ import sys
 from core.cli import config_parser, run_cli
 from core.config import add_config_args, build_config
 from core.jobs.cv import CVConfig, run_cv
-from core.store.analysis import cv_summary
 from core.store.results import ResultsStore
+from core.store.summary import cv_summary
 from core.train.config import TrainConfig
 
 

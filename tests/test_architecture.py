@@ -14,7 +14,7 @@ FRONT_ENDS = ("dashboard", "webapp", "scripts")
 # core's layers, lowest first: a module may import from its own layer and the ones before it.
 CORE_LAYERS = [
     {"classes", "errors", "config", "cli", "provenance", "progress", "runtime", "metrics", "calibration", "intervals",
-     "triage", "pretrained", "world", "ray_pool", "fusion", "timing"},
+     "triage", "pretrained", "world", "ray_pool", "fusion", "timing", "curves"},
     {"data", "models", "losses", "artifacts"},
     {"compress", "serve", "store"},
     {"train"},

@@ -13,8 +13,8 @@ import pytest
 
 from core.artifacts.card import Card, read_variant_card
 from core.calibration import calibrated_softmax, fit_calibration, fit_temperature, uncertain_threshold
+from core.compress.kinds import KINDS
 from core.errors import ModelError
-from core.jobs.sweep.config import GROUP_KINDS
 from core.jobs.upgrade import family_from_name
 from core.metrics import evaluate_logits, expected_calibration_error
 from core.serve.predict import load_predictor, predict_batches
@@ -95,7 +95,7 @@ def test_card_round_trip_and_every_predictor_applies_the_temperature(sweep_store
 
 
 def test_raw_softmax_is_recovered_from_stored_calibrated_probabilities() -> None:
-    from core.store.analysis import uncalibrated_probs
+    from core.curves import uncalibrated_probs
 
     logits, _ = miscalibrated(50)
     stored = calibrated_softmax(logits, 2.5)
@@ -178,6 +178,6 @@ def test_artifacts_of_earlier_versions_are_refused_with_the_command_that_upgrade
         families = store.query("SELECT DISTINCT json_extract_string(config, '$.family') f FROM runs "
                                "WHERE kind = 'variant'")["f"].tolist()
         assert "pruned then trained" not in families and "pruned, then trained" in families
-    assert family_from_name("ptt-0.5-fp32") == GROUP_KINDS["retrained"]  # the sweep's label, one spelling
+    assert family_from_name("ptt-0.5-fp32") == KINDS["retrained"].family  # the sweep's label, one spelling
     assert run_cli(upgrade_artifacts.main, upgrade_artifacts.get_args_parser(), args) == 0  # once: nothing left
     assert "0 folder(s) upgraded" in capsys.readouterr().out

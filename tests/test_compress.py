@@ -20,7 +20,7 @@ from core.compress.quantize import depthwise_conv_nodes, quantize_onnx, torch_dy
 from core.errors import ConfigError
 from core.jobs.train import TrainResult
 from core.models import create_model
-from tests.test_models import STUDY
+from tests.configs import STUDY
 
 
 @pytest.mark.parametrize("name", STUDY)
@@ -140,7 +140,7 @@ def test_static_options_and_errors(trained_tiny: TrainResult, tmp_path: Path) ->
     assert depthwise_conv_nodes(fp32), "an EfficientNet has depthwise convolutions"
     quantize_onnx(fp32, tmp_path / "s.onnx", mode="static", calibration=images, method="percentile",
                   exclude="depthwise")
-    with pytest.raises(ConfigError, match="unknown quantization mode 'int4'; allowed: torch_fp32, fp32"):
+    with pytest.raises(ConfigError, match="'int4' is not an ONNX mode; allowed: fp32, dynamic, static, fp16"):
         quantize_onnx(fp32, tmp_path / "x.onnx", mode="int4")
     with pytest.raises(ConfigError, match="allowed: minmax, percentile, entropy"):
         quantize_onnx(fp32, tmp_path / "x.onnx", mode="static", calibration=images, method="kl")

@@ -17,26 +17,17 @@ from core.data.folds import TEST_FOLD, load_folds
 from core.errors import ConfigError
 from core.jobs.cv import CVConfig, fold_run_id, run_cv
 from core.jobs.final import EnsembleTeacher, train_final
-from core.store.analysis import cv_summary
 from core.store.results import ResultsStore
-from core.train.config import TrainConfig
+from core.store.summary import cv_summary
+from tests.configs import cv_recipe
 
 K = 3
-
-
-def recipe(data: Path, out: Path, **kw: object) -> TrainConfig:
-    base = dict(data_dir=str(data), model="test_efficientnet", pretrained=False, img_size=32, epochs=2,
-                batch_size=16, lr=3e-3, workers=0, threads=1, patience=0, ema_decay=0.9,
-                imbalance="balanced_sampler", cache_dir=str(out / "cache"), output_dir=str(out / "models"),
-                db=str(out / "results.duckdb"))
-    base.update(kw)
-    return TrainConfig(**base)  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="module")
 def finished_cv(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp("cv")
-    cfg = recipe(synthetic_root, out)
+    cfg = cv_recipe(synthetic_root, out)
     return cfg, run_cv(cfg, CVConfig(folds=K, cv_dir=str(out / "cv")))
 
 
@@ -88,7 +79,7 @@ def test_folds_keep_the_last_epoch_not_the_best_on_their_held_out_fold(finished_
 
 def test_a_killed_cross_validation_resumes_fold_by_fold(synthetic_root: Path, tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    cfg = recipe(synthetic_root, tmp_path)
+    cfg = cv_recipe(synthetic_root, tmp_path)
     real = train_mod.train_one_epoch
     calls: list[int] = []
 
@@ -108,7 +99,7 @@ def test_a_killed_cross_validation_resumes_fold_by_fold(synthetic_root: Path, tm
     calls.clear()
     monkeypatch.setattr(train_mod, "train_one_epoch", lambda *a, epoch, **kw: calls.append(epoch) or real(
         *a, epoch=epoch, **kw))
-    result = run_cv(recipe(synthetic_root, tmp_path, epochs=9, lr=1.0),  # the stored recipe wins on resume
+    result = run_cv(cv_recipe(synthetic_root, tmp_path, epochs=9, lr=1.0),  # the stored recipe wins on resume
                     CVConfig(cv_dir=str(tmp_path / "cv"), cv_resume=folder.name))
     assert calls == [1, 0, 1]  # fold 1 from its checkpoint, then fold 2; fold 0 not again
     assert result.complete and result.cv_id == folder.name
@@ -158,7 +149,7 @@ def test_the_report_has_a_section_per_cross_validation(finished_cv, tmp_path: Pa
 
 def test_folds_as_ray_tasks_give_the_sequential_figures(finished_cv, synthetic_root: Path, tmp_path: Path) -> None:
     cfg, result = finished_cv
-    par = recipe(synthetic_root, tmp_path, cache_dir=cfg.cache_dir)
+    par = cv_recipe(synthetic_root, tmp_path, cache_dir=cfg.cache_dir)
     on_ray = run_cv(par, CVConfig(folds=K, cv_dir=str(tmp_path / "cv"), ray="local"))
     assert on_ray.complete
 
@@ -204,7 +195,7 @@ def test_a_lever_is_screened_on_one_fold_against_the_control(finished_cv, synthe
     from scripts import screen_levers
 
     cfg, control = finished_cv
-    lever_cfg = recipe(synthetic_root, tmp_path, db=cfg.db, schedule="linear", img_size=32, low_res_size=24,
+    lever_cfg = cv_recipe(synthetic_root, tmp_path, db=cfg.db, schedule="linear", img_size=32, low_res_size=24,
                        fixres_epochs=1, cache_dir=cfg.cache_dir)
     lever = run_cv(lever_cfg, CVConfig(folds=K, cv_dir=str(tmp_path / "cv"), only_folds=[0]))
     assert lever.folds_done == [0] and not lever.complete

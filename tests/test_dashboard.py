@@ -1,4 +1,5 @@
-"""The Streamlit dashboard: every page through AppTest against a real fixture store, and core.store.analysis."""
+"""The Streamlit dashboard: every page through AppTest against a real fixture store, and the frames and choices
+behind it."""
 
 from __future__ import annotations
 
@@ -11,21 +12,12 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from core.curves import reliability, roc_curves
 from core.errors import ModelError
-from core.store.analysis import (
-    Filters,
-    apply_filters,
-    chart_points,
-    deployed_variant,
-    pareto_front,
-    recall_deltas,
-    recommend,
-    reliability,
-    roc_curves,
-    run_detail,
-    variants_frame,
-)
+from core.store.choosing import deployed_variant, pareto_front, recommend
+from core.store.frames import recall_deltas, run_detail, variants_frame
 from core.store.results import ResultsStore
+from dashboard.filters import Filters, apply_filters, chart_points
 from tests.fresh_release import committed, fresh_copy
 
 APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
@@ -317,7 +309,8 @@ def test_run_detail_of_a_variant_shows_its_deployment_figures(app_env: Path) -> 
 
 
 def test_the_recommendation_headline_carries_the_paired_interval(sweep_store: Path) -> None:
-    from core.store.analysis import recommend, variants_frame
+    from core.store.choosing import recommend
+    from core.store.frames import variants_frame
     from core.store.results import ResultsStore
 
     with ResultsStore(sweep_store, read_only=True) as store:
@@ -366,7 +359,7 @@ def test_every_page_warns_when_the_store_holds_synthetic_demo_runs(app_env: Path
 
 def test_the_headline_gives_absolute_figures_flags_noisy_timing_and_marks_the_served_variant(app_env: Path) -> None:
     """Issue 22 item 3."""
-    from core.store.analysis import Recommendation
+    from core.store.choosing import Recommendation
 
     at = _run()
     assert not at.exception
@@ -432,7 +425,7 @@ def test_views_keep_their_settings_across_pages_and_links_carry_run_and_comparis
 def test_labels_read_as_words_and_dragging_selects(app_env: Path) -> None:
     """Issue 22 items 6 and 7: dragging on the chart selects points; ratios below 1 read as 'larger'/'slower';
     metric cards say 'ROC-AUC (macro)', not 'auc macro ovr'; no Deploy button."""
-    from core.store.analysis import ratio_text
+    from core.store.choosing import ratio_text
 
     assert ratio_text(0.9, "smaller", "larger") == "1.1x larger"
     assert ratio_text(2.0, "smaller", "larger") == "2.0x smaller"
@@ -452,7 +445,7 @@ def test_the_served_variant_keeps_its_parents_screening_and_says_why(sweep_store
     """Issue 32: not balanced accuracy alone. A static cell that tells more melanomas "usually harmless" on
     validation than its dense parent's fp32 file, or refers fewer possibly-malignant lesions than the parent's
     interval allows, is passed over; the choice says why."""
-    from core.store.analysis import deployed_choice
+    from core.store.choosing import deployed_choice
 
     db = tmp_path / "copy.duckdb"
     db.write_bytes(sweep_store.read_bytes())
@@ -480,7 +473,7 @@ def test_the_served_variant_keeps_its_parents_screening_and_says_why(sweep_store
 def test_no_fit_names_the_limit_that_excluded_the_variants_and_the_closest() -> None:
     import pandas as pd
 
-    from core.store.analysis import no_fit_reason
+    from core.store.choosing import no_fit_reason
 
     df = pd.DataFrame({"kind": "variant", "variant": ["a-static", "b-static", "c-fp32"],
                        "size_mb": [0.16, 0.20, 0.50], "latency_ms": [2.0, 2.5, 4.0],
@@ -536,7 +529,7 @@ def test_run_detail_follows_the_sidebar_split_and_names_runs_once(app_env: Path)
 def test_short_names_of_trained_runs_carry_their_own_id_tail() -> None:
     import pandas as pd
 
-    from core.store.analysis import short_names
+    from dashboard.wording import short_names
 
     df = pd.DataFrame({"run_id": ["20261204-1932", "20261204-1932.p0.static", "20261205-1932"],
                        "variant": ["trained", "dense-static", "trained"], "model": "m",
@@ -561,7 +554,7 @@ def test_compare_says_differences_and_ratios_in_the_dashboards_words(app_env: Pa
 
 
 def test_one_ratio_baseline_for_every_page_in_the_url(app_env: Path) -> None:
-    from core.store.analysis import ratio_text
+    from core.store.choosing import ratio_text
 
     with ResultsStore(app_env, read_only=True) as store:
         frame = variants_frame(store).set_index("run_id")
@@ -611,10 +604,10 @@ def test_every_page_opens_the_committed_release(page: str, tmp_path: Path, monke
 
 
 def test_every_quantization_mode_has_a_shape_of_its_own() -> None:
-    from core.compress import QUANT_MODES
-    from dashboard.tradeoff_chart import QUANT_SHAPES
+    from core.compress.modes import MODES
+    from dashboard.tradeoff_chart import quant_shape
 
-    assert set(QUANT_SHAPES) == set(QUANT_MODES) and len(set(QUANT_SHAPES.values())) == len(QUANT_SHAPES)
+    assert len({quant_shape(m) for m in MODES}) == len(MODES)
 
 
 def test_a_dragged_box_or_clicks_select_the_points_inside() -> None:

@@ -12,7 +12,7 @@ from core.errors import ConfigError
 from core.jobs.train import run_training
 from core.train.config import TrainConfig
 from core.train.loop import lr_schedule
-from tests.test_train import tiny_config
+from tests.configs import tiny_config
 
 
 def _factors(kind: str, *, warmup: int = 2, total: int = 10) -> list[float]:

@@ -15,7 +15,7 @@ from core.errors import ConfigError
 from core.jobs.train import run_training
 from core.train.config import TrainConfig
 from core.train.mixing import BatchMix, mixed_loss
-from tests.test_train import tiny_config
+from tests.configs import tiny_config
 
 PREP = Preprocessing(input_size=32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), crop_pct=0.875,
                      interpolation="bicubic")

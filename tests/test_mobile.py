@@ -11,9 +11,10 @@ import torch
 from core.artifacts.mobile_runtimes import MobileRunner, runtime_of
 from core.artifacts.onnx_runtime import ort_logits, ort_session
 from core.compress.export import export_onnx
-from core.compress.mobile import MOBILE_MODES, OPERATORS_FILE, export_mobile
+from core.compress.mobile import OPERATORS_FILE, export_mobile
+from core.compress.modes import MODES
 from core.compress.quantize import quantize_onnx
-from core.errors import ModelError
+from core.errors import ConfigError, ModelError
 from core.models import create_model
 
 SIZE = 64
@@ -39,14 +40,13 @@ def onnx_files(tiny: torch.nn.Module, images: np.ndarray, tmp_path_factory: pyte
     return {"fp32": folder / "fp32.onnx", "static": folder / "static.onnx"}
 
 
-@pytest.mark.parametrize("mode", list(MOBILE_MODES))
+@pytest.mark.parametrize("mode", [m.name for m in MODES.values() if m.phone])
 def test_each_phone_format_runs_back_in_its_runtime_and_agrees_with_its_source(
         mode: str, tiny: torch.nn.Module, images: np.ndarray, onnx_files: dict[str, Path], tmp_path: Path) -> None:
-    suffix, source = MOBILE_MODES[mode]
-    path = export_mobile(mode, tmp_path / f"model{suffix}", model=tiny, onnx_file=onnx_files.__getitem__,
+    path = export_mobile(mode, tmp_path / f"model{MODES[mode].suffix}", model=tiny, onnx_file=onnx_files.__getitem__,
                          input_size=SIZE, calibration=images)
     got = MobileRunner(path, threads=1).logits(images)
-    if source == "onnx:static":  # the static ONNX file in ONNX Runtime itself
+    if MODES[mode].source == "static":  # the static ONNX file in ONNX Runtime itself
         want = ort_logits(ort_session(onnx_files["static"]), images)
     else:
         with torch.inference_mode():
@@ -58,7 +58,7 @@ def test_each_phone_format_runs_back_in_its_runtime_and_agrees_with_its_source(
         assert np.abs(got - want).max() < 1e-4  # the same int8 graph, only stored differently
     else:  # int8 against fp32: close, not equal (an untrained net's logits are small; scale by their spread)
         assert np.abs(got - want).max() < 0.25 * np.abs(want).max() + 0.05
-    if suffix == ".ort":  # the operator list a reduced ONNX Runtime build needs
+    if MODES[mode].suffix == ".ort":  # the operator list a reduced ONNX Runtime build needs
         assert "ai.onnx;" in path.with_name(OPERATORS_FILE).read_text()
 
 
@@ -72,8 +72,11 @@ def test_damaged_or_unknown_mobile_files_are_clear_errors(tmp_path: Path) -> Non
         MobileRunner(tmp_path / "model.mlmodel")
     with pytest.raises(ModelError, match="missing"):
         MobileRunner(tmp_path / "absent.pte")
-    with pytest.raises(ModelError, match="unknown mobile mode 'pte_fp16'"):
+    with pytest.raises(ConfigError, match="unknown quantization mode 'pte_fp16'; allowed: torch_fp32, fp32"):
         export_mobile("pte_fp16", tmp_path / "x.pte", model=torch.nn.Identity(), onnx_file=Path,
+                      input_size=SIZE, calibration=None)
+    with pytest.raises(ModelError, match="'static' is not a phone mode"):
+        export_mobile("static", tmp_path / "x.pte", model=torch.nn.Identity(), onnx_file=Path,
                       input_size=SIZE, calibration=None)
 
 

@@ -12,8 +12,7 @@ import torch
 
 from core.errors import ModelError
 from core.models import ARCHITECTURES, create_model
-
-STUDY = ("efficientnet_b0", "efficientnet_b4", "resnet50", "densenet169", "mobilenetv3_large_100")
+from tests.configs import STUDY
 
 
 def test_registry_has_the_study_architectures() -> None:

@@ -12,7 +12,7 @@ import torch
 from core.jobs.sweep import plan_groups, run_sweep
 from core.jobs.train import TrainResult
 from core.store.results import ResultsStore
-from tests.test_sweep import _cfg
+from tests.configs import sweep_config
 
 pytest.importorskip("ray", reason="ray is not installed")
 
@@ -39,8 +39,10 @@ def _figures(db: Path) -> dict[tuple[str, str, str], float]:
 def test_ray_sweep_gives_the_sequential_cells_and_figures(trained_tiny: TrainResult, tmp_path: Path,
                                                           one_thread: None) -> None:
     kw = dict(modes=["torch_fp32", "fp32", "static"], ray_cpus=2)
-    seq = _cfg(trained_tiny, tmp_path, db=str(tmp_path / "seq.duckdb"), variants_dir=str(tmp_path / "v-seq"), **kw)
-    par = _cfg(trained_tiny, tmp_path, db=str(tmp_path / "ray.duckdb"), variants_dir=str(tmp_path / "v-ray"), **kw)
+    seq = sweep_config(trained_tiny, tmp_path, db=str(tmp_path / "seq.duckdb"), variants_dir=str(tmp_path / "v-seq"),
+                       **kw)
+    par = sweep_config(trained_tiny, tmp_path, db=str(tmp_path / "ray.duckdb"), variants_dir=str(tmp_path / "v-ray"),
+                       **kw)
     run_sweep(seq)
     summary = run_sweep(par, use_ray=True)
     assert len(summary) == sum(len(g.modes) for g in plan_groups(par))
@@ -57,7 +59,7 @@ def test_interrupted_ray_driver_resumes_without_duplicates(trained_tiny: TrainRe
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     import core.jobs.sweep.ray_runner as sweep_mod
 
-    cfg = _cfg(trained_tiny, tmp_path, ray_cpus=2, modes=["fp32", "static"])
+    cfg = sweep_config(trained_tiny, tmp_path, ray_cpus=2, modes=["fp32", "static"])
     real_store = sweep_mod.store_cell
     calls = []
 

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from core.cli import run_cli
-from core.store.analysis import variants_frame
+from core.store.frames import variants_frame
 from core.store.report import write_report
 from core.store.results import ResultsStore
 from scripts import report as report_cli
@@ -53,7 +53,7 @@ def test_the_budget_table_picks_each_familys_cell_on_validation_not_test() -> No
     """Issue 19's Pareto table: per MAC level and family, the cell chosen on validation, shown with test figures."""
     import pandas as pd
 
-    from core.store.analysis import frontier_by_budget
+    from core.store.choosing import frontier_by_budget
 
     rows = [  # variant, family, quantization, macs_kept, test bal acc, val bal acc
         ("dense-fp32", "dense", "fp32", None, 0.70, 0.70),

@@ -19,23 +19,14 @@ from core.store.results import ResultsStore, ingest
 from core.train.config import TrainConfig
 from core.train.parent import load_parent
 from scripts import evaluate as evaluate_cli
+from tests.configs import cv_recipe, sweep_config
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _cfg(trained: TrainResult, tmp_path: Path, **kw: object) -> SweepConfig:
-    base = dict(train_config=str(trained.run_dir / "config.yaml"), models=["test_efficientnet"],
-                parents=[f"test_efficientnet={trained.run_dir}"], ratios=[0.0, 0.5],
-                modes=["torch_fp32", "fp32", "static"], unstructured=[0.5], finetune_epochs=1,
-                calibration_images=16, latency_runs=3, threads=1, variants_dir=str(tmp_path / "variants"),
-                db=str(tmp_path / "sweep.duckdb"))
-    base.update(kw)
-    return SweepConfig(**base)  # type: ignore[arg-type]
-
-
 def test_sweep_cells_are_stored_as_children_and_resume(trained_tiny: TrainResult, tmp_path: Path,
                                                        capsys: pytest.CaptureFixture[str]) -> None:
-    cfg = _cfg(trained_tiny, tmp_path)
+    cfg = sweep_config(trained_tiny, tmp_path)
     summary = run_sweep(cfg)
     assert len(summary) == 7  # 2 ratios x 3 modes + 1 unstructured
     with ResultsStore(cfg.db, read_only=True) as store:
@@ -68,13 +59,13 @@ def test_sweep_cells_are_stored_as_children_and_resume(trained_tiny: TrainResult
 
 
 def test_shards_partition_the_grid_and_ingest_once(trained_tiny: TrainResult, tmp_path: Path) -> None:
-    groups = plan_groups(_cfg(trained_tiny, tmp_path, ratios=[0.0, 0.25, 0.5], unstructured=[]))
+    groups = plan_groups(sweep_config(trained_tiny, tmp_path, ratios=[0.0, 0.25, 0.5], unstructured=[]))
     parts = [shard_groups(groups, f"{i}/2") for i in range(2)]
     assert sorted(parts[0] + parts[1], key=groups.index) == groups and not set(parts[0]) & set(parts[1])
 
     stores = []
     for i in range(2):
-        cfg = _cfg(trained_tiny, tmp_path, ratios=[0.0, 0.25], modes=["fp32"], unstructured=[], shard=f"{i}/2",
+        cfg = sweep_config(trained_tiny, tmp_path, ratios=[0.0, 0.25], modes=["fp32"], unstructured=[], shard=f"{i}/2",
                    db=str(tmp_path / f"shard{i}.duckdb"))
         run_sweep(cfg)
         stores.append(cfg.db)
@@ -134,8 +125,8 @@ def test_fine_tuning_uses_the_sweep_ema_setting_not_the_parents(trained_tiny: Tr
     parent = load_parent(str(trained_tiny.run_dir))
     parent.train_cfg = dataclasses.replace(parent.train_cfg, ema_decay=0.99)  # a parent trained with EMA
     group = sweep_mod.Group("test_efficientnet", "structured", 0.5, ("fp32",))
-    sweep_mod._prune_and_finetune(parent, group, _cfg(trained_tiny, tmp_path))
-    sweep_mod._prune_and_finetune(parent, group, _cfg(trained_tiny, tmp_path, finetune_ema_decay=0.9))
+    sweep_mod._prune_and_finetune(parent, group, sweep_config(trained_tiny, tmp_path))
+    sweep_mod._prune_and_finetune(parent, group, sweep_config(trained_tiny, tmp_path, finetune_ema_decay=0.9))
     assert seen == [0.0, 0.9]
 
 
@@ -187,7 +178,7 @@ def test_distilled_fine_tuning_learns_from_the_frozen_dense_parent(trained_tiny:
 
     monkeypatch.setattr(sweep_mod, "fit", spy)
     parent = load_parent(str(trained_tiny.run_dir))
-    cfg = _cfg(trained_tiny, tmp_path, distill_alpha=0.5, distill_temperature=3.0)
+    cfg = sweep_config(trained_tiny, tmp_path, distill_alpha=0.5, distill_temperature=3.0)
     group = plan_groups(cfg)[1]
     _, info = sweep_mod._prune_and_finetune(parent, group, cfg)
     (kd,) = seen
@@ -226,7 +217,7 @@ def test_iterative_pruning_fine_tunes_after_every_step(trained_tiny: TrainResult
 
     monkeypatch.setattr(sweep_mod, "fit", spy)
     parent = load_parent(str(trained_tiny.run_dir))
-    cfg = _cfg(trained_tiny, tmp_path, finetune_epochs=2, iterative_steps=2)
+    cfg = sweep_config(trained_tiny, tmp_path, finetune_epochs=2, iterative_steps=2)
     model, info = sweep_mod._prune_and_finetune(parent, plan_groups(cfg)[1], cfg)
     assert [epochs for epochs, _ in seen] == [1, 1]  # the same two epochs as one-shot, one after each step
     assert seen[0][1] > seen[1][1] == sum(p.numel() for p in model.parameters())  # each step removed channels
@@ -239,7 +230,7 @@ def test_iterative_pruning_fine_tunes_after_every_step(trained_tiny: TrainResult
 def test_quantization_aware_cells_are_int8_onnx(trained_tiny: TrainResult, tmp_path: Path) -> None:
     import onnx
 
-    cfg = _cfg(trained_tiny, tmp_path, ratios=[0.5], modes=["qat", "static"], unstructured=[], qat_epochs=2)
+    cfg = sweep_config(trained_tiny, tmp_path, ratios=[0.5], modes=["qat", "static"], unstructured=[], qat_epochs=2)
     summary = run_sweep(cfg)
     assert sorted(summary["variant"]) == ["pruned-0.5-qat", "pruned-0.5-static"]
     folder = Path(cfg.variants_dir) / trained_tiny.run_id / "pruned-0.5-qat"
@@ -282,7 +273,7 @@ def test_qat_returns_the_converted_epoch_that_scored_best(trained_tiny: TrainRes
 
 def test_every_cell_carries_its_paired_difference_from_the_dense_parent(sweep_store: Path) -> None:
     """Δ vs the parent on the same images, with a lesion-level interval, per split and on val + test pooled."""
-    from core.store.analysis import variants_frame
+    from core.store.frames import variants_frame
 
     with ResultsStore(sweep_store, read_only=True) as store:
         df = variants_frame(store).set_index("variant")
@@ -322,9 +313,9 @@ def test_mac_budget_cells_recover_with_every_pruned_layer_trainable(trained_tiny
     parent.train_cfg = dataclasses.replace(parent.train_cfg, freeze_stages=2)  # a parent trained with frozen stages
     group = sweep_mod.Group("test_efficientnet", "budget", 0.8, ("fp32",))
     assert group.variant("fp32") == "macs-0.8-fp32"
-    _, info = sweep_mod._prune_and_finetune(parent, group, _cfg(trained_tiny, tmp_path, finetune_epochs=1))
+    _, info = sweep_mod._prune_and_finetune(parent, group, sweep_config(trained_tiny, tmp_path, finetune_epochs=1))
     assert seen == [0] and info["macs_after"] / info["macs_before"] <= 0.8 and info["residual_stream_kept"]
-    assert [g.variant("x") for g in plan_groups(_cfg(trained_tiny, tmp_path, ratios=[0.0], unstructured=[],
+    assert [g.variant("x") for g in plan_groups(sweep_config(trained_tiny, tmp_path, ratios=[0.0], unstructured=[],
                                                     macs_keep=[0.5, 0.75]))
             ] == ["dense-x", "macs-0.75-x", "macs-0.5-x"]
 
@@ -373,9 +364,9 @@ def test_prune_then_train_and_lower_resolution_cells(trained_tiny: TrainResult, 
     parent's recipe; a 'res-<px>' cell trains the recipe at a lower input size. Both are scored on the parent's
     images (paired), carry their family, the MACs they reached and their build time."""
     from core.artifacts.card import read_variant_card
-    from core.store.analysis import variants_frame
+    from core.store.frames import variants_frame
 
-    cfg = _cfg(trained_tiny, tmp_path, ratios=[0.0], unstructured=[], modes=["fp32"], prune_then_train=[0.75],
+    cfg = sweep_config(trained_tiny, tmp_path, ratios=[0.0], unstructured=[], modes=["fp32"], prune_then_train=[0.75],
                resolutions=[24])
     assert [g.variant("fp32") for g in plan_groups(cfg)] == ["dense-fp32", "ptt-0.75-fp32", "res-24-fp32"]
     run_sweep(cfg)
@@ -404,7 +395,7 @@ def test_a_larger_architecture_is_pruned_to_the_parents_macs(trained_tiny: Train
     import core.jobs.sweep.build as sweep_mod
 
     monkeypatch.setattr(sweep_mod, "fit", lambda model, **kw: train_mod.FitResult([], 0.0, 0, None))
-    cfg = _cfg(trained_tiny, tmp_path, ratios=[], unstructured=[], modes=["fp32"], prune_then_train=[1.0],
+    cfg = sweep_config(trained_tiny, tmp_path, ratios=[], unstructured=[], modes=["fp32"], prune_then_train=[1.0],
                prune_then_train_models=["test_resnet"])
     group = plan_groups(cfg)[0]
     assert group.variant("fp32") == "ptt-test_resnet-1-fp32" and group.architecture == "test_resnet"
@@ -419,9 +410,8 @@ def test_a_cross_validation_fold_is_a_sweep_parent(tmp_path: Path, synthetic_roo
     """Issue 19: a fold folder is a complete run folder: its held-out fold is the sweep's validation split, so
     paired differences are out of fold."""
     from core.jobs.cv import CVConfig, run_cv
-    from tests.test_cv import recipe
 
-    train_cfg = recipe(synthetic_root, tmp_path, epochs=1)
+    train_cfg = cv_recipe(synthetic_root, tmp_path, epochs=1)
     result = run_cv(train_cfg, CVConfig(folds=2, cv_dir=str(tmp_path / "cv"), tta=False))
     fold = result.folder / "fold1"
     parent = load_parent(str(fold))
@@ -497,7 +487,7 @@ def test_sparse_training_before_pruning_makes_its_own_cells(trained_tiny: TrainR
         return lambda: (calls.append(1), regularize())[1]
 
     monkeypatch.setattr(sweep_mod, "group_sparsity_regularizer", counting)
-    cfg = _cfg(trained_tiny, tmp_path, ratios=[], unstructured=[], macs_keep=[0.8], sparse_epochs=1,
+    cfg = sweep_config(trained_tiny, tmp_path, ratios=[], unstructured=[], macs_keep=[0.8], sparse_epochs=1,
                sparse_reg=1e-2, finetune_epochs=1)
     group = plan_groups(cfg)[0]
     assert group.variant("fp32") == "macs-0.8-sl-fp32" and group.sparse
@@ -532,7 +522,7 @@ def test_the_store_stays_readable_by_another_process_while_a_sweep_builds(traine
 
     import core.jobs.sweep.cells as sweep_mod
 
-    cfg = _cfg(trained_tiny, tmp_path, ratios=[0.5], modes=["fp32"], unstructured=[])
+    cfg = sweep_config(trained_tiny, tmp_path, ratios=[0.5], modes=["fp32"], unstructured=[])
     ResultsStore(cfg.db).close()
     real_build = sweep_mod.build_group
     opened = []
@@ -552,12 +542,12 @@ def test_the_store_stays_readable_by_another_process_while_a_sweep_builds(traine
 def test_phone_formats_are_sweep_cells_run_back_by_their_runtimes(trained_tiny: TrainResult, tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     from core.artifacts.card import read_variant_card
-    from core.compress.mobile import MOBILE_MODES
+    from core.compress.modes import MODES
     from core.serve.predict import MobilePredictor, load_predictor
     from core.store.report import write_report
 
-    modes = list(MOBILE_MODES)
-    cfg = _cfg(trained_tiny, tmp_path, ratios=[0.0], unstructured=[], modes=modes)
+    modes = [m.name for m in MODES.values() if m.phone]
+    cfg = sweep_config(trained_tiny, tmp_path, ratios=[0.0], unstructured=[], modes=modes)
     run_sweep(cfg)
     folder = Path(cfg.variants_dir) / trained_tiny.run_id
     with ResultsStore(cfg.db, read_only=True) as store:
@@ -567,13 +557,13 @@ def test_phone_formats_are_sweep_cells_run_back_by_their_runtimes(trained_tiny: 
     assert sorted(runs.index) == sorted(f"dense-{m}" for m in modes)
     for mode in modes:
         card = read_variant_card(folder / f"dense-{mode}")
-        suffix = MOBILE_MODES[mode][0]
+        suffix = MODES[mode].suffix
         runtime = card.deployment.runtime
         assert card.file == f"model{suffix}" and runtime.version
         assert runtime.operators == ("required_operators.config" if suffix == ".ort" else None)
         agreement = card.deployment.export_check.top1_agreement
         assert deploy[runs.loc[f"dense-{mode}", "run_id"]] == agreement
-        if not mode.endswith(("int8", "static")):
+        if not MODES[mode].int8:
             assert agreement >= 0.99
         assert isinstance(load_predictor(folder / f"dense-{mode}"), MobilePredictor)
 
@@ -591,7 +581,7 @@ def test_phone_formats_are_sweep_cells_run_back_by_their_runtimes(trained_tiny: 
     assert app["input"]["height"] == card.preprocessing.input_size and app["input"]["mean"] == list(
         card.preprocessing.mean)
     assert app["output"]["classes"] == list(card.classes)
-    assert {f["file"] for f in app["files"]} == {f"dense-{m}{MOBILE_MODES[m][0]}" for m in modes}
+    assert {f["file"] for f in app["files"]} == {f"dense-{m}{MODES[m].suffix}" for m in modes}
     assert all((out / f["file"]).is_file() for f in app["files"])
     assert (out / "dense-ort_fp32.required_operators.config").is_file()
     pte = next(f for f in app["files"] if f["variant"] == "dense-pte_int8")
@@ -601,6 +591,6 @@ def test_phone_formats_are_sweep_cells_run_back_by_their_runtimes(trained_tiny: 
     import core.jobs.sweep.cells as sweep_module
 
     monkeypatch.setattr(sweep_module, "MIN_FP32_AGREEMENT", 1.01)
-    again = _cfg(trained_tiny, tmp_path, ratios=[0.0], unstructured=[], modes=["pte_fp32"],
+    again = sweep_config(trained_tiny, tmp_path, ratios=[0.0], unstructured=[], modes=["pte_fp32"],
                  db=str(tmp_path / "strict.duckdb"), variants_dir=str(tmp_path / "strict"))
     assert run_sweep(again).empty

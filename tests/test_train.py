@@ -20,14 +20,7 @@ from core.models import create_model
 from core.store.results import ResultsStore
 from core.train.config import TrainConfig
 from core.train.loop import make_optimizer
-
-
-def tiny_config(data: Path, tmp_path: Path, **kw: object) -> TrainConfig:
-    base = dict(data_dir=str(data), model="test_resnet", pretrained=False, img_size=32, epochs=2, batch_size=16,
-                lr=3e-3, workers=0, threads=1, patience=0, cache_dir=str(tmp_path / "cache"),
-                output_dir=str(tmp_path / "models"), db=str(tmp_path / "results.duckdb"))
-    base.update(kw)
-    return TrainConfig(**base)  # type: ignore[arg-type]
+from tests.configs import tiny_config
 
 
 def test_train_stores_run_and_model_reloads(synthetic_root: Path, tmp_path: Path) -> None:

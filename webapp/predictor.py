@@ -27,7 +27,7 @@ from core.serve.facts import model_facts
 from core.serve.imaging import CheckedImage
 from core.serve.ood import GATE_FILE, NOT_A_LESION
 from core.serve.quality import PhotoQuality
-from core.store.analysis import deployed_choice
+from core.store.choosing import deployed_choice
 from core.store.results import ResultsStore
 from core.triage import Decision, Triage
 

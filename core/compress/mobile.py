@@ -30,25 +30,11 @@ import torch
 from torch import nn
 
 from core.artifacts.mobile_runtimes import OPERATORS_FILE
+from core.compress.modes import MODES, mode_of
 from core.compress.pt2e import clipped_conv_quantizer, pt2e_int8
 from core.errors import ModelError
 
 log = logging.getLogger(__name__)
-
-# mode -> (file suffix, source): "onnx:<mode>" converts that ONNX file, "torch" exports the PyTorch model
-MOBILE_MODES: dict[str, tuple[str, str]] = {
-    "ort_fp32": (".ort", "onnx:fp32"),
-    "ort_static": (".ort", "onnx:static"),
-    "pte_fp32": (".pte", "torch"),
-    "pte_int8": (".pte", "torch"),
-    "tflite_fp32": (".tflite", "torch"),
-    "tflite_int8": (".tflite", "torch"),
-}
-
-
-def is_int8(mode: str) -> bool:
-    return mode.endswith(("_int8", "_static"))
-
 
 def export_ort(onnx_path: str | Path, out_path: str | Path, *, style: str = "fixed",
                target_platform: str | None = None) -> Path:
@@ -139,15 +125,17 @@ def export_tflite(model: nn.Module, out_path: str | Path, *, input_size: int,
 
 def export_mobile(mode: str, out_path: str | Path, *, model: nn.Module, onnx_file: Callable[[str], Path],
                   input_size: int, calibration: np.ndarray | None) -> Path:
-    """Write ``mode``'s file (one of :data:`MOBILE_MODES`) to ``out_path``; ``onnx_file(mode)`` gives the ONNX file
-    an ``.ort`` is converted from (the caller builds it), ``calibration``: training images for the int8 modes."""
-    if mode not in MOBILE_MODES:
-        raise ModelError(f"unknown mobile mode {mode!r} (known: {', '.join(MOBILE_MODES)})")
-    suffix, source = MOBILE_MODES[mode]
-    if source.startswith("onnx:"):
-        return export_ort(onnx_file(source.split(":", 1)[1]), out_path)
-    if is_int8(mode) and calibration is None:
+    """Write ``mode``'s file (a phone mode of :data:`core.compress.modes.MODES`) to ``out_path``; ``onnx_file(mode)``
+    gives the ONNX file an ``.ort`` is converted from (the caller builds it), ``calibration``: training images for the
+    int8 modes."""
+    spec = mode_of(mode)
+    if not spec.phone:
+        known = ", ".join(m.name for m in MODES.values() if m.phone)
+        raise ModelError(f"{mode!r} is not a phone mode (known: {known})")
+    if spec.route == "ort":
+        return export_ort(onnx_file(spec.source), out_path)
+    if spec.int8 and calibration is None:
         raise ModelError(f"{mode}: int8 export needs calibration images")
-    images = calibration if is_int8(mode) else None
-    export = export_pte if suffix == ".pte" else export_tflite
-    return export(model, out_path, input_size=input_size, calibration=images)
+    exporters = {".pte": export_pte, ".tflite": export_tflite}
+    return exporters[spec.suffix](model, out_path, input_size=input_size,
+                                  calibration=calibration if spec.int8 else None)

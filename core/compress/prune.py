@@ -91,8 +91,7 @@ def structured_prune(
     macs0, params0 = count_macs_params(model, example_input)
     if ratio == 0:
         return PruneReport(0.0, params0, params0, macs0, macs0)
-    classifier = model.get_classifier() if hasattr(model, "get_classifier") else None
-    ignored = [classifier] if isinstance(classifier, nn.Module) else []
+    ignored = _kept_whole(model, residual_stream=False)
     model.eval()
     with torch.enable_grad():  # the dependency graph is traced through autograd
         pruner = tp.pruner.BasePruner(model, example_input, importance=imp, pruning_ratio=ratio,
@@ -164,10 +163,7 @@ def prune_to_macs(
         raise ConfigError("taylor importance needs calibration batches (grad_batches)")
     macs0, params0 = count_macs_params(model, example_input)
     target = keep * macs0
-    classifier = model.get_classifier() if hasattr(model, "get_classifier") else None
-    ignored = [classifier] if isinstance(classifier, nn.Module) else []
-    if keep_residual_stream:
-        ignored += residual_stream_layers(model)
+    ignored = _kept_whole(model, residual_stream=keep_residual_stream)
     model.eval()
     macs = macs0
     with torch.enable_grad():
@@ -190,6 +186,14 @@ def prune_to_macs(
     log.info("pruned to a MAC budget of %.2f (%s, global): MACs %.3fG -> %.3fG (%.3f), params %.2fM -> %.2fM",
              keep, importance, macs0 / 1e9, macs1 / 1e9, macs1 / macs0, params0 / 1e6, params1 / 1e6)
     return PruneReport(keep, params0, params1, macs0, macs1)
+
+
+def _kept_whole(model: nn.Module, *, residual_stream: bool) -> list[nn.Module]:
+    """The layers pruning leaves alone: the classifier (its outputs are the classes) and, with ``residual_stream``,
+    the stem, projection and head convs of :func:`residual_stream_layers`."""
+    classifier = model.get_classifier() if hasattr(model, "get_classifier") else None
+    kept = [classifier] if isinstance(classifier, nn.Module) else []
+    return kept + (residual_stream_layers(model) if residual_stream else [])
 
 
 def _taylor_gradients(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]], *,
@@ -236,10 +240,7 @@ def group_sparsity_regularizer(model: nn.Module, *, example_input: torch.Tensor,
     ``keep_residual_stream``, the stream's convs are left alone, as :func:`prune_to_macs` leaves them."""
     if reg <= 0:
         raise ConfigError(f"the sparsity regularisation must be > 0, got {reg}")
-    classifier = model.get_classifier() if hasattr(model, "get_classifier") else None
-    ignored = [classifier] if isinstance(classifier, nn.Module) else []
-    if keep_residual_stream:
-        ignored += residual_stream_layers(model)
+    ignored = _kept_whole(model, residual_stream=keep_residual_stream)
     was_training = model.training
     with torch.enable_grad():
         pruner = tp.pruner.GroupNormPruner(model, example_input, importance=tp.importance.GroupMagnitudeImportance(p=2),

@@ -1,6 +1,6 @@
-"""Quantization modes, each a separate variant in the results.
+"""Quantization of a model's ONNX export by ONNX Runtime, and PyTorch dynamic quantization (the modes that use them
+are records in :mod:`core.compress.modes`).
 
-- ``torch_fp32``: the PyTorch model itself (eager), the baseline every ratio is measured against.
 - ``fp32``: the ONNX export, unchanged.
 - ``dynamic``: ONNX Runtime dynamic int8 (weights int8, activations quantized on the fly).
 - ``torch_dynamic``: PyTorch dynamic quantization of Linear layers: what the original study called DQ.
@@ -28,21 +28,14 @@ from onnxruntime.quantization import quantize_static as ort_quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 from torch import nn
 
-from core.compress import QUANT_MODES
 from core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-ONNX_MODES = ("fp32", "dynamic", "static", "fp16")
+ONNX_MODES = ("fp32", "dynamic", "static", "fp16")  # what quantize_onnx applies (a Mode's onnx_quantize)
 CALIBRATION_METHODS = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                        "entropy": CalibrationMethod.Entropy}
 EXCLUDE_PRESETS = ("none", "depthwise", "sensitive")
-
-
-def check_mode(mode: str) -> str:
-    if mode not in QUANT_MODES:
-        raise ConfigError(f"unknown quantization mode {mode!r}; allowed: {', '.join(QUANT_MODES)}")
-    return mode
 
 
 class _ArrayReader(CalibrationDataReader):
@@ -139,7 +132,6 @@ def quantize_onnx(
         exclude: ``depthwise`` keeps grouped convolutions in fp32 (static); ``sensitive`` keeps the ``keep_fp32``
             nodes that lose most when quantized (found by a per-node scan on the calibration images) in fp32.
     """
-    check_mode(mode)
     if mode not in ONNX_MODES:
         raise ConfigError(f"{mode!r} is not an ONNX mode; allowed: {', '.join(ONNX_MODES)}")
     if method not in CALIBRATION_METHODS:

@@ -22,7 +22,6 @@ from torch import nn
 
 from core.artifacts.card import Card, atomic_torch_save, load_trained_model, save_trained_model
 from core.artifacts.records import Calibration
-from core.calibration import calibrated_softmax
 from core.classes import CLASSES
 from core.compress.distill import Distillation
 from core.config import save_config
@@ -31,13 +30,13 @@ from core.data.prepare import PreparedSplit
 from core.data.split import save_split
 from core.errors import ConfigError
 from core.jobs.cv import CVConfig, CVContext, fold_run_id, open_cv
-from core.metrics import Evaluation, evaluate_logits
+from core.metrics import Evaluation
 from core.models import create_model
 from core.provenance import Provenance, new_run_id
 from core.serve.facts import card_metrics
-from core.store.results import Predictions, ResultsStore, RunRecord
+from core.store.results import ResultsStore, RunRecord
 from core.train.config import TrainConfig
-from core.train.evaluation import model_logits
+from core.train.evaluation import model_logits, score_outputs
 from core.train.loop import fit
 from core.train.origin import origin_of
 
@@ -145,10 +144,8 @@ def _score_and_store(model: nn.Module, *, card: Card, ctx: CVContext, cfg: Train
                      run_dir: Path, history: list[dict[str, float]], config: dict[str, Any]
                      ) -> dict[str, Evaluation]:
     """Score on the test folds once, write the model with its card, and store the run."""
-    test = split.rows("test")
-    logits, labels = model_logits(model, split.loader("test", batch_size=cfg.batch_size * 2), ctx.device)
-    evaluations = {"test": evaluate_logits(labels, logits, temperature=card.temperature,
-                                           groups=test["lesion_id"].to_numpy())}
+    logits, _ = model_logits(model, split.loader("test", batch_size=cfg.batch_size * 2), ctx.device)
+    evaluations, predictions = score_outputs(card, {"test": (split.rows("test"), logits)})
     card.metrics = card_metrics(evaluations)
     save_trained_model(run_dir, model, card)
     pd.DataFrame(history).to_csv(run_dir / "history.csv", index=False)
@@ -156,8 +153,7 @@ def _score_and_store(model: nn.Module, *, card: Card, ctx: CVContext, cfg: Train
                                  split_hash=split.hash, seed=cfg.seed, device=ctx.device)
     record = RunRecord(run_id=card.run_id, kind="train", model=cfg.model, variant=card.variant, config=config,
                        provenance=provenance, evaluations=evaluations, history=history,
-                       predictions={"test": Predictions(test["image_id"].tolist(), labels,
-                                                        calibrated_softmax(logits, card.temperature))},
+                       predictions=predictions,
                        artifacts={"weights": run_dir / "model.pt", "config": run_dir / "config.yaml",
                                   "split": run_dir / "split.csv"})
     with ResultsStore(cfg.db) as store:

@@ -29,7 +29,7 @@ from core.artifacts.card import (
 from core.compress.export import export_onnx
 from core.compress.quantize import quantize_onnx
 from core.config import option
-from core.data.prepare import PreparedSplit, prepare_data
+from core.data.prepare import PreparedSplit
 from core.data.split import apply_split, load_split
 from core.data.transforms import Preprocessing, preprocessing_for
 from core.errors import ConfigError, ModelError
@@ -177,8 +177,7 @@ def run_gate_fit(cfg: GateConfig) -> dict[str, float]:
     backbone, prep = backbone_preprocessing(arch, cfg.img_size or parent.split.prep.input_size)
     split = parent.split
     if prep != split.prep:  # the backbone's own preprocessing: decode the same rows for it
-        tc = parent.train_cfg
-        data = prepare_data(tc.data_dir, prep=prep, cache_dir=tc.cache_dir, skip_bad=tc.skip_bad, workers=tc.workers)
+        data = parent.train_cfg.prepare(prep)
         split = PreparedSplit(data, apply_split(data.table, load_split(Path(parent_dir) / "split.csv")), prep)
 
     val_images = split.arrays("val")[0]  # decoded once: fitting and measuring both use them

@@ -35,7 +35,7 @@ from core.artifacts.release import MANIFEST, RELEASE_DIR, RELEASE_FORMAT, Releas
 from core.data.transforms import Preprocessing
 from core.jobs.gate_fit import backbone_preprocessing, export_backbone
 from core.provenance import git_sha, sha256_file, utc_now
-from core.serve.ood import GATE_BACKBONE_FILE, GATE_FILE, OnnxEmbedder, OodGate
+from core.serve.ood import GATE_BACKBONE_FILE, GATE_FILE, OodGate
 from core.store.results import TABLES, ResultsStore, ingest
 
 log = logging.getLogger(__name__)
@@ -70,16 +70,14 @@ def _is_int8(onnx_file: Path) -> bool:
     return any(node.op_type in ("QuantizeLinear", "QLinearConv") for node in onnx.load(str(onnx_file)).graph.node)
 
 
-def _package_backbone(gate: OodGate, out: Path) -> OnnxEmbedder:
-    """The gate's backbone exported afresh from the package weights, in fp32, to ``out``."""
-    model, prep = backbone_preprocessing(gate.architecture, gate.prep.input_size)
-    if prep != gate.prep:
-        raise ReleaseError(f"the {gate.architecture} backbone's preprocessing {prep} is not the gate's {gate.prep}")
-    return export_backbone(model, prep, out)
-
-
-def _probe_difference(expected: np.ndarray, got: np.ndarray) -> float:
-    return float(np.max(np.abs(expected - got)) / max(float(np.max(np.abs(expected))), 1e-12))
+def _package_backbone(architecture: str, prep: Preprocessing, out: Path, *, probe: np.ndarray) -> float:
+    """The gate's backbone exported afresh from the package weights, in fp32, to ``out``; returns how far its
+    features of the probe images are from ``probe`` (largest difference relative to the largest feature)."""
+    model, own = backbone_preprocessing(architecture, prep.input_size)
+    if own != prep:
+        raise ReleaseError(f"the {architecture} backbone's preprocessing {own} is not the gate's {prep}")
+    got = export_backbone(model, own, out)(probe_images(prep.input_size))
+    return float(np.max(np.abs(probe - got)) / max(float(np.max(np.abs(probe))), 1e-12))
 
 
 def _gate_files(variant: Path, out: Path) -> None:
@@ -94,8 +92,7 @@ def _gate_files(variant: Path, out: Path) -> None:
                            "package weights in fp32: fit the gate without --backbone-int8")
     probe = gate.embedder(probe_images(gate.prep.input_size))
     with tempfile.TemporaryDirectory() as tmp:
-        rebuilt = _package_backbone(gate, Path(tmp) / GATE_BACKBONE_FILE)
-        difference = _probe_difference(probe, rebuilt(probe_images(gate.prep.input_size)))
+        difference = _package_backbone(gate.architecture, gate.prep, Path(tmp) / GATE_BACKBONE_FILE, probe=probe)
     if difference > PROBE_TOLERANCE:
         raise ReleaseError(f"the gate's backbone is not the package's {gate.architecture} (probe features differ by "
                            f"{difference:.2g} > {PROBE_TOLERANCE}); refit the gate")
@@ -209,11 +206,9 @@ def install_release(folder: str | Path = RELEASE_DIR) -> ReleaseInfo:
 
 def _install_backbone(folder: Path) -> None:
     meta = OodGate.load_meta(folder)
-    prep = Preprocessing.from_dict(meta["prep"])
-    model, own = backbone_preprocessing(meta["architecture"], prep.input_size)
     partial = folder / f".{GATE_BACKBONE_FILE}.partial"
-    embedder = export_backbone(model, own, partial)
-    difference = _probe_difference(np.load(folder / PROBE_FILE), embedder(probe_images(prep.input_size)))
+    difference = _package_backbone(meta["architecture"], Preprocessing.from_dict(meta["prep"]), partial,
+                                   probe=np.load(folder / PROBE_FILE))
     if difference > PROBE_TOLERANCE:
         partial.unlink()
         raise ReleaseError(f"the rebuilt {meta['architecture']} backbone does not give the features the gate was "

@@ -21,15 +21,14 @@ from core.artifacts.card import (
     save_card,
     save_trained_model,
 )
-from core.calibration import calibrated_softmax
 from core.classes import CLASSES
 from core.config import build_config, save_config
-from core.data.prepare import PreparedSplit, prepare_data
+from core.data.prepare import PreparedSplit
 from core.data.split import apply_split, load_split, make_split, save_split
 from core.data.synthetic import ensure_synthetic_dataset
 from core.data.transforms import Preprocessing, preprocessing_for
 from core.errors import ConfigError
-from core.metrics import Evaluation, evaluate_logits
+from core.metrics import Evaluation
 from core.models import (
     check_freeze_stages,
     create_model,
@@ -39,7 +38,7 @@ from core.runtime import resolve_device, seed_everything
 from core.serve.facts import card_metrics
 from core.store.results import Predictions, ResultsStore, RunRecord
 from core.train.config import TrainConfig
-from core.train.evaluation import model_logits
+from core.train.evaluation import model_logits, score_outputs
 from core.train.loaders import check_global_batch
 from core.train.loop import fit
 from core.train.origin import origin_of
@@ -148,8 +147,7 @@ def _prepare_split(cfg: TrainConfig, *, prep: Preprocessing, world: World, split
         if (turn == "main") == world.is_main:
             if cfg.synthetic:
                 ensure_synthetic_dataset(cfg.data_dir, num_images=cfg.synthetic_images, seed=cfg.seed)
-            data = prepare_data(cfg.data_dir, prep=prep, cache_dir=cfg.cache_dir, skip_bad=cfg.skip_bad,
-                                workers=cfg.workers)
+            data = cfg.prepare(prep)
         barrier(world)
     if split_csv is not None:
         table = apply_split(data.table, load_split(split_csv))
@@ -188,12 +186,8 @@ def _evaluate_best(run_dir: Path, *, model: nn.Module, split: PreparedSplit, cfg
     card.calibrate(*outputs["val"], target_accuracy=cfg.uncertain_target_accuracy)
     log.info("calibrated on val: temperature %.3f, uncertain below confidence %.3f (target accuracy %.2f)",
              card.temperature, card.uncertain_threshold, cfg.uncertain_target_accuracy)
-    evaluations, predictions = {}, {}
-    for name, (logits, labels) in outputs.items():
-        evaluations[name] = evaluate_logits(labels, logits, temperature=card.temperature,
-                                            groups=split.rows(name)["lesion_id"].to_numpy(), triage=card.triage)
-        predictions[name] = Predictions(split.rows(name)["image_id"].tolist(), labels,
-                                        calibrated_softmax(logits, card.temperature))
+    evaluations, predictions = score_outputs(card, {name: (split.rows(name), logits)
+                                                    for name, (logits, _) in outputs.items()})
     card.metrics = card_metrics(evaluations)
     save_card(run_dir, card)
     return evaluations, predictions

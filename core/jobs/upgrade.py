@@ -35,8 +35,8 @@ from core.artifacts.card import (
 )
 from core.artifacts.records import Calibration, Compression, Deployment, Origin
 from core.classes import CLASSES
+from core.compress.kinds import DENSE_FAMILY, KINDS
 from core.data.transforms import Preprocessing
-from core.jobs.sweep.config import GROUP_KINDS
 from core.metrics import evaluate_logits
 from core.provenance import git_sha, utc_now
 from core.serve.ood import GATE_FILE
@@ -185,17 +185,15 @@ def upgrade_gates(root: str | Path) -> list[Path]:
     return done
 
 
-_PREFIX_KIND = {"macs-": "budget", "pruned-": "structured", "unstructured-": "unstructured", "ptt-": "retrained",
-                "res-": "resolution"}
-_OLD_FAMILIES = {"pruned then trained": GROUP_KINDS["retrained"]}  # labels earlier versions of this command wrote
+_OLD_FAMILIES = {"pruned then trained": KINDS["retrained"].family}  # labels earlier versions of this command wrote
 
 
 def family_from_name(variant: str) -> str:
     """The family of a variant stored before the sweep recorded it, from its name (the sweep's own labels)."""
-    for prefix, kind in _PREFIX_KIND.items():
-        if variant.startswith(prefix):
-            return GROUP_KINDS[kind]
-    return "dense"
+    for kind in KINDS.values():
+        if variant.startswith(f"{kind.variant_prefix}-"):
+            return kind.family
+    return DENSE_FAMILY
 
 
 def upgrade_store(db: str | Path) -> dict[str, int]:

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from core.artifacts.card import Card
+from core.compress.kinds import KINDS
+from core.compress.modes import MODES
 from core.metrics import Evaluation
 
 
@@ -47,18 +49,18 @@ def _plain_architecture(name: str) -> str:
 def _plain_variant(variant: str) -> list[str]:
     parts = []
     head, _, rest = variant.partition("-")
-    if head == "macs":
-        share = rest.split("-")[0]
-        parts.append(f"pruned to {float(share):.0%} of its compute" if share.replace(".", "").isdigit() else "pruned")
-    elif head in ("pruned", "unstructured", "ptt"):
+    kind = next((k for k in KINDS.values() if k.variant_prefix == head), None)
+    amount = rest.split("-")[0]
+    if kind is not None and kind.amount == "macs" and kind.route == "prune":
+        parts.append(f"pruned to {float(amount):.0%} of its compute" if amount.replace(".", "").isdigit()
+                     else "pruned")
+    elif kind is not None and kind.amount == "pixels":
+        parts.append(f"at {amount} px")
+    elif kind is not None:
         parts.append("pruned")
-    elif head == "res":
-        parts.append(f"at {rest.split('-')[0]} px")
-    mode = variant.rsplit("-", 1)[-1] if variant else ""
-    if "static" in variant or mode == "qat" or mode == "dynamic":
-        parts.append("8-bit")
-    elif mode == "fp16":
-        parts.append("16-bit")
+    mode = next((MODES[token] for token in variant.split("-") if token in MODES), None)
+    if mode is not None and mode.bits < 32:
+        parts.append(f"{mode.bits}-bit")
     return parts
 
 

@@ -14,10 +14,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from core.compress import RUNTIMES
+from core.compress.modes import RUNTIMES, mode_of
 from core.provenance import git_sha
-from core.store.analysis import BASELINE_VARIANT, cv_summary, frontier_by_budget, pareto_front, variants_frame
+from core.store.choosing import frontier_by_budget, pareto_front
+from core.store.frames import BASELINE_VARIANT, variants_frame
 from core.store.results import ResultsStore
+from core.store.summary import cv_summary
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +202,7 @@ def _phone_runtimes(df: pd.DataFrame) -> list[str]:
     """A table per parent that has phone-format cells (.ort, .pte, .tflite), grouped by runtime."""
     sections = []
     for parent, part in df.groupby("parent_run_id", sort=True):
-        if not part["runtime"].isin(["onnxruntime-mobile", "executorch-xnnpack", "litert"]).any():
+        if not part["quantization"].map(lambda m: mode_of(m).phone).any():
             continue
         table = runtime_table(part).replace({"runtime": RUNTIMES})
         sections.append(f"## Per runtime (dense run `{parent}`)\n\nEach file run back by its own runtime on this "

@@ -9,7 +9,8 @@ from core.calibration import DEFAULT_TARGET_ACCURACY
 from core.config import option
 from core.data.cache import DEFAULT_CACHE_DIR
 from core.data.dataset import IMBALANCE_MODES
-from core.data.transforms import AUG_POLICIES
+from core.data.prepare import PreparedData, prepare_data
+from core.data.transforms import AUG_POLICIES, Preprocessing
 from core.errors import ConfigError
 from core.models import ARCHITECTURES
 from core.runtime import DEVICES
@@ -122,3 +123,8 @@ class TrainConfig:
     def fixres_starts(self, epoch: int) -> bool:
         """True for the first epoch trained at ``img_size`` after a low-resolution phase."""
         return bool(self.low_res_size) and self.fixres_epochs > 0 and epoch == self.epochs - self.fixres_epochs
+
+    def prepare(self, prep: Preprocessing) -> PreparedData:
+        """This recipe's dataset decoded for ``prep`` (its cache folder, bad-file policy and decoding workers)."""
+        return prepare_data(self.data_dir, prep=prep, cache_dir=self.cache_dir, skip_bad=self.skip_bad,
+                            workers=self.workers)

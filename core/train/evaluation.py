@@ -1,14 +1,22 @@
-"""Logits of a model over a loader or a prepared split (under ``inference_mode``; optional flip TTA)."""
+"""Logits of a model over a loader or a prepared split (under ``inference_mode``; optional flip TTA), and those
+logits scored as a card deploys them."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from core.artifacts.card import Card
+from core.calibration import calibrated_softmax
 from core.data.prepare import PreparedSplit
+from core.metrics import Evaluation, evaluate_logits
 from core.serve.predict import TTA_FLIPS
+from core.store.results import Predictions
 from core.world import World, gather_arrays
 
 
@@ -47,3 +55,18 @@ def split_logits(model: nn.Module, split: PreparedSplit, name: str, *, batch_siz
         order = np.concatenate([np.arange(len(rows))[r::world.size] for r in range(world.size)])
         logits, labels = logits[np.argsort(order)], labels[np.argsort(order)]
     return logits, labels
+
+
+def score_outputs(card: Card, outputs: Mapping[str, tuple[pd.DataFrame, np.ndarray]]
+                  ) -> tuple[dict[str, Evaluation], dict[str, Predictions]]:
+    """Each named output (the rows scored, their logits) scored as ``card`` deploys the model: probabilities
+    calibrated by its temperature, its screening operating points, intervals over the rows' lesions; and the
+    calibrated probabilities of every image, for the store."""
+    evaluations, predictions = {}, {}
+    for name, (rows, logits) in outputs.items():
+        labels = rows["label"].to_numpy()
+        evaluations[name] = evaluate_logits(labels, logits, temperature=card.temperature,
+                                            groups=rows["lesion_id"].to_numpy(), triage=card.triage)
+        predictions[name] = Predictions(rows["image_id"].tolist(), labels,
+                                        calibrated_softmax(logits, card.temperature))
+    return evaluations, predictions

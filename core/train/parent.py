@@ -18,7 +18,7 @@ from core.artifacts.card import (
     save_trained_model,
 )
 from core.config import build_config, save_config
-from core.data.prepare import PreparedSplit, prepare_data
+from core.data.prepare import PreparedSplit
 from core.data.split import apply_split, load_split
 from core.errors import ModelError
 from core.models import create_model
@@ -52,8 +52,7 @@ def load_parent(model_dir: str) -> Parent:
     model_dir_p = Path(model_dir)
     train_cfg = build_config(TrainConfig, yaml_path=model_dir_p / "config.yaml")
     card = read_trained_card(model_dir_p)
-    data = prepare_data(train_cfg.data_dir, prep=card.preprocessing, cache_dir=train_cfg.cache_dir,
-                        skip_bad=train_cfg.skip_bad, workers=train_cfg.workers)
+    data = train_cfg.prepare(card.preprocessing)
     table = apply_split(data.table, load_split(model_dir_p / "split.csv"))
     return Parent(card.run_id, model_dir_p, train_cfg, PreparedSplit(data, table, card.preprocessing))
 

@@ -7,9 +7,11 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from core.store.analysis import class_support, ratio_text, recall_deltas, short_names
+from core.store.choosing import ratio_text
+from core.store.frames import class_support, recall_deltas
 from dashboard.charts import phone_friendly
 from dashboard.state import BASELINES, baseline, filtered_variants, reader, remembered
+from dashboard.wording import short_names
 
 # Key figures first; True: higher is better, False: lower is better (the best of each row is highlighted).
 ROWS = {"bal_acc_delta": ("Δ balanced accuracy vs dense", True), "size_mb": ("size (MB)", False),

@@ -16,7 +16,8 @@ from core.serve.facts import model_facts
 from core.serve.gradcam import grad_cam_view
 from core.serve.imaging import ImageRejected, check_image, reencode_jpeg
 from core.serve.ood import NOT_A_LESION
-from core.store.analysis import deployed_variant, variant_card_paths
+from core.store.choosing import deployed_variant
+from core.store.frames import variant_card_paths
 from core.triage import DISCLAIMER, NEXT_STEPS_SHORT
 from dashboard.charts import cam_figure, phone_friendly
 from dashboard.state import deployed_model, reader, samples_dir

@@ -10,20 +10,13 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from core.store.analysis import (
-    METRIC_LABELS,
-    confusion_matrix_frame,
-    group_roc,
-    ratio_text,
-    reliability,
-    roc_curves,
-    run_detail,
-    short_names,
-    uncalibrated_probs,
-)
+from core.curves import group_roc, reliability, roc_curves, uncalibrated_probs
+from core.store.choosing import ratio_text
+from core.store.frames import METRIC_LABELS, confusion_matrix_frame, run_detail
 from core.triage import MALIGNANT_GROUP, MELANOMA_GROUP
 from dashboard.charts import phone_friendly
 from dashboard.state import BASELINES, baseline, filtered_variants, reader, remembered
+from dashboard.wording import short_names
 
 st.title("Run detail")
 df = filtered_variants()

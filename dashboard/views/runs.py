@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core.store.analysis import ratio_text
+from core.store.choosing import ratio_text
 from dashboard.state import BASELINES, baseline, filtered_variants
 
 st.title("Runs")

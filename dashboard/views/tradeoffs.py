@@ -8,18 +8,11 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from core.compress import RUNTIMES
+from core.compress.modes import RUNTIMES
 from core.errors import ModelError
-from core.store.analysis import (
-    BASELINE_VARIANT,
-    METRIC_LABELS,
-    DeployedChoice,
-    chart_points,
-    deployed_choice,
-    no_fit_reason,
-    ratio_text,
-    recommend,
-)
+from core.store.choosing import DeployedChoice, deployed_choice, no_fit_reason, ratio_text, recommend
+from core.store.frames import BASELINE_VARIANT, METRIC_LABELS
+from dashboard.filters import chart_points
 from dashboard.state import BASELINE_VARIANTS, BASELINES, all_variants, baseline, filtered_variants, reader, remembered
 from dashboard.tradeoff_chart import X_AXES, Marked, selected_run_ids, tradeoff_chart
 

@@ -166,7 +166,7 @@ def test_delete_account_removes_everything(app: Flask, client: FlaskClient, auth
 
 
 def test_default_model_is_chosen_at_start_up_and_survives_a_store_writer(tmp_path: Path, sweep_store: Path) -> None:
-    from core.store.analysis import deployed_variant
+    from core.store.choosing import deployed_variant
     from core.store.results import ResultsStore
     from tests.webapp.conftest import RELAXED_LIMITS
     from webapp import create_app

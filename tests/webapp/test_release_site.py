@@ -25,7 +25,8 @@ def test_the_production_site_serves_the_committed_release_with_its_photo_check(
     """A fresh checkout: install, then the production site starts on it without any override, and its photo check
     turns a flat picture away."""
     from core.serve.deployed import DeployedModel
-    from core.store.analysis import deployed_choice, variant_card_paths
+    from core.store.choosing import deployed_choice
+    from core.store.frames import variant_card_paths
     from core.store.results import ResultsStore
     from tests.webapp.production import production_env
     from webapp import create_app

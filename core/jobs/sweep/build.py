@@ -22,7 +22,7 @@ from core.artifacts.card import (
 from core.artifacts.records import ExportCheck
 from core.compress.distill import Distillation
 from core.compress.export import check_export, export_onnx
-from core.compress.mobile import is_int8
+from core.compress.modes import mode_of
 from core.compress.prune import (
     count_macs_params,
     group_sparsity_regularizer,
@@ -33,10 +33,10 @@ from core.compress.prune import (
     unstructured_prune,
     weight_sparsity,
 )
-from core.data.prepare import PreparedSplit, prepare_data
+from core.data.prepare import PreparedSplit
 from core.data.split import apply_split
 from core.data.transforms import preprocessing_for
-from core.jobs.sweep.config import TORCH_MODES, Group, SweepConfig, base_mode
+from core.jobs.sweep.config import Group, SweepConfig
 from core.models import create_model
 from core.runtime import resolve_device, seed_everything
 from core.train.config import TrainConfig
@@ -104,7 +104,7 @@ def _prune_and_finetune(parent: Parent, group: Group, cfg: SweepConfig) -> tuple
     info: dict[str, Any] = {"pruning": group.kind, "pruning_ratio": group.amount, "history": []}
     if group.amount == 0:
         return model, info
-    if group.kind == "unstructured":
+    if group.spec.amount == "sparsity":
         info["sparsity"] = unstructured_prune(model, amount=group.amount)
         return model, info
     example = torch.randn(1, 3, min(64, size), min(64, size))
@@ -118,7 +118,7 @@ def _prune_and_finetune(parent: Parent, group: Group, cfg: SweepConfig) -> tuple
 
     grad_batches = ((lambda: _grad_batches(parent.split, parent.train_cfg.seed)) if cfg.importance == "taylor"
                     else None)
-    if group.kind == "budget":
+    if group.spec.amount == "macs":
         if group.sparse:
             _sparse_training(model, parent=parent, cfg=cfg, example=example, info=info)
         report = prune_to_macs(model, keep=group.amount, example_input=example, importance=cfg.importance,
@@ -143,14 +143,13 @@ def _train_from_pretrained(parent: Parent, group: Group, cfg: SweepConfig
     """A "retrained" or "resolution" cell's model: the ImageNet-pretrained network (pruned to the budget first, or
     at a lower input size) trained on the parent's split with the parent's whole recipe."""
     recipe = parent.train_cfg
-    size = int(group.amount) if group.kind == "resolution" else parent.split.prep.input_size
+    size = int(group.amount) if group.spec.amount == "pixels" else parent.split.prep.input_size
     seed_everything(recipe.seed)
     model = create_model(group.architecture, pretrained=recipe.pretrained, drop_rate=recipe.drop_rate)
     prep = preprocessing_for(model, size)
     split = parent.split
     if prep != parent.split.prep:  # the same rows, decoded for this input size
-        data = prepare_data(recipe.data_dir, prep=prep, cache_dir=recipe.cache_dir, skip_bad=recipe.skip_bad,
-                            workers=recipe.workers)
+        data = recipe.prepare(prep)
         split = PreparedSplit(data, apply_split(data.table, parent.split.table), prep)
     parent_model, _, _ = load_trained_model(parent.model_dir)
     parent_size = parent.split.prep.input_size
@@ -158,7 +157,7 @@ def _train_from_pretrained(parent: Parent, group: Group, cfg: SweepConfig
     info: dict[str, Any] = {"pruning": group.kind, "pruning_ratio": 0.0, "history": [],
                             "trained_from": "ImageNet weights" if recipe.pretrained else "scratch",
                             "architecture": group.architecture, "input_size": size, "macs_before": parent_macs}
-    if group.kind == "retrained":
+    if group.spec.amount == "macs":
         own = count_macs_params(model, torch.randn(1, 3, parent_size, parent_size))[0]
         keep = group.amount * parent_macs / own
         if keep < 1:
@@ -215,7 +214,7 @@ def build_group(parent: Parent, *, group: Group, todo: list[str], cfg: SweepConf
     """Prune + fine-tune (or train) once, export once, draw the calibration images once, for every mode in
     ``todo``."""
     start = time.perf_counter()
-    if group.kind in ("retrained", "resolution"):
+    if group.spec.route == "retrain":
         model, info, split = _train_from_pretrained(parent, group, cfg)
     else:
         (model, info), split = _prune_and_finetune(parent, group, cfg), parent.split
@@ -227,13 +226,13 @@ def build_group(parent: Parent, *, group: Group, todo: list[str], cfg: SweepConf
         shutil.rmtree(work)
     work.mkdir(parents=True)
     check = None
-    if any(base_mode(m) not in TORCH_MODES for m in todo):
+    if any(mode_of(m).route != "torch" for m in todo):
         exporter = export_onnx(model, work / "fp32.onnx", input_size=size)
         sample = torch.from_numpy(split.arrays("test", 32)[0])
         check = check_export(model, work / "fp32.onnx", sample, exporter=exporter)
         log.info("ONNX export (%s): max |logit diff| %.2e, top-1 agreement %.3f", exporter,
                  check.max_abs_logit_diff, check.top1_agreement)
     calibration = (split.arrays("train", cfg.calibration_images, seed=1)[0]
-                   if any(base_mode(m) == "static" or is_int8(base_mode(m)) for m in todo) else None)
+                   if any(mode_of(m).calibrated for m in todo) else None)
     return BuiltGroup(model=model, info=info, params=params, macs=macs, sparsity=weight_sparsity(model), work=work,
                       export=check, calibration=calibration, split=split, build_seconds=build_seconds)

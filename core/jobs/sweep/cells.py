@@ -20,7 +20,8 @@ from core.artifacts.card import CARD_NAME, Card, artifact_bytes, read_variant_ca
 from core.artifacts.mobile_runtimes import runtime_of, runtime_version
 from core.artifacts.records import Compression, Deployment, ExportCheck, Runtime, Timing
 from core.compress.latency import Latency, predictor_latency
-from core.compress.mobile import MOBILE_MODES, OPERATORS_FILE, export_mobile, is_int8
+from core.compress.mobile import OPERATORS_FILE, export_mobile
+from core.compress.modes import Mode, mode_of
 from core.compress.qat import export_qat_onnx, graph_logits, quantization_aware_finetune
 from core.compress.quantize import (
     quantize_onnx,
@@ -30,7 +31,7 @@ from core.data.prepare import PreparedSplit
 from core.errors import ConfigError, ModelError
 from core.intervals import interval_metrics, paired_differences
 from core.jobs.sweep.build import BuiltGroup, build_group
-from core.jobs.sweep.config import TORCH_MODES, Group, SweepConfig, base_mode, sweep_id
+from core.jobs.sweep.config import Group, SweepConfig, sweep_id
 from core.losses import make_criterion
 from core.metrics import Evaluation, evaluate_logits
 from core.provenance import Provenance, machine_description
@@ -56,7 +57,7 @@ log = logging.getLogger(__name__)
 def make_cell(parent: Parent, *, group: Group, label: str, built: BuiltGroup, cfg: SweepConfig
               ) -> tuple[Predictor, Path]:
     """The deployable file of one cell in its folder, and the one predictor that measures it."""
-    mode = base_mode(label)
+    mode = mode_of(label)
     folder = Path(cfg.variants_dir) / parent.run_id / group.variant(label)
     if folder.exists():
         shutil.rmtree(folder)  # a leftover of an interrupted run: never stored, rebuilt from scratch
@@ -67,21 +68,21 @@ def make_cell(parent: Parent, *, group: Group, label: str, built: BuiltGroup, cf
                 origin=origin_of(parent.train_cfg, split=split, architecture=group.architecture,
                                  parent_dir=str(parent.model_dir.resolve()),
                                  distillation=built.info.get("distillation")),
-                compression=Compression(pruning=group.kind, pruning_ratio=group.amount, quantization=mode,
+                compression=Compression(pruning=group.kind, pruning_ratio=group.amount, quantization=mode.name,
                                         params=built.params, macs=built.macs, sparsity=built.sparsity))
-    if mode == "qat":
+    if mode.route == "qat":
         return _qat_cell(card, folder=folder, built=built, parent=parent, cfg=cfg), folder
-    if mode in TORCH_MODES:
-        module = torch_dynamic_quantize(copy.deepcopy(built.model)) if mode == "torch_dynamic" else built.model
+    if mode.route == "torch":
+        module = torch_dynamic_quantize(copy.deepcopy(built.model)) if mode.torch_quantize else built.model
         module.zero_grad(set_to_none=True)
-        torch.save(module, folder / "model.pt")
-        card.file = "model.pt"
+        card.file = f"model{mode.suffix}"
+        torch.save(module, folder / card.file)
         return TorchPredictor(module, card), folder
-    if mode in MOBILE_MODES:
+    if mode.phone:
         return _mobile_cell(card, folder=folder, mode=mode, built=built, cfg=cfg), folder
-    _quantized_onnx(built, mode=mode, out=folder / "model.onnx", cfg=cfg)
-    card.file = "model.onnx"
-    return OnnxPredictor(folder / "model.onnx", card, threads=cfg.threads), folder
+    card.file = f"model{mode.suffix}"
+    _quantized_onnx(built, mode=mode, out=folder / card.file, cfg=cfg)
+    return OnnxPredictor(folder / card.file, card, threads=cfg.threads), folder
 
 
 def _qat_cell(card: Card, *, folder: Path, built: BuiltGroup, parent: Parent, cfg: SweepConfig) -> OnnxPredictor:
@@ -112,9 +113,9 @@ def _qat_cell(card: Card, *, folder: Path, built: BuiltGroup, parent: Parent, cf
     return OnnxPredictor(folder / "model.onnx", card, threads=cfg.threads)
 
 
-def _quantized_onnx(built: BuiltGroup, *, mode: str, out: Path, cfg: SweepConfig) -> Path:
-    """The group's fp32 ONNX export in ``mode`` (fp32, dynamic, static, fp16), written to ``out``."""
-    quantize_onnx(built.work / "fp32.onnx", out, mode=mode, calibration=built.calibration,
+def _quantized_onnx(built: BuiltGroup, *, mode: Mode, out: Path, cfg: SweepConfig) -> Path:
+    """The group's fp32 ONNX export quantized as ``mode`` says (its ``onnx_quantize``), written to ``out``."""
+    quantize_onnx(built.work / "fp32.onnx", out, mode=mode.onnx_quantize, calibration=built.calibration,
                   method=cfg.calibration_method, per_channel=cfg.per_channel, exclude=cfg.static_exclude,
                   keep_fp32=cfg.static_keep_fp32)
     return out
@@ -127,21 +128,20 @@ class ExportRejected(ModelError):
 MIN_FP32_AGREEMENT = 0.99  # an fp32 phone file must give its source's top-1 class on 99% of validation images
 
 
-def _mobile_cell(card: Card, *, folder: Path, mode: str, built: BuiltGroup, cfg: SweepConfig) -> MobilePredictor:
+def _mobile_cell(card: Card, *, folder: Path, mode: Mode, built: BuiltGroup, cfg: SweepConfig) -> MobilePredictor:
     """Export ``mode``'s phone file, run it back in its runtime, and check it against its source on every validation
     image (top-1 agreement, largest logit difference), recorded in the card; fp32 files below
     :data:`MIN_FP32_AGREEMENT` raise :class:`ExportRejected`. int8 files are judged by their accuracy instead."""
-    suffix, source = MOBILE_MODES[mode]
     source_onnx = {}
 
     def onnx_file(onnx_mode: str) -> Path:
         out = built.work / f"{onnx_mode}.onnx"
         if not out.is_file():
-            _quantized_onnx(built, mode=onnx_mode, out=out, cfg=cfg)
+            _quantized_onnx(built, mode=mode_of(onnx_mode), out=out, cfg=cfg)
         source_onnx[onnx_mode] = out
         return out
 
-    path = export_mobile(mode, folder / f"model{suffix}", model=built.model, onnx_file=onnx_file,
+    path = export_mobile(mode.name, folder / f"model{mode.suffix}", model=built.model, onnx_file=onnx_file,
                          input_size=built.split.prep.input_size, calibration=built.calibration)
     card.file = path.name
     operators = path.with_name(OPERATORS_FILE)
@@ -155,12 +155,12 @@ def _mobile_cell(card: Card, *, folder: Path, mode: str, built: BuiltGroup, cfg:
     got, _ = predict_logits(predictor, loader)
     want, _ = predict_logits(reference, loader)
     agreement = float(np.mean(got.argmax(1) == want.argmax(1)))
-    check = ExportCheck(source=source if source_onnx else "torch", on="val",
+    check = ExportCheck(source=f"onnx:{mode.source}" if source_onnx else "torch", on="val",
                         max_abs_logit_diff=float(np.abs(got - want).max()), top1_agreement=agreement)
     card.deployment = dataclasses.replace(card.deployment, export_check=check)
     log.info("%s: %s %s, top-1 agreement with its source %.4f on %d validation images", card.variant,
              runtime.name, runtime.version, agreement, len(got))
-    if not is_int8(mode) and agreement < MIN_FP32_AGREEMENT:
+    if not mode.int8 and agreement < MIN_FP32_AGREEMENT:
         raise ExportRejected(f"{card.variant}: agrees with its source on {agreement:.1%} of validation images "
                              f"(< {MIN_FP32_AGREEMENT:.0%}); not kept")
     return predictor
@@ -213,11 +213,11 @@ def measure_cell(predictor: Predictor, *, parent: Parent, cfg: SweepConfig, spli
 def cell_record(parent: Parent, *, group: Group, label: str, built: BuiltGroup, predictor: Predictor, folder: Path,
                 measured: Measured, cfg: SweepConfig) -> RunRecord:
     """Write the cell's card (with its figures) and return its run record, a child run of the dense parent."""
-    mode = base_mode(label)
+    mode = mode_of(label)
     card = predictor.card
     here = machine_description()
-    export = (card.deployment.export_check if mode in MOBILE_MODES
-              else built.export if built.export and mode != "torch_fp32" else None)
+    export = (card.deployment.export_check if mode.phone
+              else built.export if built.export and mode.route != "torch" else None)
     card.metrics = card_metrics(measured.evaluations)
     deployed = card.deployment or Deployment(size_bytes=artifact_bytes(folder / str(card.file)))  # a phone file's
     card.deployment = dataclasses.replace(  # card already names its runtime
@@ -229,11 +229,11 @@ def cell_record(parent: Parent, *, group: Group, label: str, built: BuiltGroup, 
     deploy = {"size_bytes": float(size_bytes), "size_mb": size_bytes / 1e6,
               "latency_b1_ms": measured.latency.median_ms, "latency_b1_iqr_ms": measured.latency.iqr_ms,
               "params": float(built.params), "macs": built.macs, "sparsity": built.sparsity,
-              "pruning_ratio": group.amount if group.kind in ("structured", "unstructured") else 0.0,
+              "pruning_ratio": group.amount if group.spec.pruning_ratio_is_amount else 0.0,
               "build_seconds": built.build_seconds}
     if "macs_before" in built.info:  # of the dense parent, counted like macs_after on the same input
         deploy["macs_kept"] = built.info["macs_after"] / built.info["macs_before"]
-        if group.kind != "structured":  # a budget cell's "ratio" is the share of MACs removed (its budget is named)
+        if group.spec.amount != "ratio":  # a budget cell's "ratio" is the share of MACs removed (its budget is named)
             deploy["pruning_ratio"] = 1 - deploy["macs_kept"]
     if export:
         deploy.update(export_max_abs_logit_diff=export.max_abs_logit_diff,
@@ -245,7 +245,7 @@ def cell_record(parent: Parent, *, group: Group, label: str, built: BuiltGroup, 
         model=group.model,  # the parent's: a larger architecture pruned down is named in the variant and card
         variant=group.variant(label), parent_run_id=parent.run_id, provenance=provenance,
         config={"sweep": dataclasses.asdict(cfg), "sweep_id": sweep_id(cfg), "group": dataclasses.asdict(group),
-                "family": group.family, "mode": mode,
+                "family": group.family, "mode": mode.name,
                 "pruning": {k: v for k, v in built.info.items() if k != "history"},
                 "timed_on": here},
         evaluations=measured.evaluations, history=built.info["history"], predictions=measured.predictions,

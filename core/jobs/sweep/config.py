@@ -9,7 +9,8 @@ import logging
 from dataclasses import dataclass
 
 from core.calibration import DEFAULT_TARGET_ACCURACY
-from core.compress import QUANT_MODES
+from core.compress.kinds import DENSE_FAMILY, Kind, kind_of
+from core.compress.modes import MODES
 from core.compress.prune import (
     IMPORTANCES,
 )
@@ -54,7 +55,7 @@ class SweepConfig:
     finetune_warmup_epochs: float = option(0.0, "fine-tuning after pruning: linear warm-up epochs")
     finetune_freeze_stages: int = option(0, "fine-tuning after pruning: stages kept frozen (0: every pruned layer "
                                             "learns to recover; the parent's own freeze_stages is not inherited)")
-    modes: list[str] = option(["torch_fp32", "fp32", "static"], "quantization modes", choices=QUANT_MODES)
+    modes: list[str] = option(["torch_fp32", "fp32", "static"], "quantization modes", choices=MODES)
     unstructured: list[float] = option([], "unstructured magnitude-pruning amounts (fp32 ONNX, no fine-tuning)")
     importance: str = option("magnitude", "channel importance", choices=IMPORTANCES)
     recipe_tag: str = option("", "a name for this sweep's recovery recipe, appended to its pruned cells' names "
@@ -141,7 +142,7 @@ class Group:
     """One prune (+ fine-tune) of one model, serving several quantization modes."""
 
     model: str  # the parent's architecture (which parent the group belongs to)
-    kind: str  # one of GROUP_KINDS
+    kind: str  # a key of core.compress.kinds.KINDS
     amount: float  # ratio, MAC budget, sparsity, or input size in pixels ("resolution")
     modes: tuple[str, ...]
     distilled: bool = False  # fine-tuned with the dense parent as teacher: its own cells ("-kd")
@@ -161,43 +162,34 @@ class Group:
         return self.arch or self.model
 
     @property
+    def spec(self) -> Kind:
+        return kind_of(self.kind)
+
+    @property
+    def dense(self) -> bool:
+        """The parent's own cells: structured pruning at ratio 0."""
+        return self.kind == "structured" and self.amount == 0
+
+    @property
     def family(self) -> str:
         """How the cell was made smaller: what the Pareto table compares at equal MACs."""
-        if self.kind == "structured" and self.amount == 0:
-            return "dense"
-        return GROUP_KINDS[self.kind]
+        return DENSE_FAMILY if self.dense else self.spec.family
 
     def variant(self, mode: str) -> str:
-        if self.kind == "unstructured":
-            return f"unstructured-{self.amount:g}-{mode}"
-        if self.kind == "budget":
-            return f"macs-{self.amount:g}{self._options('-')}-{mode}"
-        if self.kind == "retrained":
-            return f"ptt-{self.arch + '-' if self.arch else ''}{self.amount:g}-{mode}"
-        if self.kind == "resolution":
-            return f"res-{self.amount:g}-{mode}"
-        return f"dense-{mode}" if self.amount == 0 else f"pruned-{self.amount:g}{self._options('-')}-{mode}"
+        if self.dense:
+            return f"dense-{mode}"
+        arch = f"{self.arch}-" if self.arch else ""
+        return f"{self.spec.variant_prefix}-{arch}{self.amount:g}{self._options('-')}-{mode}"
 
     def cell_id(self, parent: str, mode: str) -> str:
-        prefix = {"unstructured": "u", "budget": "m", "retrained": f"t{self.arch}", "resolution": "r"}.get(
-            self.kind, "p")
-        return f"{parent}.{prefix}{self.amount:g}{self._options('')}.{mode}"
-
-
-GROUP_KINDS = {  # kind -> family, as tables and charts name it
-    "structured": "pruned (per-layer ratio)",
-    "budget": "pruned after training",
-    "retrained": "pruned, then trained",
-    "resolution": "lower resolution",
-    "unstructured": "unstructured sparsity",
-}
+        return f"{parent}.{self.spec.cell_prefix}{self.arch}{self.amount:g}{self._options('')}.{mode}"
 
 
 def mode_label(mode: str, cfg: SweepConfig) -> str:
     """The mode as named in variants: static int8 with non-default options says which (its own cell)."""
-    if mode != "static":
+    if MODES[mode].onnx_quantize != "static":
         return mode
-    parts = ["static"]
+    parts = [mode]
     if cfg.calibration_method != "minmax":
         parts.append(cfg.calibration_method)
     if cfg.static_exclude == "depthwise":
@@ -207,13 +199,6 @@ def mode_label(mode: str, cfg: SweepConfig) -> str:
     if not cfg.per_channel:
         parts.append("pertensor")
     return "-".join(parts)
-
-
-TORCH_MODES = ("torch_fp32", "torch_dynamic")  # saved as PyTorch modules; every other mode is an ONNX file
-
-
-def base_mode(label: str) -> str:
-    return label.split("-", 1)[0]
 
 
 def plan_groups(cfg: SweepConfig) -> list[Group]:

@@ -87,7 +87,7 @@ def run_sweep(cfg: SweepConfig, *, ray_address: str | None = None, use_ray: bool
 
 def sweep_summary(store: ResultsStore, parent_run_ids: list[str]) -> pd.DataFrame:
     """One row per stored cell of these parents: accuracy figures, size, latency, ratios vs dense torch fp32."""
-    from core.store.analysis import variants_frame
+    from core.store.frames import variants_frame
 
     df = variants_frame(store)
     if df.empty or not parent_run_ids:
