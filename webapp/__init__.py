@@ -41,11 +41,13 @@ def _init_extensions(app: Flask) -> None:
 
 
 def _register_blueprints(app: Flask) -> None:
+    from webapp.account import bp as account_bp
     from webapp.api import bp as api_bp
     from webapp.auth import bp as auth_bp
     from webapp.detect import bp as detect_bp
 
     app.register_blueprint(auth_bp)
+    app.register_blueprint(account_bp)
     app.register_blueprint(detect_bp)
     app.register_blueprint(api_bp)
 

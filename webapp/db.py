@@ -94,6 +94,11 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     ALTER TABLE detections ADD COLUMN spot TEXT NOT NULL DEFAULT '';
     CREATE INDEX detections_spot ON detections(user_id, spot, created_at);
     """,
+    # 8: checks stored before the photo-quality feedback existed say so ("measured": false) instead of holding
+    # NULL: every row reads back the same way
+    """
+    UPDATE detections SET quality = '{"issues": [], "measured": false}' WHERE quality IS NULL;
+    """,
 ]
 
 

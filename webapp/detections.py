@@ -92,8 +92,7 @@ def export(user_id: int) -> list[tuple[dict[str, object], str]]:
               "top_class": r["top_class"], "diagnosis": clinical_name(r["top_class"]), "confidence": r["confidence"],
               "probabilities": {f"{clinical_name(c)} ({c})": p for c, p in json.loads(r["probs"]).items()},
               "uncertain": bool(r["uncertain"]), "body_site": r["body_site"], "spot": r["spot"], "note": r["note"],
-              "decision": json.loads(r["decision"]) if r["decision"] else None,
-              "photo_quality": json.loads(r["quality"]) if r["quality"] else None,
+              "decision": json.loads(r["decision"]), "photo_quality": json.loads(r["quality"]),
               "photo_checked": bool(r["photo_checked"]), "photo": f"photos/{r['id']}.jpg"},
              r["image_key"]) for r in rows]
 
@@ -114,7 +113,8 @@ checks.json holds your address, your name and every check you kept, oldest first
   probabilities  every class's calibrated probability
   uncertain      whether the result was shown as uncertain
   decision       the next step you were advised and the screening thresholds behind it
-  photo_quality  the photo-quality check (blur, glare, exposure)
+  photo_quality  the photo-quality check (blur, glare, exposure); "measured": false for checks made before it
+                 existed
   photo_checked  whether the photo check (is this a skin-lesion photo?) looked at the picture
   body_site, spot, note  what you entered (spot: your name for the lesion)
   photo          the file of the photo in this archive (photos/)

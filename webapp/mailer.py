@@ -26,6 +26,9 @@ from webapp.extensions import mail
 log = logging.getLogger("lesionlite.mail")
 
 
+CHECK_MAIL = "If that address can be used, we have sent it an email with a link. Please check your inbox."
+
+
 def external_url(endpoint: str, **values: Any) -> str:
     """An absolute link for a mail: ``EXTERNAL_URL`` + the endpoint's path (the Host header plays no part)."""
     return current_app.config["EXTERNAL_URL"].rstrip("/") + url_for(endpoint, _external=False, **values)

@@ -13,7 +13,7 @@ def _database_at(path: Path, version: int):
     con = db.connect(path)
     for number, sql in enumerate(db.MIGRATIONS[:version], start=1):
         with con:
-            con.executescript(sql)
+            sql(con) if callable(sql) else con.executescript(sql)
             con.execute(f"PRAGMA user_version = {number}")
     return con
 
@@ -40,3 +40,27 @@ def test_stored_decisions_carry_uncertain_and_uncertain_checks_lose_the_calm_adv
     assert stored["no-decision-uncertain"].urgency == APPOINTMENT
     assert json.loads(con.execute("SELECT decision FROM detections WHERE id = 'told-watch-uncertain'").fetchone()[0])[
         "next_step"].startswith("Make an appointment")
+
+
+def test_checks_stored_before_photo_quality_existed_say_it_was_not_measured(tmp_path: Path) -> None:
+    from webapp.detect.routes import quality_advice
+
+    path = tmp_path / "site.sqlite"
+    con = _database_at(path, 7)
+    con.execute("INSERT INTO users (email, password_hash, session_token) VALUES ('a@example.org', 'x', 't')")
+    calm = {"nv": 0.9, "bkl": 0.1, "mel": 0.0, "bcc": 0.0, "akiec": 0.0, "df": 0.0, "vasc": 0.0}
+    measured = json.dumps({"sharpness": 0.1, "glare_share": 0.0, "brightness": 0.5, "issues": ["blur"]})
+    with con:
+        for row_id, quality in (("old", None), ("new", measured)):
+            con.execute("INSERT INTO detections (id, user_id, image_key, model_version, top_class, confidence, probs, "
+                        "uncertain, decision, quality) VALUES (?, 1, 'k', 'm', 'nv', 0.9, ?, 0, ?, ?)",
+                        (row_id, json.dumps(calm), json.dumps(decide(calm, None, uncertain=False).to_dict()),
+                         quality))
+    con.close()
+    assert db.migrate(path) == len(db.MIGRATIONS) == 8
+    con = db.connect(path)
+    rows = {r["id"]: r for r in con.execute("SELECT * FROM detections")}
+    assert json.loads(rows["old"]["quality"]) == {"issues": [], "measured": False}
+    assert json.loads(rows["new"]["quality"]) == json.loads(measured)  # measured rows untouched
+    assert quality_advice(rows["old"]) == [] and len(quality_advice(rows["new"])) == 1
+    assert con.execute("SELECT count(*) FROM detections WHERE quality IS NULL").fetchone()[0] == 0

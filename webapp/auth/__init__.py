@@ -1,4 +1,4 @@
-"""Accounts: register, verify email, log in/out, reset password, profile, API tokens, delete account."""
+"""Signing in: register, verify email, log in and out, reset a forgotten password."""
 
 from webapp.auth.routes import bp  # the blueprint is defined with its views
 

@@ -93,9 +93,9 @@ def explain(row: sqlite3.Row) -> tuple[Verdict, list[Bar]]:
 
 
 def quality_advice(row: sqlite3.Row) -> list[str]:
-    """The photo-quality advice given when the check was made (none for checks stored before it existed)."""
-    stored = json.loads(row["quality"]) if row["quality"] else {}
-    return [QUALITY_ADVICE[code] for code in stored.get("issues", []) if code in QUALITY_ADVICE]
+    """The photo-quality advice given when the check was made (none for checks stored before it existed: migration
+    8 marked them not measured)."""
+    return [QUALITY_ADVICE[code] for code in json.loads(row["quality"])["issues"] if code in QUALITY_ADVICE]
 
 
 def render_check(template: str, row: sqlite3.Row, **context: object) -> str:
@@ -117,7 +117,7 @@ def verified_required(view):
     def wrapped(*args, **kwargs):
         if not current_user.verified:
             flash("Please confirm your email address first (we can send the link again from your profile).")
-            return redirect(url_for("auth.profile"))
+            return redirect(url_for("account.profile"))
         return view(*args, **kwargs)
 
     return wrapped
