@@ -105,7 +105,10 @@ def test_predictions_stored_and_v1_store_migrated(tmp_path: Path) -> None:
     np.testing.assert_allclose(np.stack(got["probs"].to_numpy()), probs)
 
 
-def test_artifact_paths_resolve_from_anywhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_artifact_paths_are_absolute_and_the_upgrade_converts_earlier_relative_ones(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from core.jobs.upgrade import upgrade_store
+
     monkeypatch.chdir(tmp_path)
     (tmp_path / "results" / "variants").mkdir(parents=True)
     card = tmp_path / "results" / "variants" / "card.json"
@@ -114,7 +117,10 @@ def test_artifact_paths_resolve_from_anywhere(tmp_path: Path, monkeypatch: pytes
     with ResultsStore(db) as store:
         store.record_run(_record("r1", tmp_path, artifacts={"card": Path("results/variants/card.json")}))
         stored = store.query("SELECT path FROM artifacts")["path"].iloc[0]
-    assert Path(stored).is_absolute() and Path(stored) == card  # new rows: absolute
-    monkeypatch.chdir(tmp_path / "results")  # elsewhere, an older row's repository-relative path still resolves
+        assert Path(stored).is_absolute() and Path(stored) == card  # new rows: absolute
+        store.con.execute("UPDATE artifacts SET path = 'results/variants/card.json'")  # as an earlier version wrote
+    monkeypatch.chdir(tmp_path / "results")  # run from elsewhere: the repository root is found above the store
+    assert upgrade_store(db)["absolute_paths"] == 1
     with ResultsStore(db, read_only=True) as store:
-        assert store.resolve_artifact("results/variants/card.json") == card
+        assert store.query("SELECT path FROM artifacts")["path"].tolist() == [str(card)]
+    assert upgrade_store(db)["absolute_paths"] == 0  # once

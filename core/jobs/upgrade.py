@@ -197,8 +197,8 @@ def family_from_name(variant: str) -> str:
 
 
 def upgrade_store(db: str | Path) -> dict[str, int]:
-    """Point artifact paths at ``card.json`` and name the family of variant runs stored without one; returns how many
-    rows of each kind changed. A format migration, not new results: no figure changes."""
+    """Point artifact paths at ``card.json``, make relative ones absolute, and name the family of variant runs stored
+    without one; returns how many rows of each kind changed. A format migration, not new results: no figure changes."""
     with ResultsStore(db) as store:
         con = store.con
         paths = con.execute("SELECT count(*) FROM artifacts WHERE path LIKE '%/model_card.json' "
@@ -210,11 +210,27 @@ def upgrade_store(db: str | Path) -> dict[str, int]:
         for run_id, variant in missing:
             con.execute("UPDATE runs SET config = json_merge_patch(config, json_object('family', ?)) WHERE run_id = ?",
                         [family_from_name(str(variant)), run_id])
+        relative = [(path, run_id, kind) for run_id, kind, path in
+                    con.execute("SELECT run_id, kind, path FROM artifacts").fetchall() if not Path(path).is_absolute()]
+        for path, run_id, kind in relative:
+            con.execute("UPDATE artifacts SET path = ? WHERE run_id = ? AND kind = ?",
+                        [str(_absolute_artifact(path, store_path=Path(db))), run_id, kind])
         renamed = 0
         for old_label, family in _OLD_FAMILIES.items():  # DuckDB's UPDATE answers how many rows it changed
             renamed += con.execute("UPDATE runs SET config = json_merge_patch(config, json_object('family', ?)) "
                                    "WHERE kind = 'variant' AND json_extract_string(config, '$.family') = ?",
                                    [family, old_label]).fetchone()[0]
-    log.info("%s: %d artifact path(s) to %s, %d variant run(s) given their family, %d renamed to the sweep's label",
-             db, paths, CARD_NAME, len(missing), renamed)
-    return {"artifact_paths": int(paths), "families": len(missing), "families_renamed": int(renamed)}
+    log.info("%s: %d artifact path(s) to %s, %d made absolute, %d variant run(s) given their family, %d renamed to "
+             "the sweep's label", db, paths, CARD_NAME, len(relative), len(missing), renamed)
+    return {"artifact_paths": int(paths), "absolute_paths": len(relative), "families": len(missing),
+            "families_renamed": int(renamed)}
+
+
+def _absolute_artifact(path: str, *, store_path: Path) -> Path:
+    """Where a relative artifact path of an earlier store points: relative to the folder the run was started in
+    (this one, the repository root above the store's folder, or the store's folder)."""
+    store_dir = store_path.resolve().parent
+    for base in (Path.cwd(), store_dir.parent, store_dir):
+        if (base / path).exists():
+            return (base / path).resolve()
+    return (Path.cwd() / path).resolve()

@@ -217,7 +217,7 @@ def deployed_choice(store: ResultsStore) -> DeployedChoice:
         if name not in frame.columns:
             frame[name] = np.nan
     frame = frame.merge(rows.groupby("path")["size"].first().reset_index(), on="path")
-    frame["path"] = frame["path"].map(store.resolve_artifact)
+    frame["path"] = frame["path"].map(Path)
     frame = frame[frame["path"].map(Path.is_file).astype(bool)]
     static = frame[frame["variant"] != "dense-fp32"].sort_values(["balanced_accuracy", "size"],
                                                                  ascending=[False, True])

@@ -142,8 +142,6 @@ def class_support(store: ResultsStore, run_id: str, *, split: str = "test") -> p
 
 
 def variant_card_paths(store: ResultsStore) -> pd.DataFrame:
-    """run_id, variant, model and the card path (resolved) of every stored deployable variant."""
-    df = store.query("SELECT a.run_id, r.variant, r.model, a.path FROM artifacts a JOIN runs r USING (run_id) "
-                     "WHERE a.kind = 'card' ORDER BY r.model, r.variant")
-    df["path"] = df["path"].map(lambda p: str(store.resolve_artifact(p)))
-    return df
+    """run_id, variant, model and the card path (absolute) of every stored deployable variant."""
+    return store.query("SELECT a.run_id, r.variant, r.model, a.path FROM artifacts a JOIN runs r USING (run_id) "
+                       "WHERE a.kind = 'card' ORDER BY r.model, r.variant")

@@ -200,17 +200,6 @@ class ResultsStore:
             raise
         log.info("stored run %s in %s", rec.run_id, self.path)
 
-    def resolve_artifact(self, path: str | Path) -> Path:
-        """An artifact's file from wherever this runs: paths are stored absolute; older stores hold paths relative
-        to the directory the run was started in (the repository root, the store's parent folder)."""
-        path = Path(path)
-        if path.is_absolute():
-            return path
-        for base in (Path.cwd(), Path(self.path).resolve().parent.parent, Path(self.path).resolve().parent):
-            if (base / path).exists():
-                return base / path
-        return path
-
     def query(self, sql: str, params: list[Any] | None = None) -> pd.DataFrame:
         # A cursor per query: one cached read-only store can then serve several threads (the dashboard's).
         return self.con.cursor().execute(sql, params or []).df()
