@@ -31,7 +31,7 @@ def test_every_mode_is_consistent() -> None:
     assert runtime_of_mode("pte_int8") == "executorch-xnnpack"
     with pytest.raises(ConfigError, match="unknown quantization mode 'int4'; allowed: torch_fp32, fp32, dynamic"):
         mode_of("int4")
-    with pytest.raises(ConfigError, match="mode x: unknown route 'magic'; allowed: torch, onnx, qat"):
+    with pytest.raises(ConfigError, match=r"unknown route \(mode x\) 'magic'; allowed: torch, onnx, qat"):
         Mode(name="x", description="", suffix=".onnx", runtime="onnxruntime", route="magic")
 
 

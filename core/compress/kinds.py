@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from core.errors import ConfigError
+from core.errors import check_allowed
 
 ROUTES = {  # how a sweep group's model is built (core.jobs.sweep.build)
     "prune": "the trained parent pruned, then fine-tuned to recover",
@@ -36,10 +36,8 @@ class Kind:
     amount: str  # a key of AMOUNTS
 
     def __post_init__(self) -> None:
-        for field, allowed in (("route", ROUTES), ("amount", AMOUNTS)):
-            if getattr(self, field) not in allowed:
-                raise ConfigError(f"kind {self.name}: unknown {field} {getattr(self, field)!r}; allowed: "
-                                  f"{', '.join(allowed)}")
+        check_allowed(self.route, ROUTES, what=f"route (kind {self.name})")
+        check_allowed(self.amount, AMOUNTS, what=f"amount (kind {self.name})")
 
     @property
     def pruning_ratio_is_amount(self) -> bool:
@@ -62,6 +60,5 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
 
 
 def kind_of(name: str) -> Kind:
-    if name not in KINDS:
-        raise ConfigError(f"unknown cell kind {name!r}; allowed: {', '.join(KINDS)}")
+    check_allowed(name, KINDS, what="cell kind")
     return KINDS[name]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from core.errors import ConfigError
+from core.errors import check_allowed
 
 # The runtime that runs each mode's file: a dimension of every results view ("which file do I ship?").
 RUNTIMES = {"pytorch": "PyTorch (eager)", "onnxruntime": "ONNX Runtime", "onnxruntime-mobile": "ONNX Runtime Mobile",
@@ -45,10 +45,8 @@ class Mode:
         return self.bits == 8
 
     def __post_init__(self) -> None:
-        for field, allowed in (("runtime", RUNTIMES), ("route", ROUTES)):
-            if getattr(self, field) not in allowed:
-                raise ConfigError(f"mode {self.name}: unknown {field} {getattr(self, field)!r}; allowed: "
-                                  f"{', '.join(allowed)}")
+        check_allowed(self.runtime, RUNTIMES, what=f"runtime (mode {self.name})")
+        check_allowed(self.route, ROUTES, what=f"route (mode {self.name})")
 
     @property
     def calibrated(self) -> bool:
@@ -104,8 +102,7 @@ MODES: dict[str, Mode] = _modes(
 def mode_of(name: str) -> Mode:
     """The mode named ``name`` (a variant's label may carry options after a dash: ``static-keepdw``)."""
     base = name.split("-", 1)[0]
-    if base not in MODES:
-        raise ConfigError(f"unknown quantization mode {name!r}; allowed: {', '.join(MODES)}")
+    check_allowed(base, MODES, what="quantization mode")
     return MODES[base]
 
 
