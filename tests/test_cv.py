@@ -3,6 +3,7 @@ and the fold ensemble distilled into one model."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -188,6 +189,14 @@ def test_two_stored_models_are_compared_paired_on_the_same_images(finished_cv, c
         n = store.query("SELECT count(*) n FROM predictions WHERE run_id = ? AND split IN ('oof', 'test')",
                         [fold_run_id(result.cv_id, 0)])["n"][0]
     assert f"{n} images of" in capsys.readouterr().out  # both splits' images, each once
+    folds = ",".join(fold_run_id(result.cv_id, i) for i in range(K))  # every fold pooled, B from another store
+    other = Path(cfg.db).with_name("copy.duckdb")
+    shutil.copyfile(cfg.db, other)
+    across = ["--db", cfg.db, "--a", f"{folds}:oof", "--db-b", str(other), "--b", f"{result.cv_id}:oof",
+              "--lesions", str(result.folder / "folds.csv")]
+    assert run_cli(compare_runs.main, compare_runs.get_args_parser(), across) == 0
+    out = capsys.readouterr().out  # the folds' held-out predictions are the summary's out-of-fold ones
+    assert "+0.000 [+0.000, +0.000]" in out and f"{len(result_oof_images(cfg.db, result.cv_id))} images of" in out
 
 
 def test_a_lever_is_screened_on_one_fold_against_the_control(finished_cv, synthetic_root: Path,
@@ -227,3 +236,9 @@ def test_a_lever_is_screened_on_one_fold_against_the_control(finished_cv, synthe
     assert screen_levers.main(args) == 0
     again = pd.read_csv(args.out)
     assert again["delta_balanced_accuracy"].tolist() == table["delta_balanced_accuracy"].tolist()
+
+
+def result_oof_images(db: str, cv_id: str) -> list[str]:
+    with ResultsStore(db, read_only=True) as store:
+        return store.query("SELECT image_id FROM predictions WHERE run_id = ? AND split = 'oof'", [cv_id])[
+            "image_id"].tolist()

@@ -29,24 +29,28 @@ def run_summary(store: ResultsStore, run_id: str) -> str:
     return header + "\n" + table.to_string(float_format=lambda x: f"{x:.4f}")
 
 
-def _run_split(ref: str) -> tuple[str, list[str]]:
-    """``run_id[:split[+split...]]``: a run and the splits whose predictions are pooled (default: test)."""
-    run_id, _, splits = ref.partition(":")
-    return run_id, (splits or "test").split("+")
+def _run_split(ref: str) -> tuple[list[str], list[str]]:
+    """``run_id[,run_id...][:split[+split...]]``: the runs and the splits whose predictions are pooled (default:
+    test), e.g. the folds of a cross-validation done so far on ``oof``."""
+    run_ids, _, splits = ref.partition(":")
+    return run_ids.split(","), (splits or "test").split("+")
 
 
-def paired_comparison(store: ResultsStore, a: str, b: str, *, lesions_csv: str | Path) -> pd.DataFrame:
-    """Figures of two stored runs' predictions (``run_id[:split]``, or splits pooled: ``run_id:val+test``) on the
-    images both scored, and A - B paired over the same lesion draws: rows per metric, columns A, B, A - B with their
-    95% intervals."""
+def paired_comparison(store: ResultsStore, a: str, b: str, *, lesions_csv: str | Path,
+                      store_b: ResultsStore | None = None) -> pd.DataFrame:
+    """Figures of two models' stored predictions on the images both scored, and A - B paired over the same lesion
+    draws: rows per metric, columns A, B, A - B with their 95% intervals. ``a`` and ``b``: ``run_id[:split]``,
+    splits pooled with ``+`` (``run_id:val+test``), runs pooled with ``,`` (the folds of a cross-validation:
+    ``cv-fold0,cv-fold1:oof``); ``store_b``: B's store where it is not A's."""
     frames = []
-    for ref in (a, b):
-        run_id, splits = _run_split(ref)
-        part = store.query("SELECT image_id, label, probs FROM predictions "
-                           "WHERE run_id = ? AND list_contains(?, split) ORDER BY image_id", [run_id, splits])
+    for ref, source in ((a, store), (b, store_b or store)):
+        run_ids, splits = _run_split(ref)
+        part = source.query("SELECT image_id, label, probs FROM predictions "
+                            "WHERE list_contains(?, run_id) AND list_contains(?, split) ORDER BY image_id",
+                            [run_ids, splits])
         if part.empty or part["image_id"].duplicated().any():
-            raise ConfigError(f"no stored predictions for run {run_id!r} on split {'+'.join(splits)!r}"
-                              if part.empty else f"{ref}: an image is in more than one of these splits")
+            raise ConfigError(f"no stored predictions for run {','.join(run_ids)!r} on split {'+'.join(splits)!r}"
+                              if part.empty else f"{ref}: an image is in more than one of these runs or splits")
         frames.append(part.set_index("image_id"))
     common = frames[0].index.intersection(frames[1].index)
     if common.empty:
