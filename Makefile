@@ -42,7 +42,7 @@ test: $(STAMP)
 	$(PY) -m ruff check core scripts tests dashboard webapp
 	$(PY) -m pytest
 
-# The tests that need no trained model (unit tests, layout, config, security helpers): minutes, not a quarter hour.
+# Unit and site tests on a tiny variant built in seconds (no sweep, no session-trained model): at most 3 minutes.
 test-fast: $(STAMP)
 	$(PY) -m ruff check core scripts tests dashboard webapp
 	$(PY) -m pytest -m "not slow"

@@ -96,10 +96,12 @@ def gated_variant(sweep_store: Path, trained_tiny, tmp_path_factory: pytest.Temp
     return folder, figures
 
 
-# A test that needs a trained model (and so a sweep, a gate, a site or a dashboard built on one) or a finished
-# cross-validation waits minutes for these fixtures: it is "slow", as are tests that train or start several
-# processes themselves (marked where they are). `make test-fast` (`pytest -m "not slow"`) runs the others.
-SLOW_FIXTURES = frozenset({"trained_tiny", "finished_cv"})
+# A test that needs a trained model for the session (and so a sweep, a gate or a dashboard built on one), a finished
+# cross-validation, or the complete real metadata or image subset (seconds per split) waits for these fixtures: it is
+# "slow", as are tests that train, build phone runtimes, load the committed release or start a server themselves
+# (marked where they are). The site's tests run on `variant_folder` (tests/site_model.py: seconds, no sweep).
+# `make test-fast` (`pytest -m "not slow"`) runs the others: at most 3 minutes alone.
+SLOW_FIXTURES = frozenset({"trained_tiny", "finished_cv", "full_metadata_csv", "real_subset_dir"})
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

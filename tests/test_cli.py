@@ -136,6 +136,7 @@ def test_evaluate_unknown_model(tmp_path: Path, capsys: pytest.CaptureFixture[st
     _one_line_error(code, err, "no trained model at 'nope'")
 
 
+@pytest.mark.slow
 def test_workdir_keeps_every_output_in_one_folder(synthetic_root: Path, tmp_path: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     sweep = tmp_path / "sweep.yaml"

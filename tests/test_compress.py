@@ -23,7 +23,7 @@ from core.models import create_model
 from tests.configs import STUDY
 
 
-@pytest.mark.parametrize("name", STUDY)
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "densenet169" else n for n in STUDY])
 def test_structured_pruning_works_for_every_architecture(name: str) -> None:
     model = create_model(name, pretrained=False).eval()
     report = structured_prune(model, ratio=0.5, example_input=torch.randn(1, 3, 32, 32))
@@ -162,6 +162,7 @@ def test_torch_dynamic_quantization_leaves_convolutions_fp32() -> None:
     assert buf_b.tell() > 0.9 * buf_a.tell()  # so the size barely changes
 
 
+@pytest.mark.slow
 def test_latency_harness_and_benchmark_table(tmp_path: Path) -> None:
     times = time_calls(lambda: sum(range(1000)), warmup=2, runs=10)
     lat = summarize(times, batch=1, threads=1)

@@ -78,6 +78,7 @@ def test_folds_keep_the_last_epoch_not_the_best_on_their_held_out_fold(finished_
                                calibrated_softmax(saved["logits"][-1][order], card.temperature), atol=1e-5)
 
 
+@pytest.mark.slow  # trains
 def test_a_killed_cross_validation_resumes_fold_by_fold(synthetic_root: Path, tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = cv_recipe(synthetic_root, tmp_path)

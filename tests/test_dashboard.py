@@ -589,6 +589,7 @@ def test_run_detail_charts_read_right(app_env: Path) -> None:
     assert len(labelled) <= 1  # bin counts printed for one curve only: they no longer overlap
 
 
+@pytest.mark.slow  # each page loads the real release: 10-15 s
 @committed
 @pytest.mark.parametrize("page", PAGES)
 def test_every_page_opens_the_committed_release(page: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

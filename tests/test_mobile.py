@@ -40,6 +40,7 @@ def onnx_files(tiny: torch.nn.Module, images: np.ndarray, tmp_path_factory: pyte
     return {"fp32": folder / "fp32.onnx", "static": folder / "static.onnx"}
 
 
+@pytest.mark.slow  # builds each phone runtime's file: 8-17 s a format
 @pytest.mark.parametrize("mode", [m.name for m in MODES.values() if m.phone])
 def test_each_phone_format_runs_back_in_its_runtime_and_agrees_with_its_source(
         mode: str, tiny: torch.nn.Module, images: np.ndarray, onnx_files: dict[str, Path], tmp_path: Path) -> None:

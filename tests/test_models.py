@@ -32,6 +32,7 @@ def test_unknown_model_lists_allowed() -> None:
         create_model("vgg16")
 
 
+@pytest.mark.slow
 def test_weights_unavailable_is_a_clear_message(tmp_path: Path) -> None:
     # Offline mode makes the hub fail at once, as it does (after retries) on a machine without network.
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}

@@ -82,6 +82,7 @@ def test_the_quantizers_alone_share_the_pre_clip_range(base: Callable[[], object
     assert scale > 4 * 6.0 / 255
 
 
+@pytest.mark.slow
 def test_clipped_int8_relu6_outputs_are_closer_to_fp32() -> None:
     """The ReLU6 output itself (the model's second stage reads it): rounding error of the int8 graph against fp32."""
     torch.manual_seed(0)

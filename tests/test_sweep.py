@@ -406,6 +406,7 @@ def test_a_larger_architecture_is_pruned_to_the_parents_macs(trained_tiny: Train
     assert info["macs_after"] <= info["macs_before"] * 1.05  # the larger network brought down to the parent's
 
 
+@pytest.mark.slow  # trains
 def test_a_cross_validation_fold_is_a_sweep_parent(tmp_path: Path, synthetic_root: Path) -> None:
     """Issue 19: a fold folder is a complete run folder: its held-out fold is the sweep's validation split, so
     paired differences are out of fold."""

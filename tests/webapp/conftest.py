@@ -34,9 +34,11 @@ def sent_mail() -> Iterator[list[Message]]:
 
 
 @pytest.fixture(scope="session")
-def variant_folder(sweep_store: Path) -> Path:
-    return sweep_store.parent / "variants" / next(p.name for p in (sweep_store.parent / "variants").iterdir()) / \
-        "pruned-0.5-static"
+def variant_folder(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The site's model: a tiny calibrated fp32 variant, built once per session without a sweep."""
+    from tests.site_model import build_site_model
+
+    return build_site_model(synthetic_root, tmp_path_factory.mktemp("site_model"))
 
 
 @pytest.fixture(scope="session")

@@ -33,8 +33,8 @@ def test_upload_real_sample_result_history_delete(app: Flask, client: FlaskClien
     assert response.status_code == 302
     detection = _detection_id(response)
     page = client.get(f"/detect/result/{detection}").data.decode()
-    assert "not a diagnosis" in page and "Model: a tiny test network, pruned, 8-bit, version 20" in page
-    assert "model: a tiny test network, pruned, 8-bit, version 20" in page  # the check's own, in plain words
+    assert "not a diagnosis" in page and "Model: a tiny test network, 8-bit, version 20" in page
+    assert "model: a tiny test network, 8-bit, version 20" in page  # the check's own, in plain words
     assert any(name in page for name in ("Melanoma", "Melanocytic nevus", "Basal cell carcinoma", "Dermatofibroma",
                                          "Vascular lesion", "Benign keratosis-like lesion", "Actinic keratosis"))
     with client.get(f"/detect/image/{detection}") as image:
@@ -253,8 +253,8 @@ def test_pages_say_what_the_model_card_says(client: FlaskClient, auth: AuthActio
     assert f"balanced accuracy {card['metrics']['test']['balanced_accuracy'] * 100:.0f}%" in page
     assert f"melanomas found {card['metrics']['test']['recall_mel'] * 100:.0f}%" in page
     # issue 22 item 14: a plain model name and version for patients; the technical id only as a tooltip
-    assert "Model: a tiny test network, pruned, 8-bit, version " + card["run_id"][:4] in page
-    assert f'title="test_efficientnet pruned-0.5-static · {card["run_id"]}"' in page
+    assert "Model: a tiny test network, 8-bit, version " + card["run_id"][:4] in page
+    assert f'title="test_efficientnet dense-static · {card["run_id"]}"' in page
 
 
 def test_body_site_note_timeline_and_report(app: Flask, client: FlaskClient, auth: AuthActions) -> None:

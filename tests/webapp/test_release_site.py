@@ -19,6 +19,7 @@ def test_the_committed_release_matches_its_manifest_and_fits_the_repository() ->
     assert read_manifest(REPO / RELEASE_DIR)["total_bytes"] <= MAX_RELEASE_BYTES
 
 
+@pytest.mark.slow
 @committed
 def test_the_production_site_serves_the_committed_release_with_its_photo_check(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, redis_url: str) -> None:
@@ -47,6 +48,7 @@ def test_the_production_site_serves_the_committed_release_with_its_photo_check(
     assert not DeployedModel.load(copy).classify(Image.new("RGB", (600, 450), (40, 90, 200))).accepted
 
 
+@pytest.mark.slow
 @committed
 def test_the_committed_release_classifies_real_samples(tmp_path: Path, samples_dir: Path) -> None:
     from core.serve.deployed import DeployedModel

@@ -203,6 +203,7 @@ def test_a_down_rate_limit_store_answers_503_and_says_why_in_the_log(tmp_path: P
     assert "rate-limit store unreachable" in caplog.text
 
 
+@pytest.mark.slow  # starts the site under gunicorn behind a proxy
 def test_an_early_answer_reads_the_body_first_so_a_proxy_gets_the_answer(tmp_path: Path, variant_folder: Path,
                                                                          redis_url: str) -> None:
     """Behind nginx, 413 and 429 answered before the body was read came back as 502 (gunicorn closed the socket
