@@ -11,7 +11,6 @@ import pytest
 import torch
 from torchvision.transforms import v2
 
-import core.data.cache as cache_mod
 from core.data.cache import build_cache
 from core.data.layout import load_table
 from core.data.transforms import (
@@ -26,14 +25,16 @@ from core.errors import DatasetError
 from core.models import create_model
 
 
-def test_cache_roundtrip_and_hit(synthetic_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cache_roundtrip_and_hit(synthetic_copy: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     table = load_table(synthetic_copy)
     cache = build_cache(table, size=40, cache_dir=tmp_path / "c")
     assert cache.array.shape == (len(table), 40, 40, 3) and cache.array.dtype == np.uint8
     assert cache.array[:5].std() > 0
-    # A second build must not decode anything.
-    monkeypatch.setattr(cache_mod, "_decode", lambda *a: pytest.fail("cache hit expected, but an image was decoded"))
-    again = build_cache(table, size=40, cache_dir=tmp_path / "c")
+    written = cache.path.stat().st_mtime_ns
+    with caplog.at_level(logging.INFO, logger="core.data.cache"):  # a second build decodes nothing, writes nothing
+        again = build_cache(table, size=40, cache_dir=tmp_path / "c")
+    assert "image cache hit" in caplog.text and "image cache written" not in caplog.text
+    assert again.path == cache.path and again.path.stat().st_mtime_ns == written
     np.testing.assert_array_equal(again.array[:5], cache.array[:5])
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from timm.models import ResNet
 
-import core.train.loop as train_mod
 from core.errors import ConfigError
 from core.jobs.train import run_training
 from core.train.config import TrainConfig
@@ -53,29 +53,25 @@ def test_fixres_settings_are_checked() -> None:
     assert not any(every_epoch_low.fixres_starts(e) for e in range(4))
 
 
-def test_fixres_trains_low_then_at_the_deployed_size_and_evaluates_there(synthetic_root: Path, tmp_path: Path,
-                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    seen: list[tuple[int, tuple[int, ...]]] = []
-    evaluated: list[tuple[int, ...]] = []
-    real_epoch, real_validate = train_mod.train_one_epoch, train_mod._validate
+def test_fixres_trains_low_then_at_the_deployed_size_and_evaluates_there(synthetic_root: Path,
+                                                                         tmp_path: Path) -> None:
+    trained: list[int] = []  # the input size of every training batch, in order
+    evaluated: set[int] = set()  # the input sizes of every batch scored (validation each epoch, the final scoring)
 
-    def spy_epoch(model, loader, **kw):
-        images, _ = next(iter(loader))
-        seen.append((kw["epoch"], tuple(images.shape[-2:])))
-        return real_epoch(model, loader, **kw)
+    def record(module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        if isinstance(module, ResNet):  # the whole network (or its EMA copy), not its layers
+            (trained.append if module.training else evaluated.add)(args[0].shape[-1])
 
-    def spy_validate(evaluated_model, split, row, **kw):
-        images, _ = next(iter(split.loader("val", batch_size=4)))
-        evaluated.append(tuple(images.shape[-2:]))
-        return real_validate(evaluated_model, split, row, **kw)
-
-    monkeypatch.setattr(train_mod, "train_one_epoch", spy_epoch)
-    monkeypatch.setattr(train_mod, "_validate", spy_validate)
-    cfg = tiny_config(synthetic_root, tmp_path, img_size=32, low_res_size=24, epochs=3, fixres_epochs=1,
-                      ema_decay=0.9, schedule="linear")
-    result = run_training(cfg)
-    assert seen == [(0, (24, 24)), (1, (24, 24)), (2, (32, 32))]
-    assert evaluated == [(32, 32)] * 3  # every epoch is scored at the size that is deployed
+    hook = torch.nn.modules.module.register_module_forward_pre_hook(record)
+    try:
+        cfg = tiny_config(synthetic_root, tmp_path, img_size=32, low_res_size=24,
+                          epochs=3, fixres_epochs=1, ema_decay=0.9, schedule="linear")
+        result = run_training(cfg)
+    finally:
+        hook.remove()
+    low, high = trained.count(24), trained.count(32)
+    assert trained == [24] * low + [32] * high and low == 2 * high > 0  # two epochs at 24 px, then one at 32
+    assert evaluated == {32}  # every epoch is scored at the size that is deployed
     checkpoint = torch.load(result.run_dir / "checkpoint.pth", weights_only=False)
     ema = {k.removeprefix("module."): v for k, v in checkpoint["ema"].items()}
     for k, v in checkpoint["model"].items():  # inside the FixRes phase the kept weights follow the model exactly

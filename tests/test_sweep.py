@@ -14,6 +14,7 @@ from core.cli import run_cli
 from core.config import build_config
 from core.errors import ConfigError
 from core.jobs.sweep import SweepConfig, plan_groups, run_sweep, shard_groups
+from core.jobs.sweep.build import build_group
 from core.jobs.train import TrainResult
 from core.store.results import ResultsStore, ingest
 from core.train.config import TrainConfig
@@ -125,8 +126,8 @@ def test_fine_tuning_uses_the_sweep_ema_setting_not_the_parents(trained_tiny: Tr
     parent = load_parent(str(trained_tiny.run_dir))
     parent.train_cfg = dataclasses.replace(parent.train_cfg, ema_decay=0.99)  # a parent trained with EMA
     group = sweep_mod.Group("test_efficientnet", "structured", 0.5, ("fp32",))
-    sweep_mod._prune_and_finetune(parent, group, sweep_config(trained_tiny, tmp_path))
-    sweep_mod._prune_and_finetune(parent, group, sweep_config(trained_tiny, tmp_path, finetune_ema_decay=0.9))
+    for cfg in (sweep_config(trained_tiny, tmp_path), sweep_config(trained_tiny, tmp_path, finetune_ema_decay=0.9)):
+        build_group(parent, group=group, todo=["torch_fp32"], cfg=cfg)
     assert seen == [0.0, 0.9]
 
 
@@ -180,7 +181,7 @@ def test_distilled_fine_tuning_learns_from_the_frozen_dense_parent(trained_tiny:
     parent = load_parent(str(trained_tiny.run_dir))
     cfg = sweep_config(trained_tiny, tmp_path, distill_alpha=0.5, distill_temperature=3.0)
     group = plan_groups(cfg)[1]
-    _, info = sweep_mod._prune_and_finetune(parent, group, cfg)
+    info = build_group(parent, group=group, todo=["torch_fp32"], cfg=cfg).info
     (kd,) = seen
     assert (kd.alpha, kd.temperature) == (0.5, 3.0)
     dense, _, _ = load_trained_model(trained_tiny.run_dir)
@@ -218,7 +219,8 @@ def test_iterative_pruning_fine_tunes_after_every_step(trained_tiny: TrainResult
     monkeypatch.setattr(sweep_mod, "fit", spy)
     parent = load_parent(str(trained_tiny.run_dir))
     cfg = sweep_config(trained_tiny, tmp_path, finetune_epochs=2, iterative_steps=2)
-    model, info = sweep_mod._prune_and_finetune(parent, plan_groups(cfg)[1], cfg)
+    built = build_group(parent, group=plan_groups(cfg)[1], todo=["torch_fp32"], cfg=cfg)
+    model, info = built.model, built.info
     assert [epochs for epochs, _ in seen] == [1, 1]  # the same two epochs as one-shot, one after each step
     assert seen[0][1] > seen[1][1] == sum(p.numel() for p in model.parameters())  # each step removed channels
     assert info["params_after"] < info["params_before"]
@@ -313,7 +315,8 @@ def test_mac_budget_cells_recover_with_every_pruned_layer_trainable(trained_tiny
     parent.train_cfg = dataclasses.replace(parent.train_cfg, freeze_stages=2)  # a parent trained with frozen stages
     group = sweep_mod.Group("test_efficientnet", "budget", 0.8, ("fp32",))
     assert group.variant("fp32") == "macs-0.8-fp32"
-    _, info = sweep_mod._prune_and_finetune(parent, group, sweep_config(trained_tiny, tmp_path, finetune_epochs=1))
+    cfg = sweep_config(trained_tiny, tmp_path, finetune_epochs=1)
+    info = build_group(parent, group=group, todo=["torch_fp32"], cfg=cfg).info
     assert seen == [0] and info["macs_after"] / info["macs_before"] <= 0.8 and info["residual_stream_kept"]
     assert [g.variant("x") for g in plan_groups(sweep_config(trained_tiny, tmp_path, ratios=[0.0], unstructured=[],
                                                     macs_keep=[0.5, 0.75]))
@@ -400,7 +403,8 @@ def test_a_larger_architecture_is_pruned_to_the_parents_macs(trained_tiny: Train
     group = plan_groups(cfg)[0]
     assert group.variant("fp32") == "ptt-test_resnet-1-fp32" and group.architecture == "test_resnet"
     parent = load_parent(str(trained_tiny.run_dir))
-    model, info, split = sweep_mod._train_from_pretrained(parent, group, cfg)
+    built = build_group(parent, group=group, todo=["torch_fp32"], cfg=cfg)
+    info, split = built.info, built.split
     assert info["architecture"] == "test_resnet" and split.prep.input_size == parent.split.prep.input_size
     assert split.rows("test")["image_id"].tolist() == parent.split.rows("test")["image_id"].tolist()
     assert info["macs_after"] <= info["macs_before"] * 1.05  # the larger network brought down to the parent's
@@ -493,7 +497,7 @@ def test_sparse_training_before_pruning_makes_its_own_cells(trained_tiny: TrainR
     group = plan_groups(cfg)[0]
     assert group.variant("fp32") == "macs-0.8-sl-fp32" and group.sparse
     parent = load_parent(str(trained_tiny.run_dir))
-    _, info = sweep_mod._prune_and_finetune(parent, group, cfg)
+    info = build_group(parent, group=group, todo=["torch_fp32"], cfg=cfg).info
     assert calls and info["sparse_training"] == {"epochs": 1, "reg": 1e-2, "lr": cfg.finetune_lr}
     assert [row.get("sparse_training", 0) for row in info["history"]] == [1, 0]  # sparse epoch, then recovery
     assert info["macs_after"] / info["macs_before"] <= 0.8
