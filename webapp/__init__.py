@@ -44,11 +44,11 @@ def _register_blueprints(app: Flask) -> None:
     from webapp.account import bp as account_bp
     from webapp.api import bp as api_bp
     from webapp.auth import bp as auth_bp
-    from webapp.detect import bp as detect_bp
+    from webapp.check import bp as check_bp
 
     app.register_blueprint(auth_bp)
     app.register_blueprint(account_bp)
-    app.register_blueprint(detect_bp)
+    app.register_blueprint(check_bp)
     app.register_blueprint(api_bp)
 
 
@@ -86,6 +86,12 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     @app.route("/")
     def index():
-        return redirect(url_for("detect.upload" if current_user.is_authenticated else "auth.login"))
+        return redirect(url_for("check.upload" if current_user.is_authenticated else "auth.login"))
+
+    @app.route("/detect/", defaults={"rest": ""})
+    @app.route("/detect/<path:rest>")
+    def moved(rest: str):  # the pages' address before they were named for checks: bookmarks keep working
+        query = request.query_string.decode("ascii", "replace")
+        return redirect(f"/check/{rest}" + (f"?{query}" if query else ""), code=301)
 
     return app

@@ -1,4 +1,4 @@
-"""Detections: the SQL of the detections table, and storing a new one with its image (owner-only access)."""
+"""Checks: the SQL of the checks table, and storing a new one with its image (owner-only access)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from core.classes import clinical_name
 from core.errors import LesionLiteError
 from core.serve.imaging import ImageRejected, check_image, reencode_jpeg
 from webapp.db import get_db
-from webapp.predictor import Detection, decision_json, detect, detection_json, quality_json
+from webapp.predictor import CheckResult, check_upload, decision_json, probs_json, quality_json
 from webapp.storage import delete_image, store_with_row
 
 
@@ -25,7 +25,7 @@ class AccountGone(LesionLiteError):
 
 
 def _quota_problem(user_id: int) -> str | None:
-    stored = get_db().execute("SELECT count(*) FROM detections WHERE user_id = ?", (user_id,)).fetchone()[0]
+    stored = get_db().execute("SELECT count(*) FROM checks WHERE user_id = ?", (user_id,)).fetchone()[0]
     if stored >= current_app.config["MAX_CHECKS_PER_ACCOUNT"]:
         return (f"this account already keeps {stored} checks, the most it can store; delete some older ones on the "
                 "History page first")
@@ -33,7 +33,7 @@ def _quota_problem(user_id: int) -> str | None:
 
 
 def create(user_id: int, data: bytes, *, body_site: str = "", note: str = "", spot: str = ""
-           ) -> tuple[str, Detection]:
+           ) -> tuple[str, CheckResult]:
     """Validate, re-encode, predict and store (with where on the body, the spot's name and a note); returns the id
     and result.
 
@@ -48,20 +48,20 @@ def create(user_id: int, data: bytes, *, body_site: str = "", note: str = "", sp
     if problem:
         raise ImageRejected(problem)
     checked = check_image(data)
-    result = detect(checked)
-    detection_id = secrets.token_urlsafe(12)
+    result = check_upload(checked)
+    check_id = secrets.token_urlsafe(12)
 
     def insert(db: sqlite3.Connection, key: str) -> None:
         # The limits are checked in the statement that inserts (one transaction): two concurrent uploads cannot
         # both pass a count taken before either was stored.
         inserted = db.execute(
-            "INSERT INTO detections (id, user_id, image_key, model_version, top_class, confidence, probs, "
+            "INSERT INTO checks (id, user_id, image_key, model_version, top_class, confidence, probs, "
             "uncertain, body_site, note, decision, quality, photo_checked, spot) "
             "SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? "
-            "WHERE (SELECT count(*) FROM detections WHERE user_id = ?) < ? "
-            "AND (SELECT count(*) FROM detections) < ?",
-            (detection_id, user_id, key, result.model_version, result.top_class, result.confidence,
-             detection_json(result), int(result.uncertain), body_site, note.strip(), decision_json(result),
+            "WHERE (SELECT count(*) FROM checks WHERE user_id = ?) < ? "
+            "AND (SELECT count(*) FROM checks) < ?",
+            (check_id, user_id, key, result.model_version, result.top_class, result.confidence,
+             probs_json(result), int(result.uncertain), body_site, note.strip(), decision_json(result),
              quality_json(result), int(result.photo_checked), normalise_spot(spot), user_id,
              current_app.config["MAX_CHECKS_PER_ACCOUNT"],
              current_app.config["MAX_CHECKS_TOTAL"])).rowcount
@@ -75,18 +75,18 @@ def create(user_id: int, data: bytes, *, body_site: str = "", note: str = "", sp
         store_with_row(reencode_jpeg(checked.image), insert)
     except sqlite3.IntegrityError:  # the user row is gone (account deleted meanwhile): the image is not kept
         raise AccountGone("the account no longer exists") from None
-    return detection_id, result
+    return check_id, result
 
 
-def owned(user_id: int, detection_id: str) -> sqlite3.Row | None:
-    """The user's detection, or None (also when it belongs to someone else)."""
-    return get_db().execute("SELECT * FROM detections WHERE id = ? AND user_id = ?",
-                            (detection_id, user_id)).fetchone()
+def owned(user_id: int, check_id: str) -> sqlite3.Row | None:
+    """The user's check, or None (also when it belongs to someone else)."""
+    return get_db().execute("SELECT * FROM checks WHERE id = ? AND user_id = ?",
+                            (check_id, user_id)).fetchone()
 
 
 def export(user_id: int) -> list[tuple[dict[str, object], str]]:
     """Every check of the user, oldest first, as (what is stored about it, its image key): the data export."""
-    rows = get_db().execute("SELECT * FROM detections WHERE user_id = ? ORDER BY created_at, rowid",
+    rows = get_db().execute("SELECT * FROM checks WHERE user_id = ? ORDER BY created_at, rowid",
                             (user_id,)).fetchall()
     return [({"id": r["id"], "created_at": _utc_iso(r["created_at"]), "model": r["model_version"],
               "top_class": r["top_class"], "diagnosis": clinical_name(r["top_class"]), "confidence": r["confidence"],
@@ -124,12 +124,12 @@ LesionLite is research software, not a medical device: nothing here is a diagnos
 
 
 def count(user_id: int) -> int:
-    return get_db().execute("SELECT count(*) FROM detections WHERE user_id = ?", (user_id,)).fetchone()[0]
+    return get_db().execute("SELECT count(*) FROM checks WHERE user_id = ?", (user_id,)).fetchone()[0]
 
 
 def page(user_id: int, *, number: int, size: int) -> list[sqlite3.Row]:
-    """One page of the user's detections, newest first (``number`` from 1; the caller checks the range)."""
-    return get_db().execute("SELECT * FROM detections WHERE user_id = ? ORDER BY created_at DESC, rowid DESC "
+    """One page of the user's checks, newest first (``number`` from 1; the caller checks the range)."""
+    return get_db().execute("SELECT * FROM checks WHERE user_id = ? ORDER BY created_at DESC, rowid DESC "
                             "LIMIT ? OFFSET ?", (user_id, size, (number - 1) * size)).fetchall()
 
 
@@ -138,23 +138,23 @@ def same_spot(user_id: int, row: sqlite3.Row, *, limit: int = 20) -> list[sqlite
     the spot is not named. A body site alone is not a lesion: the back holds many moles."""
     if not row["spot"]:
         return []
-    return get_db().execute("SELECT * FROM detections WHERE user_id = ? AND spot = ? AND id != ? "
+    return get_db().execute("SELECT * FROM checks WHERE user_id = ? AND spot = ? AND id != ? "
                             "ORDER BY created_at DESC, rowid DESC LIMIT ?",
                             (user_id, row["spot"], row["id"], limit)).fetchall()
 
 
 def spots(user_id: int) -> list[str]:
     """The spot names the user has given, most recently used first (offered on the next upload)."""
-    rows = get_db().execute("SELECT spot FROM detections WHERE user_id = ? AND spot != '' GROUP BY spot "
+    rows = get_db().execute("SELECT spot FROM checks WHERE user_id = ? AND spot != '' GROUP BY spot "
                             "ORDER BY max(created_at) DESC, max(rowid) DESC", (user_id,)).fetchall()
     return [r["spot"] for r in rows]
 
 
-def name_spot(user_id: int, detection_id: str, spot: str) -> bool:
+def name_spot(user_id: int, check_id: str, spot: str) -> bool:
     """Say which spot the user's check shows (empty: none); False when the check is not the user's."""
     with get_db() as db:
-        return db.execute("UPDATE detections SET spot = ? WHERE id = ? AND user_id = ?",
-                          (normalise_spot(spot), detection_id, user_id)).rowcount == 1
+        return db.execute("UPDATE checks SET spot = ? WHERE id = ? AND user_id = ?",
+                          (normalise_spot(spot), check_id, user_id)).rowcount == 1
 
 
 def normalise_spot(spot: str) -> str:
@@ -162,13 +162,13 @@ def normalise_spot(spot: str) -> str:
     return " ".join(spot.split())
 
 
-def delete(user_id: int, detection_id: str) -> bool:
+def delete(user_id: int, check_id: str) -> bool:
     """Delete the row, then its image (a crash in between leaves a file the start-up check removes)."""
-    row = owned(user_id, detection_id)
+    row = owned(user_id, check_id)
     if row is None:
         return False
     db = get_db()
     with db:
-        db.execute("DELETE FROM detections WHERE id = ? AND user_id = ?", (detection_id, user_id))
+        db.execute("DELETE FROM checks WHERE id = ? AND user_id = ?", (check_id, user_id))
     delete_image(row["image_key"])
     return True

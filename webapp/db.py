@@ -99,6 +99,16 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     """
     UPDATE detections SET quality = '{"issues": [], "measured": false}' WHERE quality IS NULL;
     """,
+    # 9: the table is named for what it holds, a patient's checks, as the pages, routes and classes say
+    """
+    ALTER TABLE detections RENAME TO checks;
+    DROP INDEX detections_user;
+    DROP INDEX detections_site;
+    DROP INDEX detections_spot;
+    CREATE INDEX checks_user ON checks(user_id, created_at);
+    CREATE INDEX checks_site ON checks(user_id, body_site, created_at);
+    CREATE INDEX checks_spot ON checks(user_id, spot, created_at);
+    """,
 ]
 
 

@@ -174,7 +174,7 @@ def get_model() -> DeployedModel:
 
 
 @dataclass(frozen=True)
-class Detection:
+class CheckResult:
     """The deployed model's answer for one accepted image, with the model's version and the operating points it
     was decided with: what a check stores and every page and the API show."""
 
@@ -214,7 +214,7 @@ class Detection:
         return self.answer.quality
 
 
-def detect(checked: CheckedImage) -> Detection:
+def check_upload(checked: CheckedImage) -> CheckResult:
     """The deployed model's answer for one checked image.
 
     Raises:
@@ -225,17 +225,17 @@ def detect(checked: CheckedImage) -> Detection:
     answer = model.classify(checked.image)
     if not answer.accepted:
         raise NotALesion(answer.refusal_reason)
-    return Detection(answer, model.card.label, model.triage, photo_checked=model.gate is not None)
+    return CheckResult(answer, model.card.label, model.triage, photo_checked=model.gate is not None)
 
 
-def detection_json(d: Detection) -> str:
+def probs_json(d: CheckResult) -> str:
     return json.dumps(d.probs)
 
 
-def quality_json(d: Detection) -> str:
+def quality_json(d: CheckResult) -> str:
     return json.dumps(d.quality.as_dict())
 
 
-def decision_json(d: Detection) -> str:
+def decision_json(d: CheckResult) -> str:
     """The decision as stored with the check: what was advised, and the operating points behind it."""
     return json.dumps({**d.decision.to_dict(), "triage": d.triage.to_dict() if d.triage else None})

@@ -1,6 +1,6 @@
 """Uploaded images: stored re-encoded (EXIF stripped) under a random key in the instance folder, outside static/.
 
-The folder is owner-only (0700, files 0600). A file and its detection row are written so that neither
+The folder is owner-only (0700, files 0600). A file and its check row are written so that neither
 outlives the other: the file is written under a temporary name, the row inserted, the file renamed into
 place inside the same transaction (a failed rename rolls the row back), and on start-up files without a
 row (a crash between the two) are removed.
@@ -57,11 +57,11 @@ def delete_image(key: str) -> None:
 
 
 def remove_orphans(app: Flask) -> int:
-    """Delete upload files that no detection row refers to (left by a crash); returns how many."""
+    """Delete upload files that no check row refers to (left by a crash); returns how many."""
     folder = upload_dir(app.instance_path)
     con = connect(database_path(app))
     try:
-        keys = {row[0] for row in con.execute("SELECT image_key FROM detections")}
+        keys = {row[0] for row in con.execute("SELECT image_key FROM checks")}
     finally:
         con.close()
     removed = 0
@@ -70,7 +70,7 @@ def remove_orphans(app: Flask) -> int:
             path.unlink(missing_ok=True)
             removed += 1
     if removed:
-        log.warning("removed %d upload file(s) without a detection row (left by an interrupted upload)", removed)
+        log.warning("removed %d upload file(s) without a check row (left by an interrupted upload)", removed)
     return removed
 
 

@@ -88,9 +88,9 @@ def rotate_session(user_id: int) -> str:
 
 
 def delete(user_id: int) -> list[str]:
-    """Delete the account (detections and tokens cascade); returns the image keys whose files must go too."""
+    """Delete the account (checks and tokens cascade); returns the image keys whose files must go too."""
     db = get_db()
     with db:
-        keys = [r["image_key"] for r in db.execute("SELECT image_key FROM detections WHERE user_id = ?", (user_id,))]
+        keys = [r["image_key"] for r in db.execute("SELECT image_key FROM checks WHERE user_id = ?", (user_id,))]
         db.execute("DELETE FROM users WHERE id = ?", (user_id,))
     return keys

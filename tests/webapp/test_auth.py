@@ -36,12 +36,12 @@ def test_register_verify_login(app: Flask, client: FlaskClient, auth: AuthAction
         refused = auth.login()  # an unconfirmed account cannot sign in; it is sent its link again
     assert refused.status_code == 401 and b"not confirmed yet" in refused.data
     assert len(again) == 1 and "/auth/verify/" in again[0].body
-    assert client.get("/detect/").status_code == 302  # to the login page: nothing works before confirming
+    assert client.get("/check/").status_code == 302  # to the login page: nothing works before confirming
     client.get(link_in(outbox[0].body))
     auth.login()
     with app.app_context():
         assert users.by_email("pat@example.org").verified
-    assert client.get("/detect/").status_code == 200
+    assert client.get("/check/").status_code == 200
 
 
 @pytest.mark.parametrize(("password", "message"), [
@@ -115,10 +115,10 @@ def test_logout_is_post_only_and_ends_other_sessions(app: Flask, auth: AuthActio
     other = app.test_client()
     AuthActions(app, other).login(remember=True)
     auth.login()
-    assert other.get("/detect/").status_code == 200
+    assert other.get("/check/").status_code == 200
     assert auth.client.get("/auth/logout").status_code == 405
     auth.logout()
-    assert other.get("/detect/").status_code == 302  # the other session, remember-me included, is over
+    assert other.get("/check/").status_code == 302  # the other session, remember-me included, is over
 
 
 def test_password_change_ends_other_sessions(app: Flask, client: FlaskClient, auth: AuthActions) -> None:
@@ -128,10 +128,10 @@ def test_password_change_ends_other_sessions(app: Flask, client: FlaskClient, au
     auth.login()
     r = client.post("/auth/profile/password", data={"current_password": "wrong one here",
                                                      "password": "another long passphrase"}, follow_redirects=True)
-    assert b"not correct" in r.data and other.get("/detect/").status_code == 200
+    assert b"not correct" in r.data and other.get("/check/").status_code == 200
     client.post("/auth/profile/password", data={"current_password": PASSWORD, "password": "another long passphrase"})
-    assert client.get("/detect/").status_code == 200  # this session stays
-    assert other.get("/detect/").status_code == 302
+    assert client.get("/check/").status_code == 200  # this session stays
+    assert other.get("/check/").status_code == 302
 
 
 def test_verification_token_expiry_and_tampering(app: Flask, client: FlaskClient, auth: AuthActions) -> None:
@@ -175,7 +175,7 @@ def test_profile_name_and_an_email_change_confirmed_from_the_new_inbox(app: Flas
     with app.app_context():
         user = users.by_email("pat2@example.org")
         assert user.name == "Pat" and user.verified
-    assert client.get("/detect/").status_code == 302  # sessions of the old address ended
+    assert client.get("/check/").status_code == 302  # sessions of the old address ended
     assert b"already used" in client.get(link_in(outbox[0].body), follow_redirects=True).data
 
 
@@ -193,7 +193,7 @@ def test_open_redirect_is_refused(client: FlaskClient, auth: AuthActions) -> Non
     auth.register()
     r = client.post("/auth/login?next=https://evil.example/phish", data={"email": "pat@example.org",
                                                                          "password": PASSWORD})
-    assert r.headers["Location"].endswith("/detect/")
+    assert r.headers["Location"].endswith("/check/")
 
 
 def test_registration_asks_consent_with_a_privacy_notice_and_a_way_to_log_in(client: FlaskClient) -> None:
@@ -216,7 +216,7 @@ def test_the_profile_downloads_everything_kept_about_the_user(app, client: Flask
 
     auth.register()
     auth.login()
-    client.post("/detect/", data={"image": (io.BytesIO(jpeg_bytes()), "x.jpg"), "note": "left calf"},
+    client.post("/check/", data={"image": (io.BytesIO(jpeg_bytes()), "x.jpg"), "note": "left calf"},
                 content_type="multipart/form-data")
     assert 'id="export"' in client.get("/auth/profile").data.decode()
     response = client.get("/auth/profile/export")

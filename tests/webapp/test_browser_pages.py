@@ -19,25 +19,25 @@ from core.serve.quality import PhotoQuality
 from core.triage import decide
 from tests.browser import chromium_page, free_port, screenshot_path
 from tests.webapp.conftest import PASSWORD, RELAXED_LIMITS
-from webapp import create_app, detections
-from webapp.predictor import Detection
+from webapp import checks, create_app
+from webapp.predictor import CheckResult
 from webapp.security import hash_password
 
 SHARP = PhotoQuality(sharpness=40.0, glare_share=0.0, brightness=150.0, issues=())
 _MEL_PROBS = {"mel": 0.91, "nv": 0.05, "bcc": 0.01, "akiec": 0.01, "bkl": 0.01, "df": 0.005, "vasc": 0.005}
 
 
-def _detection(probs: dict[str, float], *, uncertain: bool) -> Detection:
+def _answer(probs: dict[str, float], *, uncertain: bool) -> CheckResult:
     prediction = Prediction("test-model", np.array([probs[c] for c in CLASSES]), 1.0)
-    return Detection(Classification(accepted=True, prediction=prediction,
+    return CheckResult(Classification(accepted=True, prediction=prediction,
                                     decision=decide(probs, None, uncertain=uncertain), quality=SHARP), "test-model",
                      None)
 
 
-MELANOMA = _detection(_MEL_PROBS, uncertain=False)
+MELANOMA = _answer(_MEL_PROBS, uncertain=False)
 # The issue's case: best guess melanoma at 55%, possibly-malignant share 64%, flagged uncertain.
 _LEANING = {"mel": 0.55, "nv": 0.30, "bcc": 0.05, "akiec": 0.04, "bkl": 0.06, "df": 0.0, "vasc": 0.0}
-UNCERTAIN_MELANOMA = _detection(_LEANING, uncertain=True)
+UNCERTAIN_MELANOMA = _answer(_LEANING, uncertain=True)
 
 
 @pytest.fixture
@@ -82,7 +82,7 @@ def _overflow(page) -> int:
 def test_an_uncertain_melanoma_leaning_result_is_urgent_on_a_phone(site: str, samples_dir: Path, tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """Issue 20: less certainty never gives a calmer message; the possibly-malignant share is shown first."""
-    monkeypatch.setattr(detections, "detect", lambda checked: UNCERTAIN_MELANOMA)
+    monkeypatch.setattr(checks, "check_upload", lambda checked: UNCERTAIN_MELANOMA)
     with chromium_page(width=390, height=844) as page:
         _log_in_and_upload(page, site, sorted(samples_dir.glob("*.jpg"))[0])
         verdict = page.locator("#verdict")
@@ -96,7 +96,7 @@ def test_an_uncertain_melanoma_leaning_result_is_urgent_on_a_phone(site: str, sa
 
 def test_possibly_malignant_result_on_a_phone(site: str, samples_dir: Path, tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(detections, "detect", lambda checked: MELANOMA)  # the page, not the model, is under test
+    monkeypatch.setattr(checks, "check_upload", lambda checked: MELANOMA)  # the page, not the model, is under test
     sample = sorted(samples_dir.glob("*.jpg"))[0]
     with chromium_page(width=390, height=844) as page:
         _log_in_and_upload(page, site, sample)
@@ -133,7 +133,7 @@ def test_possibly_malignant_result_on_a_phone(site: str, samples_dir: Path, tmp_
 
 
 def test_delete_asks_first(site: str, samples_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(detections, "detect", lambda checked: MELANOMA)
+    monkeypatch.setattr(checks, "check_upload", lambda checked: MELANOMA)
     sample = sorted(samples_dir.glob("*.jpg"))[0]
     with chromium_page() as page:
         _log_in_and_upload(page, site, sample)
@@ -152,7 +152,7 @@ def test_touch_targets_skip_link_and_group_column_on_a_phone(site: str, samples_
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """Issue 22 items 10 and 11 at 390 px: nav links, the 'Remember me' box and 'Keep it' at least 24 px (WCAG
     2.5.8), a skip link, and the result's group column shown (not red text alone) without breaking words."""
-    monkeypatch.setattr(detections, "detect", lambda checked: MELANOMA)
+    monkeypatch.setattr(checks, "check_upload", lambda checked: MELANOMA)
 
     def height(locator) -> float:
         return locator.evaluate("e => e.getBoundingClientRect().height")
@@ -171,7 +171,7 @@ def test_touch_targets_skip_link_and_group_column_on_a_phone(site: str, samples_
         words = group.evaluate("e => { const r = document.createRange(); r.selectNodeContents(e); "
                                "return r.getClientRects().length; }")
         assert words <= 2 and _overflow(page) <= 0  # at most one line per word: no word broken inside
-        page.goto(f"{site}/detect/history")
+        page.goto(f"{site}/check/history")
         page.locator("a.delete").first.click()
         keep = page.get_by_role("link", name="Keep it")
         assert height(keep) >= 24
@@ -181,10 +181,10 @@ def test_the_printable_report_is_one_a4_page_with_name_and_demo_banner(site: str
                                                                        monkeypatch: pytest.MonkeyPatch,
                                                                        tmp_path: Path) -> None:
     """Issue 22 item 12: what a patient brings to a clinician: their name, the demo warning, on one page."""
-    monkeypatch.setattr(detections, "detect", lambda checked: UNCERTAIN_MELANOMA)
+    monkeypatch.setattr(checks, "check_upload", lambda checked: UNCERTAIN_MELANOMA)
     with chromium_page(width=1440, height=900) as page:
         _log_in_and_upload(page, site, sorted(samples_dir.glob("*.jpg"))[0])
-        page.goto(page.url.replace("/detect/result/", "/detect/report/"))
+        page.goto(page.url.replace("/check/result/", "/check/report/"))
         assert page.locator("#report-demo").is_visible()
         assert "sam@example.org" in page.locator("table.facts").inner_text()
         pdf = page.pdf(format="A4", print_background=True)

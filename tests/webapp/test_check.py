@@ -1,10 +1,11 @@
-"""Detection, history, ownership, the bad-upload corpus and the JSON API."""
+"""CheckResult, history, ownership, the bad-upload corpus and the JSON API."""
 
 from __future__ import annotations
 
 import io
 import re
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from flask import Flask
@@ -17,11 +18,11 @@ from webapp.db import get_db
 
 
 def _upload(client: FlaskClient, data: bytes, name: str = "lesion.jpg", field: str = "image"):
-    return client.post("/detect/", data={field: (io.BytesIO(data), name)}, content_type="multipart/form-data")
+    return client.post("/check/", data={field: (io.BytesIO(data), name)}, content_type="multipart/form-data")
 
 
-def _detection_id(response) -> str:
-    return re.search(r"/detect/result/([\w-]+)", response.headers["Location"]).group(1)
+def _check_id(response) -> str:
+    return re.search(r"/check/result/([\w-]+)", response.headers["Location"]).group(1)
 
 
 def test_upload_real_sample_result_history_delete(app: Flask, client: FlaskClient, auth: AuthActions,
@@ -31,22 +32,22 @@ def test_upload_real_sample_result_history_delete(app: Flask, client: FlaskClien
     sample = sorted(samples_dir.glob("*.jpg"))[0]
     response = _upload(client, sample.read_bytes())
     assert response.status_code == 302
-    detection = _detection_id(response)
-    page = client.get(f"/detect/result/{detection}").data.decode()
+    check = _check_id(response)
+    page = client.get(f"/check/result/{check}").data.decode()
     assert "not a diagnosis" in page and "Model: a tiny test network, 8-bit, version 20" in page
     assert "model: a tiny test network, 8-bit, version 20" in page  # the check's own, in plain words
     assert any(name in page for name in ("Melanoma", "Melanocytic nevus", "Basal cell carcinoma", "Dermatofibroma",
                                          "Vascular lesion", "Benign keratosis-like lesion", "Actinic keratosis"))
-    with client.get(f"/detect/image/{detection}") as image:
+    with client.get(f"/check/image/{check}") as image:
         assert image.status_code == 200 and image.mimetype == "image/jpeg"
         assert Image.open(io.BytesIO(image.data)).getexif() == {}  # re-encoded, metadata stripped
-    assert detection in client.get("/detect/history").data.decode()
+    assert check in client.get("/check/history").data.decode()
     with app.app_context():
-        key = get_db().execute("SELECT image_key FROM detections").fetchone()["image_key"]
+        key = get_db().execute("SELECT image_key FROM checks").fetchone()["image_key"]
     stored = Path(app.instance_path) / "uploads" / f"{key}.jpg"
     assert stored.is_file() and "static" not in str(stored)
-    assert client.post(f"/detect/delete/{detection}").status_code == 302
-    assert not stored.exists() and client.get(f"/detect/result/{detection}").status_code == 404
+    assert client.post(f"/check/delete/{check}").status_code == 302
+    assert not stored.exists() and client.get(f"/check/result/{check}").status_code == 404
 
 
 def test_uncertain_state(app: Flask, client: FlaskClient, auth: AuthActions) -> None:
@@ -60,16 +61,16 @@ def test_uncertain_state(app: Flask, client: FlaskClient, auth: AuthActions) -> 
 def test_other_users_get_404(app: Flask, client: FlaskClient, auth: AuthActions) -> None:
     auth.register()
     auth.login()
-    detection = _detection_id(_upload(client, jpeg_bytes()))
+    check = _check_id(_upload(client, jpeg_bytes()))
     mallory = app.test_client()
     mal = AuthActions(app, mallory)
     mal.register("mallory@example.org")
     mal.login("mallory@example.org")
-    for url in (f"/detect/result/{detection}", f"/detect/image/{detection}"):
+    for url in (f"/check/result/{check}", f"/check/image/{check}"):
         with mallory.get(url) as response:
             assert response.status_code == 404
-    assert mallory.post(f"/detect/delete/{detection}").status_code == 404
-    assert client.get(f"/detect/result/{detection}").status_code == 200
+    assert mallory.post(f"/check/delete/{check}").status_code == 404
+    assert client.get(f"/check/result/{check}").status_code == 200
 
 
 def test_history_is_paginated(app: Flask, client: FlaskClient, auth: AuthActions) -> None:
@@ -78,8 +79,8 @@ def test_history_is_paginated(app: Flask, client: FlaskClient, auth: AuthActions
     auth.login()
     for _ in range(3):
         _upload(client, jpeg_bytes())
-    assert b"Page 1 of 2" in client.get("/detect/history").data
-    assert b"Page 2 of 2" in client.get("/detect/history?page=2").data
+    assert b"Page 1 of 2" in client.get("/check/history").data
+    assert b"Page 2 of 2" in client.get("/check/history?page=2").data
 
 
 def _gif() -> bytes:
@@ -111,7 +112,7 @@ def test_wrong_field_and_oversized_upload(app: Flask, client: FlaskClient, auth:
     assert wrong.status_code == 400 and b"form field" in wrong.data
     # A raw 20 MB multipart body (the test client would spool an encoded one to a file it never closes).
     body = b"--b\r\nContent-Disposition: form-data; name=image; filename=big.jpg\r\n\r\n\xff\xd8\xff"
-    huge = client.post("/detect/", data=body + b"\x00" * (20 * 1024 * 1024) + b"\r\n--b--\r\n",
+    huge = client.post("/check/", data=body + b"\x00" * (20 * 1024 * 1024) + b"\r\n--b--\r\n",
                        content_type="multipart/form-data; boundary=b")
     assert huge.status_code == 413 and b"too large" in huge.data
     assert _upload(client, jpeg_bytes()).status_code == 302
@@ -161,8 +162,8 @@ def test_delete_account_removes_everything(app: Flask, client: FlaskClient, auth
     with app.app_context():
         db = get_db()
         assert db.execute("SELECT count(*) FROM users").fetchone()[0] == 0
-        assert db.execute("SELECT count(*) FROM detections").fetchone()[0] == 0
-    assert client.get("/detect/").status_code == 302
+        assert db.execute("SELECT count(*) FROM checks").fetchone()[0] == 0
+    assert client.get("/check/").status_code == 302
 
 
 def test_default_model_is_chosen_at_start_up_and_survives_a_store_writer(tmp_path: Path, sweep_store: Path) -> None:
@@ -196,11 +197,11 @@ def test_no_model_answers_503_with_a_clear_message(tmp_path: Path) -> None:
     auth = AuthActions(app, client)
     auth.register()
     auth.login()
-    assert b"No model is loaded: checks will not work." in client.get("/detect/").data  # said before an upload
+    assert b"No model is loaded: checks will not work." in client.get("/check/").data  # said before an upload
     response = _upload(client, jpeg_bytes())
     assert response.status_code == 503 and b"The model is not available right now" in response.data
     with app.app_context():
-        assert get_db().execute("SELECT count(*) FROM detections").fetchone()[0] == 0
+        assert get_db().execute("SELECT count(*) FROM checks").fetchone()[0] == 0
     assert list((Path(app.instance_path) / "uploads").iterdir()) == []
 
 
@@ -247,7 +248,7 @@ def test_pages_say_what_the_model_card_says(client: FlaskClient, auth: AuthActio
     assert card["origin"]["training_data"]["synthetic"] is True and "recall_mel" in card["metrics"]["test"]
     auth.register()
     auth.login()
-    page = client.get("/detect/").data.decode()
+    page = client.get("/check/").data.decode()
     assert 'id="demo-model"' in page and "trained on synthetic" in page  # never "trained on HAM10000"
     assert "trained on synthetic demo images" in page and "HAM10000: CC BY-NC" not in page
     assert f"balanced accuracy {card['metrics']['test']['balanced_accuracy'] * 100:.0f}%" in page
@@ -263,43 +264,43 @@ def test_body_site_note_timeline_and_report(app: Flask, client: FlaskClient, aut
     ids = []
     for note, spot in (("first look", "mole left shoulder"), ("another mole", "mole near spine"),
                        ("it changed", "  mole  left shoulder ")):
-        response = client.post("/detect/", data={"image": (io.BytesIO(jpeg_bytes()), "a.jpg"), "body_site": "back",
+        response = client.post("/check/", data={"image": (io.BytesIO(jpeg_bytes()), "a.jpg"), "body_site": "back",
                                                  "note": note, "spot": spot}, content_type="multipart/form-data")
-        ids.append(_detection_id(response))
-    page = client.get(f"/detect/result/{ids[2]}").data.decode()
+        ids.append(_check_id(response))
+    page = client.get(f"/check/result/{ids[2]}").data.decode()
     assert "it changed" in page and "“mole left shoulder” over time, side by side" in page
-    assert f"/detect/image/{ids[0]}" in page and f"/detect/result/{ids[0]}" in page  # the same spot's photo
-    assert f"/detect/image/{ids[1]}" not in page  # another mole on the back is not this lesion
-    upload_page = client.get("/detect/").data.decode()  # the names given so far, offered for the next photo
+    assert f"/check/image/{ids[0]}" in page and f"/check/result/{ids[0]}" in page  # the same spot's photo
+    assert f"/check/image/{ids[1]}" not in page  # another mole on the back is not this lesion
+    upload_page = client.get("/check/").data.decode()  # the names given so far, offered for the next photo
     assert '<option value="mole left shoulder">' in upload_page and '<option value="mole near spine">' in upload_page
     assert "ABCDE" in page and "See a doctor now" in page
-    report = client.get(f"/detect/report/{ids[2]}").data.decode()
+    report = client.get(f"/check/report/{ids[2]}").data.decode()
     assert "LesionLite skin check report" in report and "it changed" in report and "Back" in report
     assert "<th scope=\"row\">Spot</th><td>mole left shoulder</td>" in report
     assert "trained on" in report and "not a diagnosis" in report
-    bad = client.post("/detect/", data={"image": (io.BytesIO(jpeg_bytes()), "a.jpg"), "body_site": "moon"},
+    bad = client.post("/check/", data={"image": (io.BytesIO(jpeg_bytes()), "a.jpg"), "body_site": "moon"},
                       content_type="multipart/form-data")
     assert bad.status_code == 400 and b"Not a valid choice" in bad.data
     mallory = app.test_client()
     mal = AuthActions(app, mallory)
     mal.register("mallory@example.org")
     mal.login("mallory@example.org")
-    assert mallory.get(f"/detect/report/{ids[0]}").status_code == 404
-    assert mallory.get(f"/detect/delete/{ids[0]}").status_code == 404
+    assert mallory.get(f"/check/report/{ids[0]}").status_code == 404
+    assert mallory.get(f"/check/delete/{ids[0]}").status_code == 404
 
 
 def test_delete_asks_before_it_deletes(client: FlaskClient, auth: AuthActions) -> None:
     auth.register()
     auth.login()
-    detection = _detection_id(_upload(client, jpeg_bytes()))
-    history = client.get("/detect/history").data.decode()
+    check = _check_id(_upload(client, jpeg_bytes()))
+    history = client.get("/check/history").data.decode()
     main = history.split('<main id="main" tabindex="-1">')[1]
-    assert f'href="/detect/delete/{detection}"' in history and "<form" not in main
-    ask = client.get(f"/detect/delete/{detection}").data.decode()
+    assert f'href="/check/delete/{check}"' in history and "<form" not in main
+    ask = client.get(f"/check/delete/{check}").data.decode()
     assert "Delete this check?" in ask and "cannot be undone" in ask
-    assert client.get(f"/detect/result/{detection}").status_code == 200  # asking deleted nothing
-    assert client.post(f"/detect/delete/{detection}").status_code == 302
-    assert client.get(f"/detect/result/{detection}").status_code == 404
+    assert client.get(f"/check/result/{check}").status_code == 200  # asking deleted nothing
+    assert client.post(f"/check/delete/{check}").status_code == 302
+    assert client.get(f"/check/result/{check}").status_code == 404
 
 
 def test_forms_help_password_managers_and_phones(client: FlaskClient, auth: AuthActions) -> None:
@@ -311,7 +312,7 @@ def test_forms_help_password_managers_and_phones(client: FlaskClient, auth: Auth
     assert 'autocomplete="new-password"' in client.get("/auth/register").data.decode()
     auth.register()
     auth.login()
-    upload = client.get("/detect/").data.decode()
+    upload = client.get("/check/").data.decode()
     assert 'accept="image/jpeg,image/png,image/*"' in upload and "up to 10 MB" in upload
 
 
@@ -354,7 +355,7 @@ def test_the_operating_point_frames_the_result_page_and_the_api(tmp_path: Path, 
     assert 'class="verdict malignant"' in page and "Possibly malignant" in page
     assert "within the next few weeks" in page or "within two weeks" in page
     with app.app_context():
-        stored = get_db().execute("SELECT decision FROM detections").fetchone()["decision"]
+        stored = get_db().execute("SELECT decision FROM checks").fetchone()["decision"]
     assert '"refer": true' in stored and '"threshold": 0.0' in stored
     # The API answers with the screening decision and the operating point behind it.
     created = client.post("/auth/profile/tokens", data={"current_password": PASSWORD})
@@ -387,7 +388,7 @@ def test_a_blurred_photo_gets_retake_advice_and_a_sharp_one_none(app: Flask, cli
     page = client.get(response.headers["Location"]).data.decode()
     assert "Photo check" in page and "The photo looks blurred" in page and "Take and upload a new photo" in page
     with app.app_context():
-        stored = [r["quality"] for r in get_db().execute("SELECT quality FROM detections ORDER BY rowid")]
+        stored = [r["quality"] for r in get_db().execute("SELECT quality FROM checks ORDER BY rowid")]
     assert '"issues": []' in stored[0] and '"issues": ["blur"]' in stored[1]
     created = client.post("/auth/profile/tokens", data={"current_password": PASSWORD})
     token = re.search(r'id="new-token">([^<]+)<', created.data.decode()).group(1)
@@ -405,45 +406,57 @@ def test_history_items_show_and_are_coloured_by_their_stored_next_step(app: Flas
     app.config["DEPLOYED_UNCERTAIN_THRESHOLD"] = 1.01  # every result shown as uncertain
     auth.register()
     auth.login()
-    detection = _detection_id(_upload(client, jpeg_bytes()))
-    page = client.get("/detect/history").get_data(as_text=True)
+    check = _check_id(_upload(client, jpeg_bytes()))
+    page = client.get("/check/history").get_data(as_text=True)
     item = re.search(r'<li class="(\w+)">.*?Next step: ([^<]+)<', page, re.S)
     assert item and item.group(1) in {"appointment", "urgent"}
-    result = client.get(f"/detect/result/{detection}").get_data(as_text=True)
+    result = client.get(f"/check/result/{check}").get_data(as_text=True)
     assert "Uncertain" in result and "Usually harmless" not in result
     with app.app_context():  # the same check stored as calm advice: the item turns green and says so
         db = get_db()
-        decision = json.loads(db.execute("SELECT decision FROM detections").fetchone()[0])
-        db.execute("UPDATE detections SET decision = ?, uncertain = 0",
+        decision = json.loads(db.execute("SELECT decision FROM checks").fetchone()[0])
+        db.execute("UPDATE checks SET decision = ?, uncertain = 0",
                    (json.dumps({**decision, "urgency": 0, "uncertain": False}),))
         db.commit()
-    page = client.get("/detect/history").get_data(as_text=True)
+    page = client.get("/check/history").get_data(as_text=True)
     assert '<li class="watch">' in page and "Next step: watch for changes" in page
     # the tiny test variant has no photo check: the result, its history item and its report say so themselves
     assert "no photo check" in page
     assert 'id="result-no-photo-check"' in result
-    assert 'id="result-no-photo-check"' in client.get(f"/detect/report/{detection}").get_data(as_text=True)
+    assert 'id="result-no-photo-check"' in client.get(f"/check/report/{check}").get_data(as_text=True)
 
 
 def test_a_check_is_named_as_a_spot_afterwards_by_its_owner_only(app: Flask, client: FlaskClient,
                                                                 auth: AuthActions) -> None:
     auth.register()
     auth.login()
-    first, second = (_detection_id(_upload(client, jpeg_bytes())) for _ in range(2))
-    assert "Follow this spot over time" in client.get(f"/detect/result/{second}").data.decode()
-    for detection in (first, second):
-        answer = client.post(f"/detect/spot/{detection}", data={"spot": "freckle on arm"})
-        assert answer.status_code == 302 and answer.headers["Location"].endswith(f"/detect/result/{detection}")
-    page = client.get(f"/detect/result/{second}").data.decode()
-    assert "“freckle on arm” over time, side by side" in page and f"/detect/image/{first}" in page
-    too_long = client.post(f"/detect/spot/{first}", data={"spot": "x" * 61}, follow_redirects=True).data.decode()
+    first, second = (_check_id(_upload(client, jpeg_bytes())) for _ in range(2))
+    assert "Follow this spot over time" in client.get(f"/check/result/{second}").data.decode()
+    for check in (first, second):
+        answer = client.post(f"/check/spot/{check}", data={"spot": "freckle on arm"})
+        assert answer.status_code == 302 and answer.headers["Location"].endswith(f"/check/result/{check}")
+    page = client.get(f"/check/result/{second}").data.decode()
+    assert "“freckle on arm” over time, side by side" in page and f"/check/image/{first}" in page
+    too_long = client.post(f"/check/spot/{first}", data={"spot": "x" * 61}, follow_redirects=True).data.decode()
     assert "was not saved" in too_long
     mallory = app.test_client()
     mal = AuthActions(app, mallory)
     mal.register("mallory@example.org")
     mal.login("mallory@example.org")
-    assert mallory.post(f"/detect/spot/{first}", data={"spot": "mine now"}).status_code == 404
-    assert "freckle on arm" not in mallory.get("/detect/").data.decode()  # names are the owner's alone
+    assert mallory.post(f"/check/spot/{first}", data={"spot": "mine now"}).status_code == 404
+    assert "freckle on arm" not in mallory.get("/check/").data.decode()  # names are the owner's alone
     with app.app_context():
-        from webapp import detections
-        assert detections.owned(1, first)["spot"] == "freckle on arm"
+        from webapp import checks
+        assert checks.owned(1, first)["spot"] == "freckle on arm"
+
+
+def test_the_old_detect_addresses_lead_to_the_check_pages(client: FlaskClient) -> None:
+    """The pages were at /detect/ before a check was called a check everywhere: old bookmarks move permanently,
+    on this site only, and nothing in the old address can add a header."""
+    assert client.get("/detect/").headers["Location"] == "/check/"
+    moved = client.get("/detect/history?page=2")
+    assert moved.status_code == 301 and moved.headers["Location"] == "/check/history?page=2"
+    hops = client.get("/detect//evil.example/x", follow_redirects=True).history  # never off the site
+    assert hops and all(urlsplit(h.headers["Location"]).netloc in ("", "localhost") for h in hops)
+    injected = client.get("/detect/%0d%0aSet-Cookie:%20x=1")  # a line break is no page name: not found
+    assert injected.status_code == 404 and "Set-Cookie" not in injected.headers

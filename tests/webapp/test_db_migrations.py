@@ -34,16 +34,16 @@ def test_stored_decisions_carry_uncertain_and_uncertain_checks_lose_the_calm_adv
     con.close()
     assert db.migrate(path) == len(db.MIGRATIONS)
     con = db.connect(path)
-    stored = {r["id"]: Decision.from_dict(json.loads(r["decision"])) for r in con.execute("SELECT * FROM detections")}
+    stored = {r["id"]: Decision.from_dict(json.loads(r["decision"])) for r in con.execute("SELECT * FROM checks")}
     assert stored["told-watch-uncertain"].uncertain and stored["told-watch-uncertain"].urgency == APPOINTMENT
     assert not stored["told-watch-confident"].uncertain and stored["told-watch-confident"].urgency == WATCH
     assert stored["no-decision-uncertain"].urgency == APPOINTMENT
-    assert json.loads(con.execute("SELECT decision FROM detections WHERE id = 'told-watch-uncertain'").fetchone()[0])[
+    assert json.loads(con.execute("SELECT decision FROM checks WHERE id = 'told-watch-uncertain'").fetchone()[0])[
         "next_step"].startswith("Make an appointment")
 
 
 def test_checks_stored_before_photo_quality_existed_say_it_was_not_measured(tmp_path: Path) -> None:
-    from webapp.detect.routes import quality_advice
+    from webapp.check.routes import quality_advice
 
     path = tmp_path / "site.sqlite"
     con = _database_at(path, 7)
@@ -57,10 +57,37 @@ def test_checks_stored_before_photo_quality_existed_say_it_was_not_measured(tmp_
                         (row_id, json.dumps(calm), json.dumps(decide(calm, None, uncertain=False).to_dict()),
                          quality))
     con.close()
-    assert db.migrate(path) == len(db.MIGRATIONS) == 8
+    assert db.migrate(path) == len(db.MIGRATIONS)
     con = db.connect(path)
-    rows = {r["id"]: r for r in con.execute("SELECT * FROM detections")}
+    rows = {r["id"]: r for r in con.execute("SELECT * FROM checks")}
     assert json.loads(rows["old"]["quality"]) == {"issues": [], "measured": False}
     assert json.loads(rows["new"]["quality"]) == json.loads(measured)  # measured rows untouched
     assert quality_advice(rows["old"]) == [] and len(quality_advice(rows["new"])) == 1
-    assert con.execute("SELECT count(*) FROM detections WHERE quality IS NULL").fetchone()[0] == 0
+    assert con.execute("SELECT count(*) FROM checks WHERE quality IS NULL").fetchone()[0] == 0
+
+
+def test_the_table_of_checks_is_renamed_with_its_rows_and_indexes(tmp_path: Path) -> None:
+    """Migration 9: ``detections`` becomes ``checks`` (the name the pages, routes and classes use); every row and
+    every column stays, and the indexes the history and the spot timeline read are there under the new name."""
+    path = tmp_path / "site.sqlite"
+    con = _database_at(path, 8)
+    con.execute("INSERT INTO users (email, password_hash, session_token) VALUES ('a@example.org', 'x', 't')")
+    with con:
+        con.execute("INSERT INTO detections (id, user_id, image_key, model_version, top_class, confidence, probs, "
+                    "uncertain, decision, quality, spot) VALUES ('kept', 1, 'k', 'm', 'nv', 0.9, '{}', 0, '{}', "
+                    "'{\"issues\": []}', 'left shoulder')")
+    columns = [r[1] for r in con.execute("PRAGMA table_info(detections)")]
+    con.close()
+    assert db.migrate(path) == len(db.MIGRATIONS) == 9
+    con = db.connect(path)
+    tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert "checks" in tables and "detections" not in tables
+    assert [r[1] for r in con.execute("PRAGMA table_info(checks)")] == columns
+    row = con.execute("SELECT * FROM checks WHERE id = 'kept'").fetchone()
+    assert row["spot"] == "left shoulder" and row["user_id"] == 1
+    indexes = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'checks'")
+               if not r[0].startswith("sqlite_autoindex")}
+    assert indexes == {"checks_user", "checks_site", "checks_spot"}
+    with con:  # the account's checks still go with the account
+        con.execute("DELETE FROM users WHERE id = 1")
+    assert con.execute("SELECT count(*) FROM checks").fetchone()[0] == 0

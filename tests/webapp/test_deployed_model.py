@@ -33,13 +33,13 @@ def test_classify_gates_then_predicts_with_the_cards_threshold_and_operating_poi
 
 def test_the_site_answers_what_the_service_answers(variant_folder: Path, samples_dir: Path, tmp_path: Path) -> None:
     from webapp import create_app
-    from webapp.predictor import detect
+    from webapp.predictor import check_upload
 
     app = create_app({"TESTING": True, "SECRET_KEY": "s" * 40, "INSTANCE_PATH": str(tmp_path / "i"),
                       "LESIONLITE_VARIANT": str(variant_folder), "MAIL_SUPPRESS_SEND": True, **RELAXED_LIMITS})
     checked = check_image(sorted(samples_dir.glob("*.jpg"))[3].read_bytes())
     with app.app_context():
-        site = detect(checked)
+        site = check_upload(checked)
     service = DeployedModel.load(variant_folder).classify(checked.image)
     assert site.top_class == service.top and site.uncertain == service.uncertain
     assert np.allclose(list(site.probs.values()), list(service.probs.values()), atol=1e-6)

@@ -286,7 +286,7 @@ def test_upload_form_is_rate_limited(app: Flask, client: FlaskClient, auth: Auth
     app.config["RATELIMIT_UPLOAD"] = "3 per minute"  # testing config: the production default is 30
     auth.register()
     auth.login()
-    codes = [client.post("/detect/", data={"image": (io.BytesIO(jpeg_bytes()), "x.jpg")},
+    codes = [client.post("/check/", data={"image": (io.BytesIO(jpeg_bytes()), "x.jpg")},
                          content_type="multipart/form-data").status_code for _ in range(4)]
     assert codes == [302, 302, 302, 429]
 
@@ -297,9 +297,9 @@ def test_history_page_out_of_range_is_404(app: Flask, client: FlaskClient, auth:
     auth.register()
     auth.login()
     for page in ("9223372036854775807", "99999999999999999999999", "0", "-1", "2"):
-        assert client.get(f"/detect/history?page={page}").status_code == 404, page
-    assert client.get("/detect/history?page=1").status_code == 200
-    assert client.get("/detect/history?page=abc").status_code == 200  # not a number: the first page
+        assert client.get(f"/check/history?page={page}").status_code == 404, page
+    assert client.get("/check/history?page=1").status_code == 200
+    assert client.get("/check/history?page=abc").status_code == 200  # not a number: the first page
 
 
 def test_concurrent_registration_of_one_address_gets_the_normal_answer(app: Flask, client: FlaskClient,
@@ -327,7 +327,7 @@ def test_cookies_are_host_bound_short_lived_and_pages_not_cached(prod: Site) -> 
         assert "Secure" in cookie and "HttpOnly" in cookie and "Path=/" in cookie and "Domain" not in cookie
     expires = parsedate_to_datetime(re.search(r"Expires=([^;]+)", cookies["__Host-remember"]).group(1))
     assert timedelta(days=29) < expires - datetime.now(UTC) <= timedelta(days=30)
-    for path in ("/auth/profile", "/detect/", "/detect/history"):
+    for path in ("/auth/profile", "/check/", "/check/history"):
         assert client.get(path).headers["Cache-Control"] == "no-store", path
 
 
@@ -336,7 +336,7 @@ def test_cookies_are_host_bound_short_lived_and_pages_not_cached(prod: Site) -> 
 def test_header_only_jpeg_gets_a_fixed_message(app: Flask, client: FlaskClient, auth: AuthActions) -> None:
     auth.register()
     auth.login()
-    response = client.post("/detect/", data={"image": (io.BytesIO(b"\xff\xd8\xff\xe0" + b"\x00" * 16), "h.jpg")},
+    response = client.post("/check/", data={"image": (io.BytesIO(b"\xff\xd8\xff\xe0" + b"\x00" * 16), "h.jpg")},
                            content_type="multipart/form-data")
     assert response.status_code == 400 and b"the image is damaged or truncated." in response.data
     assert not re.search(rb"0x[0-9a-f]{6,}|BytesIO", response.data)
@@ -348,7 +348,7 @@ def test_orphan_uploads_are_removed_and_files_are_owner_only(app: Flask, client:
                                                             auth: AuthActions) -> None:
     auth.register()
     auth.login()
-    assert client.post("/detect/", data={"image": (io.BytesIO(jpeg_bytes()), "x.jpg")},
+    assert client.post("/check/", data={"image": (io.BytesIO(jpeg_bytes()), "x.jpg")},
                        content_type="multipart/form-data").status_code == 302
     uploads = Path(app.instance_path) / "uploads"
     (stored,) = uploads.iterdir()
@@ -374,12 +374,12 @@ def test_a_failed_row_leaves_no_file(app: Flask, client: FlaskClient, auth: Auth
 
     monkeypatch.setattr(storage.os, "replace", broken_replace)
     app.config["PROPAGATE_EXCEPTIONS"] = False
-    response = client.post("/detect/", data={"image": (io.BytesIO(jpeg_bytes()), "x.jpg")},
+    response = client.post("/check/", data={"image": (io.BytesIO(jpeg_bytes()), "x.jpg")},
                            content_type="multipart/form-data")
     assert response.status_code == 500
     assert list((Path(app.instance_path) / "uploads").iterdir()) == []
     with app.app_context():
-        assert get_db().execute("SELECT count(*) FROM detections").fetchone()[0] == 0
+        assert get_db().execute("SELECT count(*) FROM checks").fetchone()[0] == 0
 
 
 def test_password_checked_profile_changes_are_rate_limited(prod: Site) -> None:
@@ -410,25 +410,25 @@ def test_development_workers_share_one_secret(tmp_path: Path, variant_folder: Pa
 def test_check_pages_are_owner_only_and_delete_needs_csrf_in_production(prod: Site) -> None:
     owner = register_and_verify(prod)
     login(owner)
-    response = owner.post("/detect/", data={"image": (io.BytesIO(jpeg_bytes()), "a.jpg"), "body_site": "back",
-                                            "note": "private note", "csrf_token": csrf(owner, "/detect/")},
+    response = owner.post("/check/", data={"image": (io.BytesIO(jpeg_bytes()), "a.jpg"), "body_site": "back",
+                                            "note": "private note", "csrf_token": csrf(owner, "/check/")},
                           content_type="multipart/form-data")
-    detection = re.search(r"/detect/result/([\w-]+)", response.headers["Location"]).group(1)
-    pages = [f"/detect/result/{detection}", f"/detect/report/{detection}", f"/detect/delete/{detection}",
-             f"/detect/image/{detection}"]
+    check = re.search(r"/check/result/([\w-]+)", response.headers["Location"]).group(1)
+    pages = [f"/check/result/{check}", f"/check/report/{check}", f"/check/delete/{check}",
+             f"/check/image/{check}"]
     for page in pages:
         with owner.get(page) as mine:
             assert mine.status_code == 200
-    with owner.post(f"/detect/spot/{detection}", data={"spot": "no token"}) as forged:  # naming needs CSRF too
+    with owner.post(f"/check/spot/{check}", data={"spot": "no token"}) as forged:  # naming needs CSRF too
         assert forged.status_code == 400
     other = register_and_verify(prod, "mallory@example.org")
     login(other, "mallory@example.org")
     for page in pages:
         with other.get(page) as theirs:
             assert theirs.status_code == 404 and b"private note" not in theirs.data
-    with other.post(f"/detect/spot/{detection}", data={"spot": "x", "csrf_token": csrf(other, "/detect/")}) as theirs:
+    with other.post(f"/check/spot/{check}", data={"spot": "x", "csrf_token": csrf(other, "/check/")}) as theirs:
         assert theirs.status_code == 404
-    assert owner.post(f"/detect/delete/{detection}").status_code == 400  # no CSRF token: refused
-    assert owner.get(f"/detect/result/{detection}").status_code == 200
-    assert post(owner, f"/detect/delete/{detection}", {}, form=f"/detect/delete/{detection}").status_code == 302
-    assert owner.get(f"/detect/result/{detection}").status_code == 404
+    assert owner.post(f"/check/delete/{check}").status_code == 400  # no CSRF token: refused
+    assert owner.get(f"/check/result/{check}").status_code == 200
+    assert post(owner, f"/check/delete/{check}", {}, form=f"/check/delete/{check}").status_code == 302
+    assert owner.get(f"/check/result/{check}").status_code == 404

@@ -126,7 +126,7 @@ def test_a_scan_bomb_upload_is_refused_without_decoding(prod: Site) -> None:
     client = register_and_verify(prod)
     login(client)
     start = time.perf_counter()
-    page = post(client, "/detect/", {"image": (io.BytesIO(scan_bomb_jpeg(3000)), "bomb.jpg")}, form="/detect/",
+    page = post(client, "/check/", {"image": (io.BytesIO(scan_bomb_jpeg(3000)), "bomb.jpg")}, form="/check/",
                 content_type="multipart/form-data")
     assert page.status_code == 400 and b"too many scans" in page.data
     assert time.perf_counter() - start < 5  # seconds of CPU per request before the fix (16 s for 2,000 scans)
@@ -229,10 +229,10 @@ def test_sessions_survive_a_network_change_and_ignore_forged_forwarding_headers(
     client = register_and_verify(prod)
     ua = {"User-Agent": "PhoneBrowser/1.0"}
     login(client, headers={**ua, "X-Forwarded-For": "203.0.113.5"})
-    assert client.get("/detect/", headers={**ua, "X-Forwarded-For": "198.51.100.7"}).status_code == 200
+    assert client.get("/check/", headers={**ua, "X-Forwarded-For": "198.51.100.7"}).status_code == 200
     # a forged first entry (the client writes it; the proxy appends the real address) changes nothing either
-    assert client.get("/detect/", headers={**ua, "X-Forwarded-For": "10.0.0.1, 198.51.100.7"}).status_code == 200
-    assert client.get("/detect/", headers={"User-Agent": "OtherBrowser/2.0"}).status_code == 302  # strong mode
+    assert client.get("/check/", headers={**ua, "X-Forwarded-For": "10.0.0.1, 198.51.100.7"}).status_code == 200
+    assert client.get("/check/", headers={"User-Agent": "OtherBrowser/2.0"}).status_code == 302  # strong mode
 
 
 # 12. Mails per recipient, stored checks per account, the instance folder ------------------------------------------
@@ -262,9 +262,9 @@ def test_an_account_stores_at_most_its_quota_of_checks(tmp_path: Path, variant_f
         assert oct(instance.stat().st_mode & 0o777) == "0o700"
         client = register_and_verify(site)
         login(client)
-        codes = [post(client, "/detect/", {"image": (io.BytesIO(jpeg_bytes()), f"{i}.jpg")}, form="/detect/",
+        codes = [post(client, "/check/", {"image": (io.BytesIO(jpeg_bytes()), f"{i}.jpg")}, form="/check/",
                       content_type="multipart/form-data").status_code for i in range(3)]
         assert codes == [302, 302, 400]
-        page = post(client, "/detect/", {"image": (io.BytesIO(jpeg_bytes()), "x.jpg")}, form="/detect/",
+        page = post(client, "/check/", {"image": (io.BytesIO(jpeg_bytes()), "x.jpg")}, form="/check/",
                     content_type="multipart/form-data")
         assert b"the most it can store" in page.data

@@ -11,7 +11,7 @@ from flask import Blueprint, abort, current_app, flash, redirect, render_templat
 from flask_login import current_user, login_required, login_user, logout_user
 from flask_wtf import FlaskForm
 
-from webapp import detections, tokens, users
+from webapp import checks, tokens, users
 from webapp.auth.forms import (
     ChangeEmailForm,
     ChangePasswordForm,
@@ -157,12 +157,12 @@ def revoke_token(token_id: int):
 def export_data():
     """Everything the site keeps about the user as one ZIP: ``checks.json`` and each check's photo."""
     buffer = io.BytesIO()
-    checks = detections.export(current_user.id)
+    kept = checks.export(current_user.id)
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("README.txt", detections.EXPORT_README)
+        archive.writestr("README.txt", checks.EXPORT_README)
         archive.writestr("checks.json", json.dumps({"email": current_user.email, "name": current_user.name,
-                                                    "checks": [c for c, _ in checks]}, indent=2))
-        for check, key in checks:
+                                                    "checks": [c for c, _ in kept]}, indent=2))
+        for check, key in kept:
             if image_path(key).is_file():
                 archive.write(image_path(key), str(check["photo"]))
     response = send_file(io.BytesIO(buffer.getvalue()), mimetype="application/zip", as_attachment=True,

@@ -6,7 +6,7 @@ from flask import Blueprint, current_app, jsonify, request
 
 from core.serve.imaging import ImageRejected
 from core.triage import DISCLAIMER
-from webapp import detections, tokens
+from webapp import checks, tokens
 from webapp.extensions import csrf, limiter
 from webapp.predictor import ModelUnavailable, NotALesion
 
@@ -27,12 +27,12 @@ def predict():
     if user is None:
         return _error(401, "missing or invalid API token")
     if not user.verified:
-        return _error(403, "confirm your email address before using detection")
+        return _error(403, "confirm your email address before checking images")
     upload = request.files.get("image")
     if upload is None:
         return _error(400, "send the image as multipart form field 'image'")
     try:
-        detection_id, result = detections.create(user.id, upload.read())
+        check_id, result = checks.create(user.id, upload.read())
     except ImageRejected as exc:
         return _error(400, f"this file cannot be used: {exc}")
     except NotALesion as exc:  # a distinct, machine-readable answer: the client must not show a class
@@ -42,17 +42,17 @@ def predict():
     except ModelUnavailable as exc:
         current_app.logger.error("prediction failed: %s", exc)
         return _error(503, "the model is not available")
-    except detections.StorageFull:
+    except checks.StorageFull:
         current_app.logger.error("storage full: MAX_CHECKS_TOTAL checks are stored")
         return _error(503, "the site cannot store more checks right now; please try again later")
-    except detections.AccountGone:
+    except checks.AccountGone:
         return _error(401, "missing or invalid API token")
     decision = result.decision
     screening = {"possibly_malignant_probability": decision.malignant_probability,
                  "melanoma_probability": decision.melanoma_probability,
                  "refer": decision.refer, "refer_melanoma": decision.refer_melanoma, "next_step": decision.next_step,
                  "operating_point": result.triage.to_dict() if result.triage else None}
-    return jsonify({"id": detection_id, "prediction": result.top_class, "clinical_name": result.clinical_name,
+    return jsonify({"id": check_id, "prediction": result.top_class, "clinical_name": result.clinical_name,
                     "confidence": result.confidence, "probabilities": result.probs, "uncertain": result.uncertain,
                     "screening": screening, "photo_quality": {**result.quality.as_dict(), "advice": [
                         i.message for i in result.quality.issues]},

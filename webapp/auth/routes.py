@@ -78,7 +78,7 @@ def verify(token: str):
         return redirect(url_for("auth.login"))
     users.update(user.id, verified=1)
     flash("Your email is confirmed.")
-    return redirect(url_for("detect.upload") if current_user.is_authenticated else url_for("auth.login"))
+    return redirect(url_for("check.upload") if current_user.is_authenticated else url_for("auth.login"))
 
 
 # A local path and nothing else: one leading slash, then no second slash, backslash or control character (browsers
@@ -90,7 +90,7 @@ def _safe_next(target: str | None) -> str:
     """``next`` when it is a plain path on this site, else the upload page (never an error for odd input)."""
     if target and _LOCAL_PATH.fullmatch(target) and "\\" not in target and "//" not in target.split("?")[0]:
         return target
-    return url_for("detect.upload")
+    return url_for("check.upload")
 
 
 def _login_failure_key() -> str:
@@ -134,7 +134,7 @@ def _remember_device(response, email: str):
                deduct_when=lambda response: response.status_code == 401, exempt_when=_known_device)
 def login():
     if current_user.is_authenticated:
-        return redirect(url_for("detect.upload"))
+        return redirect(url_for("check.upload"))
     form = LoginForm()
     if form.validate_on_submit():
         user = users.by_email(form.email.data)

@@ -1,5 +1,5 @@
-"""Detection: upload an image, see the result, browse and delete the history."""
+"""CheckResult: upload an image, see the result, browse and delete the history."""
 
-from webapp.detect.routes import bp  # the blueprint is defined with its views
+from webapp.check.routes import bp  # the blueprint is defined with its views
 
 __all__ = ["bp"]

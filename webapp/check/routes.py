@@ -1,4 +1,5 @@
-"""Detection views; every detection is visible to its owner only (others get 404)."""
+"""A patient's checks: upload, result, report, history, delete; every check is visible to its owner only (others
+get 404)."""
 
 from __future__ import annotations
 
@@ -22,14 +23,14 @@ from core.serve.facts import ModelFacts
 from core.serve.imaging import ImageRejected
 from core.serve.quality import ADVICE as QUALITY_ADVICE
 from core.triage import APPOINTMENT, DISCLAIMER, NEXT_STEPS_SHORT, URGENT, WATCH, Decision
-from webapp import detections
+from webapp import checks
 from webapp.auth.forms import ConfirmForm
-from webapp.detect.forms import BODY_SITE_NAMES, SpotForm, UploadForm
+from webapp.check.forms import BODY_SITE_NAMES, SpotForm, UploadForm
 from webapp.extensions import limiter
 from webapp.predictor import ModelUnavailable, NotALesion
 from webapp.storage import image_path
 
-bp = Blueprint("detect", __name__, url_prefix="/detect")
+bp = Blueprint("check", __name__, url_prefix="/check")
 
 URGENCY_CLASS = {URGENT: "urgent", APPOINTMENT: "appointment", WATCH: "watch"}  # history colours (style.css)
 MODEL_UNAVAILABLE = "The model is not available right now. Please try again later."
@@ -108,8 +109,8 @@ def render_check(template: str, row: sqlite3.Row, **context: object) -> str:
 
 def render_upload(form: UploadForm, status: int = 200):
     max_mb = current_app.config["MAX_CONTENT_LENGTH"] // (1024 * 1024)
-    return render_template("detect/upload.html", form=form, disclaimer=DISCLAIMER, max_mb=max_mb,
-                           spots=detections.spots(current_user.id)), status
+    return render_template("check/upload.html", form=form, disclaimer=DISCLAIMER, max_mb=max_mb,
+                           spots=checks.spots(current_user.id)), status
 
 
 def verified_required(view):
@@ -123,9 +124,9 @@ def verified_required(view):
     return wrapped
 
 
-def get_detection(detection_id: str) -> sqlite3.Row:
-    """The current user's detection, or 404 (also when it belongs to someone else)."""
-    row = detections.owned(current_user.id, detection_id)
+def get_check(check_id: str) -> sqlite3.Row:
+    """The current user's check, or 404 (also when it belongs to someone else)."""
+    row = checks.owned(current_user.id, check_id)
     if row is None:
         abort(404)
     return row
@@ -142,7 +143,7 @@ def upload():
         return render_upload(form, 400)
     if form.validate_on_submit():
         try:
-            detection_id, _ = detections.create(current_user.id, form.image.data.read(),
+            check_id, _ = checks.create(current_user.id, form.image.data.read(),
                                                 body_site=form.body_site.data or "", note=form.note.data or "",
                                                 spot=form.spot.data or "")
         except ImageRejected as exc:
@@ -155,52 +156,52 @@ def upload():
             current_app.logger.error("prediction failed: %s", exc)
             form.image.errors = [MODEL_UNAVAILABLE]
             return render_upload(form, 503)
-        except detections.StorageFull:
+        except checks.StorageFull:
             current_app.logger.error("storage full: MAX_CHECKS_TOTAL checks are stored")
             form.image.errors = ["The site cannot store more checks right now. Please try again later."]
             return render_upload(form, 503)
-        except detections.AccountGone:
+        except checks.AccountGone:
             return redirect(url_for("auth.login"))
-        return redirect(url_for("detect.result", detection_id=detection_id))
+        return redirect(url_for("check.result", check_id=check_id))
     return render_upload(form, 400 if form.errors else 200)
 
 
-@bp.route("/result/<detection_id>")
+@bp.route("/result/<check_id>")
 @login_required
-def result(detection_id: str):
-    row = get_detection(detection_id)
-    return render_check("detect/result.html", row, same_spot=detections.same_spot(current_user.id, row),
+def result(check_id: str):
+    row = get_check(check_id)
+    return render_check("check/result.html", row, same_spot=checks.same_spot(current_user.id, row),
                         names={c: clinical_name(c) for c in CLASSES}, spot_form=SpotForm(spot=row["spot"]),
-                        spots=detections.spots(current_user.id))
+                        spots=checks.spots(current_user.id))
 
 
-@bp.route("/spot/<detection_id>", methods=["POST"])
+@bp.route("/spot/<check_id>", methods=["POST"])
 @login_required
-def name_spot(detection_id: str):
+def name_spot(check_id: str):
     """Say which spot a check shows (after the upload, or to correct it): its photos line up with that spot's."""
-    row = get_detection(detection_id)
+    row = get_check(check_id)
     form = SpotForm()
     if form.validate_on_submit():
-        detections.name_spot(current_user.id, row["id"], form.spot.data or "")
-        flash("Saved: this check shows " + (f"“{detections.normalise_spot(form.spot.data)}”." if form.spot.data
+        checks.name_spot(current_user.id, row["id"], form.spot.data or "")
+        flash("Saved: this check shows " + (f"“{checks.normalise_spot(form.spot.data)}”." if form.spot.data
                                              else "no named spot."))
     else:
         flash("The spot's name was not saved: " + "; ".join(e for errs in form.errors.values() for e in errs),
               "error")
-    return redirect(url_for("detect.result", detection_id=row["id"]))
+    return redirect(url_for("check.result", check_id=row["id"]))
 
 
-@bp.route("/report/<detection_id>")
+@bp.route("/report/<check_id>")
 @login_required
-def report(detection_id: str):
+def report(check_id: str):
     """One check on one printable page (image, result, model card facts, date) to bring to a clinician."""
-    return render_check("detect/report.html", get_detection(detection_id))
+    return render_check("check/report.html", get_check(check_id))
 
 
-@bp.route("/image/<detection_id>")
+@bp.route("/image/<check_id>")
 @login_required
-def image(detection_id: str):
-    row = get_detection(detection_id)
+def image(check_id: str):
+    row = get_check(check_id)
     response = send_file(image_path(row["image_key"]), mimetype="image/jpeg")
     response.headers["Cache-Control"] = "private, no-store"
     return response
@@ -211,32 +212,32 @@ def image(detection_id: str):
 def history():
     page = request.args.get("page", 1, type=int)
     size = current_app.config["HISTORY_PAGE_SIZE"]
-    total = detections.count(current_user.id)
+    total = checks.count(current_user.id)
     if not 1 <= page <= max(1, -(-total // size)):  # also keeps OFFSET within SQLite's integer range
         abort(404)
-    rows = detections.page(current_user.id, number=page, size=size)
+    rows = checks.page(current_user.id, number=page, size=size)
     pages = max(1, -(-total // size))
     # each item is coloured and labelled by the next step it was given, not by its top class (colour follows risk)
     items = [(r, stored_decision(r).urgency) for r in rows]
-    return render_template("detect/history.html", items=items, page=page, pages=pages, total=total,
+    return render_template("check/history.html", items=items, page=page, pages=pages, total=total,
                            names={c: clinical_name(c) for c in CLASSES}, sites=BODY_SITE_NAMES,
                            urgency_class=URGENCY_CLASS, next_steps=NEXT_STEPS_SHORT)
 
 
-@bp.route("/delete/<detection_id>", methods=["GET"])
+@bp.route("/delete/<check_id>", methods=["GET"])
 @login_required
-def confirm_delete(detection_id: str):
+def confirm_delete(check_id: str):
     """Deleting is for good: the history's Delete asks first, on its own page (works without JavaScript)."""
-    row = get_detection(detection_id)
-    return render_template("detect/delete.html", d=row, name=clinical_name(row["top_class"]), confirm=ConfirmForm())
+    row = get_check(check_id)
+    return render_template("check/delete.html", d=row, name=clinical_name(row["top_class"]), confirm=ConfirmForm())
 
 
-@bp.route("/delete/<detection_id>", methods=["POST"])
+@bp.route("/delete/<check_id>", methods=["POST"])
 @login_required
-def delete(detection_id: str):
+def delete(check_id: str):
     if not ConfirmForm().validate_on_submit():
         abort(400)
-    if not detections.delete(current_user.id, detection_id):
+    if not checks.delete(current_user.id, check_id):
         abort(404)
     flash("Deleted.")
-    return redirect(url_for("detect.history"))
+    return redirect(url_for("check.history"))
