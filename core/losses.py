@@ -15,7 +15,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from core.data.dataset import IMBALANCE_MODES, class_counts, class_weights
-from core.errors import ConfigError
+from core.errors import check_allowed
 
 
 class LogitAdjustedLoss(nn.Module):
@@ -34,8 +34,7 @@ class LogitAdjustedLoss(nn.Module):
 def make_criterion(imbalance: str, train_labels: np.ndarray, *, label_smoothing: float = 0.0,
                    logit_adjust_tau: float = 1.0) -> nn.Module:
     """The training loss for an imbalance mode (the sampler modes use plain cross-entropy)."""
-    if imbalance not in IMBALANCE_MODES:
-        raise ConfigError(f"unknown imbalance mode {imbalance!r}; allowed: {', '.join(IMBALANCE_MODES)}")
+    check_allowed(imbalance, IMBALANCE_MODES, what="imbalance mode")
     if imbalance == "weighted_loss":
         return nn.CrossEntropyLoss(weight=class_weights(train_labels), label_smoothing=label_smoothing)
     if imbalance == "logit_adjusted":

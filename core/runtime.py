@@ -7,7 +7,7 @@ import random
 import numpy as np
 import torch
 
-from core.errors import ConfigError
+from core.errors import ConfigError, check_allowed
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -24,6 +24,5 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device 'cuda' requested but no CUDA device is available; allowed here: auto, cpu")
-    if name not in DEVICES:
-        raise ConfigError(f"unknown device {name!r}; allowed: {', '.join(DEVICES)}")
+    check_allowed(name, DEVICES, what="device")
     return torch.device(name)

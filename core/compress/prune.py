@@ -17,7 +17,7 @@ import torch_pruning as tp
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from core.errors import ConfigError
+from core.errors import ConfigError, check_allowed
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +51,8 @@ def count_macs_params(model: nn.Module, example_input: torch.Tensor) -> tuple[fl
 
 
 def _importance(name: str) -> tp.importance.Importance:
-    if name == "magnitude":
-        return tp.importance.GroupMagnitudeImportance(p=2)
-    if name == "taylor":
-        return tp.importance.GroupTaylorImportance()
-    raise ConfigError(f"unknown pruning importance {name!r}; allowed: {', '.join(IMPORTANCES)}")
+    check_allowed(name, IMPORTANCES, what="pruning importance")
+    return tp.importance.GroupTaylorImportance() if name == "taylor" else tp.importance.GroupMagnitudeImportance(p=2)
 
 
 def structured_prune(

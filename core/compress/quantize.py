@@ -28,7 +28,7 @@ from onnxruntime.quantization import quantize_static as ort_quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 from torch import nn
 
-from core.errors import ConfigError
+from core.errors import ConfigError, check_allowed
 
 log = logging.getLogger(__name__)
 
@@ -134,10 +134,8 @@ def quantize_onnx(
     """
     if mode not in ONNX_MODES:
         raise ConfigError(f"{mode!r} is not an ONNX mode; allowed: {', '.join(ONNX_MODES)}")
-    if method not in CALIBRATION_METHODS:
-        raise ConfigError(f"unknown calibration method {method!r}; allowed: {', '.join(CALIBRATION_METHODS)}")
-    if exclude not in EXCLUDE_PRESETS:
-        raise ConfigError(f"unknown exclusion preset {exclude!r}; allowed: {', '.join(EXCLUDE_PRESETS)}")
+    check_allowed(method, CALIBRATION_METHODS, what="calibration method")
+    check_allowed(exclude, EXCLUDE_PRESETS, what="exclusion preset")
     fp32_path, out_path = Path(fp32_path), Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     if mode == "fp32":
