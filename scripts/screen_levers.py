@@ -31,7 +31,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser = script_parser("Screen levers on one fold: paired out-of-fold differences against a control",
                            add_help=add_help)
     parser.add_argument("--db", default=str(DEFAULT_DB), help="DuckDB results store (read-only)")
-    parser.add_argument("--control", required=True, help="run id of the control recipe's fold run")
+    parser.add_argument("--control", required=True, help="run id of the control recipe's fold run (fold runs joined "
+                        "by ',' are pooled: post-hoc levers on a whole cross-validation)")
     parser.add_argument("--levers", nargs="*", default=[], help="run ids of the levers' fold runs (same fold)")
     parser.add_argument("--data", required=True, help="the dataset folder (metadata: lesion ids, age, sex, site)")
     parser.add_argument("--split", default="oof", help="stored split to compare (oof: the held-out fold)")

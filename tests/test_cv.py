@@ -243,3 +243,25 @@ def result_oof_images(db: str, cv_id: str) -> list[str]:
     with ResultsStore(db, read_only=True) as store:
         return store.query("SELECT image_id FROM predictions WHERE run_id = ? AND split = 'oof'", [cv_id])[
             "image_id"].tolist()
+
+
+def test_post_hoc_levers_screen_every_fold_pooled(finished_cv) -> None:
+    """The post-hoc levers on a whole cross-validation: the folds' held-out predictions pooled (each image once, from
+    the fold model that did not train on it), fitted nested over lesions; a run pooled with itself is refused."""
+    from core.jobs.screen import held_out, screen
+
+    cfg, result = finished_cv
+    folds = ",".join(fold_run_id(result.cv_id, i) for i in range(K))
+    with ResultsStore(cfg.db, read_only=True) as store:
+        pooled = held_out(store, folds)
+        table = screen(store, control=folds, levers=[], data_dir=cfg.data_dir, posthoc=("logit_bias",))
+        with pytest.raises(ConfigError, match="share held-out images"):
+            held_out(store, f"{fold_run_id(result.cv_id, 0)},{fold_run_id(result.cv_id, 0)}")
+        parts = [held_out(store, fold_run_id(result.cv_id, i)) for i in range(K)]
+    assert sorted(pooled.image_ids) == list(pooled.image_ids)
+    assert set(pooled.image_ids) == set(result_oof_images(cfg.db, result.cv_id)) and len(pooled.image_ids) == sum(
+        len(p.image_ids) for p in parts)
+    fold_of = {i: p for p in parts for i in p.image_ids}
+    first = pooled.image_ids[0]
+    np.testing.assert_array_equal(pooled.probs[0], fold_of[first].probs[list(fold_of[first].image_ids).index(first)])
+    assert set(table["images"]) == {len(pooled.image_ids)} and list(table["lever"]) == ["(as trained)", "logit_bias"]

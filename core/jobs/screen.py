@@ -48,7 +48,16 @@ def _epoch_seconds(store: ResultsStore, run_id: str) -> float | None:
 
 def held_out(store: ResultsStore, run_id: str, *, split: str = "oof", archive: Path | None = None) -> HeldOut:
     """A run's held-out predictions from the store, else from an archive folder written by :func:`archive_runs`
-    (so a later session pairs new levers against a control without training it again)."""
+    (so a later session pairs new levers against a control without training it again). Runs joined by ``,`` (a
+    cross-validation's folds) are pooled: every image once, scored by the fold model that did not train on it."""
+    if "," in run_id:
+        parts = [held_out(store, r, split=split, archive=archive) for r in run_id.split(",")]
+        ids = np.concatenate([p.image_ids for p in parts])
+        if len(np.unique(ids)) != len(ids):
+            raise ConfigError(f"the runs {run_id!r} share held-out images: pool folds of one cross-validation only")
+        order = np.argsort(ids)
+        return HeldOut(run_id, ids[order], np.concatenate([p.labels for p in parts])[order],
+                       np.concatenate([p.probs for p in parts])[order], sum(p.train_minutes for p in parts))
     frame = store.query("SELECT image_id, label, probs FROM predictions WHERE run_id = ? AND split = ? "
                         "ORDER BY image_id", [run_id, split])
     seconds = _epoch_seconds(store, run_id)
