@@ -114,22 +114,55 @@ def _bias_lever(probs: np.ndarray, meta: np.ndarray, labels: np.ndarray):
     return lambda p, m: _softmax(np.log(np.clip(p, _EPS, 1.0)) + bias)
 
 
+@dataclass(frozen=True)
+class LogisticStack:
+    """A multinomial logistic regression over an image model's log-probabilities (and, for metadata fusion, the
+    encoded ``fields``): the fitted numbers only, so that a card can carry it and a phone can apply it (a matrix
+    product and a softmax). ``classes``: the class indices it was fitted on, in :data:`CLASSES` order."""
+
+    fields: tuple[str, ...]
+    coef: np.ndarray  # (len(classes), len(CLASSES) + metadata columns)
+    intercept: np.ndarray  # (len(classes),)
+    classes: tuple[int, ...]
+
+    def features(self, probs: np.ndarray, meta: np.ndarray) -> np.ndarray:
+        logp = np.log(np.clip(probs, _EPS, 1.0))
+        return np.concatenate([logp, meta], axis=1) if self.fields else logp
+
+    def predict(self, probs: np.ndarray, meta: np.ndarray) -> np.ndarray:
+        """Probabilities over every class (0 for a class it never saw); ``meta`` as :func:`metadata_features`
+        encodes ``fields``."""
+        out = np.zeros((len(probs), len(CLASSES)))
+        out[:, list(self.classes)] = _softmax(self.features(probs, meta) @ self.coef.T + self.intercept)
+        return out
+
+    def to_dict(self) -> dict[str, object]:
+        return {"fields": list(self.fields), "coef": self.coef.tolist(), "intercept": self.intercept.tolist(),
+                "classes": [CLASSES[i] for i in self.classes]}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, object]) -> LogisticStack:
+        return cls(fields=check_fields(list(d["fields"])), coef=np.asarray(d["coef"], dtype=np.float64),
+                   intercept=np.asarray(d["intercept"], dtype=np.float64),
+                   classes=tuple(CLASSES.index(c) for c in d["classes"]))
+
+
+def fit_stack(probs: np.ndarray, meta: np.ndarray, labels: np.ndarray, *, fields: tuple[str, ...],
+              C: float = 1.0) -> LogisticStack:
+    """Fit :class:`LogisticStack` (classes weighted to balance, as balanced accuracy weighs them); ``meta`` encodes
+    ``fields`` (empty: the image model's probabilities alone, recalibrated)."""
+    stack = LogisticStack(check_fields(fields), np.zeros(0), np.zeros(0), ())
+    model = LogisticRegression(C=C, class_weight="balanced", max_iter=2000)
+    model.fit(stack.features(probs, meta), labels)
+    coef, intercept = model.coef_.astype(np.float64), model.intercept_.astype(np.float64)
+    if len(model.classes_) == 2:  # one logit z for the second class: softmax of (-z/2, z/2) is its sigmoid
+        coef, intercept = np.concatenate([-coef / 2, coef / 2]), np.concatenate([-intercept / 2, intercept / 2])
+    return LogisticStack(stack.fields, coef, intercept, tuple(int(c) for c in model.classes_))
+
+
 def _logistic(use_meta: bool, C: float = 1.0):
     def fit(probs: np.ndarray, meta: np.ndarray, labels: np.ndarray):
-        def features(p: np.ndarray, m: np.ndarray) -> np.ndarray:
-            logp = np.log(np.clip(p, _EPS, 1.0))
-            return np.concatenate([logp, m], axis=1) if use_meta else logp
-
-        model = LogisticRegression(C=C, class_weight="balanced", max_iter=2000)
-        model.fit(features(probs, meta), labels)
-        present = model.classes_
-
-        def predict(p: np.ndarray, m: np.ndarray) -> np.ndarray:
-            out = np.zeros((len(p), len(CLASSES)))
-            out[:, present] = model.predict_proba(features(p, m))
-            return out
-
-        return predict
+        return fit_stack(probs, meta, labels, fields=METADATA_FIELDS if use_meta else (), C=C).predict
     return fit
 
 

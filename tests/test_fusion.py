@@ -3,6 +3,8 @@ and cross-fitting where no image (or image of its lesion) is in the data that sc
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -79,3 +81,30 @@ def test_metadata_fusion_uses_an_informative_field() -> None:
     image_only = fusion.cross_fit(fusion.LEVERS["recalibrated"], probs, meta, labels, groups)
     assert balanced_accuracy(labels, fused.argmax(1)) > 0.9
     assert balanced_accuracy(labels, image_only.argmax(1)) < 0.3
+
+
+@pytest.mark.parametrize("n_classes", [7, 2])
+def test_the_fitted_stack_is_sklearns_model_in_numbers_and_survives_a_card(n_classes: int) -> None:
+    """What a card carries (coefficients, intercepts, class names, fields) predicts what scikit-learn's fitted model
+    predicts, to the float: the screened lever and the deployed fusion are one computation."""
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(3)
+    n = 600
+    labels = rng.integers(0, n_classes, n) * (1 if n_classes == 7 else 3)  # two classes: 0 and 3
+    probs = rng.dirichlet(np.ones(7), n)
+    table = pd.DataFrame({"age": rng.integers(20, 90, n).astype(float), "sex": rng.choice(["male", "female"], n),
+                          "localization": rng.choice(fusion.LOCALIZATIONS, n)})
+    table.loc[::7, "age"] = None
+    meta = fusion.metadata_features(table)
+    stack = fusion.fit_stack(probs, meta, labels, fields=fusion.METADATA_FIELDS)
+    reference = LogisticRegression(C=1.0, class_weight="balanced", max_iter=2000).fit(stack.features(probs, meta),
+                                                                                      labels)
+    got = stack.predict(probs, meta)
+    np.testing.assert_allclose(got[:, list(stack.classes)], reference.predict_proba(stack.features(probs, meta)),
+                               atol=1e-9)
+    assert np.all(np.delete(got, list(stack.classes), axis=1) == 0)  # classes it never saw get nothing
+    again = fusion.LogisticStack.from_dict(json.loads(json.dumps(stack.to_dict())))
+    np.testing.assert_array_equal(again.predict(probs, meta), got)
+    with pytest.raises(ConfigError, match="dx_type.*leaks the label"):
+        fusion.LogisticStack.from_dict({**stack.to_dict(), "fields": ["age", "dx_type"]})
