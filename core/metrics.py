@@ -36,6 +36,12 @@ def balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     return float(np.mean(recalls))
 
 
+def per_class_recall(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float | None]:
+    """Each class's recall by name (None for a class absent from ``y_true``)."""
+    return {name: float(np.mean(y_pred[y_true == c] == c)) if (y_true == c).any() else None
+            for c, name in enumerate(CLASSES)}
+
+
 def macro_auc_ovr(y_true: np.ndarray, probs: np.ndarray) -> float:
     """Mean one-vs-rest ROC-AUC over classes that have both positives and negatives (NaN if none)."""
     from sklearn.metrics import roc_auc_score  # here, not at the top: the dashboard reads figures without sklearn

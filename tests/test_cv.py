@@ -265,3 +265,28 @@ def test_post_hoc_levers_screen_every_fold_pooled(finished_cv) -> None:
     first = pooled.image_ids[0]
     np.testing.assert_array_equal(pooled.probs[0], fold_of[first].probs[list(fold_of[first].image_ids).index(first)])
     assert set(table["images"]) == {len(pooled.image_ids)} and list(table["lever"]) == ["(as trained)", "logit_bias"]
+
+
+def test_fusion_is_fitted_on_every_out_of_fold_image_and_measured_cross_fitted(finished_cv, tmp_path: Path,
+                                                                               capsys) -> None:
+    import json
+
+    from core.cli import run_cli
+    from core.fusion import LogisticStack
+    from scripts import fit_fusion
+
+    cfg, result = finished_cv
+    out = tmp_path / "fusion.json"
+    argv = ["--db", cfg.db, "--cv", result.cv_id, "--folds", str(K), "--data", cfg.data_dir, "--out", str(out)]
+    assert run_cli(fit_fusion.main, fit_fusion.get_args_parser(), argv) == 0
+    document = json.loads(out.read_text())
+    assert document["format"] == "lesionlite-fusion/1" and document["git_sha"]
+    assert document["fitted_on"]["images"] == len(result_oof_images(cfg.db, result.cv_id))
+    stack = LogisticStack.from_dict(document["stack"])
+    assert stack.fields == ("age", "sex", "localization")
+    fused, image, delta = (document["cross_fitted"][k]["balanced_accuracy"] for k in ("fused", "image", "delta"))
+    assert fused[1] <= fused[0] <= fused[2] and delta[0] == pytest.approx(fused[0] - image[0], abs=2e-4)
+    assert "difference" in capsys.readouterr().out
+    refused = argv + ["--fields", "age", "dx_type"]
+    assert run_cli(fit_fusion.main, fit_fusion.get_args_parser(), refused) == 2
+    assert "leaks the label" in capsys.readouterr().err

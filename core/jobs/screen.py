@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core.classes import CLASSES
 from core.data.layout import load_table
 from core.errors import ConfigError
 from core.fusion import LEVERS, METADATA_FIELDS, cross_fit, metadata_features
 from core.intervals import bootstrap_intervals, paired_differences
+from core.metrics import per_class_recall
 from core.store.results import ResultsStore
 
 log = logging.getLogger(__name__)
@@ -114,8 +114,8 @@ def _row(name: str, *, labels: np.ndarray, pred: np.ndarray, ref: np.ndarray, gr
         row[m] = round(figures[m].point, 4)
         row[f"delta_{m}"] = round(diff[m].point, 4)
         row[f"delta_{m}_ci"] = f"[{diff[m].low:+.3f}, {diff[m].high:+.3f}]"
-    for c, name_ in enumerate(CLASSES):
-        row[f"recall_{name_}"] = round(float(np.mean(pred[labels == c] == c)), 3) if (labels == c).any() else None
+    for name_, recall in per_class_recall(labels, pred).items():
+        row[f"recall_{name_}"] = round(recall, 3) if recall is not None else None
     return row
 
 

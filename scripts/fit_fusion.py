@@ -1,0 +1,51 @@
+"""Fit metadata late fusion on a finished cross-validation's out-of-fold predictions, for deployment.
+
+    python -m scripts.fit_fusion --db results/results.duckdb --cv <cv id> --folds 5 \\
+        --data ../shared/data/ham10000 [--out results/cv/<cv id>/fusion.json]
+
+Fits :class:`core.fusion.LogisticStack` (the image model's probabilities with age, sex and body site; ``dx_type`` is
+refused) on every out-of-fold image, prints its cross-fitted figures paired against the image model, and writes one
+JSON file (the stack, the figures, per-class recall, provenance).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from core.cli import run_cli, script_parser
+from core.fusion import METADATA_FIELDS
+from core.jobs.fusion_fit import fit_fusion
+from core.jobs.screen import SCREEN_METRICS
+from core.store.results import DEFAULT_DB, ResultsStore
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    parser = script_parser("Fit metadata late fusion on a cross-validation's out-of-fold predictions",
+                           add_help=add_help)
+    parser.add_argument("--db", default=str(DEFAULT_DB), help="DuckDB results store (read-only)")
+    parser.add_argument("--cv", required=True, help="the cross-validation's id (its fold runs are pooled)")
+    parser.add_argument("--folds", type=int, required=True, help="how many folds it has (every one must be done)")
+    parser.add_argument("--data", required=True, help="the dataset folder (metadata: lesion ids, age, sex, site)")
+    parser.add_argument("--fields", nargs="+", default=list(METADATA_FIELDS), help="metadata fields to fuse")
+    parser.add_argument("--out", default="", help="JSON file to write (default: results/cv/<cv>/fusion.json)")
+    return parser
+
+
+def main(args: argparse.Namespace) -> int:
+    out = Path(args.out or f"results/cv/{args.cv}/fusion.json")
+    with ResultsStore(args.db, read_only=True) as store:
+        fitted = fit_fusion(store, cv_id=args.cv, folds=args.folds, data_dir=args.data, out=out,
+                            fields=tuple(args.fields))
+    print("cross-fitted over lesions (no image scores itself); point [95% interval over lesions]:")
+    for metric in SCREEN_METRICS:
+        (f, fl, fh), (i, il, ih), (d, dl, dh) = (fitted.figures[k][metric] for k in ("fused", "image", "delta"))
+        print(f"  {metric:22s} fused {f:.3f} [{fl:.3f}, {fh:.3f}]  image model {i:.3f} [{il:.3f}, {ih:.3f}]  "
+              f"difference {d * 100:+.1f} [{dl * 100:+.1f}, {dh * 100:+.1f}]")
+    print(f"written: {fitted.path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main, get_args_parser()))
