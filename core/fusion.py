@@ -160,16 +160,15 @@ def fit_stack(probs: np.ndarray, meta: np.ndarray, labels: np.ndarray, *, fields
     return LogisticStack(stack.fields, coef, intercept, tuple(int(c) for c in model.classes_))
 
 
-def _logistic(use_meta: bool, C: float = 1.0):
-    def fit(probs: np.ndarray, meta: np.ndarray, labels: np.ndarray):
-        return fit_stack(probs, meta, labels, fields=METADATA_FIELDS if use_meta else (), C=C).predict
-    return fit
+def stack_lever(name: str, fields: tuple[str, ...]) -> Lever:
+    """:func:`fit_stack` over ``fields`` as a post-hoc lever (empty ``fields``: the recalibration)."""
+    return Lever(name, lambda probs, meta, labels: fit_stack(probs, meta, labels, fields=fields).predict)
 
 
 LEVERS = {
     "logit_bias": Lever("logit_bias", _bias_lever),
-    "recalibrated": Lever("recalibrated", _logistic(use_meta=False)),  # the fusion model without metadata
-    "metadata_fusion": Lever("metadata_fusion", _logistic(use_meta=True)),
+    "recalibrated": stack_lever("recalibrated", ()),  # the fusion model without metadata
+    "metadata_fusion": stack_lever("metadata_fusion", METADATA_FIELDS),
 }
 
 

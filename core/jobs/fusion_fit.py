@@ -17,7 +17,15 @@ from typing import Any
 import numpy as np
 
 from core.data.layout import load_table
-from core.fusion import METADATA_FIELDS, Lever, LogisticStack, check_fields, cross_fit, fit_stack, metadata_features
+from core.fusion import (
+    METADATA_FIELDS,
+    LogisticStack,
+    check_fields,
+    cross_fit,
+    fit_stack,
+    metadata_features,
+    stack_lever,
+)
 from core.intervals import bootstrap_intervals, paired_differences
 from core.jobs.cv.context import fold_run_id
 from core.jobs.screen import SCREEN_METRICS, held_out
@@ -52,8 +60,7 @@ def fit_fusion(store: ResultsStore, *, cv_id: str, folds: int, data_dir: str, ou
     pooled = held_out(store, ",".join(fold_run_id(cv_id, i) for i in range(folds)))
     rows = load_table(data_dir).set_index("image_id").loc[pooled.image_ids].reset_index()
     meta, groups, labels = metadata_features(rows, fields), rows["lesion_id"].to_numpy(), pooled.labels
-    lever = Lever("fusion", lambda p, m, y: fit_stack(p, m, y, fields=fields).predict)
-    fused = cross_fit(lever, pooled.probs, meta, labels, groups, seed=seed).argmax(1)
+    fused = cross_fit(stack_lever("metadata_fusion", fields), pooled.probs, meta, labels, groups, seed=seed).argmax(1)
     image = pooled.probs.argmax(1)
     figures = {"fused": _triples(bootstrap_intervals(labels, fused, groups, seed=seed)),
                "image": _triples(bootstrap_intervals(labels, image, groups, seed=seed)),
