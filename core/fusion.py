@@ -17,7 +17,8 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -25,8 +26,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedGroupKFold
 
 from core.classes import CLASSES
-from core.errors import ConfigError
+from core.errors import ConfigError, ModelError
 from core.metrics import balanced_accuracy
+from core.triage import Triage
 
 log = logging.getLogger(__name__)
 
@@ -187,3 +189,93 @@ def cross_fit(lever: Lever, probs: np.ndarray, meta: np.ndarray, labels: np.ndar
         predict = lever.fit(probs[fit_rows], meta[fit_rows], labels[fit_rows])
         out[held] = predict(probs[held], meta[held])
     return out
+
+
+@dataclass(frozen=True)
+class PatientMetadata:
+    """What a patient may say besides the photo, each part optional: age in years, sex (:data:`SEXES`) and body
+    site (:data:`LOCALIZATIONS`, HAM10000's vocabulary). Nothing given: the image model's answer alone."""
+
+    age: float | None = None
+    sex: str | None = None
+    localization: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.age is not None and not (isinstance(self.age, int | float) and 0 <= self.age <= 120):
+            raise ConfigError(f"age must be a number of years from 0 to 120, got {self.age!r}")
+        if self.sex is not None and self.sex not in SEXES:
+            raise ConfigError(f"unknown sex {self.sex!r}; allowed: {', '.join(SEXES)} (or leave it out)")
+        if self.localization is not None and self.localization not in LOCALIZATIONS:
+            raise ConfigError(f"unknown body site {self.localization!r}; allowed: {', '.join(LOCALIZATIONS)} "
+                              "(or leave it out)")
+
+    @classmethod
+    def parse(cls, *, age: object = None, sex: object = None, localization: object = None) -> PatientMetadata:
+        """From form or JSON values: empty strings are "not given", text is trimmed and lower-cased, an age may be
+        a numeric string; anything else is a :class:`ConfigError` naming the allowed values."""
+        def text(value: object) -> str | None:
+            value = str(value).strip().lower() if value is not None else ""
+            return value or None
+
+        age_text = text(age)
+        try:
+            age_value = float(age_text) if age_text is not None else None
+        except ValueError:
+            raise ConfigError(f"age must be a number of years from 0 to 120, got {age!r}") from None
+        return cls(age=age_value, sex=text(sex), localization=text(localization))
+
+    @property
+    def given(self) -> tuple[str, ...]:
+        """The fields the patient gave, in :data:`METADATA_FIELDS` order."""
+        return tuple(f.name for f in fields(self) if getattr(self, f.name) is not None)
+
+    def frame(self) -> pd.DataFrame:
+        """One row with the HAM10000 metadata columns, for :func:`metadata_features`."""
+        return pd.DataFrame([{name: getattr(self, name) for name in METADATA_FIELDS}])
+
+    def to_dict(self) -> dict[str, object]:
+        return {name: getattr(self, name) for name in self.given}
+
+
+@dataclass(frozen=True)
+class MetadataFusion:
+    """Metadata late fusion as a card carries it: the stack, and the temperature, "uncertain" threshold and
+    screening operating points fitted on its own cross-fitted probabilities (the image model's do not apply to
+    fused probabilities), with where it was fitted and what it measured there."""
+
+    stack: LogisticStack
+    temperature: float
+    uncertain_threshold: float
+    triage: Triage
+    fitted_on: dict[str, Any]  # the cross-validation and its out-of-fold images
+    cross_fitted: dict[str, Any]  # fused, image and paired delta: metric -> [point, low, high]
+
+    def probabilities(self, image_probs: np.ndarray, metadata: PatientMetadata | pd.DataFrame) -> np.ndarray:
+        """Calibrated fused probabilities from the image model's calibrated probabilities (one row per image)."""
+        table = metadata.frame() if isinstance(metadata, PatientMetadata) else metadata
+        fused = self.stack.predict(np.asarray(image_probs, dtype=np.float64),
+                                   metadata_features(table, self.stack.fields))
+        return _softmax(np.log(np.clip(fused, _EPS, 1.0)) / self.temperature)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"stack": self.stack.to_dict(), "temperature": self.temperature,
+                "uncertain_threshold": self.uncertain_threshold, "triage": self.triage.to_dict(),
+                "fitted_on": self.fitted_on, "cross_fitted": self.cross_fitted}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], *, source: str = "fusion") -> MetadataFusion:
+        """Read back what :meth:`to_dict` wrote; anything else is a :class:`ModelError` naming the problem."""
+        expected = {"stack", "temperature", "uncertain_threshold", "triage", "fitted_on", "cross_fitted"}
+        if set(d) != expected:
+            raise ModelError(f"{source}: a fusion record has the fields {', '.join(sorted(expected))}; "
+                             f"got {', '.join(sorted(d))}")
+        triage = Triage.from_dict(d["triage"])
+        if triage is None:
+            raise ModelError(f"{source}: the fusion record has no screening operating points")
+        try:
+            stack = LogisticStack.from_dict(d["stack"])
+        except ConfigError as exc:  # e.g. a label-leaking field
+            raise ModelError(f"{source}: {exc}") from None
+        return cls(stack=stack, temperature=float(d["temperature"]),
+                   uncertain_threshold=float(d["uncertain_threshold"]), triage=triage,
+                   fitted_on=dict(d["fitted_on"]), cross_fitted=dict(d["cross_fitted"]))

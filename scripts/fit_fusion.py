@@ -1,11 +1,13 @@
 """Fit metadata late fusion on a finished cross-validation's out-of-fold predictions, for deployment.
 
     python -m scripts.fit_fusion --db results/results.duckdb --cv <cv id> --folds 5 \\
-        --data ../shared/data/ham10000 [--out results/cv/<cv id>/fusion.json]
+        --data ../shared/data/ham10000 [--out results/cv/<cv id>/fusion.json] [--attach <variant folder> ...]
 
 Fits :class:`core.fusion.LogisticStack` (the image model's probabilities with age, sex and body site; ``dx_type`` is
-refused) on every out-of-fold image, prints its cross-fitted figures paired against the image model, and writes one
-JSON file (the stack, the figures, per-class recall, provenance).
+refused) on every out-of-fold image, prints its cross-fitted figures paired against the image model, fits its
+temperature, "uncertain" threshold and screening operating points on its cross-fitted probabilities, and writes one
+JSON file (:class:`core.fusion.MetadataFusion` with provenance); ``--attach`` writes it into variants' cards, which
+then fuse whatever metadata a patient gives (and answer with the image model alone when none is given).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 
 from core.cli import run_cli, script_parser
 from core.fusion import METADATA_FIELDS
-from core.jobs.fusion_fit import fit_fusion
+from core.jobs.fusion_fit import attach_fusion, fit_fusion
 from core.jobs.screen import SCREEN_METRICS
 from core.store.results import DEFAULT_DB, ResultsStore
 
@@ -30,6 +32,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("--data", required=True, help="the dataset folder (metadata: lesion ids, age, sex, site)")
     parser.add_argument("--fields", nargs="+", default=list(METADATA_FIELDS), help="metadata fields to fuse")
     parser.add_argument("--out", default="", help="JSON file to write (default: results/cv/<cv>/fusion.json)")
+    parser.add_argument("--attach", nargs="+", default=[], metavar="VARIANT",
+                        help="variant folders whose cards get the fusion (a model of this cross-validation's recipe)")
     return parser
 
 
@@ -43,7 +47,14 @@ def main(args: argparse.Namespace) -> int:
         (f, fl, fh), (i, il, ih), (d, dl, dh) = (fitted.figures[k][metric] for k in ("fused", "image", "delta"))
         print(f"  {metric:22s} fused {f:.3f} [{fl:.3f}, {fh:.3f}]  image model {i:.3f} [{il:.3f}, {ih:.3f}]  "
               f"difference {d * 100:+.1f} [{dl * 100:+.1f}, {dh * 100:+.1f}]")
+    fusion = fitted.fusion
+    print(f"fused: temperature {fusion.temperature:.3f}, 'uncertain' below {fusion.uncertain_threshold:.3f}; "
+          f"refer possibly malignant at >= {fusion.triage.malignant.threshold:.3f} (sensitivity "
+          f"{fusion.triage.malignant.val_sensitivity:.3f}), melanoma at >= {fusion.triage.melanoma.threshold:.3f}")
     print(f"written: {fitted.path}")
+    for folder in args.attach:
+        attach_fusion(folder, fusion)
+        print(f"attached to {folder}")
     return 0
 
 

@@ -1,7 +1,8 @@
 """Pack one model's phone files (.ort, .pte, .tflite) and an app-facing JSON of its card into one folder.
 
     python -m scripts.pack_mobile results/variants/<parent run id> --model dense --out mobile/dense
-    python -m scripts.pack_mobile results/variants/<parent run id>/dense-pte_int8 --out mobile/pte-int8
+    python -m scripts.pack_mobile results/variants/<parent run id>/dense-pte_int8 --out mobile/pte-int8 \
+        [--fusion results/cv/<cv id>/fusion.json]   # how the app fuses age, sex and body site (scripts.fit_fusion)
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from core.artifacts.card import is_variant_folder
 from core.artifacts.mobile_pack import mobile_folders, pack_mobile
 from core.cli import run_cli, script_parser
+from core.jobs.fusion_fit import read_fusion
 
 log = logging.getLogger("scripts.pack_mobile")
 
@@ -26,13 +28,14 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("--model", default="dense",
                         help="with a variants folder: the cells' stem (dense, macs-0.5, res-128, ...)")
     parser.add_argument("--out", required=True, help="the folder to write (files + lesionlite-app.json)")
+    parser.add_argument("--fusion", help="a fusion file of this model's recipe (scripts.fit_fusion) for the app card")
     return parser
 
 
 def main(args: argparse.Namespace) -> int:
     source = Path(args.source)
     folders = [source] if is_variant_folder(source) else mobile_folders(source, args.model)
-    card = pack_mobile(folders, args.out)
+    card = pack_mobile(folders, args.out, fusion=read_fusion(args.fusion) if args.fusion else None)
     files = json.loads(card.read_text())["files"]
     print(f"{'file':34s} {'runtime':20s} {'MB':>6s} {'agrees':>7s} {'test bal. acc.':>15s}")
     for f in files:

@@ -269,23 +269,21 @@ def test_post_hoc_levers_screen_every_fold_pooled(finished_cv) -> None:
 
 def test_fusion_is_fitted_on_every_out_of_fold_image_and_measured_cross_fitted(finished_cv, tmp_path: Path,
                                                                                capsys) -> None:
-    import json
-
     from core.cli import run_cli
-    from core.fusion import LogisticStack
+    from core.jobs.fusion_fit import read_fusion
     from scripts import fit_fusion
 
     cfg, result = finished_cv
     out = tmp_path / "fusion.json"
     argv = ["--db", cfg.db, "--cv", result.cv_id, "--folds", str(K), "--data", cfg.data_dir, "--out", str(out)]
     assert run_cli(fit_fusion.main, fit_fusion.get_args_parser(), argv) == 0
-    document = json.loads(out.read_text())
-    assert document["format"] == "lesionlite-fusion/1" and document["git_sha"]
-    assert document["fitted_on"]["images"] == len(result_oof_images(cfg.db, result.cv_id))
-    stack = LogisticStack.from_dict(document["stack"])
-    assert stack.fields == ("age", "sex", "localization")
-    fused, image, delta = (document["cross_fitted"][k]["balanced_accuracy"] for k in ("fused", "image", "delta"))
+    fusion = read_fusion(out)
+    assert fusion.fitted_on["images"] == len(result_oof_images(cfg.db, result.cv_id)) and fusion.fitted_on["git_sha"]
+    assert fusion.stack.fields == ("age", "sex", "localization")
+    fused, image, delta = (fusion.cross_fitted[k]["balanced_accuracy"] for k in ("fused", "image", "delta"))
     assert fused[1] <= fused[0] <= fused[2] and delta[0] == pytest.approx(fused[0] - image[0], abs=2e-4)
+    assert fusion.temperature > 0 and 0 < fusion.uncertain_threshold <= 1
+    assert fusion.triage.malignant.val_positives + fusion.triage.melanoma.val_positives > 0
     assert "difference" in capsys.readouterr().out
     refused = argv + ["--fields", "age", "dx_type"]
     assert run_cli(fit_fusion.main, fit_fusion.get_args_parser(), refused) == 2

@@ -108,3 +108,79 @@ def test_the_fitted_stack_is_sklearns_model_in_numbers_and_survives_a_card(n_cla
     np.testing.assert_array_equal(again.predict(probs, meta), got)
     with pytest.raises(ConfigError, match="dx_type.*leaks the label"):
         fusion.LogisticStack.from_dict({**stack.to_dict(), "fields": ["age", "dx_type"]})
+
+
+def test_patient_metadata_takes_form_values_and_names_what_is_allowed() -> None:
+    said = fusion.PatientMetadata.parse(age=" 45 ", sex="Female", localization="")
+    assert said == fusion.PatientMetadata(age=45.0, sex="female") and said.given == ("age", "sex")
+    assert fusion.PatientMetadata.parse().given == () and fusion.PatientMetadata().to_dict() == {}
+    row = said.frame()
+    assert list(row.columns) == list(fusion.METADATA_FIELDS) and row.loc[0, "age"] == 45.0
+    for bad, message in (({"age": "old"}, "age must be a number"), ({"age": 130}, "from 0 to 120"),
+                         ({"sex": "other"}, "allowed: male, female"), ({"localization": "elbow"}, "allowed: abdomen")):
+        with pytest.raises(ConfigError, match=message):
+            fusion.PatientMetadata.parse(**bad)
+
+
+def test_a_card_carries_the_fusion_and_refuses_a_leaking_or_incomplete_one() -> None:
+    """The fusion record reads back to the same numbers (same probabilities), and a card whose fusion uses
+    ``dx_type`` or lacks a field is refused with a ModelError naming it."""
+    from core.artifacts.card import Card
+    from core.artifacts.records import Origin
+    from core.data.transforms import Preprocessing
+    from core.errors import ModelError
+    from tests.site_model import site_fusion
+
+    fused = site_fusion()
+    card = Card(run_id="r", architecture="a", origin=Origin.untrained(), fusion=fused,
+                preprocessing=Preprocessing(input_size=32, mean=(0.5,) * 3, std=(0.5,) * 3))
+    again = Card.from_dict(json.loads(json.dumps(card.to_dict())))
+    probs = np.full((2, len(fusion.CLASSES)), 1 / len(fusion.CLASSES))
+    table = pd.DataFrame({"age": [50, None], "sex": ["male", None], "localization": ["foot", "back"]})
+    np.testing.assert_allclose(again.fusion.probabilities(probs, table), fused.probabilities(probs, table))
+    assert again.fusion.probabilities(probs, table)[0].argmax() == fusion.CLASSES.index("mel")
+    assert Card.from_dict({**card.to_dict(), "fusion": None}).fusion is None
+    leaking = json.loads(json.dumps(card.to_dict()))
+    leaking["fusion"]["stack"]["fields"] = ["age", "dx_type"]
+    with pytest.raises(ModelError, match="leaks the label"):
+        Card.from_dict(leaking)
+    incomplete = json.loads(json.dumps(card.to_dict()))
+    del incomplete["fusion"]["triage"]
+    with pytest.raises(ModelError, match="a fusion record has the fields"):
+        Card.from_dict(incomplete)
+
+
+def test_an_app_following_the_app_card_fuses_exactly_as_the_server() -> None:
+    """The app card's metadata_fusion section, read by plain code that knows only the JSON, gives the server's
+    fused probabilities (missing fields included)."""
+    from core.artifacts.card import Card
+    from core.artifacts.mobile_pack import app_card
+    from core.artifacts.records import Origin
+    from core.data.transforms import Preprocessing
+    from tests.site_model import site_fusion
+
+    fused = site_fusion()
+    card = Card(run_id="r", architecture="a", preprocessing=Preprocessing(input_size=32, mean=(0.5,) * 3,
+                                                                          std=(0.5,) * 3), origin=Origin.untrained())
+    assert app_card(card, [])["metadata_fusion"] is None
+    app = json.loads(json.dumps(app_card(card, [], fusion=fused)))["metadata_fusion"]
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(len(fusion.CLASSES)), 3)
+    people = [{"age": 70, "sex": "female", "localization": "foot"}, {"age": None, "sex": None, "localization": None},
+              {"age": 30, "sex": None, "localization": "scalp"}]
+
+    def one_hot(value, values):
+        return [1.0 if value == v else 0.0 for v in values[:-1]] + [0.0 if value in values[:-1] else 1.0]
+
+    def app_side(p, person):
+        x = list(np.log(np.maximum(p, 1e-7)))
+        x += [0.0, 1.0] if person["age"] is None else [person["age"] / 100, 0.0]
+        x += one_hot(person["sex"], app["sex_values"]) + one_hot(person["localization"], app["localization_values"])
+        z = np.asarray(app["coef"]) @ np.asarray(x) + np.asarray(app["intercept"])
+        q = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
+        z = np.log(np.maximum(q, 1e-7)) / app["temperature"]
+        return np.exp(z - z.max()) / np.exp(z - z.max()).sum()
+
+    expected = fused.probabilities(probs, pd.DataFrame(people))
+    np.testing.assert_allclose([app_side(p, person) for p, person in zip(probs, people, strict=True)], expected,
+                               atol=1e-9)

@@ -10,6 +10,7 @@ from flask import current_app
 
 from core.classes import clinical_name
 from core.errors import LesionLiteError
+from core.fusion import PatientMetadata
 from core.serve.imaging import ImageRejected, check_image, reencode_jpeg
 from webapp.db import get_db
 from webapp.predictor import CheckResult, check_upload, decision_json, probs_json, quality_json
@@ -32,10 +33,11 @@ def _quota_problem(user_id: int) -> str | None:
     return None
 
 
-def create(user_id: int, data: bytes, *, body_site: str = "", note: str = "", spot: str = ""
-           ) -> tuple[str, CheckResult]:
+def create(user_id: int, data: bytes, *, body_site: str = "", note: str = "", spot: str = "",
+           metadata: PatientMetadata | None = None) -> tuple[str, CheckResult]:
     """Validate, re-encode, predict and store (with where on the body, the spot's name and a note); returns the id
-    and result.
+    and result. ``metadata`` (age, sex, body site) is fused when the model carries a fusion; the age and sex are
+    kept only then.
 
     Raises:
         ImageRejected: the upload is not a usable image, or the account keeps as many checks as it may.
@@ -48,7 +50,9 @@ def create(user_id: int, data: bytes, *, body_site: str = "", note: str = "", sp
     if problem:
         raise ImageRejected(problem)
     checked = check_image(data)
-    result = check_upload(checked)
+    result = check_upload(checked, metadata)
+    used = result.metadata or PatientMetadata()
+    age = round(used.age) if used.age is not None else None
     check_id = secrets.token_urlsafe(12)
 
     def insert(db: sqlite3.Connection, key: str) -> None:
@@ -56,13 +60,13 @@ def create(user_id: int, data: bytes, *, body_site: str = "", note: str = "", sp
         # both pass a count taken before either was stored.
         inserted = db.execute(
             "INSERT INTO checks (id, user_id, image_key, model_version, top_class, confidence, probs, "
-            "uncertain, body_site, note, decision, quality, photo_checked, spot) "
-            "SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? "
+            "uncertain, body_site, note, decision, quality, photo_checked, spot, age, sex) "
+            "SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? "
             "WHERE (SELECT count(*) FROM checks WHERE user_id = ?) < ? "
             "AND (SELECT count(*) FROM checks) < ?",
             (check_id, user_id, key, result.model_version, result.top_class, result.confidence,
              probs_json(result), int(result.uncertain), body_site, note.strip(), decision_json(result),
-             quality_json(result), int(result.photo_checked), normalise_spot(spot), user_id,
+             quality_json(result), int(result.photo_checked), normalise_spot(spot), age, used.sex or "", user_id,
              current_app.config["MAX_CHECKS_PER_ACCOUNT"],
              current_app.config["MAX_CHECKS_TOTAL"])).rowcount
         if not inserted:
@@ -91,8 +95,9 @@ def export(user_id: int) -> list[tuple[dict[str, object], str]]:
     return [({"id": r["id"], "created_at": _utc_iso(r["created_at"]), "model": r["model_version"],
               "top_class": r["top_class"], "diagnosis": clinical_name(r["top_class"]), "confidence": r["confidence"],
               "probabilities": {f"{clinical_name(c)} ({c})": p for c, p in json.loads(r["probs"]).items()},
-              "uncertain": bool(r["uncertain"]), "body_site": r["body_site"], "spot": r["spot"], "note": r["note"],
-              "decision": json.loads(r["decision"]), "photo_quality": json.loads(r["quality"]),
+              "uncertain": bool(r["uncertain"]), "body_site": r["body_site"], "age": r["age"], "sex": r["sex"],
+              "spot": r["spot"], "note": r["note"], "decision": json.loads(r["decision"]),
+              "photo_quality": json.loads(r["quality"]),
               "photo_checked": bool(r["photo_checked"]), "photo": f"photos/{r['id']}.jpg"},
              r["image_key"]) for r in rows]
 
@@ -117,6 +122,8 @@ checks.json holds your address, your name and every check you kept, oldest first
                  existed
   photo_checked  whether the photo check (is this a skin-lesion photo?) looked at the picture
   body_site, spot, note  what you entered (spot: your name for the lesion)
+  age, sex       what you said about yourself, kept only when the model's answer used it (else empty);
+                 decision.metadata_used names what it used
   photo          the file of the photo in this archive (photos/)
 
 LesionLite is research software, not a medical device: nothing here is a diagnosis.

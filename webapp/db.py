@@ -109,6 +109,11 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     CREATE INDEX checks_site ON checks(user_id, body_site, created_at);
     CREATE INDEX checks_spot ON checks(user_id, spot, created_at);
     """,
+    # 10: the age and sex a patient gave, kept only when the model's answer used them (metadata late fusion)
+    """
+    ALTER TABLE checks ADD COLUMN age INTEGER;
+    ALTER TABLE checks ADD COLUMN sex TEXT NOT NULL DEFAULT '';
+    """,
 ]
 
 

@@ -22,6 +22,7 @@ from threadpoolctl import threadpool_limits
 from core.artifacts.card import Card, read_variant_card
 from core.artifacts.release import release_description
 from core.errors import ConfigError, LesionLiteError, ModelError
+from core.fusion import PatientMetadata
 from core.serve.deployed import Classification, DeployedModel, resolve_uncertain_threshold
 from core.serve.facts import model_facts
 from core.serve.imaging import CheckedImage
@@ -116,7 +117,7 @@ def init_app(app: Flask) -> None:
     @app.context_processor
     def deployed_model() -> dict[str, object]:  # the model line and banners of every page
         return {"model_facts": app.config.get("DEPLOYED_FACTS"), "model_problem": app.config.get("MODEL_PROBLEM"),
-                "deployed_reason": app.config.get("DEPLOYED_REASON", ""),
+                "deployed_reason": app.config.get("DEPLOYED_REASON", ""), "fusion": app.config.get("DEPLOYED_FUSION"),
                 "no_photo_check": app.config.get("NO_PHOTO_CHECK", False)}
 
     try:
@@ -126,6 +127,7 @@ def init_app(app: Flask) -> None:
         app.config["DEPLOYED_UNCERTAIN_THRESHOLD"] = resolve_uncertain_threshold(
             card, app.config.get("UNCERTAIN_THRESHOLD"), folder=folder)
         app.config["DEPLOYED_FACTS"] = facts = model_facts(card)
+        app.config["DEPLOYED_FUSION"] = fusion_facts(card)
         if facts.is_demo:
             log.warning("%s was trained on synthetic demo images: its results mean nothing for real skin", folder)
         app.config["NO_PHOTO_CHECK"] = not (folder / GATE_FILE).is_file()
@@ -137,9 +139,19 @@ def init_app(app: Flask) -> None:
         if app.config["ENV_NAME"] == "production":
             raise ConfigError(f"no deployable model: {exc}") from None
         app.config["DEPLOYED_VARIANT"] = None
-        app.config["DEPLOYED_FACTS"] = None
+        app.config["DEPLOYED_FACTS"] = app.config["DEPLOYED_FUSION"] = None
         app.config["MODEL_PROBLEM"] = str(exc)
         log.warning("no deployable model (predictions will answer 503): %s", exc)
+
+
+def fusion_facts(card: Card) -> dict[str, object] | None:
+    """What the upload form says about asking age and sex, from the card's own fusion record (None: the model uses
+    the photo alone, so the form does not ask)."""
+    if card.fusion is None:
+        return None
+    figures = card.fusion.cross_fitted
+    return {"images": card.fusion.fitted_on.get("images"), "fields": card.fusion.stack.fields,
+            "image": figures["image"]["balanced_accuracy"][0], "fused": figures["fused"]["balanced_accuracy"][0]}
 
 
 def _refuse_without_photo_check(app: Flask, folder: Path) -> None:
@@ -181,6 +193,7 @@ class CheckResult:
     answer: Classification  # accepted: the gate let the image through
     model_version: str
     triage: Triage | None  # the operating points the decision was made with (None: the card has none)
+    metadata: PatientMetadata | None = None  # what the patient gave that the answer fused (None: the photo alone)
     photo_checked: bool = True  # False: the model had no photo check; the result says so wherever it is shown
 
     @property
@@ -214,18 +227,21 @@ class CheckResult:
         return self.answer.quality
 
 
-def check_upload(checked: CheckedImage) -> CheckResult:
-    """The deployed model's answer for one checked image.
+def check_upload(checked: CheckedImage, metadata: PatientMetadata | None = None) -> CheckResult:
+    """The deployed model's answer for one checked image, with what the patient said about themselves fused when
+    the model carries a fusion (else the photo alone).
 
     Raises:
         NotALesion: the gate refused the image (no class is given).
         ModelUnavailable: no model can be loaded.
     """
     model = get_model()
-    answer = model.classify(checked.image)
+    answer = model.classify(checked.image, metadata=metadata)
     if not answer.accepted:
         raise NotALesion(answer.refusal_reason)
-    return CheckResult(answer, model.card.label, model.triage, photo_checked=model.gate is not None)
+    fusion = model.card.fusion if answer.metadata_used else None
+    return CheckResult(answer, model.card.label, fusion.triage if fusion else model.triage,
+                       photo_checked=model.gate is not None, metadata=metadata if fusion else None)
 
 
 def probs_json(d: CheckResult) -> str:
@@ -238,4 +254,5 @@ def quality_json(d: CheckResult) -> str:
 
 def decision_json(d: CheckResult) -> str:
     """The decision as stored with the check: what was advised, and the operating points behind it."""
-    return json.dumps({**d.decision.to_dict(), "triage": d.triage.to_dict() if d.triage else None})
+    return json.dumps({**d.decision.to_dict(), "triage": d.triage.to_dict() if d.triage else None,
+                       "metadata_used": list(d.answer.metadata_used)})

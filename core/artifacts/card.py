@@ -30,6 +30,7 @@ from core.calibration import DEFAULT_TARGET_ACCURACY, fit_calibration
 from core.classes import CLASSES
 from core.data.transforms import Preprocessing
 from core.errors import ModelError
+from core.fusion import MetadataFusion
 from core.models import create_model
 from core.triage import Triage, fit_triage_on_logits
 
@@ -61,6 +62,7 @@ class Card:
     triage: Triage | None = None  # the screening operating points, fitted on val with the calibration
     compression: Compression | None = None  # variants only
     deployment: Deployment | None = None  # variants only
+    fusion: MetadataFusion | None = None  # metadata late fusion with its own calibration (None: the image alone)
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # split -> scalar metrics (card_metrics)
 
     @property
@@ -101,7 +103,7 @@ class Card:
                 "parent_run_id": self.parent_run_id, "file": self.file, "drop_rate": self.drop_rate,
                 "origin": self.origin.to_dict(), "calibration": self.calibration.to_dict(),
                 "triage": record(self.triage), "compression": record(self.compression),
-                "deployment": record(self.deployment), "metrics": self.metrics}
+                "deployment": record(self.deployment), "fusion": record(self.fusion), "metrics": self.metrics}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], *, source: str = "card") -> Card:
@@ -121,7 +123,7 @@ class Card:
 
         records = {"origin": record(Origin, "origin"), "calibration": record(Calibration, "calibration"),
                    "compression": record(Compression, "compression"), "deployment": record(Deployment, "deployment"),
-                   "triage": Triage.from_dict(fields_.pop("triage")),
+                   "fusion": record(MetadataFusion, "fusion"), "triage": Triage.from_dict(fields_.pop("triage")),
                    "preprocessing": Preprocessing.from_dict(fields_.pop("preprocessing")),
                    "classes": tuple(fields_.pop("classes"))}
         card = build_record(cls, fields_, source=source, **{k: v for k, v in records.items() if v is not None})

@@ -4,6 +4,8 @@ The JSON says everything an app needs and nothing it must guess: the input (size
 interpolation, mean / std, RGB, NCHW float32), the output (class order, clinical names, the temperature that turns
 logits into calibrated probabilities, the "uncertain" threshold, the screening operating points), and per file the
 runtime, its version, the operator list where the runtime makes one, and how well the file agreed with its source.
+With a metadata fusion, it also says how an app combines the calibrated probabilities with age, sex and body site:
+the feature order, the vocabularies, the matrix and its own temperature, threshold and operating points.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ from core.artifacts.card import CARD_NAME, Card, is_variant_folder, read_variant
 from core.artifacts.mobile_runtimes import OPERATORS_FILE
 from core.classes import clinical_name
 from core.errors import ModelError
+from core.fusion import LOCALIZATIONS, SEXES, MetadataFusion
 from core.triage import DISCLAIMER
 
 APP_CARD_NAME = "lesionlite-app.json"
-APP_FORMAT = "lesionlite-app/1"
+APP_FORMAT = "lesionlite-app/2"  # 2: an optional metadata_fusion section
 
 
 def mobile_folders(variants_dir: str | Path, stem: str) -> list[Path]:
@@ -39,9 +42,30 @@ def _runtime_of(folder: Path) -> str | None:
     return deployment.runtime.name if deployment and deployment.runtime else None
 
 
-def app_card(card: Card, files: list[dict[str, Any]]) -> dict[str, Any]:
+def app_fusion(fusion: MetadataFusion) -> dict[str, Any]:
+    """How an app applies a metadata fusion, from the record itself: features in order, then softmax of
+    (features @ coef.T + intercept), then that softmax's log divided by the fusion's temperature, softmaxed again."""
+    vocabularies = {"sex": [*SEXES, "(missing)"], "localization": [*LOCALIZATIONS, "(missing)"]}
+    return {
+        "when": "only when the person gives at least one of the fields; otherwise the file's own answer, unchanged",
+        "features": ["log(max(p, 1e-7)) of each class's calibrated probability, in the output's class order",
+                     *[{"age": "age / 100, then 1 if age is missing else 0 (age 0 when missing)",
+                        "sex": "one-hot over sex_values (the last column: missing or anything else)",
+                        "localization": "one-hot over localization_values (the last column: missing or unknown)"}[f]
+                       for f in fusion.stack.fields]],
+        "sex_values": vocabularies["sex"], "localization_values": vocabularies["localization"],
+        **fusion.stack.to_dict(),
+        "then": "q = softmax(features @ coef.T + intercept) over classes; probabilities = softmax(log(max(q, 1e-7)) "
+                "/ temperature)",
+        "temperature": fusion.temperature, "uncertain_below_confidence": fusion.uncertain_threshold,
+        "screening": fusion.triage.to_dict(), "fitted_on": fusion.fitted_on,
+        "balanced_accuracy_cross_fitted": {k: fusion.cross_fitted[k]["balanced_accuracy"] for k in ("image", "fused")},
+    }
+
+
+def app_card(card: Card, files: list[dict[str, Any]], *, fusion: MetadataFusion | None = None) -> dict[str, Any]:
     """What an app reads: input, output and the files (each with its own calibration, fitted on validation), from
-    the variants' cards (never typed in by hand)."""
+    the variants' cards (never typed in by hand); ``fusion`` (default: the card's) adds how to fuse metadata."""
     prep = card.preprocessing
     return {
         "format": APP_FORMAT,
@@ -58,13 +82,15 @@ def app_card(card: Card, files: list[dict[str, Any]]) -> dict[str, Any]:
                    "probabilities": "softmax(logits / temperature), with each file's own temperature",
                    "uncertain": "top probability below the file's uncertain_below_confidence"},
         "files": files,
+        "metadata_fusion": app_fusion(fusion or card.fusion) if (fusion or card.fusion) else None,
         "disclaimer": DISCLAIMER,
     }
 
 
-def pack_mobile(folders: list[Path], out_dir: str | Path) -> Path:
-    """Copy each folder's phone file (and its operator list) into ``out_dir`` and write :data:`APP_CARD_NAME`.
-    The folders must be cells of one model (same parent run and preprocessing)."""
+def pack_mobile(folders: list[Path], out_dir: str | Path, *, fusion: MetadataFusion | None = None) -> Path:
+    """Copy each folder's phone file (and its operator list) into ``out_dir`` and write :data:`APP_CARD_NAME`
+    (with ``fusion``, or the first card's, when there is one). The folders must be cells of one model (same parent
+    run and preprocessing)."""
     out_dir = Path(out_dir)
     cards = [read_variant_card(f) for f in folders]
     if len({(c.parent_run_id, c.preprocessing) for c in cards}) != 1:
@@ -92,6 +118,6 @@ def pack_mobile(folders: list[Path], out_dir: str | Path) -> Path:
                       "temperature": card.temperature, "uncertain_below_confidence": card.uncertain_threshold,
                       "screening": card.triage.to_dict() if card.triage else None,
                       "source_card": f"{folder.name}/{CARD_NAME}"})
-    app = app_card(cards[0], files)
+    app = app_card(cards[0], files, fusion=fusion)
     (out_dir / APP_CARD_NAME).write_text(json.dumps(app, indent=2, default=str))
     return out_dir / APP_CARD_NAME

@@ -19,6 +19,7 @@ from core.artifacts.card import DEFAULT_MODELS_DIR, Card
 from core.classes import CLASSES, clinical_name
 from core.data.transforms import image_array
 from core.errors import ModelError
+from core.fusion import PatientMetadata
 from core.serve.ood import GATE_FILE, OodGate
 from core.serve.predict import Prediction, Predictor, load_predictor, predict_array, predict_batches
 from core.serve.quality import PhotoQuality, photo_quality
@@ -39,6 +40,7 @@ class Classification:
     decision: Decision | None = None  # carries "uncertain": the flag and the next step are decided together
     quality: PhotoQuality | None = None
     stage_ms: dict[str, float] = field(default_factory=dict)  # preprocess, gate, model, quality: where time went
+    metadata_used: tuple[str, ...] = ()  # the patient's fields the answer fused (empty: the photo alone)
 
     @property
     def uncertain(self) -> bool:
@@ -120,9 +122,18 @@ class DeployedModel:
         probs, labels = predict_batches(self.predictor, loader)
         return Scores(probs, labels, probs.max(axis=1) < self.uncertain_threshold)
 
-    def classify(self, image: Image.Image, *, name: str = "deployed") -> Classification:
+    @property
+    def fuses_metadata(self) -> bool:
+        """Whether the card carries metadata late fusion (age, sex, body site change the answer when given)."""
+        return self.card.fusion is not None
+
+    def classify(self, image: Image.Image, *, name: str = "deployed",
+                 metadata: PatientMetadata | None = None) -> Classification:
         """Gate, then predict; the decision and the advice come from the card's operating points. The image is
-        resized and normalised once when the gate's backbone takes the model's preprocessing (the default)."""
+        resized and normalised once when the gate's backbone takes the model's preprocessing (the default).
+
+        With ``metadata`` and a card that carries a fusion, the answer is the fusion's, with its own "uncertain"
+        threshold and operating points; without either it is exactly the image model's."""
         timer = StageTimer()
         with timer("preprocess"):
             x = image_array(image, self.predictor.preprocessing)
@@ -133,12 +144,21 @@ class DeployedModel:
                 return Classification(accepted=False, refusal_reason=verdict.reason, stage_ms=timer.ms)
         with timer("model"):
             prediction = predict_array(self.predictor, x, name=name)
+        fusion = self.card.fusion
+        used = metadata.given if metadata is not None and fusion is not None else ()
+        threshold, triage = self.uncertain_threshold, self.triage
+        if used:
+            assert fusion is not None and metadata is not None
+            with timer("fusion"):
+                prediction = Prediction(f"{name} + {', '.join(used)}",
+                                        fusion.probabilities(prediction.probs[None], metadata)[0],
+                                        prediction.latency_ms)
+            threshold, triage = fusion.uncertain_threshold, fusion.triage
         with timer("quality"):
             quality = photo_quality(image)
-        probs = {c: float(p) for c, p in zip(CLASSES, prediction.probs, strict=True)}
-        uncertain = prediction.confidence < self.uncertain_threshold
-        return Classification(accepted=True, prediction=prediction, stage_ms=timer.ms,
-                              decision=decide(probs, self.triage, uncertain=uncertain), quality=quality)
+        uncertain = prediction.confidence < threshold
+        return Classification(accepted=True, prediction=prediction, stage_ms=timer.ms, metadata_used=used,
+                              decision=decide(prediction.probs, triage, uncertain=uncertain), quality=quality)
 
 
 def resolve_uncertain_threshold(card: Card, configured: float | None, *, folder: Path | str = "") -> float:

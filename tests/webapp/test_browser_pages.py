@@ -82,7 +82,7 @@ def _overflow(page) -> int:
 def test_an_uncertain_melanoma_leaning_result_is_urgent_on_a_phone(site: str, samples_dir: Path, tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """Issue 20: less certainty never gives a calmer message; the possibly-malignant share is shown first."""
-    monkeypatch.setattr(checks, "check_upload", lambda checked: UNCERTAIN_MELANOMA)
+    monkeypatch.setattr(checks, "check_upload", lambda checked, metadata=None: UNCERTAIN_MELANOMA)
     with chromium_page(width=390, height=844) as page:
         _log_in_and_upload(page, site, sorted(samples_dir.glob("*.jpg"))[0])
         verdict = page.locator("#verdict")
@@ -96,7 +96,8 @@ def test_an_uncertain_melanoma_leaning_result_is_urgent_on_a_phone(site: str, sa
 
 def test_possibly_malignant_result_on_a_phone(site: str, samples_dir: Path, tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(checks, "check_upload", lambda checked: MELANOMA)  # the page, not the model, is under test
+    # the page, not the model, is under test
+    monkeypatch.setattr(checks, "check_upload", lambda checked, metadata=None: MELANOMA)
     sample = sorted(samples_dir.glob("*.jpg"))[0]
     with chromium_page(width=390, height=844) as page:
         _log_in_and_upload(page, site, sample)
@@ -133,7 +134,7 @@ def test_possibly_malignant_result_on_a_phone(site: str, samples_dir: Path, tmp_
 
 
 def test_delete_asks_first(site: str, samples_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(checks, "check_upload", lambda checked: MELANOMA)
+    monkeypatch.setattr(checks, "check_upload", lambda checked, metadata=None: MELANOMA)
     sample = sorted(samples_dir.glob("*.jpg"))[0]
     with chromium_page() as page:
         _log_in_and_upload(page, site, sample)
@@ -152,7 +153,7 @@ def test_touch_targets_skip_link_and_group_column_on_a_phone(site: str, samples_
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """Issue 22 items 10 and 11 at 390 px: nav links, the 'Remember me' box and 'Keep it' at least 24 px (WCAG
     2.5.8), a skip link, and the result's group column shown (not red text alone) without breaking words."""
-    monkeypatch.setattr(checks, "check_upload", lambda checked: MELANOMA)
+    monkeypatch.setattr(checks, "check_upload", lambda checked, metadata=None: MELANOMA)
 
     def height(locator) -> float:
         return locator.evaluate("e => e.getBoundingClientRect().height")
@@ -181,7 +182,7 @@ def test_the_printable_report_is_one_a4_page_with_name_and_demo_banner(site: str
                                                                        monkeypatch: pytest.MonkeyPatch,
                                                                        tmp_path: Path) -> None:
     """Issue 22 item 12: what a patient brings to a clinician: their name, the demo warning, on one page."""
-    monkeypatch.setattr(checks, "check_upload", lambda checked: UNCERTAIN_MELANOMA)
+    monkeypatch.setattr(checks, "check_upload", lambda checked, metadata=None: UNCERTAIN_MELANOMA)
     with chromium_page(width=1440, height=900) as page:
         _log_in_and_upload(page, site, sorted(samples_dir.glob("*.jpg"))[0])
         page.goto(page.url.replace("/check/result/", "/check/report/"))

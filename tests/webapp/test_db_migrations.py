@@ -78,13 +78,14 @@ def test_the_table_of_checks_is_renamed_with_its_rows_and_indexes(tmp_path: Path
                     "'{\"issues\": []}', 'left shoulder')")
     columns = [r[1] for r in con.execute("PRAGMA table_info(detections)")]
     con.close()
-    assert db.migrate(path) == len(db.MIGRATIONS) == 9
+    assert db.migrate(path) == len(db.MIGRATIONS) == 10
     con = db.connect(path)
     tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert "checks" in tables and "detections" not in tables
-    assert [r[1] for r in con.execute("PRAGMA table_info(checks)")] == columns
+    assert [r[1] for r in con.execute("PRAGMA table_info(checks)")] == [*columns, "age", "sex"]  # 10 adds two
     row = con.execute("SELECT * FROM checks WHERE id = 'kept'").fetchone()
     assert row["spot"] == "left shoulder" and row["user_id"] == 1
+    assert (row["age"], row["sex"]) == (None, "")  # migration 10: nothing said about a check made before it
     indexes = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'checks'")
                if not r[0].startswith("sqlite_autoindex")}
     assert indexes == {"checks_user", "checks_site", "checks_spot"}

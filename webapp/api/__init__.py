@@ -1,12 +1,18 @@
-"""JSON API for mobile clients: ``POST /api/v1/predict`` with ``Authorization: Bearer <token>``."""
+"""JSON API for mobile clients: ``POST /api/v1/predict`` with ``Authorization: Bearer <token>``.
+
+Multipart fields: ``image`` (required); ``age`` (years), ``sex`` (female, male) and ``body_site`` (the site's list),
+each optional: a model that carries metadata fusion uses them, and ``metadata_used`` in the answer says which."""
 
 from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify, request
 
+from core.errors import ConfigError
+from core.fusion import PatientMetadata
 from core.serve.imaging import ImageRejected
 from core.triage import DISCLAIMER
 from webapp import checks, tokens
+from webapp.check.forms import BODY_SITE_NAMES, patient_metadata
 from webapp.extensions import csrf, limiter
 from webapp.predictor import ModelUnavailable, NotALesion
 
@@ -31,8 +37,16 @@ def predict():
     upload = request.files.get("image")
     if upload is None:
         return _error(400, "send the image as multipart form field 'image'")
+    body_site = request.form.get("body_site", "").strip().lower()
+    if body_site not in BODY_SITE_NAMES:
+        return _error(400, f"unknown body_site {body_site!r}; allowed: {', '.join(s for s in BODY_SITE_NAMES if s)}")
     try:
-        check_id, result = checks.create(user.id, upload.read())
+        said = PatientMetadata.parse(age=request.form.get("age"), sex=request.form.get("sex"))
+    except ConfigError as exc:
+        return _error(400, str(exc))
+    metadata = patient_metadata(age=said.age, sex=said.sex or "", body_site=body_site)
+    try:
+        check_id, result = checks.create(user.id, upload.read(), body_site=body_site, metadata=metadata)
     except ImageRejected as exc:
         return _error(400, f"this file cannot be used: {exc}")
     except NotALesion as exc:  # a distinct, machine-readable answer: the client must not show a class
@@ -56,4 +70,5 @@ def predict():
                     "confidence": result.confidence, "probabilities": result.probs, "uncertain": result.uncertain,
                     "screening": screening, "photo_quality": {**result.quality.as_dict(), "advice": [
                         i.message for i in result.quality.issues]},
+                    "metadata_used": list(result.answer.metadata_used),
                     "model_version": result.model_version, "disclaimer": DISCLAIMER})

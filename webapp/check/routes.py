@@ -25,7 +25,7 @@ from core.serve.quality import ADVICE as QUALITY_ADVICE
 from core.triage import APPOINTMENT, DISCLAIMER, NEXT_STEPS_SHORT, URGENT, WATCH, Decision
 from webapp import checks
 from webapp.auth.forms import ConfirmForm
-from webapp.check.forms import BODY_SITE_NAMES, SpotForm, UploadForm
+from webapp.check.forms import BODY_SITE_NAMES, SpotForm, UploadForm, patient_metadata
 from webapp.extensions import limiter
 from webapp.predictor import ModelUnavailable, NotALesion
 from webapp.storage import image_path
@@ -33,6 +33,7 @@ from webapp.storage import image_path
 bp = Blueprint("check", __name__, url_prefix="/check")
 
 URGENCY_CLASS = {URGENT: "urgent", APPOINTMENT: "appointment", WATCH: "watch"}  # history colours (style.css)
+METADATA_NAMES = {"age": "your age", "sex": "your sex", "localization": "the body site"}  # as a result page says
 MODEL_UNAVAILABLE = "The model is not available right now. Please try again later."
 
 
@@ -102,9 +103,10 @@ def quality_advice(row: sqlite3.Row) -> list[str]:
 def render_check(template: str, row: sqlite3.Row, **context: object) -> str:
     """A page about one check: its verdict, probability bars, photo-quality advice, body site and the disclaimer."""
     verdict, bars = explain(row)
+    used = [METADATA_NAMES[f] for f in json.loads(row["decision"]).get("metadata_used", []) if f in METADATA_NAMES]
     return render_template(template, d=row, v=verdict, bars=bars, disclaimer=DISCLAIMER,
                            quality=quality_advice(row), site_name=BODY_SITE_NAMES.get(row["body_site"], ""),
-                           **context)
+                           used=used, **context)
 
 
 def render_upload(form: UploadForm, status: int = 200):
@@ -143,9 +145,11 @@ def upload():
         return render_upload(form, 400)
     if form.validate_on_submit():
         try:
+            metadata = patient_metadata(age=form.age.data, sex=form.sex.data or "",
+                                        body_site=form.body_site.data or "")
             check_id, _ = checks.create(current_user.id, form.image.data.read(),
-                                                body_site=form.body_site.data or "", note=form.note.data or "",
-                                                spot=form.spot.data or "")
+                                        body_site=form.body_site.data or "", note=form.note.data or "",
+                                        spot=form.spot.data or "", metadata=metadata)
         except ImageRejected as exc:
             form.image.errors = [f"This file cannot be used: {exc}."]
             return render_upload(form, 400)
