@@ -13,11 +13,12 @@ import torch
 
 import core.train.loop as train_mod
 from core.artifacts.card import read_trained_card
-from core.calibration import calibrated_softmax
+from core.calibration import calibrated_softmax, uncertain_threshold
 from core.data.folds import TEST_FOLD, load_folds
 from core.errors import ConfigError
 from core.jobs.cv import CVConfig, fold_run_id, run_cv
 from core.jobs.final import EnsembleTeacher, train_final
+from core.jobs.screen import held_out
 from core.store.results import ResultsStore
 from core.store.summary import cv_summary
 from tests.configs import cv_recipe
@@ -135,6 +136,15 @@ def test_the_fold_ensemble_is_distilled_into_one_stored_model(finished_cv, tmp_p
         assert run["kind"] == "train" and run["variant"] == "student"
         assert set(store.metrics(final.run_id)["split"]) == {"test"}
     assert "balanced_accuracy_ci_low" in final.evaluations["test"].metrics
+    # no validation split is left: the threshold (and the operating points, where the tiny folds allow them) are
+    # fitted on the cross-validation's out-of-fold probabilities, the temperature is the folds' mean
+    with ResultsStore(cfg.db, read_only=True) as store:
+        pooled = held_out(store, ",".join(fold_run_id(result.cv_id, i) for i in range(K)))
+    assert card.calibration.fitted_on == f"out-of-fold predictions of {result.cv_id} ({len(pooled.labels)} images)"
+    assert card.uncertain_threshold == uncertain_threshold(pooled.labels, pooled.probs,
+                                                           target_accuracy=cfg.uncertain_target_accuracy)
+    fold_cards = [read_trained_card(result.folder / f"fold{i}") for i in range(K)]
+    assert card.temperature == pytest.approx(np.mean([c.temperature for c in fold_cards]))
 
 
 def test_the_report_has_a_section_per_cross_validation(finished_cv, tmp_path: Path) -> None:

@@ -4,8 +4,10 @@ recipe's fixed epoch count, optionally distilled from the k fold models' ensembl
 Neither this model nor the ensemble has an out-of-fold score (every labelled image trained them), so the fixed
 test split is where they are compared with the plain recipe, once. The teacher is the ensemble's averaged
 temperature-scaled probabilities, computed on the same augmented batch the student sees (a consistent teacher).
-There is no validation split left to calibrate on: the card takes the mean of the fold models' temperatures and
-"uncertain" thresholds, each fitted on its own held-out fold, and says so.
+There is no validation split left to calibrate on: the card takes the mean of the fold models' temperatures (each
+fitted on its own held-out fold), and its "uncertain" threshold and screening operating points are fitted on the
+cross-validation's out-of-fold probabilities (every labelled image, scored by the fold model that did not train on
+it), and says so. Sweep cells of this model inherit them (core.jobs.sweep.cells).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from torch import nn
 
 from core.artifacts.card import Card, atomic_torch_save, load_trained_model, save_trained_model
 from core.artifacts.records import Calibration
+from core.calibration import uncertain_threshold
 from core.classes import CLASSES
 from core.compress.distill import Distillation
 from core.config import save_config
@@ -30,6 +33,7 @@ from core.data.prepare import PreparedSplit
 from core.data.split import save_split
 from core.errors import ConfigError
 from core.jobs.cv import CVConfig, CVContext, fold_run_id, open_cv
+from core.jobs.screen import held_out
 from core.metrics import Evaluation
 from core.models import create_model
 from core.provenance import Provenance, new_run_id
@@ -39,6 +43,7 @@ from core.train.config import TrainConfig
 from core.train.evaluation import model_logits, score_outputs
 from core.train.loop import fit
 from core.train.origin import origin_of
+from core.triage import Triage, fit_triage
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +118,10 @@ def train_final(cv_ref: str, *, db: str, cv_dir: str = "results/cv", distill: bo
                  select_best=False)
     taught_by = ({"teacher": f"{ctx.cv.folds}-fold ensemble of {ctx.cv_id}", "alpha": alpha,
                   "temperature": temperature} if distill else None)
+    calibration, triage = cv_calibration(ctx, db=db, fold_cards=fold_cards,
+                                         target_accuracy=cfg.uncertain_target_accuracy)
     card = Card(run_id=run_id, architecture=cfg.model, preprocessing=ctx.prep, classes=CLASSES, variant=variant,
-                drop_rate=cfg.drop_rate, calibration=_mean_calibration(fold_cards),
+                drop_rate=cfg.drop_rate, calibration=calibration, triage=triage,
                 origin=origin_of(cfg, split=split, cv_id=ctx.cv_id, folds_hash=folds_hash(ctx.folds),
                                  distillation=taught_by))
     config = {**asdict(cfg), "cv_id": ctx.cv_id, "distill": distill, "distill_alpha": alpha,
@@ -132,12 +139,24 @@ def _require_stored_folds(ctx: CVContext, db: str) -> None:
                           f"finish it first (scripts.cv --cv-resume {ctx.cv_id})")
 
 
-def _mean_calibration(fold_cards: list[Card]) -> Calibration:
-    """No validation split is left for the final model: its calibration is the mean of the fold models'."""
-    thresholds = [c.uncertain_threshold for c in fold_cards if c.uncertain_threshold is not None]
+def cv_calibration(ctx: CVContext, *, db: str, fold_cards: list[Card], target_accuracy: float
+                   ) -> tuple[Calibration, Triage | None]:
+    """A model refit on every labelled image has no validation split: its temperature is the mean of the fold
+    models' (each fitted on its held-out fold); its "uncertain" threshold and screening operating points are fitted
+    on the cross-validation's out-of-fold probabilities (calibrated by each fold's temperature)."""
+    with ResultsStore(db, read_only=True) as store:
+        pooled = held_out(store, ",".join(fold_run_id(ctx.cv_id, i) for i in range(ctx.cv.folds)))
+    try:
+        triage = fit_triage(pooled.labels, pooled.probs)
+    except ValueError as exc:  # tiny synthetic folds
+        log.warning("no screening operating point from the out-of-fold predictions: %s", exc)
+        triage = None
+    fitted_on = f"out-of-fold predictions of {ctx.cv_id} ({len(pooled.labels)} images)"
     return Calibration(temperature=float(np.mean([c.temperature for c in fold_cards])),
-                       uncertain_threshold=float(np.mean(thresholds)) if thresholds else None,
-                       fitted_on="mean of the fold models' held-out calibrations")
+                       uncertain_threshold=uncertain_threshold(pooled.labels, pooled.probs,
+                                                               target_accuracy=target_accuracy),
+                       fitted_on=fitted_on, target_accuracy=target_accuracy,
+                       notes={"temperature": "mean of the fold models' held-out fits"}), triage
 
 
 def _score_and_store(model: nn.Module, *, card: Card, ctx: CVContext, cfg: TrainConfig, split: PreparedSplit,

@@ -150,8 +150,7 @@ class DeployedModel:
         if used:
             assert fusion is not None and metadata is not None
             with timer("fusion"):
-                prediction = Prediction(f"{name} + {', '.join(used)}",
-                                        fusion.probabilities(prediction.probs[None], metadata)[0],
+                prediction = Prediction(name, fusion.probabilities(prediction.probs[None], metadata)[0],
                                         prediction.latency_ms)
             threshold, triage = fusion.uncertain_threshold, fusion.triage
         with timer("quality"):

@@ -12,6 +12,7 @@ from core.artifacts.card import read_variant_card
 from core.classes import CLASSES, clinical_name
 from core.data.synthetic import synthetic_example
 from core.errors import ModelError
+from core.fusion import LOCALIZATIONS, SEXES, PatientMetadata
 from core.serve.facts import model_facts
 from core.serve.gradcam import grad_cam_view
 from core.serve.imaging import ImageRejected, check_image, reencode_jpeg
@@ -83,7 +84,15 @@ except ImageRejected as exc:
     st.stop()
 
 models = {label: deployed_model(labels[label]) for label in chosen}
-answers = {label: model.classify(checked.image, name=label) for label, model in models.items()}
+metadata = None
+if any(model.fuses_metadata for model in models.values()):
+    with st.expander("About the person (optional): variants with metadata fusion use it, the others ignore it"):
+        cols = st.columns(3)
+        age = cols[0].number_input("Age", min_value=0, max_value=120, value=None, key="live_age")
+        sex = cols[1].selectbox("Sex", ["", *SEXES], key="live_sex")
+        site = cols[2].selectbox("Body site (HAM10000's)", ["", *LOCALIZATIONS], key="live_site")
+        metadata = PatientMetadata.parse(age=age, sex=sex, localization=site)
+answers = {label: model.classify(checked.image, name=label, metadata=metadata) for label, model in models.items()}
 refusals = [label for label, answer in answers.items() if not answer.accepted]
 if refusals:
     st.image(checked.image, width=300)
@@ -118,7 +127,7 @@ def _screening(r) -> dict[str, object]:
     d = answers[r.model].decision
     refer = ("yes" if d.refer else "no") if models[r.model].triage else "no operating point"
     return {"possibly malignant": d.malignant_probability, "refer (operating point)": refer,
-            "advice": NEXT_STEPS_SHORT[d.urgency]}
+            "advice": NEXT_STEPS_SHORT[d.urgency], "metadata used": ", ".join(answers[r.model].metadata_used) or "none"}
 
 
 summary = pd.DataFrame([{"variant": r.model, "prediction": r.top_name,
