@@ -298,3 +298,29 @@ def test_fusion_is_fitted_on_every_out_of_fold_image_and_measured_cross_fitted(f
     refused = argv + ["--fields", "age", "dx_type"]
     assert run_cli(fit_fusion.main, fit_fusion.get_args_parser(), refused) == 2
     assert "leaks the label" in capsys.readouterr().err
+
+
+def test_the_refit_model_is_swept_scored_on_test_alone_and_served_by_default(finished_cv, tmp_path: Path) -> None:
+    """The recipe refit on train + val has no validation split: its sweep cells are scored on test alone, inherit
+    its calibration and operating points (fitted out of fold), and its dense static int8 cell is the store's
+    deployed choice, by rule rather than on test figures."""
+    from core.artifacts.card import read_variant_card
+    from core.jobs.sweep import run_sweep
+    from core.store.choosing import deployed_choice
+    from tests.configs import sweep_config
+
+    cfg, result = finished_cv
+    final = train_final(result.cv_id, db=cfg.db, cv_dir=str(result.folder.parent), distill=False, epochs=1,
+                        output_dir=str(tmp_path / "models"))
+    parent = read_trained_card(final.run_dir)
+    assert parent.variant == "final" and parent.calibration.fitted_on.startswith("out-of-fold predictions")
+    sweep = sweep_config(final, tmp_path, ratios=[0.0], unstructured=[], modes=["fp32", "static"], db=cfg.db)
+    run_sweep(sweep)
+    folder = tmp_path / "variants" / final.run_id / "dense-static"
+    card = read_variant_card(folder)
+    assert card.calibration == parent.calibration and card.triage == parent.triage
+    with ResultsStore(cfg.db, read_only=True) as store:
+        assert set(store.metrics(card.run_id)["split"]) >= {"test"} and "val" not in set(
+            store.metrics(card.run_id)["split"])
+        choice = deployed_choice(store)
+    assert choice.folder == folder and "refit on train + val" in choice.reason

@@ -195,15 +195,21 @@ _CHOICE_METRICS = ("balanced_accuracy", "triage_malignant_sensitivity", "advice_
 
 
 def deployed_choice(store: ResultsStore) -> DeployedChoice:
-    """The variant to deploy by default: among the static int8 cells that keep the screening of their dense parent
-    on validation — referral sensitivity not below the parent's interval (its ``dense-fp32`` cell), and no larger
-    share of melanomas told "usually harmless" — the one with the best validation balanced accuracy (ties: the
-    smaller file). Every static int8 cell competes, whatever its calibration. Chosen on validation, so the test
-    figures stay an unbiased report. Where no cell keeps the screening, the one that misses the fewest melanomas.
+    """The variant to deploy by default. The recipe's own deployable model first: the dense static int8 cell of the
+    newest model refit on train + val after a cross-validation (``scripts.train_final --no-distill``; it has no
+    validation split, so it is chosen by this rule, never on its test figures). Otherwise, among the static int8
+    cells that keep the screening of their dense parent on validation — referral sensitivity not below the parent's
+    interval (its ``dense-fp32`` cell), and no larger share of melanomas told "usually harmless" — the one with the
+    best validation balanced accuracy (ties: the smaller file). Every static int8 cell competes, whatever its
+    calibration. Chosen on validation, so the test figures stay an unbiased report. Where no cell keeps the
+    screening, the one that misses the fewest melanomas.
 
     Raises:
         ModelError: no static int8 variant with validation figures whose files exist on this machine.
     """
+    refit = _refit_choice(store)
+    if refit is not None:
+        return refit
     rows = store.query("""
         SELECT a.path, r.variant, r.parent_run_id, m.name, m.value, d.value AS size FROM runs r
         JOIN artifacts a USING (run_id) JOIN metrics m USING (run_id)
@@ -237,6 +243,21 @@ def deployed_choice(store: ResultsStore) -> DeployedChoice:
         log.warning("deployed variant: %s", why.format(*(pick.get(m, float("nan")) for m in _CHOICE_METRICS)))
     reason = why.format(*(pick.get(m, float("nan")) for m in _CHOICE_METRICS))
     return DeployedChoice(Path(pick["path"]).parent, reason)
+
+
+def _refit_choice(store: ResultsStore) -> DeployedChoice | None:
+    """The dense static int8 cell of the newest refit model (parent variant ``final``) whose files are here."""
+    rows = store.query("""
+        SELECT a.path, p.run_id AS parent FROM runs r JOIN runs p ON p.run_id = r.parent_run_id
+        JOIN artifacts a ON a.run_id = r.run_id
+        WHERE r.kind = 'variant' AND r.variant = 'dense-static' AND p.variant = 'final' AND a.kind = 'card'
+        ORDER BY p.created_at DESC""")
+    for row in rows.itertuples():
+        if Path(row.path).is_file():
+            return DeployedChoice(Path(row.path).parent, f"the recipe's model refit on train + val ({row.parent}), "
+                                  "static int8; its calibration and operating points fitted on its "
+                                  "cross-validation's out-of-fold predictions")
+    return None
 
 
 def _keeps_screening(row: pd.Series, reference: pd.DataFrame) -> bool:

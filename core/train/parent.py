@@ -1,5 +1,9 @@
 """The dense parent a job builds on (compression, calibration, the photo gate): a trained run folder with its
-config and its split's prepared data, and its own predictions for paired differences."""
+config and its split's prepared data, and its own predictions for paired differences.
+
+A parent refit on train + val after a cross-validation (``scripts.train_final``) has no validation split: its
+:attr:`Parent.scored_splits` is the test split alone, and its card's calibration and operating points, fitted on the
+cross-validation's out-of-fold predictions, are what its cells inherit."""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ import numpy as np
 import torch
 
 from core.artifacts.card import (
+    Card,
     load_trained_model,
     parent_model_dir,
     read_trained_card,
@@ -34,14 +39,21 @@ class Parent:
     model_dir: Path
     train_cfg: TrainConfig
     split: PreparedSplit
+    card: Card
     _predictions: dict[str, np.ndarray] = dataclasses.field(default_factory=dict, repr=False)
+
+    @property
+    def scored_splits(self) -> tuple[str, ...]:
+        """The held-out splits its cells are scored on: validation (chooses, calibrates) and test (reports); a
+        model refit on train + val has test alone."""
+        return tuple(s for s in ("val", "test") if len(self.split.rows(s)))
 
     def predictions(self, split: str) -> np.ndarray:
         """The dense parent's own class predictions on ``split`` (in the split's row order): what every cell's
         paired difference is taken against. Computed once per process."""
         if split not in self._predictions:
             model, _, _ = load_trained_model(self.model_dir)
-            for name in ("val", "test"):
+            for name in self.scored_splits:
                 logits, _ = model_logits(model, self.split.loader(name, batch_size=64), torch.device("cpu"))
                 self._predictions[name] = logits.argmax(1)
         return self._predictions[split]
@@ -54,7 +66,7 @@ def load_parent(model_dir: str) -> Parent:
     card = read_trained_card(model_dir_p)
     data = train_cfg.prepare(card.preprocessing)
     table = apply_split(data.table, load_split(model_dir_p / "split.csv"))
-    return Parent(card.run_id, model_dir_p, train_cfg, PreparedSplit(data, table, card.preprocessing))
+    return Parent(card.run_id, model_dir_p, train_cfg, PreparedSplit(data, table, card.preprocessing), card)
 
 
 

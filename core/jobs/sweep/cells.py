@@ -179,15 +179,23 @@ def measure_cell(predictor: Predictor, *, parent: Parent, cfg: SweepConfig, spli
     """Accuracy (val chooses what to deploy, test reports it) and latency, through the same predictor.
 
     ``split``: the cell's own (the parent's rows at another input size); paired differences need the same images.
+    A parent refit on train + val has no validation split: the cell is scored on test alone and inherits the
+    parent's calibration and operating points (fitted on its cross-validation's out-of-fold predictions).
     """
     split = split or parent.split
+    scored = parent.scored_splits
     if split is not parent.split and any(
-            split.rows(s)["image_id"].tolist() != parent.split.rows(s)["image_id"].tolist() for s in ("val", "test")):
+            split.rows(s)["image_id"].tolist() != parent.split.rows(s)["image_id"].tolist() for s in scored):
         raise ConfigError("a cell is scored on other images than its parent: paired differences need the same rows")
     evaluations, predictions = {}, {}
-    outputs = {name: predict_logits(predictor, split.loader(name, batch_size=64)) for name in ("val", "test")}
+    outputs = {name: predict_logits(predictor, split.loader(name, batch_size=64)) for name in scored}
     card = predictor.card  # calibrated on validation; the card carries it to every later predictor of this file
-    card.calibrate(*outputs["val"], target_accuracy=cfg.uncertain_target_accuracy)
+    if "val" in outputs:
+        card.calibrate(*outputs["val"], target_accuracy=cfg.uncertain_target_accuracy)
+    else:
+        card.calibration, card.triage = parent.card.calibration, parent.card.triage
+        log.info("%s: no validation split (a refit model): calibration and operating points of its parent, fitted "
+                 "on %s", card.variant, card.calibration.fitted_on)
     pooled = []
     for name, (logits, labels) in outputs.items():
         rows = split.rows(name)
