@@ -1,7 +1,8 @@
 """Fit metadata late fusion on a finished cross-validation's out-of-fold predictions, for deployment.
 
     python -m scripts.fit_fusion --db results/results.duckdb --cv <cv id> --folds 5 \\
-        --data ../shared/data/ham10000 [--out results/cv/<cv id>/fusion.json] [--attach <variant folder> ...]
+        --data ../shared/data/ham10000 [--out results/cv/<cv id>/fusion.json] [--attach <variant folder> ...] \
+        [--score <run id>:test]    # the fitted fusion on a stored run's predictions, paired (test: read once)
 
 Fits :class:`core.fusion.LogisticStack` (the image model's probabilities with age, sex and body site; ``dx_type`` is
 refused) on every out-of-fold image, prints its cross-fitted figures paired against the image model, fits its
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from core.cli import run_cli, script_parser
 from core.fusion import METADATA_FIELDS
-from core.jobs.fusion_fit import attach_fusion, fit_fusion
+from core.jobs.fusion_fit import attach_fusion, fit_fusion, score_fusion
 from core.jobs.screen import SCREEN_METRICS
 from core.store.results import DEFAULT_DB, ResultsStore
 
@@ -34,6 +35,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("--out", default="", help="JSON file to write (default: results/cv/<cv>/fusion.json)")
     parser.add_argument("--attach", nargs="+", default=[], metavar="VARIANT",
                         help="variant folders whose cards get the fusion (a model of this cross-validation's recipe)")
+    parser.add_argument("--score", nargs="+", default=[], metavar="RUN:SPLIT",
+                        help="stored runs' predictions to score with the fitted fusion, paired against them")
     return parser
 
 
@@ -43,10 +46,7 @@ def main(args: argparse.Namespace) -> int:
         fitted = fit_fusion(store, cv_id=args.cv, folds=args.folds, data_dir=args.data, out=out,
                             fields=tuple(args.fields))
     print("cross-fitted over lesions (no image scores itself); point [95% interval over lesions]:")
-    for metric in SCREEN_METRICS:
-        (f, fl, fh), (i, il, ih), (d, dl, dh) = (fitted.figures[k][metric] for k in ("fused", "image", "delta"))
-        print(f"  {metric:22s} fused {f:.3f} [{fl:.3f}, {fh:.3f}]  image model {i:.3f} [{il:.3f}, {ih:.3f}]  "
-              f"difference {d * 100:+.1f} [{dl * 100:+.1f}, {dh * 100:+.1f}]")
+    _print_figures(fitted.figures)
     fusion = fitted.fusion
     print(f"fused: temperature {fusion.temperature:.3f}, 'uncertain' below {fusion.uncertain_threshold:.3f}; "
           f"refer possibly malignant at >= {fusion.triage.malignant.threshold:.3f} (sensitivity "
@@ -55,7 +55,23 @@ def main(args: argparse.Namespace) -> int:
     for folder in args.attach:
         attach_fusion(folder, fusion)
         print(f"attached to {folder}")
+    for run in args.score:
+        with ResultsStore(args.db, read_only=True) as store:
+            figures = score_fusion(store, fusion, run=run, data_dir=args.data)
+        print(f"{run}: {figures['images']} images of {figures['lesions']} lesions; the fitted fusion against the "
+              "run's own predictions:")
+        _print_figures(figures)
+        for key in ("image", "fused"):
+            print(f"  per-class recall, {key}: " + ", ".join(
+                f"{c} {r:.3f}" for c, r in figures["per_class_recall"][key].items() if r is not None))
     return 0
+
+
+def _print_figures(figures: dict) -> None:
+    for metric in SCREEN_METRICS:
+        (f, fl, fh), (i, il, ih), (d, dl, dh) = (figures[k][metric] for k in ("fused", "image", "delta"))
+        print(f"  {metric:22s} fused {f:.3f} [{fl:.3f}, {fh:.3f}]  image model {i:.3f} [{il:.3f}, {ih:.3f}]  "
+              f"difference {d * 100:+.1f} [{dl * 100:+.1f}, {dh * 100:+.1f}]")
 
 
 if __name__ == "__main__":

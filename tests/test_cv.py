@@ -295,6 +295,10 @@ def test_fusion_is_fitted_on_every_out_of_fold_image_and_measured_cross_fitted(f
     assert fusion.temperature > 0 and 0 < fusion.uncertain_threshold <= 1
     assert fusion.triage.malignant.val_positives + fusion.triage.melanoma.val_positives > 0
     assert "difference" in capsys.readouterr().out
+    scored = argv + ["--score", f"{fold_run_id(result.cv_id, 0)}:test"]  # the fitted fusion on a run's test images
+    assert run_cli(fit_fusion.main, fit_fusion.get_args_parser(), scored) == 0
+    said = capsys.readouterr().out
+    assert f"{fold_run_id(result.cv_id, 0)}:test: " in said and "per-class recall, fused" in said
     refused = argv + ["--fields", "age", "dx_type"]
     assert run_cli(fit_fusion.main, fit_fusion.get_args_parser(), refused) == 2
     assert "leaks the label" in capsys.readouterr().err

@@ -100,6 +100,23 @@ def fit_fusion(store: ResultsStore, *, cv_id: str, folds: int, data_dir: str, ou
     return FusionFit(fusion, path)
 
 
+def score_fusion(store: ResultsStore, fusion: MetadataFusion, *, run: str, data_dir: str,
+                 seed: int = 0) -> dict[str, Any]:
+    """``fusion`` applied to a stored run's predictions (``run``: ``<run id>:<split>``, e.g. the deployed cell's
+    ``test``) with each image's metadata from ``data_dir``: fused and image figures with lesion-level intervals,
+    their paired difference, and per-class recall. For the test split: read once, at the end."""
+    run_id, _, split = run.partition(":")
+    scored = held_out(store, run_id, split=split or "test")
+    rows = load_table(data_dir).set_index("image_id").loc[scored.image_ids].reset_index()
+    groups, labels = rows["lesion_id"].to_numpy(), scored.labels
+    fused, image = fusion.probabilities(scored.probs, rows).argmax(1), scored.probs.argmax(1)
+    return {"images": int(len(labels)), "lesions": int(len(np.unique(groups))),
+            "fused": _triples(bootstrap_intervals(labels, fused, groups, seed=seed)),
+            "image": _triples(bootstrap_intervals(labels, image, groups, seed=seed)),
+            "delta": _triples(paired_differences(labels, fused, image, groups=groups, seed=seed)),
+            "per_class_recall": {"fused": per_class_recall(labels, fused), "image": per_class_recall(labels, image)}}
+
+
 def read_fusion(path: str | Path) -> MetadataFusion:
     """The record :func:`fit_fusion` wrote; another file is a :class:`ModelError` naming the problem."""
     try:
