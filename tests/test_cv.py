@@ -318,7 +318,8 @@ def test_the_refit_model_is_swept_scored_on_test_alone_and_served_by_default(fin
                         output_dir=str(tmp_path / "models"))
     parent = read_trained_card(final.run_dir)
     assert parent.variant == "final" and parent.calibration.fitted_on.startswith("out-of-fold predictions")
-    sweep = sweep_config(final, tmp_path, ratios=[0.0], unstructured=[], modes=["fp32", "static"], db=cfg.db)
+    sweep = sweep_config(final, tmp_path, ratios=[0.0], unstructured=[], modes=["fp32", "static", "ort_fp32"],
+                         db=cfg.db)
     run_sweep(sweep)
     folder = tmp_path / "variants" / final.run_id / "dense-static"
     card = read_variant_card(folder)
@@ -328,3 +329,5 @@ def test_the_refit_model_is_swept_scored_on_test_alone_and_served_by_default(fin
             store.metrics(card.run_id)["split"])
         choice = deployed_choice(store)
     assert choice.folder == folder and "refit on train + val" in choice.reason
+    phone = read_variant_card(tmp_path / "variants" / final.run_id / "dense-ort_fp32").deployment.export_check
+    assert phone.on == "test" and phone.top1_agreement >= 0.99  # checked against its source on test images

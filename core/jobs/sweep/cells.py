@@ -71,6 +71,9 @@ def make_cell(parent: Parent, *, group: Group, label: str, built: BuiltGroup, cf
                 compression=Compression(pruning=group.kind, pruning_ratio=group.amount, quantization=mode.name,
                                         params=built.params, macs=built.macs, sparsity=built.sparsity))
     if mode.route == "qat":
+        if "val" not in parent.scored_splits:
+            raise ConfigError(f"{label}: quantization-aware training chooses its epoch on validation, and "
+                              f"{parent.run_id} (refit on train + val) has none; sweep it without qat")
         return _qat_cell(card, folder=folder, built=built, parent=parent, cfg=cfg), folder
     if mode.route == "torch":
         module = torch_dynamic_quantize(copy.deepcopy(built.model)) if mode.torch_quantize else built.model
@@ -151,17 +154,18 @@ def _mobile_cell(card: Card, *, folder: Path, mode: Mode, built: BuiltGroup, cfg
     predictor = MobilePredictor(path, card, threads=cfg.threads)  # a file its runtime cannot load raises here
     reference: Predictor = (OnnxPredictor(next(iter(source_onnx.values())), card, threads=cfg.threads)
                             if source_onnx else TorchPredictor(built.model, card))
-    loader = built.split.loader("val", batch_size=64)
+    on = "val" if len(built.split.rows("val")) else "test"  # a refit parent has no validation split
+    loader = built.split.loader(on, batch_size=64)
     got, _ = predict_logits(predictor, loader)
     want, _ = predict_logits(reference, loader)
     agreement = float(np.mean(got.argmax(1) == want.argmax(1)))
-    check = ExportCheck(source=f"onnx:{mode.source}" if source_onnx else "torch", on="val",
+    check = ExportCheck(source=f"onnx:{mode.source}" if source_onnx else "torch", on=on,
                         max_abs_logit_diff=float(np.abs(got - want).max()), top1_agreement=agreement)
     card.deployment = dataclasses.replace(card.deployment, export_check=check)
-    log.info("%s: %s %s, top-1 agreement with its source %.4f on %d validation images", card.variant,
-             runtime.name, runtime.version, agreement, len(got))
+    log.info("%s: %s %s, top-1 agreement with its source %.4f on %d %s images", card.variant,
+             runtime.name, runtime.version, agreement, len(got), on)
     if not mode.int8 and agreement < MIN_FP32_AGREEMENT:
-        raise ExportRejected(f"{card.variant}: agrees with its source on {agreement:.1%} of validation images "
+        raise ExportRejected(f"{card.variant}: agrees with its source on {agreement:.1%} of {on} images "
                              f"(< {MIN_FP32_AGREEMENT:.0%}); not kept")
     return predictor
 
