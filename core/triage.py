@@ -116,32 +116,37 @@ class Triage:
 
     malignant: OperatingPoint
     melanoma: OperatingPoint
+    fitted_on: str = "val"  # or a cross-validation's out-of-fold predictions (a refit model, a fusion)
 
     def to_dict(self) -> dict[str, object]:
-        return {"fitted_on": "val", "malignant": self.malignant.to_dict(), "melanoma": self.melanoma.to_dict()}
+        return {"fitted_on": self.fitted_on, "malignant": self.malignant.to_dict(),
+                "melanoma": self.melanoma.to_dict()}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, object] | None) -> Triage | None:
         if not d:
             return None
-        return cls(OperatingPoint.from_dict(d["malignant"]), OperatingPoint.from_dict(d["melanoma"]))  # type: ignore[arg-type]
+        return cls(OperatingPoint.from_dict(d["malignant"]), OperatingPoint.from_dict(d["melanoma"]),  # type: ignore[arg-type]
+                   str(d.get("fitted_on", "val")))
 
 
 def fit_triage(labels: np.ndarray, probs: np.ndarray, *,
                malignant_sensitivity: float = DEFAULT_MALIGNANT_SENSITIVITY,
-               melanoma_sensitivity: float = DEFAULT_MELANOMA_SENSITIVITY) -> Triage:
-    """Both operating points from validation labels and calibrated probabilities."""
+               melanoma_sensitivity: float = DEFAULT_MELANOMA_SENSITIVITY, fitted_on: str = "val") -> Triage:
+    """Both operating points from held-out labels and calibrated probabilities (``fitted_on`` says which)."""
     return Triage(fit_operating_point(labels, probs, group=MALIGNANT_GROUP, target_sensitivity=malignant_sensitivity),
-                  fit_operating_point(labels, probs, group=MELANOMA_GROUP, target_sensitivity=melanoma_sensitivity))
+                  fit_operating_point(labels, probs, group=MELANOMA_GROUP, target_sensitivity=melanoma_sensitivity),
+                  fitted_on)
 
 
 def fit_triage_on_logits(logits: np.ndarray, labels: np.ndarray, *, temperature: float,
                          malignant_sensitivity: float = DEFAULT_MALIGNANT_SENSITIVITY,
-                         melanoma_sensitivity: float = DEFAULT_MELANOMA_SENSITIVITY) -> Triage | None:
+                         melanoma_sensitivity: float = DEFAULT_MELANOMA_SENSITIVITY,
+                         fitted_on: str = "val") -> Triage | None:
     """:func:`fit_triage` on validation logits with the model's temperature; None (logged) when the validation
     split lacks images in or outside a group (tiny synthetic sets)."""
     try:
-        triage = fit_triage(labels, calibrated_softmax(logits, temperature),
+        triage = fit_triage(labels, calibrated_softmax(logits, temperature), fitted_on=fitted_on,
                             malignant_sensitivity=malignant_sensitivity, melanoma_sensitivity=melanoma_sensitivity)
     except ValueError as exc:
         log.warning("no screening operating point: %s", exc)

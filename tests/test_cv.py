@@ -318,6 +318,7 @@ def test_the_refit_model_is_swept_scored_on_test_alone_and_served_by_default(fin
                         output_dir=str(tmp_path / "models"))
     parent = read_trained_card(final.run_dir)
     assert parent.variant == "final" and parent.calibration.fitted_on.startswith("out-of-fold predictions")
+    assert parent.triage is None or parent.triage.fitted_on == parent.calibration.fitted_on
     sweep = sweep_config(final, tmp_path, ratios=[0.0], unstructured=[], modes=["fp32", "static", "ort_fp32"],
                          db=cfg.db)
     run_sweep(sweep)

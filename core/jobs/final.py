@@ -146,12 +146,12 @@ def cv_calibration(ctx: CVContext, *, db: str, fold_cards: list[Card], target_ac
     on the cross-validation's out-of-fold probabilities (calibrated by each fold's temperature)."""
     with ResultsStore(db, read_only=True) as store:
         pooled = held_out(store, ",".join(fold_run_id(ctx.cv_id, i) for i in range(ctx.cv.folds)))
+    fitted_on = f"out-of-fold predictions of {ctx.cv_id} ({len(pooled.labels)} images)"
     try:
-        triage = fit_triage(pooled.labels, pooled.probs)
+        triage = fit_triage(pooled.labels, pooled.probs, fitted_on=fitted_on)
     except ValueError as exc:  # tiny synthetic folds
         log.warning("no screening operating point from the out-of-fold predictions: %s", exc)
         triage = None
-    fitted_on = f"out-of-fold predictions of {ctx.cv_id} ({len(pooled.labels)} images)"
     return Calibration(temperature=float(np.mean([c.temperature for c in fold_cards])),
                        uncertain_threshold=uncertain_threshold(pooled.labels, pooled.probs,
                                                                target_accuracy=target_accuracy),

@@ -80,7 +80,8 @@ def fit_fusion(store: ResultsStore, *, cv_id: str, folds: int, data_dir: str, ou
         "per_class_recall": {"fused": per_class_recall(labels, fused), "image": per_class_recall(labels, image)}}
     crossed_logits = np.log(np.clip(crossed, 1e-7, 1.0))
     temperature, threshold = fit_calibration(crossed_logits, labels, target_accuracy=target_accuracy)
-    triage = fit_triage_on_logits(crossed_logits, labels, temperature=temperature)
+    triage = fit_triage_on_logits(crossed_logits, labels, temperature=temperature,
+                                  fitted_on=f"cross-fitted fused out-of-fold probabilities of {cv_id}")
     figures["ece"] = {"fused": expected_calibration_error(labels, calibrated_softmax(crossed_logits, temperature)),
                       "image": expected_calibration_error(labels, pooled.probs)}
     if triage is None:
