@@ -621,3 +621,27 @@ def test_a_dragged_box_or_clicks_select_the_points_inside() -> None:
     clicked = {"pick": [{"run_id": "a"}], **box}
     assert selected_run_ids(clicked, points, x="size_mb", metric="balanced_accuracy") == ["a", "b", "c"]
     assert selected_run_ids({}, points, x="size_mb", metric="balanced_accuracy") == []
+
+
+@pytest.mark.slow
+@committed
+def test_the_live_panel_fuses_what_is_said_about_the_person_with_the_committed_release(
+        tmp_path: Path, samples_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The release carries metadata fusion: the panel asks age, sex and body site (optional), and the variants
+    that fuse say which fields they used; without any, nothing is used."""
+    from core.jobs.release import install_release
+
+    copy = fresh_copy(tmp_path)
+    install_release(copy)
+    monkeypatch.setenv("LESIONLITE_DB", str(copy / "results.duckdb"))
+    monkeypatch.setenv("LESIONLITE_SAMPLES", str(samples_dir))
+    at = _run("views/live_panel.py")
+    at.radio(key="live_source").set_value("Sample image").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert set(at.dataframe[0].value["metadata used"]) == {"none"}
+    at.number_input(key="live_age").set_value(70).run()
+    at.selectbox(key="live_site").set_value("back").run()
+    assert not at.exception, [e.value for e in at.exception]
+    used = at.dataframe[0].value.set_index("variant")["metadata used"]
+    served = next(label for label in used.index if label.startswith("dense-static"))
+    assert used[served] == "age, localization"

@@ -105,7 +105,8 @@ class DeployedModel:
     def load(cls, folder: str | Path, *, threads: int = 1, uncertain_threshold: float | None = None,
              models_dir: str | Path = DEFAULT_MODELS_DIR, tta: bool = False) -> DeployedModel:
         """Load the variant in ``folder`` (or a trained model: folder or run id under ``models_dir``);
-        ``uncertain_threshold`` overrides the card's (an operator's setting).
+        ``uncertain_threshold`` overrides the card's (an operator's setting) for answers from the photo alone; a
+        fused answer keeps the fusion's own threshold, fitted on fused probabilities.
 
         Raises:
             ModelError: the folder's card, model or gate is missing or damaged.
