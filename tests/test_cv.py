@@ -319,7 +319,7 @@ def test_the_refit_model_is_swept_scored_on_test_alone_and_served_by_default(fin
     parent = read_trained_card(final.run_dir)
     assert parent.variant == "final" and parent.calibration.fitted_on.startswith("out-of-fold predictions")
     assert parent.triage is None or parent.triage.fitted_on == parent.calibration.fitted_on
-    sweep = sweep_config(final, tmp_path, ratios=[0.0], unstructured=[], modes=["fp32", "static", "ort_fp32"],
+    sweep = sweep_config(final, tmp_path, ratios=[0.0, 0.5], unstructured=[], modes=["fp32", "static", "ort_fp32"],
                          db=cfg.db)
     run_sweep(sweep)
     folder = tmp_path / "variants" / final.run_id / "dense-static"
@@ -332,3 +332,6 @@ def test_the_refit_model_is_swept_scored_on_test_alone_and_served_by_default(fin
     assert choice.folder == folder and "refit on train + val" in choice.reason
     phone = read_variant_card(tmp_path / "variants" / final.run_id / "dense-ort_fp32").deployment.export_check
     assert phone.on == "test" and phone.top1_agreement >= 0.99  # checked against its source on test images
+    with ResultsStore(cfg.db, read_only=True) as store:  # a pruned cell fine-tunes without a validation split
+        pruned = store.runs().query("parent_run_id == @final.run_id and variant.str.startswith('pruned')")
+    assert len(pruned) == 3 and (tmp_path / "variants" / final.run_id / "pruned-0.5-static" / "card.json").is_file()

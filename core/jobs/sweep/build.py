@@ -70,13 +70,14 @@ def _teacher(parent: Parent, group: Group, cfg: SweepConfig, info: dict[str, Any
 
 def _recover(model: nn.Module, *, parent: Parent, cfg: SweepConfig, epochs: int, step: int,
              distillation: Distillation | None, info: dict[str, Any]) -> None:
-    """Fine-tune the pruned ``model`` in place for ``epochs`` (pruning step ``step``), keeping its best epoch."""
+    """Fine-tune the pruned ``model`` in place for ``epochs`` (pruning step ``step``), keeping its best epoch on
+    validation (a refit parent, which has none: its last)."""
     if epochs == 0:
         return
     train_cfg = _recovery_cfg(parent, cfg, epochs=epochs, ema_decay=cfg.finetune_ema_decay)
     seed_everything(train_cfg.seed + step)
     fitted = fit(model, split=parent.split, cfg=train_cfg, device=resolve_device(train_cfg.device),
-                 distillation=distillation)
+                 distillation=distillation, select_best="val" in parent.scored_splits)  # a refit parent: last epoch
     if fitted.best_state is not None:
         model.load_state_dict(fitted.best_state)
     model.to("cpu")
@@ -131,8 +132,9 @@ def _prune_and_finetune(parent: Parent, group: Group, cfg: SweepConfig) -> tuple
         report = structured_prune(model, ratio=group.amount, example_input=example, importance=cfg.importance,
                                   global_pruning=cfg.global_pruning, iterative_steps=group.steps,
                                   grad_batches=grad_batches, after_step=finetune)
-    info["finetune"] = {"epochs": cfg.finetune_epochs, "lr": cfg.finetune_lr,
-                        "warmup_epochs": cfg.finetune_warmup_epochs, "freeze_stages": cfg.finetune_freeze_stages}
+    info["finetune"] = {"epochs": cfg.finetune_epochs, "lr": cfg.finetune_lr, "ema_decay": cfg.finetune_ema_decay,
+                        "warmup_epochs": cfg.finetune_warmup_epochs, "freeze_stages": cfg.finetune_freeze_stages,
+                        "kept": "best validation epoch" if "val" in parent.scored_splits else "last epoch"}
     info.update(params_before=report.params_before, params_after=report.params_after,
                 macs_before=report.macs_before, macs_after=report.macs_after)
     return model.eval(), info
@@ -179,7 +181,8 @@ def _train_from_pretrained(parent: Parent, group: Group, cfg: SweepConfig
         info.update(macs_budget=group.amount, max_layer_ratio=cfg.max_layer_ratio,
                     residual_stream_kept=not cfg.prune_residual_stream)
     train_cfg = dataclasses.replace(recipe, model=group.architecture, img_size=size, pretrained=False)
-    fitted = fit(model, split=split, cfg=train_cfg, device=resolve_device(recipe.device))
+    fitted = fit(model, split=split, cfg=train_cfg, device=resolve_device(recipe.device),
+                 select_best="val" in parent.scored_splits)  # a refit parent has no validation split
     if fitted.best_state is not None:
         model.load_state_dict(fitted.best_state)
     info["history"] = fitted.history
