@@ -17,6 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from core.artifacts.card import read_variant_card
 from core.cli import run_cli, script_parser
 from core.fusion import METADATA_FIELDS
 from core.jobs.fusion_fit import attach_fusion, fit_fusion, score_fusion
@@ -57,13 +58,16 @@ def main(args: argparse.Namespace) -> int:
         print(f"attached to {folder}")
     for run in args.score:
         with ResultsStore(args.db, read_only=True) as store:
-            figures = score_fusion(store, fusion, run=run, data_dir=args.data)
+            figures = score_fusion(store, fusion, run=run, data_dir=args.data,
+                                   image_card=read_variant_card(args.attach[0]) if args.attach else None)
         print(f"{run}: {figures['images']} images of {figures['lesions']} lesions; the fitted fusion against the "
               "run's own predictions:")
         _print_figures(figures)
         for key in ("image", "fused"):
             print(f"  per-class recall, {key}: " + ", ".join(
                 f"{c} {r:.3f}" for c, r in figures["per_class_recall"][key].items() if r is not None))
+        for key, met in figures["what_patients_meet"].items():  # at each one's own thresholds (--attach's card)
+            print(f"  what a patient meets, {key}: " + ", ".join(f"{m} {v:.3f}" for m, v in met.items()))
     return 0
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from core.artifacts.card import read_variant_card, write_variant
+from core.artifacts.card import Card, read_variant_card, write_variant
 from core.calibration import DEFAULT_TARGET_ACCURACY, calibrated_softmax, fit_calibration
 from core.data.layout import load_table
 from core.errors import ModelError
@@ -36,6 +36,7 @@ from core.jobs.cv.context import fold_run_id
 from core.jobs.screen import SCREEN_METRICS, held_out
 from core.metrics import expected_calibration_error, per_class_recall
 from core.provenance import git_sha
+from core.serve.deployed import Scores
 from core.store.results import ResultsStore
 from core.triage import fit_triage_on_logits
 
@@ -101,17 +102,26 @@ def fit_fusion(store: ResultsStore, *, cv_id: str, folds: int, data_dir: str, ou
     return FusionFit(fusion, path)
 
 
-def score_fusion(store: ResultsStore, fusion: MetadataFusion, *, run: str, data_dir: str,
-                 seed: int = 0) -> dict[str, Any]:
+def score_fusion(store: ResultsStore, fusion: MetadataFusion, *, run: str, data_dir: str, seed: int = 0,
+                 image_card: Card | None = None) -> dict[str, Any]:
     """``fusion`` applied to a stored run's predictions (``run``: ``<run id>:<split>``, e.g. the deployed cell's
     ``test``) with each image's metadata from ``data_dir``: fused and image figures with lesion-level intervals,
-    their paired difference, and per-class recall. For the test split: read once, at the end."""
+    their paired difference, and per-class recall; with ``image_card`` (the run's own), what a patient meets with
+    each ("uncertain" share, referral, melanomas told "usually harmless") at each one's own thresholds and
+    operating points. For the test split: read once, at the end."""
     run_id, _, split = run.partition(":")
     scored = held_out(store, run_id, split=split or "test")
     rows = load_table(data_dir).set_index("image_id").loc[scored.image_ids].reset_index()
     groups, labels = rows["lesion_id"].to_numpy(), scored.labels
-    fused, image = fusion.probabilities(scored.probs, rows).argmax(1), scored.probs.argmax(1)
-    return {"images": int(len(labels)), "lesions": int(len(np.unique(groups))),
+    fused_probs = fusion.probabilities(scored.probs, rows)
+    fused, image = fused_probs.argmax(1), scored.probs.argmax(1)
+    met = {}
+    if image_card is not None and image_card.uncertain_threshold is not None:
+        met = {"image": Scores(scored.probs, labels, scored.probs.max(1) < image_card.uncertain_threshold
+                               ).deployment_metrics(image_card.triage),
+               "fused": Scores(fused_probs, labels, fused_probs.max(1) < fusion.uncertain_threshold
+                               ).deployment_metrics(fusion.triage)}
+    return {"images": int(len(labels)), "lesions": int(len(np.unique(groups))), "what_patients_meet": met,
             "fused": _triples(bootstrap_intervals(labels, fused, groups, seed=seed)),
             "image": _triples(bootstrap_intervals(labels, image, groups, seed=seed)),
             "delta": _triples(paired_differences(labels, fused, image, groups=groups, seed=seed)),
