@@ -103,8 +103,9 @@ def test_raw_softmax_is_recovered_from_stored_calibrated_probabilities() -> None
 
 
 def as_flat(card: dict) -> dict:
-    """A card as versions 1 and 2 wrote it: every fact at the top level (no typed records)."""
-    flat = {k: v for k, v in card.items() if k not in ("origin", "calibration", "compression", "deployment")}
+    """A card as versions 1 and 2 wrote it: every fact at the top level (no typed records; no fusion, which they
+    never had)."""
+    flat = {k: v for k, v in card.items() if k not in ("origin", "calibration", "compression", "deployment", "fusion")}
     calibration = dict(card["calibration"])
     flat.update(card["origin"], temperature=calibration.pop("temperature"),
                 uncertain_threshold=calibration.pop("uncertain_threshold"),
