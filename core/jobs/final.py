@@ -33,7 +33,7 @@ from core.data.prepare import PreparedSplit
 from core.data.split import save_split
 from core.errors import ConfigError
 from core.jobs.cv import CVConfig, CVContext, fold_run_id, open_cv
-from core.jobs.screen import held_out
+from core.jobs.screen import cv_held_out
 from core.metrics import Evaluation
 from core.models import create_model
 from core.provenance import Provenance, new_run_id
@@ -145,7 +145,7 @@ def cv_calibration(ctx: CVContext, *, db: str, fold_cards: list[Card], target_ac
     models' (each fitted on its held-out fold); its "uncertain" threshold and screening operating points are fitted
     on the cross-validation's out-of-fold probabilities (calibrated by each fold's temperature)."""
     with ResultsStore(db, read_only=True) as store:
-        pooled = held_out(store, ",".join(fold_run_id(ctx.cv_id, i) for i in range(ctx.cv.folds)))
+        pooled = cv_held_out(store, ctx.cv_id, ctx.cv.folds)
     fitted_on = f"out-of-fold predictions of {ctx.cv_id} ({len(pooled.labels)} images)"
     try:
         triage = fit_triage(pooled.labels, pooled.probs, fitted_on=fitted_on)

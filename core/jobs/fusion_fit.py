@@ -20,7 +20,6 @@ import numpy as np
 
 from core.artifacts.card import Card, read_variant_card, write_variant
 from core.calibration import DEFAULT_TARGET_ACCURACY, calibrated_softmax, fit_calibration
-from core.data.layout import load_table
 from core.errors import ModelError
 from core.fusion import (
     METADATA_FIELDS,
@@ -32,8 +31,7 @@ from core.fusion import (
     stack_lever,
 )
 from core.intervals import bootstrap_intervals, paired_differences
-from core.jobs.cv.context import fold_run_id
-from core.jobs.screen import SCREEN_METRICS, held_out
+from core.jobs.screen import SCREEN_METRICS, cv_held_out, held_out, metadata_rows
 from core.metrics import expected_calibration_error, per_class_recall
 from core.provenance import git_sha
 from core.serve.deployed import Scores
@@ -69,8 +67,8 @@ def fit_fusion(store: ResultsStore, *, cv_id: str, folds: int, data_dir: str, ou
     """Fit the stack on the ``folds`` fold runs of ``cv_id`` pooled, measure it and fit its calibration and
     operating points cross-fitted, write ``out``."""
     fields = check_fields(fields)
-    pooled = held_out(store, ",".join(fold_run_id(cv_id, i) for i in range(folds)))
-    rows = load_table(data_dir).set_index("image_id").loc[pooled.image_ids].reset_index()
+    pooled = cv_held_out(store, cv_id, folds)
+    rows = metadata_rows(data_dir, pooled.image_ids)
     meta, groups, labels = metadata_features(rows, fields), rows["lesion_id"].to_numpy(), pooled.labels
     crossed = cross_fit(stack_lever("metadata_fusion", fields), pooled.probs, meta, labels, groups, seed=seed)
     fused, image = crossed.argmax(1), pooled.probs.argmax(1)
@@ -111,7 +109,7 @@ def score_fusion(store: ResultsStore, fusion: MetadataFusion, *, run: str, data_
     operating points. For the test split: read once, at the end."""
     run_id, _, split = run.partition(":")
     scored = held_out(store, run_id, split=split or "test")
-    rows = load_table(data_dir).set_index("image_id").loc[scored.image_ids].reset_index()
+    rows = metadata_rows(data_dir, scored.image_ids)
     groups, labels = rows["lesion_id"].to_numpy(), scored.labels
     fused_probs = fusion.probabilities(scored.probs, rows)
     fused, image = fused_probs.argmax(1), scored.probs.argmax(1)

@@ -21,6 +21,7 @@ from core.data.layout import load_table
 from core.errors import ConfigError
 from core.fusion import LEVERS, METADATA_FIELDS, cross_fit, metadata_features
 from core.intervals import bootstrap_intervals, paired_differences
+from core.jobs.cv.context import fold_run_id
 from core.metrics import per_class_recall
 from core.store.results import ResultsStore
 
@@ -70,6 +71,17 @@ def held_out(store: ResultsStore, run_id: str, *, split: str = "oof", archive: P
     return HeldOut(run_id, frame["image_id"].to_numpy(dtype=str), frame["label"].to_numpy(),
                    np.stack(frame["probs"].to_numpy()).astype(np.float64),
                    float(seconds) / 60 if seconds is not None and pd.notna(seconds) else float("nan"))
+
+
+def cv_held_out(store: ResultsStore, cv_id: str, folds: int) -> HeldOut:
+    """Every out-of-fold prediction of a finished cross-validation, pooled: each image once, from the fold model
+    that did not train on it."""
+    return held_out(store, ",".join(fold_run_id(cv_id, i) for i in range(folds)))
+
+
+def metadata_rows(data_dir: str, image_ids: np.ndarray) -> pd.DataFrame:
+    """The dataset's metadata rows (lesion id, age, sex, body site) of ``image_ids``, in that order."""
+    return load_table(data_dir).set_index("image_id").loc[image_ids].reset_index()
 
 
 def archive_runs(store: ResultsStore, run_ids: list[str], folder: Path) -> list[Path]:
