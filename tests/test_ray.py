@@ -57,22 +57,22 @@ def test_ray_sweep_gives_the_sequential_cells_and_figures(trained_tiny: TrainRes
 
 def test_interrupted_ray_driver_resumes_without_duplicates(trained_tiny: TrainResult, tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    import core.jobs.sweep.ray_runner as sweep_mod
+    from core.jobs.sweep.ledger import Ledger
 
     cfg = sweep_config(trained_tiny, tmp_path, ray_cpus=2, modes=["fp32", "static"])
-    real_store = sweep_mod.store_cell
+    real_store = Ledger.store
     calls = []
 
-    def killed_after_one(db, record):
+    def killed_after_one(ledger, record):
         if calls:
             raise KeyboardInterrupt  # the driver dies with results still arriving
         calls.append(record.run_id)
-        return real_store(db, record)
+        return real_store(ledger, record)
 
-    monkeypatch.setattr(sweep_mod, "store_cell", killed_after_one)
+    monkeypatch.setattr(Ledger, "store", killed_after_one)
     with pytest.raises(KeyboardInterrupt):
         run_sweep(cfg, use_ray=True)
-    monkeypatch.setattr(sweep_mod, "store_cell", real_store)
+    monkeypatch.setattr(Ledger, "store", real_store)
     with ResultsStore(cfg.db, read_only=True) as store:
         assert list(store.runs()["run_id"]) == calls  # only whole cells were written
     run_sweep(cfg, use_ray=True, time_on_driver=True)

@@ -13,7 +13,7 @@ import core.train.loop as train_mod
 from core.cli import run_cli
 from core.config import build_config
 from core.errors import ConfigError
-from core.jobs.sweep import SweepConfig, plan_groups, run_sweep, shard_groups
+from core.jobs.sweep import Group, SweepConfig, plan_groups, run_sweep, shard_groups
 from core.jobs.sweep.build import build_group
 from core.jobs.train import TrainResult
 from core.store.results import ResultsStore, ingest
@@ -113,19 +113,18 @@ def test_fine_tuning_uses_the_sweep_ema_setting_not_the_parents(trained_tiny: Tr
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     import dataclasses
 
-    import core.jobs.sweep.build as sweep_mod
 
     seen: list[float] = []
-    real_fit = sweep_mod.fit
+    real_fit = train_mod.fit
 
     def spy(model, *, cfg, **kw):
         seen.append(cfg.ema_decay)
         return real_fit(model, cfg=cfg, **kw)
 
-    monkeypatch.setattr(sweep_mod, "fit", spy)
+    monkeypatch.setattr(train_mod, "fit", spy)
     parent = load_parent(str(trained_tiny.run_dir))
     parent.train_cfg = dataclasses.replace(parent.train_cfg, ema_decay=0.99)  # a parent trained with EMA
-    group = sweep_mod.Group("test_efficientnet", "structured", 0.5, ("fp32",))
+    group = Group("test_efficientnet", "structured", 0.5, ("fp32",))
     for cfg in (sweep_config(trained_tiny, tmp_path), sweep_config(trained_tiny, tmp_path, finetune_ema_decay=0.9)):
         build_group(parent, group=group, todo=["torch_fp32"], cfg=cfg)
     assert seen == [0.0, 0.9]
@@ -167,17 +166,16 @@ def test_distilled_fine_tuning_learns_from_the_frozen_dense_parent(trained_tiny:
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
-    import core.jobs.sweep.build as sweep_mod
     from core.artifacts.card import load_trained_model
 
     seen = []
-    real_fit = sweep_mod.fit
+    real_fit = train_mod.fit
 
     def spy(model, *, distillation=None, **kw):
         seen.append(distillation)
         return real_fit(model, distillation=distillation, **kw)
 
-    monkeypatch.setattr(sweep_mod, "fit", spy)
+    monkeypatch.setattr(train_mod, "fit", spy)
     parent = load_parent(str(trained_tiny.run_dir))
     cfg = sweep_config(trained_tiny, tmp_path, distill_alpha=0.5, distill_temperature=3.0)
     group = plan_groups(cfg)[1]
@@ -207,16 +205,15 @@ def test_iterative_pruning_makes_its_own_cells_and_shares_the_epoch_budget() -> 
 
 def test_iterative_pruning_fine_tunes_after_every_step(trained_tiny: TrainResult, tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    import core.jobs.sweep.build as sweep_mod
 
     seen: list[tuple[int, int]] = []  # (epochs asked, parameters of the model handed to fit)
-    real_fit = sweep_mod.fit
+    real_fit = train_mod.fit
 
     def spy(model, *, cfg, **kw):
         seen.append((cfg.epochs, sum(p.numel() for p in model.parameters())))
         return real_fit(model, cfg=cfg, **kw)
 
-    monkeypatch.setattr(sweep_mod, "fit", spy)
+    monkeypatch.setattr(train_mod, "fit", spy)
     parent = load_parent(str(trained_tiny.run_dir))
     cfg = sweep_config(trained_tiny, tmp_path, finetune_epochs=2, iterative_steps=2)
     built = build_group(parent, group=plan_groups(cfg)[1], todo=["torch_fp32"], cfg=cfg)
@@ -298,10 +295,9 @@ def test_mac_budget_cells_recover_with_every_pruned_layer_trainable(trained_tiny
     whatever freeze_stages the parent was trained with."""
     import dataclasses
 
-    import core.jobs.sweep.build as sweep_mod
 
     seen: list[int] = []
-    real_fit = sweep_mod.fit
+    real_fit = train_mod.fit
 
     def spy(model, *, cfg, **kw):
         stem = model.conv_stem.weight.detach().clone()
@@ -310,10 +306,10 @@ def test_mac_budget_cells_recover_with_every_pruned_layer_trainable(trained_tiny
         assert not torch.equal(stem, model.conv_stem.weight.detach())  # the stem learned during recovery
         return result
 
-    monkeypatch.setattr(sweep_mod, "fit", spy)
+    monkeypatch.setattr(train_mod, "fit", spy)
     parent = load_parent(str(trained_tiny.run_dir))
     parent.train_cfg = dataclasses.replace(parent.train_cfg, freeze_stages=2)  # a parent trained with frozen stages
-    group = sweep_mod.Group("test_efficientnet", "budget", 0.8, ("fp32",))
+    group = Group("test_efficientnet", "budget", 0.8, ("fp32",))
     assert group.variant("fp32") == "macs-0.8-fp32"
     cfg = sweep_config(trained_tiny, tmp_path, finetune_epochs=1)
     info = build_group(parent, group=group, todo=["torch_fp32"], cfg=cfg).info
@@ -395,9 +391,8 @@ def test_prune_then_train_and_lower_resolution_cells(trained_tiny: TrainResult, 
 def test_a_larger_architecture_is_pruned_to_the_parents_macs(trained_tiny: TrainResult, tmp_path: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """Issue 19: 'ptt-<arch>-1' prunes a larger network until it has the parent's MACs (Lite1 to Lite0's)."""
-    import core.jobs.sweep.build as sweep_mod
 
-    monkeypatch.setattr(sweep_mod, "fit", lambda model, **kw: train_mod.FitResult([], 0.0, 0, None))
+    monkeypatch.setattr(train_mod, "fit", lambda model, **kw: train_mod.FitResult([], 0.0, 0, None))
     cfg = sweep_config(trained_tiny, tmp_path, ratios=[], unstructured=[], modes=["fp32"], prune_then_train=[1.0],
                prune_then_train_models=["test_resnet"])
     group = plan_groups(cfg)[0]

@@ -43,6 +43,18 @@ UPGRADE_COMMAND = "python -m scripts.upgrade_artifacts"
 DEFAULT_MODELS_DIR = Path("results/models")
 
 
+def fitted_calibration(logits: np.ndarray, labels: np.ndarray, *,
+                       target_accuracy: float = DEFAULT_TARGET_ACCURACY, fitted_on: str = "val",
+                       **notes: object) -> tuple[Calibration, Triage]:
+    """The temperature, the "uncertain" threshold and the screening operating points fitted on held-out logits
+    (validation, or a fold's held-out images), with where they were fitted and ``notes``: the one place a model is
+    calibrated (:meth:`Card.calibrate` records them in a card)."""
+    temperature, threshold = fit_calibration(logits, labels, target_accuracy=target_accuracy)
+    calibration = Calibration(temperature=temperature, uncertain_threshold=threshold, fitted_on=fitted_on,
+                              target_accuracy=target_accuracy, notes=dict(notes))
+    return calibration, fit_triage_on_logits(logits, labels, temperature=temperature)
+
+
 @dataclass
 class Card:
     """What a model says about itself: architecture, classes in order, preprocessing and lineage, with typed records
@@ -88,11 +100,9 @@ class Card:
                   **notes: object) -> None:
         """Fit the temperature, the "uncertain" threshold and the screening operating points on held-out logits
         (validation, or a fold's held-out images) and record them, with where they were fitted and ``notes``, in
-        this card. The one place a card is calibrated; the caller writes the card."""
-        temperature, threshold = fit_calibration(logits, labels, target_accuracy=target_accuracy)
-        self.calibration = Calibration(temperature=temperature, uncertain_threshold=threshold, fitted_on=fitted_on,
-                                       target_accuracy=target_accuracy, notes=dict(notes))
-        self.triage = fit_triage_on_logits(logits, labels, temperature=temperature)
+        this card. The caller writes the card."""
+        self.calibration, self.triage = fitted_calibration(logits, labels, target_accuracy=target_accuracy,
+                                                           fitted_on=fitted_on, **notes)
 
     def to_dict(self) -> dict[str, Any]:
         def record(r: Any) -> Any:

@@ -60,6 +60,15 @@ def fold_checkpoint(fold_dir: Path) -> dict[str, Any] | None:
     return torch.load(path, map_location="cpu", weights_only=False) if path.is_file() else None
 
 
+def epochs_done(fold_dir: Path) -> int:
+    """How many epochs a fold's checkpoint has finished (0: none). Memory-mapped: the driver reads the epoch, not
+    the ~70 MB of weights and optimizer state that the fold itself loads when it resumes."""
+    path = fold_dir / "checkpoint.pth"
+    if not path.is_file():
+        return 0
+    return int(torch.load(path, map_location="cpu", weights_only=False, mmap=True)["epoch"]) + 1
+
+
 def run_fold(ctx: CVContext, fold: int, eta: EpochsLeft | None = None) -> RunRecord:
     """Train fold ``fold``'s model on the other folds and score it on its own fold and on test."""
     recipe, fold_dir = ctx.recipe, ctx.folder / f"fold{fold}"

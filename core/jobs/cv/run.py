@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 from core.jobs.cv.context import CVConfig, CVResult, fold_run_id, open_cv
-from core.jobs.cv.fold import EpochsLeft, fold_checkpoint, run_fold
+from core.jobs.cv.fold import EpochsLeft, epochs_done, run_fold
 from core.jobs.cv.ray import run_folds_on_ray
 from core.jobs.cv.summary import summarise
 from core.store.results import ResultsStore
@@ -22,8 +22,7 @@ def run_cv(recipe: TrainConfig, cv: CVConfig) -> CVResult:
     with ResultsStore(ctx.recipe.db, read_only=Path(ctx.recipe.db).is_file()) as store:
         stored = {i for i in range(ctx.cv.folds) if store.has_run(fold_run_id(ctx.cv_id, i))}
     todo = [i for i in wanted if i not in stored]
-    epochs_left = sum(ctx.recipe.epochs - (ckpt["epoch"] + 1 if (ckpt := fold_checkpoint(ctx.folder / f"fold{i}"))
-                                           else 0) for i in todo)
+    epochs_left = sum(ctx.recipe.epochs - epochs_done(ctx.folder / f"fold{i}") for i in todo)
     log.info("cross-validation %s: %d folds, %d stored, %d to run now (%d epochs)", ctx.cv_id, ctx.cv.folds,
              len(stored), len(todo), epochs_left)
     if ctx.cv.ray:

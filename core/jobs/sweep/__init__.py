@@ -9,8 +9,9 @@ Work is grouped by (model, pruning): one prune + fine-tune serves all quantizati
 Completed cells are skipped on a rerun (resumable); a cell is stored only once all of it exists.
 ``shard="i/n"`` runs the groups whose index is i modulo n, so a grid can be spread over machines.
 
-Modules: config (SweepConfig, Group, the plan) <- build (a group's model) <- cells (make, measure, record, store a
-cell) <- ray_runner (groups as Ray tasks) <- run (run_sweep, the summary).
+Modules: config (SweepConfig, Group, the plan) <- build (a group's model) <- cells (make, measure, record a cell)
+<- ledger (the runner's store: cells to do, cells stored) <- ray_runner (groups as Ray tasks) <- run (run_sweep,
+the summary).
 """
 
 from core.jobs.sweep.config import Group, SweepConfig, parse_shard, plan_groups, shard_groups, sweep_id

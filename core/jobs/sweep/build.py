@@ -39,8 +39,8 @@ from core.data.transforms import preprocessing_for
 from core.jobs.sweep.config import Group, SweepConfig
 from core.models import create_model
 from core.runtime import resolve_device, seed_everything
+from core.train import loop
 from core.train.config import TrainConfig
-from core.train.loop import fit
 from core.train.parent import Parent
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ def _recover(model: nn.Module, *, parent: Parent, cfg: SweepConfig, epochs: int,
         return
     train_cfg = _recovery_cfg(parent, cfg, epochs=epochs, ema_decay=cfg.finetune_ema_decay)
     seed_everything(train_cfg.seed + step)
-    fitted = fit(model, split=parent.split, cfg=train_cfg, device=resolve_device(train_cfg.device),
+    fitted = loop.fit(model, split=parent.split, cfg=train_cfg, device=resolve_device(train_cfg.device),
                  distillation=distillation, select_best="val" in parent.scored_splits)  # a refit parent: last epoch
     if fitted.best_state is not None:
         model.load_state_dict(fitted.best_state)
@@ -92,7 +92,7 @@ def _sparse_training(model: nn.Module, *, parent: Parent, cfg: SweepConfig, exam
     regularize = group_sparsity_regularizer(model, example_input=example, reg=cfg.sparse_reg,
                                             keep_residual_stream=not cfg.prune_residual_stream)
     seed_everything(sparse_cfg.seed)
-    fitted = fit(model, split=parent.split, cfg=sparse_cfg, device=resolve_device(sparse_cfg.device),
+    fitted = loop.fit(model, split=parent.split, cfg=sparse_cfg, device=resolve_device(sparse_cfg.device),
                  after_backward=regularize, select_best=False)
     model.to("cpu")
     info["sparse_training"] = {"epochs": cfg.sparse_epochs, "reg": cfg.sparse_reg, "lr": cfg.finetune_lr}
@@ -181,7 +181,7 @@ def _train_from_pretrained(parent: Parent, group: Group, cfg: SweepConfig
         info.update(macs_budget=group.amount, max_layer_ratio=cfg.max_layer_ratio,
                     residual_stream_kept=not cfg.prune_residual_stream)
     train_cfg = dataclasses.replace(recipe, model=group.architecture, img_size=size, pretrained=False)
-    fitted = fit(model, split=split, cfg=train_cfg, device=resolve_device(recipe.device),
+    fitted = loop.fit(model, split=split, cfg=train_cfg, device=resolve_device(recipe.device),
                  select_best="val" in parent.scored_splits)  # a refit parent has no validation split
     if fitted.best_state is not None:
         model.load_state_dict(fitted.best_state)

@@ -1,5 +1,8 @@
 """A cell: one deployable file of a group's model (a quantization mode or a phone format), measured (accuracy on
-validation and test, paired differences against the dense parent, latency), recorded with its card, and stored."""
+validation and test, paired differences against the dense parent, latency), recorded with its card, and stored.
+
+Making (:func:`make_cell`) and measuring (:func:`measure_cell`) return what they found; the cell's card is built
+once from those results, in :func:`cell_record`."""
 
 from __future__ import annotations
 
@@ -10,15 +13,24 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from sklearn.metrics import balanced_accuracy_score
 from torch import nn
 
-from core.artifacts.card import CARD_NAME, Card, artifact_bytes, read_variant_card, write_variant
+from core.artifacts.card import (
+    CARD_NAME,
+    Card,
+    artifact_bytes,
+    fitted_calibration,
+    read_variant_card,
+    write_variant,
+)
 from core.artifacts.mobile_runtimes import runtime_of, runtime_version
-from core.artifacts.records import Compression, Deployment, ExportCheck, Runtime, Timing
+from core.artifacts.records import Calibration, Compression, Deployment, ExportCheck, Runtime, Timing
+from core.calibration import calibrated_softmax
 from core.compress.latency import Latency, predictor_latency
 from core.compress.mobile import OPERATORS_FILE, export_mobile
 from core.compress.modes import Mode, mode_of
@@ -44,51 +56,67 @@ from core.serve.predict import (
     TorchPredictor,
     load_predictor,
     predict_logits,
-    probabilities,
 )
-from core.store.results import Predictions, ResultsStore, RunRecord
+from core.store.results import Predictions, RunRecord
 from core.train.loaders import train_loader
 from core.train.origin import origin_of
 from core.train.parent import Parent
+from core.triage import Triage
 
 log = logging.getLogger(__name__)
 
 
-def make_cell(parent: Parent, *, group: Group, label: str, built: BuiltGroup, cfg: SweepConfig
-              ) -> tuple[Predictor, Path]:
+@dataclass(frozen=True)
+class Made:
+    """One cell's file in its folder, the predictor that measures it, and what making it found."""
+
+    folder: Path
+    file: str
+    predictor: Predictor  # its card names the cell (identity, lineage, compression); not yet calibrated
+    runtime: Runtime | None = None  # a phone file's runtime
+    export_check: ExportCheck | None = None  # a phone file run back against its source
+    qat: dict[str, Any] | None = None  # quantization-aware training: settings and the epoch kept
+
+
+def identity_card(parent: Parent, *, group: Group, label: str, built: BuiltGroup) -> Card:
+    """What a cell is before it is measured: its names, lineage, preprocessing and compression."""
+    split = built.split
+    return Card(run_id=group.cell_id(parent.run_id, label), architecture=group.architecture,
+                preprocessing=split.prep, variant=group.variant(label), parent_run_id=parent.run_id,
+                origin=origin_of(parent.train_cfg, split=split, architecture=group.architecture,
+                                 parent_dir=str(parent.model_dir.resolve()),
+                                 distillation=built.info.get("distillation")),
+                compression=Compression(pruning=group.kind, pruning_ratio=group.amount,
+                                        quantization=mode_of(label).name, params=built.params, macs=built.macs,
+                                        sparsity=built.sparsity))
+
+
+def make_cell(parent: Parent, *, group: Group, label: str, built: BuiltGroup, cfg: SweepConfig) -> Made:
     """The deployable file of one cell in its folder, and the one predictor that measures it."""
     mode = mode_of(label)
     folder = Path(cfg.variants_dir) / parent.run_id / group.variant(label)
     if folder.exists():
         shutil.rmtree(folder)  # a leftover of an interrupted run: never stored, rebuilt from scratch
     folder.mkdir(parents=True)
-    split = built.split
-    card = Card(run_id=group.cell_id(parent.run_id, label), architecture=group.architecture,
-                preprocessing=split.prep, variant=group.variant(label), parent_run_id=parent.run_id,
-                origin=origin_of(parent.train_cfg, split=split, architecture=group.architecture,
-                                 parent_dir=str(parent.model_dir.resolve()),
-                                 distillation=built.info.get("distillation")),
-                compression=Compression(pruning=group.kind, pruning_ratio=group.amount, quantization=mode.name,
-                                        params=built.params, macs=built.macs, sparsity=built.sparsity))
+    card = identity_card(parent, group=group, label=label, built=built)
     if mode.route == "qat":
         if "val" not in parent.scored_splits:
             raise ConfigError(f"{label}: quantization-aware training chooses its epoch on validation, and "
                               f"{parent.run_id} (refit on train + val) has none; sweep it without qat")
-        return _qat_cell(card, folder=folder, built=built, parent=parent, cfg=cfg), folder
+        return _qat_cell(card, folder=folder, built=built, parent=parent, cfg=cfg)
+    file = f"model{mode.suffix}"
     if mode.route == "torch":
         module = torch_dynamic_quantize(copy.deepcopy(built.model)) if mode.torch_quantize else built.model
         module.zero_grad(set_to_none=True)
-        card.file = f"model{mode.suffix}"
-        torch.save(module, folder / card.file)
-        return TorchPredictor(module, card), folder
+        torch.save(module, folder / file)
+        return Made(folder, file, TorchPredictor(module, card))
     if mode.phone:
-        return _mobile_cell(card, folder=folder, mode=mode, built=built, cfg=cfg), folder
-    card.file = f"model{mode.suffix}"
-    _quantized_onnx(built, mode=mode, out=folder / card.file, cfg=cfg)
-    return OnnxPredictor(folder / card.file, card, threads=cfg.threads), folder
+        return _mobile_cell(card, folder=folder, mode=mode, built=built, cfg=cfg)
+    _quantized_onnx(built, mode=mode, out=folder / file, cfg=cfg)
+    return Made(folder, file, OnnxPredictor(folder / file, card, threads=cfg.threads))
 
 
-def _qat_cell(card: Card, *, folder: Path, built: BuiltGroup, parent: Parent, cfg: SweepConfig) -> OnnxPredictor:
+def _qat_cell(card: Card, *, folder: Path, built: BuiltGroup, parent: Parent, cfg: SweepConfig) -> Made:
     """Quantization-aware fine-tuning of the group's model; the epoch kept is the one whose *converted* graph scores
     best on validation (recorded in the card), exported as an int8 ONNX file."""
     split, train_cfg = built.split, parent.train_cfg
@@ -106,14 +134,12 @@ def _qat_cell(card: Card, *, folder: Path, built: BuiltGroup, parent: Parent, cf
                                  logit_adjust_tau=train_cfg.logit_adjust_tau),
         epochs=cfg.qat_epochs, lr=cfg.qat_lr, example=torch.from_numpy(split.arrays("train", 4)[0]),
         max_batches=train_cfg.max_train_batches, score=converted_val_balanced_accuracy, history=selection)
-    card.compression = dataclasses.replace(card.compression, qat={
-        "epochs": cfg.qat_epochs, "lr": cfg.qat_lr,
-        "flow": "torchao PT2E, X86InductorQuantizer (per-channel int8 weights), ONNX QDQ",
-        "selection": {"on": "converted graph, val balanced accuracy", "epochs": selection,
-                      "chosen_epoch": max(selection, key=lambda r: r["converted_score"])["epoch"]}})
+    qat = {"epochs": cfg.qat_epochs, "lr": cfg.qat_lr,
+           "flow": "torchao PT2E, X86InductorQuantizer (per-channel int8 weights), ONNX QDQ",
+           "selection": {"on": "converted graph, val balanced accuracy", "epochs": selection,
+                         "chosen_epoch": max(selection, key=lambda r: r["converted_score"])["epoch"]}}
     export_qat_onnx(converted, folder / "model.onnx", input_size=split.prep.input_size)
-    card.file = "model.onnx"
-    return OnnxPredictor(folder / "model.onnx", card, threads=cfg.threads)
+    return Made(folder, "model.onnx", OnnxPredictor(folder / "model.onnx", card, threads=cfg.threads), qat=qat)
 
 
 def _quantized_onnx(built: BuiltGroup, *, mode: Mode, out: Path, cfg: SweepConfig) -> Path:
@@ -131,7 +157,7 @@ class ExportRejected(ModelError):
 MIN_FP32_AGREEMENT = 0.99  # an fp32 phone file must give its source's top-1 class on 99% of validation images
 
 
-def _mobile_cell(card: Card, *, folder: Path, mode: Mode, built: BuiltGroup, cfg: SweepConfig) -> MobilePredictor:
+def _mobile_cell(card: Card, *, folder: Path, mode: Mode, built: BuiltGroup, cfg: SweepConfig) -> Made:
     """Export ``mode``'s phone file, run it back in its runtime, and check it against its source on every validation
     image (top-1 agreement, largest logit difference), recorded in the card; fp32 files below
     :data:`MIN_FP32_AGREEMENT` raise :class:`ExportRejected`. int8 files are judged by their accuracy instead."""
@@ -146,11 +172,9 @@ def _mobile_cell(card: Card, *, folder: Path, mode: Mode, built: BuiltGroup, cfg
 
     path = export_mobile(mode.name, folder / f"model{mode.suffix}", model=built.model, onnx_file=onnx_file,
                          input_size=built.split.prep.input_size, calibration=built.calibration)
-    card.file = path.name
     operators = path.with_name(OPERATORS_FILE)
     runtime = Runtime(name=runtime_of(path), version=runtime_version(path),
                       operators=operators.name if operators.is_file() else None)
-    card.deployment = Deployment(size_bytes=artifact_bytes(path), runtime=runtime)
     predictor = MobilePredictor(path, card, threads=cfg.threads)  # a file its runtime cannot load raises here
     reference: Predictor = (OnnxPredictor(next(iter(source_onnx.values())), card, threads=cfg.threads)
                             if source_onnx else TorchPredictor(built.model, card))
@@ -161,21 +185,22 @@ def _mobile_cell(card: Card, *, folder: Path, mode: Mode, built: BuiltGroup, cfg
     agreement = float(np.mean(got.argmax(1) == want.argmax(1)))
     check = ExportCheck(source=f"onnx:{mode.source}" if source_onnx else "torch", on=on,
                         max_abs_logit_diff=float(np.abs(got - want).max()), top1_agreement=agreement)
-    card.deployment = dataclasses.replace(card.deployment, export_check=check)
     log.info("%s: %s %s, top-1 agreement with its source %.4f on %d %s images", card.variant,
              runtime.name, runtime.version, agreement, len(got), on)
     if not mode.int8 and agreement < MIN_FP32_AGREEMENT:
         raise ExportRejected(f"{card.variant}: agrees with its source on {agreement:.1%} of {on} images "
                              f"(< {MIN_FP32_AGREEMENT:.0%}); not kept")
-    return predictor
+    return Made(folder, path.name, predictor, runtime=runtime, export_check=check)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Measured:
     evaluations: dict[str, Evaluation]
     predictions: dict[str, Predictions]
     latency: Latency
     paired: dict[str, float]  # delta_<metric> (+ interval) vs the dense parent, on val and test pooled
+    calibration: Calibration  # fitted on validation, or the refit parent's
+    triage: Triage | None
 
 
 def measure_cell(predictor: Predictor, *, parent: Parent, cfg: SweepConfig, split: PreparedSplit | None = None
@@ -193,24 +218,23 @@ def measure_cell(predictor: Predictor, *, parent: Parent, cfg: SweepConfig, spli
         raise ConfigError("a cell is scored on other images than its parent: paired differences need the same rows")
     evaluations, predictions = {}, {}
     outputs = {name: predict_logits(predictor, split.loader(name, batch_size=64)) for name in scored}
-    card = predictor.card  # calibrated on validation; the card carries it to every later predictor of this file
     if "val" in outputs:
-        card.calibrate(*outputs["val"], target_accuracy=cfg.uncertain_target_accuracy)
+        calibration, triage = fitted_calibration(*outputs["val"], target_accuracy=cfg.uncertain_target_accuracy)
     else:
-        card.calibration, card.triage = parent.card.calibration, parent.card.triage
+        calibration, triage = parent.card.calibration, parent.card.triage
         log.info("%s: no validation split (a refit model): calibration and operating points of its parent, fitted "
-                 "on %s", card.variant, card.calibration.fitted_on)
+                 "on %s", predictor.card.variant, calibration.fitted_on)
     pooled = []
     for name, (logits, labels) in outputs.items():
         rows = split.rows(name)
         groups = rows["lesion_id"].to_numpy()
-        evaluations[name] = evaluate_logits(labels, logits, temperature=card.temperature, groups=groups,
-                                            triage=card.triage)
-        probs = probabilities(predictor, logits)
+        evaluations[name] = evaluate_logits(labels, logits, temperature=calibration.temperature, groups=groups,
+                                            triage=triage)
+        probs = calibrated_softmax(logits, calibration.temperature)
         predictions[name] = Predictions(rows["image_id"].tolist(), labels, probs)
         # what the deployed model shows (core.serve.deployed): the "uncertain" share at the card's threshold
         evaluations[name].metrics.update(
-            Scores(probs, labels, probs.max(axis=1) < card.uncertain_threshold).deployment_metrics(card.triage))
+            Scores(probs, labels, probs.max(axis=1) < calibration.uncertain_threshold).deployment_metrics(triage))
         reference = parent.predictions(name)
         evaluations[name].metrics.update(interval_metrics(
             paired_differences(labels, logits.argmax(1), reference, groups=groups), prefix="delta_"))
@@ -219,24 +243,32 @@ def measure_cell(predictor: Predictor, *, parent: Parent, cfg: SweepConfig, spli
     paired = interval_metrics(paired_differences(labels, preds, reference, groups=groups), prefix="delta_")
     latency = predictor_latency(predictor, input_size=split.prep.input_size, threads=cfg.threads,
                                 runs=cfg.latency_runs)
-    return Measured(evaluations, predictions, latency, paired)
+    return Measured(evaluations, predictions, latency, paired, calibration, triage)
 
 
-def cell_record(parent: Parent, *, group: Group, label: str, built: BuiltGroup, predictor: Predictor, folder: Path,
-                measured: Measured, cfg: SweepConfig) -> RunRecord:
+def cell_card(made: Made, *, measured: Measured, export: ExportCheck | None, timed_on: dict[str, Any],
+              threads: int) -> Card:
+    """The cell's card, built once from what making and measuring it found."""
+    identity = made.predictor.card
+    compression = dataclasses.replace(identity.compression, qat=made.qat) if made.qat else identity.compression
+    return dataclasses.replace(
+        identity, file=made.file, calibration=measured.calibration, triage=measured.triage, compression=compression,
+        deployment=Deployment(size_bytes=artifact_bytes(made.folder / made.file), runtime=made.runtime,
+                              export_check=export,
+                              latency=Timing(b1_median=measured.latency.median_ms, b1_iqr=measured.latency.iqr_ms,
+                                             threads=threads, **timed_on)),
+        metrics=card_metrics(measured.evaluations))
+
+
+def cell_record(parent: Parent, *, group: Group, label: str, built: BuiltGroup, made: Made, measured: Measured,
+                cfg: SweepConfig) -> RunRecord:
     """Write the cell's card (with its figures) and return its run record, a child run of the dense parent."""
     mode = mode_of(label)
-    card = predictor.card
     here = machine_description()
-    export = (card.deployment.export_check if mode.phone
+    export = (made.export_check if mode.phone
               else built.export if built.export and mode.route != "torch" else None)
-    card.metrics = card_metrics(measured.evaluations)
-    deployed = card.deployment or Deployment(size_bytes=artifact_bytes(folder / str(card.file)))  # a phone file's
-    card.deployment = dataclasses.replace(  # card already names its runtime
-        deployed, export_check=export,
-        latency=Timing(b1_median=measured.latency.median_ms, b1_iqr=measured.latency.iqr_ms, threads=cfg.threads,
-                       **here))
-    write_variant(folder, model_file=str(card.file), card=card)  # measures the file's size into the card
+    card = cell_card(made, measured=measured, export=export, timed_on=here, threads=cfg.threads)
+    write_variant(made.folder, model_file=made.file, card=card)
     size_bytes = card.deployment.size_bytes
     deploy = {"size_bytes": float(size_bytes), "size_mb": size_bytes / 1e6,
               "latency_b1_ms": measured.latency.median_ms, "latency_b1_iqr_ms": measured.latency.iqr_ms,
@@ -261,27 +293,8 @@ def cell_record(parent: Parent, *, group: Group, label: str, built: BuiltGroup, 
                 "pruning": {k: v for k, v in built.info.items() if k != "history"},
                 "timed_on": here},
         evaluations=measured.evaluations, history=built.info["history"], predictions=measured.predictions,
-        artifacts={"model": folder / str(card.file), "card": folder / CARD_NAME},
+        artifacts={"model": made.folder / made.file, "card": made.folder / CARD_NAME},
     )
-
-
-def store_cell(db: str | Path, record: RunRecord) -> str:
-    """Store one finished cell (one transaction: all of it or nothing); the driver is the only writer. The store is
-    open only for this write: DuckDB admits no reader beside a writer process, and the dashboard must keep showing
-    the store while a sweep runs for hours."""
-    with ResultsStore(db) as store:
-        store.record_run(record)
-    deploy = record.scalars["deploy"]
-    log.info("%s %s: test bal-acc %.3f, %.2f MB, %.2f ms (timed on %s)", record.model, record.variant,
-             record.evaluations["test"].metrics["balanced_accuracy"], deploy["size_mb"], deploy["latency_b1_ms"],
-             record.config["timed_on"]["host"])
-    return record.run_id
-
-
-def pending_modes(db: str | Path, parent_run_id: str, group: Group) -> list[str]:
-    """The modes of ``group`` whose cells are not stored yet (what a resumed sweep still has to do)."""
-    with ResultsStore(db, read_only=True) as store:
-        return [m for m in group.modes if not store.has_run(group.cell_id(parent_run_id, m))]
 
 
 def iter_cells(parent: Parent, *, group: Group, todo: list[str], cfg: SweepConfig) -> Iterator[RunRecord]:
@@ -289,13 +302,12 @@ def iter_cells(parent: Parent, *, group: Group, todo: list[str], cfg: SweepConfi
     built = build_group(parent, group=group, todo=todo, cfg=cfg)
     for label in todo:
         try:
-            predictor, folder = make_cell(parent, group=group, label=label, built=built, cfg=cfg)
+            made = make_cell(parent, group=group, label=label, built=built, cfg=cfg)
         except ExportRejected as exc:
             log.error("%s", exc)
             continue
-        measured = measure_cell(predictor, parent=parent, cfg=cfg, split=built.split)
-        yield cell_record(parent, group=group, label=label, built=built, predictor=predictor, folder=folder,
-                          measured=measured, cfg=cfg)
+        measured = measure_cell(made.predictor, parent=parent, cfg=cfg, split=built.split)
+        yield cell_record(parent, group=group, label=label, built=built, made=made, measured=measured, cfg=cfg)
     shutil.rmtree(built.work)
 
 
@@ -307,8 +319,8 @@ def retime(record: RunRecord, cfg: SweepConfig) -> RunRecord:
                                 runs=cfg.latency_runs)
     here = machine_description()
     card = read_variant_card(folder)
-    card.deployment = dataclasses.replace(card.deployment, latency=Timing(
-        b1_median=latency.median_ms, b1_iqr=latency.iqr_ms, threads=cfg.threads, **here, retimed_on_driver=True))
+    card = dataclasses.replace(card, deployment=dataclasses.replace(card.deployment, latency=Timing(
+        b1_median=latency.median_ms, b1_iqr=latency.iqr_ms, threads=cfg.threads, **here, retimed_on_driver=True)))
     write_variant(folder, model_file=str(card.file), card=card)
     record.scalars["deploy"].update(latency_b1_ms=latency.median_ms, latency_b1_iqr_ms=latency.iqr_ms)
     record.config["timed_on"] = {**here, "retimed_on_driver": True,

@@ -9,8 +9,9 @@ import torch
 from core.artifacts.card import (
     read_trained_card,
 )
-from core.jobs.sweep.cells import iter_cells, pending_modes, retime, store_cell
+from core.jobs.sweep.cells import iter_cells
 from core.jobs.sweep.config import Group, SweepConfig
+from core.jobs.sweep.ledger import Ledger
 from core.ray_pool import ray_map
 from core.store.results import RunRecord
 from core.train.parent import load_parent
@@ -30,22 +31,21 @@ def group_task(*, parent_dir: str, group: Group, todo: list[str], cfg: SweepConf
     return list(iter_cells(load_parent(parent_dir), group=group, todo=todo, cfg=cfg))
 
 
-def run_groups_on_ray(parents: dict[str, str], groups: list[Group], cfg: SweepConfig, *, address: str | None,
-                      time_on_driver: bool) -> list[str]:
+def run_groups_on_ray(parents: dict[str, str], groups: list[Group], ledger: Ledger, *, address: str | None
+                      ) -> list[str]:
     """Every group with cells left to do as a Ray task; each cell stored as its group finishes, one transaction per
     cell, so an interrupted sweep resumes like a sequential one. Returns the parent run ids."""
+    cfg = ledger.cfg
     parent_ids = {model: read_trained_card(folder).run_id for model, folder in parents.items()}
     calls = {}
     for i, group in enumerate(groups):
-        todo = pending_modes(cfg.db, parent_ids[group.model], group)
+        todo = ledger.pending(parent_ids[group.model], group)
         if todo:
             calls[i] = {"parent_dir": parents[group.model], "group": group, "todo": todo, "cfg": cfg,
                         "threads": cfg.ray_cpus_per_task}
-        else:
-            log.info("%s %s: all cells already stored, skipping", group.model, group.variant("*"))
     for i, records in ray_map(group_task, calls, address=address, cpus=cfg.ray_cpus or None,
                               cpus_per_task=cfg.ray_cpus_per_task, gpus_per_task=cfg.ray_gpus_per_task):
         for record in records:
-            store_cell(cfg.db, retime(record, cfg) if time_on_driver else record)
+            ledger.store(record)
         log.info("ray: %s %s stored", groups[i].model, groups[i].variant("*"))
     return list(parent_ids.values())

@@ -14,8 +14,9 @@ from core.artifacts.card import (
 )
 from core.config import build_config
 from core.errors import ConfigError
-from core.jobs.sweep.cells import iter_cells, pending_modes, retime, store_cell
+from core.jobs.sweep.cells import iter_cells
 from core.jobs.sweep.config import Group, SweepConfig, parse_shard, plan_groups, shard_groups, sweep_id
+from core.jobs.sweep.ledger import Ledger
 from core.jobs.sweep.ray_runner import run_groups_on_ray
 from core.jobs.train import run_training
 from core.store.results import ResultsStore
@@ -48,14 +49,12 @@ def _resolve_parents(cfg: SweepConfig, train_cfg: TrainConfig) -> dict[str, str]
     return {m: given.get(m) or remembered[m] for m in cfg.models}
 
 
-def run_group(parent: Parent, group: Group, cfg: SweepConfig, *, time_on_driver: bool = False) -> list[str]:
-    """Make, measure and store every missing cell of ``group`` (in ``cfg.db``), each as soon as it is done."""
-    todo = pending_modes(cfg.db, parent.run_id, group)
+def run_group(parent: Parent, group: Group, ledger: Ledger) -> list[str]:
+    """Make, measure and store every missing cell of ``group``, each as soon as it is done."""
+    todo = ledger.pending(parent.run_id, group)
     if not todo:
-        log.info("%s %s: all cells already stored, skipping", group.model, group.variant("*"))
         return []
-    return [store_cell(cfg.db, retime(record, cfg) if time_on_driver else record)
-            for record in iter_cells(parent, group=group, todo=todo, cfg=cfg)]
+    return [ledger.store(record) for record in iter_cells(parent, group=group, todo=todo, cfg=ledger.cfg)]
 
 
 def run_sweep(cfg: SweepConfig, *, ray_address: str | None = None, use_ray: bool = False,
@@ -71,15 +70,16 @@ def run_sweep(cfg: SweepConfig, *, ray_address: str | None = None, use_ray: bool
     groups = shard_groups(plan_groups(cfg), cfg.shard)
     log.info("sweep %s shard %s: %d group(s), %d cell(s)", sweep_id(cfg), cfg.shard, len(groups),
              sum(len(g.modes) for g in groups))
-    ResultsStore(cfg.db).close()  # created (or migrated) now: a store that cannot be written fails before any work
+    ledger = Ledger(cfg, time_on_driver=time_on_driver)
+    ledger.create()
     if use_ray:
-        parent_ids = run_groups_on_ray(parents, groups, cfg, address=ray_address, time_on_driver=time_on_driver)
+        parent_ids = run_groups_on_ray(parents, groups, ledger, address=ray_address)
     else:
         loaded: dict[str, Parent] = {}
         for group in groups:
             if group.model not in loaded:
                 loaded[group.model] = load_parent(parents[group.model])
-            run_group(loaded[group.model], group, cfg, time_on_driver=time_on_driver)
+            run_group(loaded[group.model], group, ledger)
         parent_ids = [p.run_id for p in loaded.values()]
     with ResultsStore(cfg.db, read_only=True) as store:
         return sweep_summary(store, parent_ids)
