@@ -184,3 +184,28 @@ def test_an_app_following_the_app_card_fuses_exactly_as_the_server() -> None:
     expected = fused.probabilities(probs, pd.DataFrame(people))
     np.testing.assert_allclose([app_side(p, person) for p, person in zip(probs, people, strict=True)], expected,
                                atol=1e-9)
+
+
+def test_fusion_variants_are_cross_fitted_and_paired_and_age_bins_catch_a_middle_age_class() -> None:
+    """A class found only between 45 and 60 years: linear age cannot separate it from both sides, age bins can."""
+    from core.jobs.fusion_variants import FusionVariant, screen_fusion_variants
+    from core.jobs.screen import HeldOut
+
+    rng = np.random.default_rng(3)
+    n = 1200
+    age = rng.uniform(5, 90, n)
+    labels = np.where((age >= 45) & (age < 60), 1, 0)
+    probs = rng.dirichlet(np.ones(7), n)  # an uninformative image model
+    rows = pd.DataFrame({"image_id": [f"i{i:05d}" for i in range(n)], "lesion_id": [f"l{i // 2}" for i in range(n)],
+                         "age": age, "sex": "female", "localization": "back"})
+    held = HeldOut("cv-x", rows["image_id"].to_numpy(dtype=str), labels, probs, float("nan"))
+    table = screen_fusion_variants(held, rows, variants=(FusionVariant("linear"),
+                                                         FusionVariant("bins", extras=("age_bins",))))
+    linear, bins = table.to_dict("records")
+    assert linear["delta_balanced_accuracy"] == 0 and linear["delta_balanced_accuracy_ci"] == "[+0.000, +0.000]"
+    assert bins["balanced_accuracy"] > 0.9 > linear["balanced_accuracy"] + 0.15
+    assert bins["delta_balanced_accuracy"] > 0.15 and bins["images"] == n
+    with pytest.raises(ConfigError, match="unknown fusion feature set.*allowed: age_bins"):
+        FusionVariant("x", extras=("dx_type",))
+    with pytest.raises(ConfigError, match="same order"):
+        screen_fusion_variants(held, rows.iloc[::-1])
