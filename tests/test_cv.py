@@ -335,3 +335,33 @@ def test_the_refit_model_is_swept_scored_on_test_alone_and_served_by_default(fin
     with ResultsStore(cfg.db, read_only=True) as store:  # a pruned cell fine-tunes without a validation split
         pruned = store.runs().query("parent_run_id == @final.run_id and variant.str.startswith('pruned')")
     assert len(pruned) == 3 and (tmp_path / "variants" / final.run_id / "pruned-0.5-static" / "card.json").is_file()
+
+
+def test_fold_models_rescored_at_their_own_size_give_the_stored_out_of_fold_predictions(finished_cv) -> None:
+    """scripts.screen_eval_size scores the fold models again at other sizes: at the recipe's own size it must
+    reproduce what the cross-validation stored (same models, same images, same temperature), and at another size
+    score the same images differently; a different image set is refused."""
+    from core.jobs.eval_size import cv_held_out_at, screen_sizes
+    from core.jobs.screen import cv_held_out, metadata_rows
+
+    cfg, result = finished_cv
+    with ResultsStore(cfg.db, read_only=True) as store:
+        stored = cv_held_out(store, result.cv_id, K)
+    again = cv_held_out_at(result.folder, K, input_size=cfg.img_size)
+    larger = cv_held_out_at(result.folder, K, input_size=cfg.img_size + 8, crop_pct=1.0)
+    np.testing.assert_array_equal(again.image_ids, stored.image_ids)
+    np.testing.assert_allclose(again.probs, stored.probs, atol=1e-5)
+    np.testing.assert_array_equal(larger.image_ids, stored.image_ids)
+    assert np.abs(larger.probs - stored.probs).max() > 1e-3
+    rows = metadata_rows(cfg.data_dir, stored.image_ids)
+    table = screen_sizes(stored, [larger], rows)
+    assert list(table["lever"]) == ["photo alone", "+ metadata fusion"] * 2
+    assert table.loc[0, "delta_balanced_accuracy"] == 0 and set(table["images"]) == {len(stored.image_ids)}
+    with pytest.raises(ConfigError, match="not the same cross-validation"):
+        screen_sizes(stored, [held_out_subset(larger)], rows)
+
+
+def held_out_subset(run):
+    from core.jobs.screen import HeldOut
+
+    return HeldOut(run.run_id, run.image_ids[1:], run.labels[1:], run.probs[1:], run.train_minutes)

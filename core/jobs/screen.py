@@ -117,7 +117,7 @@ def _common(a: HeldOut, b: HeldOut) -> tuple[np.ndarray, np.ndarray]:
     return ia, ib
 
 
-def _row(name: str, *, labels: np.ndarray, pred: np.ndarray, ref: np.ndarray, groups: np.ndarray,
+def paired_row(name: str, *, labels: np.ndarray, pred: np.ndarray, ref: np.ndarray, groups: np.ndarray,
          minutes: float) -> dict[str, object]:
     figures = bootstrap_intervals(labels, pred, groups)
     diff = paired_differences(labels, pred, ref, groups=groups)
@@ -155,13 +155,13 @@ def screen(store: ResultsStore, *, control: str, levers: list[str], data_dir: st
         labels, groups = run.labels[ia], table.loc[ids, "lesion_id"].to_numpy()
         ref = base.probs[ib].argmax(1)
         tag = "control" if run is base else run.run_id
-        rows.append({"on": tag, **_row("(as trained)", labels=labels, pred=run.probs[ia].argmax(1), ref=ref,
+        rows.append({"on": tag, **paired_row("(as trained)", labels=labels, pred=run.probs[ia].argmax(1), ref=ref,
                                        groups=groups, minutes=run.train_minutes)})
         meta = metadata_features(table.loc[ids].reset_index(), METADATA_FIELDS)
         fitted: dict[str, np.ndarray] = {}
         for name in posthoc:
             fitted[name] = cross_fit(LEVERS[name], run.probs[ia], meta, labels, groups, seed=seed).argmax(1)
-            rows.append({"on": tag, **_row(name, labels=labels, pred=fitted[name], ref=ref, groups=groups,
+            rows.append({"on": tag, **paired_row(name, labels=labels, pred=fitted[name], ref=ref, groups=groups,
                                            minutes=run.train_minutes)})
             log.info("%s + %s: balanced accuracy %.4f", tag, name, rows[-1]["balanced_accuracy"])
         if {"metadata_fusion", "recalibrated"} <= fitted.keys():  # what the metadata adds by itself, paired
