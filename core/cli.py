@@ -6,8 +6,12 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from core.errors import LesionLiteError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger("lesionlite")
 
@@ -56,3 +60,22 @@ def config_parser(description: str, config_cls: type, *, add_help: bool = True) 
     parser.add_argument("-c", "--config", help="YAML config (defaults for every flag below)")
     add_config_args(parser, config_cls)
     return parser
+
+
+def print_table(table: pd.DataFrame, columns: list[str], *, title: str) -> None:
+    """A results table on standard output, wide enough to read (a script's answer, not a log line)."""
+    import pandas as pd
+
+    with pd.option_context("display.width", 250, "display.max_columns", 40):
+        print(title)
+        print(table[columns].to_string(index=False))
+
+
+def write_table(table: pd.DataFrame, out: str | None, **provenance: object) -> None:
+    """``table`` as CSV at ``out`` (nothing when None), with ``provenance`` columns and the git SHA of this code."""
+    if not out:
+        return
+    from core.provenance import git_sha
+
+    table.assign(**provenance, git_sha=git_sha()).to_csv(out, index=False)
+    print(f"written: {out}")

@@ -14,12 +14,9 @@ import argparse
 import sys
 from pathlib import Path
 
-import pandas as pd
-
-from core.cli import run_cli, script_parser
+from core.cli import print_table, run_cli, script_parser, write_table
 from core.jobs.eval_size import cv_held_out_at, screen_sizes
-from core.jobs.screen import SCREEN_METRICS, cv_held_out, metadata_rows
-from core.provenance import git_sha
+from core.jobs.screen import SCREEN_METRICS, cv_held_out, metadata_rows, paired_columns
 from core.store.results import DEFAULT_DB, ResultsStore
 
 
@@ -44,14 +41,10 @@ def main(args: argparse.Namespace) -> int:
     folder = Path(args.cv_dir) / args.cv
     others = [cv_held_out_at(folder, args.folds, input_size=s, crop_pct=args.crop_pct) for s in args.sizes]
     table = screen_sizes(base, others, metadata_rows(args.data, base.image_ids))
-    shown = ["on", "lever", *[c for m in SCREEN_METRICS[:2] for c in (m, f"delta_{m}", f"delta_{m}_ci")]]
-    with pd.option_context("display.width", 250, "display.max_columns", 40):
-        print(f"{args.cv}: {len(base.image_ids)} out-of-fold images; deltas against the stored predictions (photo "
-              f"alone, the recipe's size), paired")
-        print(table[shown].to_string(index=False))
-    if args.out:
-        table.assign(cv=args.cv, crop_pct=args.crop_pct, git_sha=git_sha()).to_csv(args.out, index=False)
-        print(f"written: {args.out}")
+    shown = ["on", "lever", *paired_columns(SCREEN_METRICS[:2])]
+    print_table(table, shown, title=f"{args.cv}: {len(base.image_ids)} out-of-fold images; deltas against the stored "
+                                    "predictions (photo alone, the recipe's size), paired")
+    write_table(table, args.out, cv=args.cv, crop_pct=args.crop_pct)
     return 0
 
 

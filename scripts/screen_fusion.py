@@ -13,12 +13,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-import pandas as pd
-
-from core.cli import run_cli, script_parser
+from core.cli import print_table, run_cli, script_parser, write_table
 from core.jobs.fusion_variants import screen_fusion_variants
-from core.jobs.screen import SCREEN_METRICS, cv_held_out, metadata_rows
-from core.provenance import git_sha
+from core.jobs.screen import SCREEN_METRICS, cv_held_out, metadata_rows, paired_columns
 from core.store.results import DEFAULT_DB, ResultsStore
 
 
@@ -36,13 +33,10 @@ def main(args: argparse.Namespace) -> int:
     with ResultsStore(args.db, read_only=True) as store:
         held = cv_held_out(store, args.cv, args.folds)
     table = screen_fusion_variants(held, metadata_rows(args.data, held.image_ids))
-    shown = ["variant", "cpu_seconds", *[c for m in SCREEN_METRICS[:2] for c in (m, f"delta_{m}", f"delta_{m}_ci")]]
-    with pd.option_context("display.width", 250, "display.max_columns", 40):
-        print(f"{args.cv}: {len(held.image_ids)} out-of-fold images; deltas against the first row, paired")
-        print(table[shown].to_string(index=False))
-    if args.out:
-        table.assign(cv=args.cv, folds=args.folds, git_sha=git_sha()).to_csv(args.out, index=False)
-        print(f"written: {args.out}")
+    shown = ["variant", "cpu_seconds", *paired_columns(SCREEN_METRICS[:2])]
+    print_table(table, shown, title=f"{args.cv}: {len(held.image_ids)} out-of-fold images; deltas against the first "
+                                    "row, paired")
+    write_table(table, args.out, cv=args.cv, folds=args.folds)
     return 0
 
 

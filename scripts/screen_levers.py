@@ -20,10 +20,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from core.cli import run_cli, script_parser
+from core.cli import run_cli, script_parser, write_table
 from core.fusion import LEVERS
-from core.jobs.screen import SCREEN_METRICS, archive_runs, screen
-from core.provenance import git_sha
+from core.jobs.screen import archive_runs, paired_columns, screen
 from core.store.results import DEFAULT_DB, ResultsStore
 
 
@@ -54,7 +53,7 @@ def main(args: argparse.Namespace) -> int:
             for path in archive_runs(store, present, archive):
                 print(f"archived: {path}")
     shown = ["on", "lever", "images", "train_minutes",
-             *[c for m in SCREEN_METRICS for c in (m, f"delta_{m}", f"delta_{m}_ci")]]
+             *paired_columns()]
     with pd.option_context("display.width", 250, "display.max_columns", 40):
         print(f"control = {args.control}; deltas are lever minus control on the same images, 95% intervals over "
               "lesions (2,000 replicates)")
@@ -64,9 +63,7 @@ def main(args: argparse.Namespace) -> int:
         if own:
             print("what the metadata adds by itself (metadata fusion minus the same model without it, paired):")
             print(table.loc[table["lever"] == "metadata_fusion", ["on", *own]].to_string(index=False))
-    if args.out:
-        table.assign(control=args.control, split=args.split, git_sha=git_sha()).to_csv(args.out, index=False)
-        print(f"written: {args.out}")
+    write_table(table, args.out, control=args.control, split=args.split)
     return 0
 
 

@@ -74,6 +74,7 @@ def screen_sizes(base: HeldOut, others: list[HeldOut], rows: pd.DataFrame, *, se
     for run in [base, *others]:
         fused = cross_fit(LEVERS["metadata_fusion"], run.probs, meta, labels, groups, seed=seed).argmax(1)
         for name, pred in (("photo alone", run.probs.argmax(1)), ("+ metadata fusion", fused)):
-            table.append({"on": run.run_id, **paired_row(name, labels=labels, pred=pred, ref=ref, groups=groups,
-                                                         minutes=float("nan"))})
+            on = "stored" if run is base else run.run_id
+            table.append({"on": on, **paired_row(name, labels=labels, pred=pred, ref=ref, groups=groups,
+                                                 minutes=float("nan"))})
     return pd.DataFrame(table)

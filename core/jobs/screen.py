@@ -30,6 +30,11 @@ log = logging.getLogger(__name__)
 SCREEN_METRICS = ("balanced_accuracy", "mel_recall", "accuracy", "malignant_sensitivity")
 
 
+def paired_columns(metrics: tuple[str, ...] = SCREEN_METRICS) -> list[str]:
+    """A screening table's columns for ``metrics``: each figure, its paired difference and that interval."""
+    return [c for m in metrics for c in (m, f"delta_{m}", f"delta_{m}_ci")]
+
+
 @dataclass
 class HeldOut:
     """One run's held-out predictions, in image-id order."""
