@@ -594,3 +594,19 @@ def test_phone_formats_are_sweep_cells_run_back_by_their_runtimes(trained_tiny: 
     again = sweep_config(trained_tiny, tmp_path, ratios=[0.0], unstructured=[], modes=["pte_fp32"],
                  db=str(tmp_path / "strict.duckdb"), variants_dir=str(tmp_path / "strict"))
     assert run_sweep(again).empty
+
+
+def test_a_whole_mac_budget_distils_the_parent_into_a_copy_of_itself(trained_tiny: TrainResult, tmp_path: Path
+                                                                     ) -> None:
+    """'macs-1-kd' removes no channel and runs the recovery alone, distilled from the dense parent: the screen of
+    whether the extra distilled epochs, not the pruning, are what a pruned cell gains."""
+    cfg = sweep_config(trained_tiny, tmp_path, ratios=[], unstructured=[], macs_keep=[1.0], modes=["fp32"],
+                       distill_alpha=0.5, distill_temperature=2.0)
+    group = plan_groups(cfg)[0]
+    assert group.variant("fp32") == "macs-1-kd-fp32" and group.distilled
+    built = build_group(load_parent(str(trained_tiny.run_dir)), group=group, todo=["torch_fp32"], cfg=cfg)
+    assert built.info["macs_after"] == built.info["macs_before"] and built.info["params_after"] == built.info[
+        "params_before"]
+    assert built.info["distillation"]["alpha"] == 0.5 and len(built.info["history"]) == cfg.finetune_epochs
+    with pytest.raises(ConfigError, match=r"MAC budgets must be in \(0, 1\]"):
+        SweepConfig(macs_keep=[1.5])

@@ -35,7 +35,8 @@ class SweepConfig:
     parents: list[str] = option([], "existing dense runs as MODEL=RUN_ID_OR_FOLDER (otherwise one is trained)")
     ratios: list[float] = option([0.0, 0.25, 0.5, 0.7], "structured pruning ratios (0 = dense)")
     macs_keep: list[float] = option([], "MAC budgets: prune (global ranking) until at most this fraction of the dense "
-                                        "MACs is left; each makes 'macs-<f>' cells")
+                                        "MACs is left; each makes 'macs-<f>' cells (1: nothing removed, the recovery "
+                                        "alone: with distillation, the parent distilled into a copy of itself)")
     max_layer_ratio: float = option(0.7, "MAC budgets: at most this share of any one layer's channels is removed")
     prune_residual_stream: bool = option(False, "MAC budgets: also prune the stem, the blocks' projection convs and "
                                                 "the head conv (default: keep the residual stream whole)")
@@ -94,8 +95,8 @@ class SweepConfig:
             if not 0 <= r < 1:
                 raise ConfigError(f"pruning ratios must be in [0, 1), got {r}")
         for k in self.macs_keep:
-            if not 0 < k < 1:
-                raise ConfigError(f"MAC budgets must be in (0, 1) (a fraction of the dense MACs), got {k}")
+            if not 0 < k <= 1:
+                raise ConfigError(f"MAC budgets must be in (0, 1] (a fraction of the dense MACs), got {k}")
         for k in self.prune_then_train:
             if not 0 < k <= 1:
                 raise ConfigError(f"prune-then-train budgets must be in (0, 1] (a fraction of the dense parent's "
