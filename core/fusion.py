@@ -42,6 +42,11 @@ LOCALIZATIONS = ("abdomen", "acral", "back", "chest", "ear", "face", "foot", "ge
 _EPS = 1e-7
 
 
+def log_probabilities(probs: np.ndarray) -> np.ndarray:
+    """Log-probabilities, clipped so that a class given probability 0 stays finite: what every stack works on."""
+    return np.log(np.clip(probs, _EPS, 1.0))
+
+
 def check_fields(fields: tuple[str, ...] | list[str]) -> tuple[str, ...]:
     """The metadata fields a fusion may use; a label-leaking or unknown field is a ConfigError naming it."""
     for name in fields:
@@ -80,7 +85,7 @@ def fit_logit_bias(probs: np.ndarray, labels: np.ndarray, *, grid: np.ndarray | 
                    rounds: int = 3) -> np.ndarray:
     """A per-class bias on log-probabilities that maximises balanced accuracy (coordinate ascent over ``grid``)."""
     grid = np.linspace(-3.0, 3.0, 61) if grid is None else grid
-    scores = np.log(np.clip(probs, _EPS, 1.0))
+    scores = log_probabilities(probs)
     bias = np.zeros(probs.shape[1])
     best = balanced_accuracy(labels, scores.argmax(1))
     for _ in range(rounds):
@@ -111,9 +116,14 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
+def apply_logit_bias(probs: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """``probs`` with a per-class bias added to their log-probabilities (see :func:`fit_logit_bias`)."""
+    return _softmax(log_probabilities(probs) + bias)
+
+
 def _bias_lever(probs: np.ndarray, meta: np.ndarray, labels: np.ndarray):
     bias = fit_logit_bias(probs, labels)
-    return lambda p, m: _softmax(np.log(np.clip(p, _EPS, 1.0)) + bias)
+    return lambda p, m: apply_logit_bias(p, bias)
 
 
 @dataclass(frozen=True)
@@ -128,7 +138,7 @@ class LogisticStack:
     classes: tuple[int, ...]
 
     def features(self, probs: np.ndarray, meta: np.ndarray) -> np.ndarray:
-        logp = np.log(np.clip(probs, _EPS, 1.0))
+        logp = log_probabilities(probs)
         return np.concatenate([logp, meta], axis=1) if self.fields else logp
 
     def predict(self, probs: np.ndarray, meta: np.ndarray) -> np.ndarray:
@@ -255,7 +265,7 @@ class MetadataFusion:
         table = metadata.frame() if isinstance(metadata, PatientMetadata) else metadata
         fused = self.stack.predict(np.asarray(image_probs, dtype=np.float64),
                                    metadata_features(table, self.stack.fields))
-        return _softmax(np.log(np.clip(fused, _EPS, 1.0)) / self.temperature)
+        return _softmax(log_probabilities(fused) / self.temperature)
 
     def to_dict(self) -> dict[str, Any]:
         return {"stack": self.stack.to_dict(), "temperature": self.temperature,

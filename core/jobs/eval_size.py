@@ -24,7 +24,7 @@ from core.data.prepare import PreparedSplit
 from core.data.split import apply_split, load_split
 from core.errors import ConfigError
 from core.fusion import LEVERS, METADATA_FIELDS, cross_fit, metadata_features
-from core.jobs.screen import HeldOut, paired_row
+from core.jobs.screen import HeldOut, check_rows, paired_row, pooled
 from core.train.config import TrainConfig
 from core.train.evaluation import model_logits
 
@@ -53,10 +53,7 @@ def cv_held_out_at(cv_dir: str | Path, folds: int, *, input_size: int, crop_pct:
     """Every fold's held-out images at ``input_size``, pooled in image-id order."""
     parts = [fold_held_out_at(Path(cv_dir) / f"fold{i}", input_size=input_size, crop_pct=crop_pct)
              for i in range(folds)]
-    ids = np.concatenate([p.image_ids for p in parts])
-    order = np.argsort(ids)
-    return HeldOut(f"{Path(cv_dir).name}@{input_size}", ids[order], np.concatenate([p.labels for p in parts])[order],
-                   np.concatenate([p.probs for p in parts])[order], float("nan"))
+    return pooled(f"{Path(cv_dir).name}@{input_size}", parts)
 
 
 def screen_sizes(base: HeldOut, others: list[HeldOut], rows: pd.DataFrame, *, seed: int = 0) -> pd.DataFrame:
@@ -65,8 +62,7 @@ def screen_sizes(base: HeldOut, others: list[HeldOut], rows: pd.DataFrame, *, se
     for run in others:
         if not np.array_equal(run.image_ids, base.image_ids):
             raise ConfigError(f"{run.run_id} scored other images than {base.run_id}: not the same cross-validation")
-    if list(rows["image_id"].astype(str)) != list(base.image_ids):
-        raise ConfigError("metadata rows must be the held-out images, in the same order")
+    check_rows(rows, base)
     labels, groups = base.labels, rows["lesion_id"].to_numpy()
     ref = base.probs.argmax(1)
     meta = metadata_features(rows, METADATA_FIELDS)

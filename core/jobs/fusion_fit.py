@@ -27,6 +27,7 @@ from core.fusion import (
     check_fields,
     cross_fit,
     fit_stack,
+    log_probabilities,
     metadata_features,
     stack_lever,
 )
@@ -77,7 +78,7 @@ def fit_fusion(store: ResultsStore, *, cv_id: str, folds: int, data_dir: str, ou
         "image": _triples(bootstrap_intervals(labels, image, groups, seed=seed)),
         "delta": _triples(paired_differences(labels, fused, image, groups=groups, seed=seed)),
         "per_class_recall": {"fused": per_class_recall(labels, fused), "image": per_class_recall(labels, image)}}
-    crossed_logits = np.log(np.clip(crossed, 1e-7, 1.0))
+    crossed_logits = log_probabilities(crossed)
     temperature, threshold = fit_calibration(crossed_logits, labels, target_accuracy=target_accuracy)
     triage = fit_triage_on_logits(crossed_logits, labels, temperature=temperature,
                                   fitted_on=f"cross-fitted fused out-of-fold probabilities of {cv_id}")

@@ -13,42 +13,48 @@ import numpy as np
 import pandas as pd
 
 from core.errors import ConfigError
-from core.fusion import METADATA_FIELDS, Lever, cross_fit, fit_logit_bias, fit_stack, metadata_features
-from core.intervals import bootstrap_intervals, paired_differences
-from core.jobs.screen import SCREEN_METRICS, HeldOut
-from core.metrics import per_class_recall
+from core.fusion import (
+    METADATA_FIELDS,
+    Lever,
+    apply_logit_bias,
+    cross_fit,
+    fit_logit_bias,
+    fit_stack,
+    log_probabilities,
+    metadata_features,
+)
+from core.jobs.screen import HeldOut, check_rows, paired_row
 
 log = logging.getLogger(__name__)
 
 AGE_BINS = (0, 30, 45, 60, 75, 200)  # years; the last bin is open
 
 
-def _age(rows: pd.DataFrame, probs: np.ndarray) -> np.ndarray:
-    return pd.to_numeric(rows["age"], errors="coerce").to_numpy(dtype=np.float64)
+def _age_years(rows: pd.DataFrame) -> np.ndarray:
+    return pd.to_numeric(rows["age"], errors="coerce").to_numpy(dtype=np.float64)  # NaN: missing
+
+
+def _age_scaled(rows: pd.DataFrame) -> np.ndarray:
+    return np.nan_to_num(_age_years(rows) / 100.0)[:, None]
 
 
 def _age_bins(rows: pd.DataFrame, probs: np.ndarray) -> np.ndarray:
-    age = _age(rows, probs)  # NaN (missing) falls in no bin: the base features flag it
+    age = _age_years(rows)  # a missing age falls in no bin: the base features flag it
     return np.stack([(age >= lo) & (age < hi) for lo, hi in zip(AGE_BINS[:-1], AGE_BINS[1:], strict=True)],
                     axis=1).astype(np.float64)
 
 
-def _age_scaled(rows: pd.DataFrame, probs: np.ndarray) -> np.ndarray:
-    return np.nan_to_num(_age(rows, probs) / 100.0)[:, None]
-
-
 def _site_x_age(rows: pd.DataFrame, probs: np.ndarray) -> np.ndarray:
-    site = metadata_features(rows, ("localization",))
-    return site * _age_scaled(rows, probs)
+    return metadata_features(rows, ("localization",)) * _age_scaled(rows)
 
 
 def _age_x_logp(rows: pd.DataFrame, probs: np.ndarray) -> np.ndarray:
-    return np.log(np.clip(probs, 1e-7, 1.0)) * _age_scaled(rows, probs)
+    return log_probabilities(probs) * _age_scaled(rows)
 
 
 EXTRAS: dict[str, Callable[[pd.DataFrame, np.ndarray], np.ndarray]] = {
     "age_bins": _age_bins,
-    "age_squared": lambda rows, probs: _age_scaled(rows, probs) ** 2,
+    "age_squared": lambda rows, probs: _age_scaled(rows) ** 2,
     "site_x_age": _site_x_age,
     "age_x_logp": _age_x_logp,
 }
@@ -75,14 +81,8 @@ class FusionVariant:
             if not self.balanced_bias:
                 return predict
             bias = fit_logit_bias(predict(probs, meta), labels)  # on the fitting rows only: cross_fit scores others
-            return lambda p, m: _biased(predict(p, m), bias)
+            return lambda p, m: apply_logit_bias(predict(p, m), bias)
         return Lever(self.name, fit)
-
-
-def _biased(probs: np.ndarray, bias: np.ndarray) -> np.ndarray:
-    z = np.log(np.clip(probs, 1e-7, 1.0)) + bias
-    z -= z.max(axis=1, keepdims=True)
-    return np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
 
 
 VARIANTS = (
@@ -101,8 +101,7 @@ def screen_fusion_variants(held: HeldOut, rows: pd.DataFrame, *, variants: tuple
                            seed: int = 0) -> pd.DataFrame:
     """Each variant cross-fitted on ``held`` (``rows``: its images' metadata rows, in order), paired against the
     first variant on the same images, with 95% intervals over lesions."""
-    if list(rows["image_id"].astype(str)) != list(held.image_ids):
-        raise ConfigError("metadata rows must be the held-out images, in the same order")
+    check_rows(rows, held)
     groups, labels = rows["lesion_id"].to_numpy(), held.labels
     base_meta = metadata_features(rows, METADATA_FIELDS)
     table, reference = [], None
@@ -111,15 +110,9 @@ def screen_fusion_variants(held: HeldOut, rows: pd.DataFrame, *, variants: tuple
         meta = np.concatenate([base_meta, *(EXTRAS[e](rows, held.probs) for e in variant.extras)], axis=1)
         pred = cross_fit(variant.lever(), held.probs, meta, labels, groups, seed=seed).argmax(1)
         reference = pred if reference is None else reference
-        figures = bootstrap_intervals(labels, pred, groups)
-        diff = paired_differences(labels, pred, reference, groups=groups)
-        row: dict[str, object] = {"variant": variant.name, "images": len(labels),
-                                  "cpu_seconds": round(time.perf_counter() - start, 1)}
-        for m in SCREEN_METRICS:
-            row[m] = round(figures[m].point, 4)
-            row[f"delta_{m}"] = round(diff[m].point, 4)
-            row[f"delta_{m}_ci"] = f"[{diff[m].low:+.3f}, {diff[m].high:+.3f}]"
-        row.update({f"recall_{k}": round(v, 3) for k, v in per_class_recall(labels, pred).items() if v is not None})
+        row = paired_row(variant.name, labels=labels, pred=pred, ref=reference, groups=groups, minutes=float("nan"))
+        row = {"variant": row.pop("lever"), "cpu_seconds": round(time.perf_counter() - start, 1),
+               **{k: v for k, v in row.items() if k != "train_minutes"}}
         table.append(row)
         log.info("%s: balanced accuracy %.4f (%+.4f)", variant.name, row["balanced_accuracy"],
                  row["delta_balanced_accuracy"])

@@ -57,13 +57,7 @@ def held_out(store: ResultsStore, run_id: str, *, split: str = "oof", archive: P
     (so a later session pairs new levers against a control without training it again). Runs joined by ``,`` (a
     cross-validation's folds) are pooled: every image once, scored by the fold model that did not train on it."""
     if "," in run_id:
-        parts = [held_out(store, r, split=split, archive=archive) for r in run_id.split(",")]
-        ids = np.concatenate([p.image_ids for p in parts])
-        if len(np.unique(ids)) != len(ids):
-            raise ConfigError(f"the runs {run_id!r} share held-out images: pool folds of one cross-validation only")
-        order = np.argsort(ids)
-        return HeldOut(run_id, ids[order], np.concatenate([p.labels for p in parts])[order],
-                       np.concatenate([p.probs for p in parts])[order], sum(p.train_minutes for p in parts))
+        return pooled(run_id, [held_out(store, r, split=split, archive=archive) for r in run_id.split(",")])
     frame = store.query("SELECT image_id, label, probs FROM predictions WHERE run_id = ? AND split = ? "
                         "ORDER BY image_id", [run_id, split])
     seconds = _epoch_seconds(store, run_id)
@@ -78,6 +72,16 @@ def held_out(store: ResultsStore, run_id: str, *, split: str = "oof", archive: P
                    float(seconds) / 60 if seconds is not None and pd.notna(seconds) else float("nan"))
 
 
+def pooled(run_id: str, parts: list[HeldOut]) -> HeldOut:
+    """Held-out predictions of several runs as one, in image-id order; runs that share an image are refused."""
+    ids = np.concatenate([p.image_ids for p in parts])
+    if len(np.unique(ids)) != len(ids):
+        raise ConfigError(f"the runs {run_id!r} share held-out images: pool folds of one cross-validation only")
+    order = np.argsort(ids)
+    return HeldOut(run_id, ids[order], np.concatenate([p.labels for p in parts])[order],
+                   np.concatenate([p.probs for p in parts])[order], sum(p.train_minutes for p in parts))
+
+
 def cv_held_out(store: ResultsStore, cv_id: str, folds: int) -> HeldOut:
     """Every out-of-fold prediction of a finished cross-validation, pooled: each image once, from the fold model
     that did not train on it."""
@@ -87,6 +91,12 @@ def cv_held_out(store: ResultsStore, cv_id: str, folds: int) -> HeldOut:
 def metadata_rows(data_dir: str, image_ids: np.ndarray) -> pd.DataFrame:
     """The dataset's metadata rows (lesion id, age, sex, body site) of ``image_ids``, in that order."""
     return load_table(data_dir).set_index("image_id").loc[image_ids].reset_index()
+
+
+def check_rows(rows: pd.DataFrame, held: HeldOut) -> None:
+    """Refuse metadata rows that are not ``held``'s images in its order (as :func:`metadata_rows` returns them)."""
+    if list(rows["image_id"].astype(str)) != list(held.image_ids):
+        raise ConfigError("metadata rows must be the held-out images, in the same order")
 
 
 def archive_runs(store: ResultsStore, run_ids: list[str], folder: Path) -> list[Path]:
@@ -123,7 +133,7 @@ def _common(a: HeldOut, b: HeldOut) -> tuple[np.ndarray, np.ndarray]:
 
 
 def paired_row(name: str, *, labels: np.ndarray, pred: np.ndarray, ref: np.ndarray, groups: np.ndarray,
-         minutes: float) -> dict[str, object]:
+               minutes: float) -> dict[str, object]:
     figures = bootstrap_intervals(labels, pred, groups)
     diff = paired_differences(labels, pred, ref, groups=groups)
     row: dict[str, object] = {"lever": name, "images": len(labels), "train_minutes": round(minutes, 3)}
@@ -161,13 +171,13 @@ def screen(store: ResultsStore, *, control: str, levers: list[str], data_dir: st
         ref = base.probs[ib].argmax(1)
         tag = "control" if run is base else run.run_id
         rows.append({"on": tag, **paired_row("(as trained)", labels=labels, pred=run.probs[ia].argmax(1), ref=ref,
-                                       groups=groups, minutes=run.train_minutes)})
+                                             groups=groups, minutes=run.train_minutes)})
         meta = metadata_features(table.loc[ids].reset_index(), METADATA_FIELDS)
         fitted: dict[str, np.ndarray] = {}
         for name in posthoc:
             fitted[name] = cross_fit(LEVERS[name], run.probs[ia], meta, labels, groups, seed=seed).argmax(1)
             rows.append({"on": tag, **paired_row(name, labels=labels, pred=fitted[name], ref=ref, groups=groups,
-                                           minutes=run.train_minutes)})
+                                                 minutes=run.train_minutes)})
             log.info("%s + %s: balanced accuracy %.4f", tag, name, rows[-1]["balanced_accuracy"])
         if {"metadata_fusion", "recalibrated"} <= fitted.keys():  # what the metadata adds by itself, paired
             own = paired_differences(labels, fitted["metadata_fusion"], fitted["recalibrated"], groups=groups)

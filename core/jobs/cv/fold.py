@@ -55,15 +55,19 @@ def write_fold_run_files(ctx: CVContext, fold: int) -> Path:
     return fold_dir
 
 
+def _checkpoint_path(fold_dir: Path) -> Path:
+    return fold_dir / "checkpoint.pth"
+
+
 def fold_checkpoint(fold_dir: Path) -> dict[str, Any] | None:
-    path = fold_dir / "checkpoint.pth"
+    path = _checkpoint_path(fold_dir)
     return torch.load(path, map_location="cpu", weights_only=False) if path.is_file() else None
 
 
 def epochs_done(fold_dir: Path) -> int:
     """How many epochs a fold's checkpoint has finished (0: none). Memory-mapped: the driver reads the epoch, not
     the ~70 MB of weights and optimizer state that the fold itself loads when it resumes."""
-    path = fold_dir / "checkpoint.pth"
+    path = _checkpoint_path(fold_dir)
     if not path.is_file():
         return 0
     return int(torch.load(path, map_location="cpu", weights_only=False, mmap=True)["epoch"]) + 1
@@ -86,7 +90,7 @@ def run_fold(ctx: CVContext, fold: int, eta: EpochsLeft | None = None) -> RunRec
     def on_epoch(epoch: int, improved: bool, state: dict[str, Any]) -> None:
         state.pop("evaluated")
         epoch_logits.append(state.pop("val_logits"))
-        atomic_torch_save({**state, "oof_logits": epoch_logits}, fold_dir / "checkpoint.pth")
+        atomic_torch_save({**state, "oof_logits": epoch_logits}, _checkpoint_path(fold_dir))
         if eta is not None:
             eta.tick(f"fold {fold + 1}/{ctx.cv.folds} epoch {epoch + 1}/{recipe.epochs}")
 
